@@ -1,0 +1,1 @@
+"""Reflex core: the one pipeline every reaction runs (parse, match, plan, guard, execute, verify, record)."""

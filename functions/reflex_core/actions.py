@@ -1,0 +1,78 @@
+"""Intents, actions and decisions: plain values that can be printed, audited and run in dry-run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["out", "in"]
+
+
+class Intent(BaseModel):
+    """What a trigger asks of one target, before any state is read or any guardrail runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    target_key: str
+    target: dict[str, Any]
+    operation: str
+    direction: Direction | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    dry_run: bool = False
+    # A periodic check that finds nothing to change is logged, not audited (see docs/architecture.md).
+    quiet: bool = False
+
+
+class Action(BaseModel):
+    """A planned change: the state read just before, and the state intended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    target_key: str
+    target: dict[str, Any]
+    operation: str
+    direction: Direction | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    before: dict[str, Any]
+    intended: dict[str, Any]
+    reason: str = ""
+
+
+class Skip(BaseModel):
+    """A decision not to act, with the reason recorded as `skipped:<reason>`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    detail: str = ""
+    policy: str | None = None
+    target_key: str | None = None
+    before: dict[str, Any] | None = None
+    quiet: bool = False
+
+
+Outcome = str  # "executed" | "dry-run" | "skipped:<reason>" | "failed:<error>" | "rejected:validation"
+
+
+class Decision(BaseModel):
+    """The result of one intent through the pipeline: what goes into the audit record."""
+
+    policy: str | None = None
+    target_key: str | None = None
+    operation: str | None = None
+    outcome: Outcome
+    detail: str = ""
+    action: Action | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    audit_id: str | None = None
+    quiet: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude={"action", "quiet"}) | (
+            {"intended": self.action.intended, "direction": self.action.direction} if self.action else {}
+        )

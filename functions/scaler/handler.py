@@ -1,0 +1,20 @@
+"""Lambda entry point of the `scaler` reaction (handler: scaler.handler.lambda_handler)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from reflex_core.observability import logger, metrics, tracer
+from reflex_core.pipeline import Pipeline
+from scaler.scaling_reaction import ScalingReaction
+
+PIPELINE = Pipeline(ScalingReaction())
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return PIPELINE.handle(event, context)

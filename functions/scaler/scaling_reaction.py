@@ -1,0 +1,409 @@
+"""The scaling reaction: which policy a trigger concerns, what it asks for, and how capacity changes.
+
+* Alarm into ALARM             -> scale out by a step sized by the breach (policy `scale_out`).
+* Alarm OK / INSUFFICIENT_DATA -> nothing now; the evaluator scales in once OK has lasted the window.
+* Schedule `evaluate`          -> per policy: end expired pre-warms, step out again while an alarm stays
+                                  in ALARM (after the cooldown), step in once every alarm is OK long enough.
+* Schedule `prewarm`           -> raise the floor for a known peak until the window ends.
+* Console / custom event       -> scale_out, scale_in, set_capacity, prewarm, evaluate (same guardrails).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from reflex_core.actions import Action, Intent, Skip
+from reflex_core.config import ScalingPolicy, format_validation_error
+from reflex_core.pipeline import GuardSettings
+from reflex_core.runtime import Runtime
+from reflex_core.state_store import AlarmMemory, PrewarmWindow
+from reflex_core.triggers import Trigger, TriggerError
+from scaler.capacity_targets import capacity_target
+from scaler.step_sizing import scale_in_target, scale_out_target
+
+# --------------------------------------------------------------------------- console / event commands
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(min_length=1)
+    reason: str = Field(min_length=3, max_length=500)
+    operator: str | None = Field(default=None, min_length=1, max_length=128)
+    dry_run: bool = False
+    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class ScaleOutCommand(_Command):
+    command: Literal["scale_out"]
+
+
+class ScaleInCommand(_Command):
+    command: Literal["scale_in"]
+
+
+class SetCapacityCommand(_Command):
+    command: Literal["set_capacity"]
+    desired: int = Field(ge=0, le=10_000)
+
+
+class PrewarmCommand(_Command):
+    command: Literal["prewarm"]
+    prewarm: str = Field(min_length=1)
+
+
+class EvaluateCommand(_Command):
+    command: Literal["evaluate"]
+    policy: str = "*"
+
+
+ScalerCommand = Annotated[
+    ScaleOutCommand | ScaleInCommand | SetCapacityCommand | PrewarmCommand | EvaluateCommand,
+    Field(discriminator="command"),
+]
+COMMANDS: TypeAdapter[Any] = TypeAdapter(ScalerCommand)
+
+
+def _validate_command(data: Any, prefix: str, require_operator: bool) -> Any:
+    try:
+        cmd = COMMANDS.validate_python(data)
+    except ValidationError as err:
+        raise TriggerError(format_validation_error(err, prefix)) from None
+    if require_operator and not cmd.operator:
+        raise TriggerError([f"{prefix}operator: required for console commands (who is acting)"])
+    return cmd
+
+
+# --------------------------------------------------------------------------- the reaction
+
+
+class ScalingReaction:
+    name = "scaler"
+    _TAG_CACHE_S = 300.0
+
+    def __init__(self) -> None:
+        self._tag_cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._tag_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, trigger: Trigger, rt: Runtime) -> Any:
+        if trigger.kind == "console":
+            cmd = _validate_command(trigger.payload, "", require_operator=True)
+            self._known_policy(cmd, rt, "policy")
+            return cmd
+        if trigger.kind == "event" and trigger.event is not None:
+            if self._event_policies(trigger, rt):
+                cmd = _validate_command(trigger.event.detail, "detail.", require_operator=False)
+                self._known_policy(cmd, rt, "detail.policy")
+                return cmd
+            return None
+        if trigger.kind == "schedule" and trigger.schedule is not None:
+            op = trigger.schedule.operation
+            if op not in ("evaluate", "prewarm"):
+                raise TriggerError([f"reflex_schedule.operation: unknown operation {op!r} (evaluate, prewarm)"])
+            if op == "prewarm":
+                policy = rt.config.scaling_policy(trigger.schedule.policy or "")
+                if policy is None:
+                    raise TriggerError([f"reflex_schedule.policy: no scaling policy {trigger.schedule.policy!r}"])
+                name = trigger.schedule.params.get("prewarm")
+                if not any(p.name == name for p in policy.prewarm):
+                    raise TriggerError([f"reflex_schedule.params.prewarm: policy {policy.name!r} has no pre-warm "
+                                        f"{name!r}"])
+        return None
+
+    @staticmethod
+    def _known_policy(cmd: Any, rt: Runtime, field: str) -> None:
+        if cmd.policy == "*" and isinstance(cmd, EvaluateCommand):
+            return
+        policy = rt.config.scaling_policy(cmd.policy)
+        if policy is None:
+            known = ", ".join(p.name for p in rt.config.scaling) or "none"
+            raise TriggerError([f"{field}: no scaling policy named {cmd.policy!r} (configured: {known})"])
+        if isinstance(cmd, PrewarmCommand) and not any(p.name == cmd.prewarm for p in policy.prewarm):
+            raise TriggerError([f"{field.rsplit('.', 1)[0] + '.' if '.' in field else ''}prewarm: policy "
+                                f"{policy.name!r} has no pre-warm {cmd.prewarm!r}"])
+
+    # ------------------------------------------------------------------ matching
+    def _alarm_matches(self, trigger: Trigger, rt: Runtime) -> list[ScalingPolicy]:
+        alarm = trigger.alarm
+        assert alarm is not None
+        matched = []
+        for policy in rt.config.scaling:
+            if policy.scale_out is None:
+                continue
+            rule = policy.scale_out.alarms
+            tags = self._alarm_tags(alarm.arn, rt) if (rule.tags and not rule.matches(alarm.name, None)) else None
+            if rule.matches(alarm.name, tags):
+                matched.append(policy)
+        return matched
+
+    def _alarm_tags(self, arn: str | None, rt: Runtime) -> dict[str, str] | None:
+        if not arn:
+            return None
+        now = time.monotonic()
+        with self._tag_lock:
+            hit = self._tag_cache.get(arn)
+            if hit and now - hit[0] < self._TAG_CACHE_S:
+                return hit[1]
+        resp = rt.clients.cloudwatch.list_tags_for_resource(ResourceARN=arn)
+        tags = {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
+        with self._tag_lock:
+            self._tag_cache[arn] = (now, tags)
+        return tags
+
+    def _event_policies(self, trigger: Trigger, rt: Runtime) -> list[ScalingPolicy]:
+        ev = trigger.event
+        assert ev is not None
+        return [p for p in rt.config.scaling
+                if any(m.source == ev.source and m.detail_type == ev.detail_type for m in p.on_events)]
+
+    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+        return [p.name for p in self._alarm_matches(trigger, rt)]
+
+    # ------------------------------------------------------------------ intents
+    def intents(self, trigger: Trigger, request: Any, rt: Runtime,
+                previous: AlarmMemory | None) -> list[Intent | Skip]:
+        if trigger.kind == "alarm":
+            return self._alarm_intents(trigger, rt)
+        if trigger.kind == "schedule" and trigger.schedule is not None:
+            if trigger.schedule.operation == "evaluate":
+                return [i for p in rt.config.scaling for i in self._evaluate(p, rt)]
+            policy = rt.config.scaling_policy(trigger.schedule.policy or "")
+            assert policy is not None
+            start = _parse_time(trigger.schedule.scheduled_time) or rt.clock.now()
+            return [self._prewarm_intent(policy, str(trigger.schedule.params["prewarm"]), start, False)]
+        if request is None:
+            return []
+        return self._command_intents(request, rt)
+
+    def _alarm_intents(self, trigger: Trigger, rt: Runtime) -> list[Intent | Skip]:
+        alarm = trigger.alarm
+        assert alarm is not None
+        out: list[Intent | Skip] = []
+        for policy in self._alarm_matches(trigger, rt):
+            key = policy.target.key
+            if alarm.state == "INSUFFICIENT_DATA":
+                out.append(Skip(reason="insufficient-data", policy=policy.name, target_key=key,
+                                detail="missing data never scales in; waiting for OK or ALARM"))
+            elif alarm.state == "OK":
+                wait = policy.scale_in.when_ok_for_s if policy.scale_in else None
+                out.append(Skip(reason="stabilizing", policy=policy.name, target_key=key,
+                                detail=(f"scale-in only after OK for {wait}s (checked by the evaluator)"
+                                        if wait else "policy has no scale-in")))
+            else:
+                out.append(self._scale_out_intent(policy, alarm.breach,
+                                                  f"{alarm.name} {alarm.transition} ({alarm.kind}, "
+                                                  f"breach {_fmt(alarm.breach)})"))
+        return out
+
+    def _command_intents(self, cmd: Any, rt: Runtime) -> list[Intent | Skip]:
+        if isinstance(cmd, EvaluateCommand):
+            policies = rt.config.scaling if cmd.policy == "*" else [rt.config.scaling_policy(cmd.policy)]
+            return [i for p in policies if p is not None for i in self._evaluate(p, rt, quiet=False)]
+        policy = rt.config.scaling_policy(cmd.policy)
+        assert policy is not None
+        why = f"{cmd.command} requested: {cmd.reason}"
+        if isinstance(cmd, ScaleOutCommand):
+            intent: Intent | Skip = self._scale_out_intent(policy, None, why)
+        elif isinstance(cmd, ScaleInCommand):
+            intent = self._scale_in_intent(policy, why)
+        elif isinstance(cmd, SetCapacityCommand):
+            intent = Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
+                            operation="set_capacity", params={"desired": cmd.desired}, reason=why)
+        else:
+            intent = self._prewarm_intent(policy, cmd.prewarm, rt.clock.now(), False)
+        if isinstance(intent, Intent) and cmd.dry_run:
+            intent = intent.model_copy(update={"dry_run": True})
+        return [intent]
+
+    def _scale_out_intent(self, policy: ScalingPolicy, breach: float | None, reason: str) -> Intent:
+        return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
+                      operation="scale_out", direction="out", params={"breach": breach}, reason=reason)
+
+    def _scale_in_intent(self, policy: ScalingPolicy, reason: str) -> Intent | Skip:
+        if policy.scale_in is None:
+            return Skip(reason="no-scale-in", policy=policy.name, target_key=policy.target.key,
+                        detail="policy has no scale_in section")
+        return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
+                      operation="scale_in", direction="in", params={"step": policy.scale_in.step}, reason=reason)
+
+    def _prewarm_intent(self, policy: ScalingPolicy, name: str, start: datetime, _quiet: bool) -> Intent:
+        pw = next(p for p in policy.prewarm if p.name == name)
+        until = start + timedelta(minutes=pw.for_minutes)
+        return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
+                      operation="prewarm_start",
+                      params={"prewarm": pw.name, "floor": min(pw.min, policy.bounds.max), "until": until.timestamp()},
+                      reason=f"pre-warm {pw.name}: floor {pw.min} until {until.isoformat()}")
+
+    def _evaluate(self, policy: ScalingPolicy, rt: Runtime, quiet: bool = True) -> list[Intent | Skip]:
+        now = rt.clock.now()
+        key = policy.target.key
+        out: list[Intent | Skip] = []
+        window = rt.store.prewarm(key)
+        if window is not None and window.until <= now.timestamp():
+            out.append(Intent(policy=policy.name, target_key=key, target=policy.target.model_dump(),
+                              operation="prewarm_end", params={"prewarm": window.name},
+                              reason=f"pre-warm {window.name} window ended"))
+        alarms = rt.store.alarms_for_policy(policy.name)
+        in_alarm = [a for a in alarms if a.state == "ALARM"]
+        if in_alarm and policy.scale_out and policy.scale_out.repeat_while_alarm:
+            worst = max(in_alarm, key=lambda a: a.breach or 0.0)
+            out.append(self._scale_out_intent(policy, worst.breach,
+                                              f"{worst.name} still in ALARM (breach {_fmt(worst.breach)})"))
+            return out
+        if policy.scale_in is None or in_alarm:
+            return out
+        if not alarms:
+            if not quiet:
+                out.append(Skip(reason="no-alarm-data", policy=policy.name, target_key=key,
+                                detail="no alarm state recorded yet; never scales in without data"))
+            return out
+        if any(a.state != "OK" for a in alarms):
+            if not quiet:
+                out.append(Skip(reason="insufficient-data", policy=policy.name, target_key=key,
+                                detail="an alarm has INSUFFICIENT_DATA; never scales in on missing data"))
+            return out
+        ok_for = now.timestamp() - max(a.changed_at for a in alarms)
+        if ok_for < policy.scale_in.when_ok_for_s:
+            if not quiet:
+                out.append(Skip(reason="stabilizing", policy=policy.name, target_key=key,
+                                detail=f"OK for {ok_for:.0f}s < {policy.scale_in.when_ok_for_s}s"))
+            return out
+        intent = self._scale_in_intent(policy, f"all alarms OK for {ok_for:.0f}s")
+        if isinstance(intent, Intent) and quiet:
+            intent = intent.model_copy(update={"quiet": True})
+        out.append(intent)
+        return out
+
+    # ------------------------------------------------------------------ guard settings
+    def allowed_targets(self, rt: Runtime) -> set[str]:
+        return {p.target.key for p in rt.config.scaling}
+
+    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+        policy = self._policy(intent, rt)
+        return GuardSettings(
+            out_cooldown_s=policy.scale_out.cooldown_s if policy.scale_out else 0,
+            in_cooldown_s=policy.scale_in.cooldown_s if policy.scale_in else 0,
+            max_actions_per_hour=policy.rate_limit.max_actions_per_hour,
+            circuit_open_for_s=policy.rate_limit.open_for_s,
+            dry_run=rt.config.dry_run or policy.dry_run,
+        )
+
+    @staticmethod
+    def _policy(intent: Intent, rt: Runtime) -> ScalingPolicy:
+        policy = rt.config.scaling_policy(intent.policy)
+        if policy is None or policy.target.key != intent.target_key:
+            raise LookupError(f"policy {intent.policy} does not own {intent.target_key}")
+        return policy
+
+    # ------------------------------------------------------------------ plan / execute / verify
+    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+        policy = self._policy(intent, rt)
+        target = capacity_target(rt.clients, policy)
+        cap = target.read()
+        before = cap.as_dict()
+        bounds = policy.bounds
+        window = rt.store.prewarm(policy.target.key)
+        active_floor = window.floor if window and window.until > rt.clock.now().timestamp() else 0
+        floor = max(bounds.min, active_floor, cap.floor or 0)
+
+        def skip(reason: str, detail: str) -> Skip:
+            return Skip(reason=reason, detail=detail, policy=policy.name, target_key=policy.target.key,
+                        before=before, quiet=intent.quiet)
+
+        intended: dict[str, Any]
+        if intent.operation == "scale_out":
+            assert policy.scale_out is not None or intent.params.get("breach") is None
+            steps = policy.scale_out.steps if policy.scale_out else _one_step()
+            new = scale_out_target(cap.desired, intent.params.get("breach"), steps, bounds, cap.ceiling)
+            new = max(new, min(floor, bounds.max))
+            if new <= cap.desired:
+                return skip("at-max", f"desired {cap.desired} is already at the maximum {bounds.max}")
+            intended = {"desired": new}
+        elif intent.operation == "scale_in":
+            new = scale_in_target(cap.desired, int(intent.params["step"]), bounds, floor)
+            if new >= cap.desired:
+                return skip("at-min", f"desired {cap.desired} is at the floor {floor}")
+            intended = {"desired": new}
+        elif intent.operation == "set_capacity":
+            new = int(intent.params["desired"])
+            if not bounds.min <= new <= bounds.max:
+                return skip("out-of-bounds", f"desired {new} is outside bounds [{bounds.min}, {bounds.max}]")
+            if new < floor:
+                return skip("below-floor", f"desired {new} is below the active floor {floor}")
+            if abs(new - cap.desired) > bounds.max_step:
+                return skip("step-too-large", f"change {cap.desired}->{new} exceeds max_step {bounds.max_step}")
+            if new == cap.desired:
+                return skip("no-change", f"desired is already {new}")
+            intended = {"desired": new}
+        elif intent.operation == "prewarm_start":
+            pw_floor = int(intent.params["floor"])
+            intended = {"desired": max(cap.desired, pw_floor)}
+            if target.supports_floor:
+                intended["floor"] = max(cap.floor or 0, pw_floor)
+        elif intent.operation == "prewarm_end":
+            intended = {}
+            if target.supports_floor and window is not None and window.original_min is not None:
+                intended["floor"] = window.original_min
+        else:
+            raise ValueError(f"unknown operation {intent.operation}")
+        return Action(policy=policy.name, target_key=policy.target.key, target=intent.target,
+                      operation=intent.operation, direction=intent.direction, params=intent.params,
+                      before=before, intended=intended, reason=intent.reason)
+
+    def execute(self, action: Action, rt: Runtime) -> None:
+        policy = self._policy_for_action(action, rt)
+        target = capacity_target(rt.clients, policy)
+        floor = action.intended.get("floor")
+        if floor is not None and floor != action.before.get("floor"):
+            if floor > action.before.get("desired", 0) and "desired" in action.intended:
+                target.set_desired(action.intended["desired"])  # raise desired first: MinSize <= Desired
+                target.set_floor(floor)
+                return
+            target.set_floor(floor)
+        desired = action.intended.get("desired")
+        if desired is not None and desired != action.before.get("desired"):
+            target.set_desired(desired)
+
+    def after_executed(self, action: Action, rt: Runtime) -> None:
+        if action.operation == "prewarm_start":
+            existing = rt.store.prewarm(action.target_key)
+            original = existing.original_min if existing else action.before.get("floor")
+            rt.store.save_prewarm(action.target_key, PrewarmWindow(
+                name=str(action.params["prewarm"]), floor=int(action.params["floor"]),
+                until=float(action.params["until"]), original_min=original))
+        elif action.operation == "prewarm_end":
+            rt.store.clear_prewarm(action.target_key)
+
+    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+        return capacity_target(rt.clients, self._policy_for_action(action, rt)).read().as_dict()
+
+    def _policy_for_action(self, action: Action, rt: Runtime) -> ScalingPolicy:
+        policy = rt.config.scaling_policy(action.policy)
+        if policy is None or policy.target.key != action.target_key:
+            raise LookupError(f"policy {action.policy} does not own {action.target_key}")
+        return policy
+
+
+def _one_step() -> list[Any]:
+    from reflex_core.config import StepAdjustment
+
+    return [StepAdjustment(breach_from=0.0, add_percent=25)]
+
+
+def _fmt(breach: float | None) -> str:
+    return "unknown" if breach is None else f"{breach:.0%}"
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None

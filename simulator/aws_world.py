@@ -1,0 +1,136 @@
+"""A moto-backed AWS account holding what a deployed Reflex stack and its web stack would have.
+
+Used by the simulator and by the tests: the Reflex tables (same keys as the CDK constructs),
+the kill-switch parameters, the notification topic and DLQ, and one resource per scaling target
+in the config (ECS service, Auto Scaling group, Aurora cluster registered with Application Auto Scaling).
+Call inside an active `moto.mock_aws()` context.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = ROOT / "functions"
+if str(FUNCTIONS) not in sys.path:
+    sys.path.insert(0, str(FUNCTIONS))
+
+from reflex_core.aws_clients import AwsClients  # noqa: E402
+from reflex_core.clock import Clock  # noqa: E402
+from reflex_core.config import (  # noqa: E402
+    AuroraReplicasTarget,
+    AutoScalingGroupTarget,
+    EcsServiceTarget,
+    ReflexConfig,
+)
+from reflex_core.runtime import Runtime, build_runtime, install_runtime  # noqa: E402
+from reflex_core.settings import RuntimeSettings  # noqa: E402
+
+REGION = "us-east-1"
+
+
+def moto_clients(max_attempts: int = 3) -> AwsClients:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(region_name=REGION, retries={"mode": "standard", "max_attempts": max_attempts})
+    session = boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
+                                    aws_secret_access_key="testing")
+    return AwsClients(lambda service: session.client(service, config=config))
+
+
+@dataclass
+class World:
+    config: ReflexConfig
+    clients: AwsClients
+    settings: RuntimeSettings
+
+    def runtime(self, clock: Clock | None = None, reaction: str = "scaler") -> Runtime:
+        settings = self.settings.model_copy(update={"reaction": reaction})
+        rt = build_runtime(settings, config=self.config, clients=self.clients, clock=clock)
+        install_runtime(rt)
+        return rt
+
+    def set_kill_switch(self, scope: str, on: bool) -> None:
+        self.clients.ssm.put_parameter(Name=f"{self.settings.kill_switch_prefix}/{scope}",
+                                       Value="on" if on else "off", Type="String", Overwrite=True)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        import json
+
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.settings.audit_table}
+        while True:
+            page = self.clients.dynamodb.scan(**kwargs)
+            items.extend(json.loads(i["record"]["S"]) for i in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(items, key=lambda r: (r["at"], r["id"]))
+
+    def dlq_messages(self) -> list[str]:
+        resp = self.clients.sqs.receive_message(QueueUrl=self.settings.dead_letter_queue_url,
+                                                MaxNumberOfMessages=10)
+        return [m["Body"] for m in resp.get("Messages", [])]
+
+
+def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *,
+                 clients: AwsClients | None = None) -> World:
+    """Create Reflex's own resources and one resource per configured target (desired from `capacity`)."""
+    clients = clients or moto_clients()
+    stage = config.stage
+    ddb = clients.dynamodb
+    names = {"audit": f"reflex-{stage}-audit", "state": f"reflex-{stage}-state",
+             "idem": f"reflex-{stage}-idempotency"}
+    ddb.create_table(TableName=names["audit"], BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "sk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                {"AttributeName": "sk", "KeyType": "RANGE"}])
+    ddb.create_table(TableName=names["state"], BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    ddb.create_table(TableName=names["idem"], BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
+    dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
+    prefix = f"/reflex/{stage}/kill-switch"
+    for scope in ("global", "scaler"):
+        clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
+
+    capacity = capacity or {}
+    for policy in config.scaling:
+        desired = capacity.get(policy.name, policy.bounds.min)
+        _create_target(clients, policy.target, desired, policy.bounds.max)
+
+    settings = RuntimeSettings(stage=stage, reaction="scaler", audit_table=names["audit"],
+                               state_table=names["state"], idempotency_table=names["idem"],
+                               notify_topic_arn=topic_arn, event_bus_name="default",
+                               kill_switch_prefix=prefix, dead_letter_queue_url=dlq_url)
+    return World(config=config, clients=clients, settings=settings)
+
+
+def _create_target(clients: AwsClients, target: Any, desired: int, maximum: int) -> None:
+    if isinstance(target, EcsServiceTarget):
+        clients.ecs.create_cluster(clusterName=target.cluster)
+        clients.ecs.create_service(cluster=target.cluster, serviceName=target.service, desiredCount=desired)
+    elif isinstance(target, AutoScalingGroupTarget):
+        template = f"{target.name}-lt"
+        clients.ec2.create_launch_template(LaunchTemplateName=template,
+                                           LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
+        clients.autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=target.name, LaunchTemplate={"LaunchTemplateName": template},
+            MinSize=0, MaxSize=maximum, DesiredCapacity=desired, AvailabilityZones=[f"{REGION}a"])
+    elif isinstance(target, AuroraReplicasTarget):
+        clients.rds.create_db_cluster(DBClusterIdentifier=target.cluster, Engine="aurora-postgresql",
+                                      MasterUsername="reflex", MasterUserPassword="not-a-secret-1")
+        clients.rds.create_db_instance(DBInstanceIdentifier=f"{target.cluster}-writer",
+                                       DBClusterIdentifier=target.cluster, Engine="aurora-postgresql",
+                                       DBInstanceClass="db.r6g.large")
+        clients.application_autoscaling.register_scalable_target(
+            ServiceNamespace="rds", ResourceId=f"cluster:{target.cluster}",
+            ScalableDimension="rds:cluster:ReadReplicaCount", MinCapacity=desired, MaxCapacity=maximum)
