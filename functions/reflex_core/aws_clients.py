@@ -8,7 +8,8 @@ Retries: botocore "standard" mode retries throttling and 5xx with exponential ba
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_MAX_ATTEMPTS = 5
 

@@ -1,4 +1,5 @@
-"""The one pipeline: parse -> validate -> (idempotent) alarm semantics -> match -> guard -> plan -> execute -> verify -> record.
+"""The one pipeline: parse, validate, (idempotently) apply alarm semantics, match, guard, plan,
+execute, verify, record.
 
 A reaction supplies only what is specific to it (see `Reaction`); every guardrail, the audit
 and the failure handling live here, identical for every trigger, console included.
@@ -166,7 +167,7 @@ class Pipeline:
     # ------------------------------------------------------------------ guardrails around one intent
     def _guarded(self, rt: Runtime, intent: Intent) -> Decision:
         key = intent.target_key
-        base = {"policy": intent.policy, "target_key": key, "operation": intent.operation}
+        base: dict[str, Any] = {"policy": intent.policy, "target_key": key, "operation": intent.operation}
         if key not in self.reaction.allowed_targets(rt):
             return Decision(**base, outcome="skipped:not-allowlisted", detail=f"{key} is not a configured target")
         kill = rt.kill_switch.state()

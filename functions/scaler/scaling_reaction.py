@@ -203,8 +203,8 @@ class ScalingReaction:
 
     def _command_intents(self, cmd: Any, rt: Runtime) -> list[Intent | Skip]:
         if isinstance(cmd, EvaluateCommand):
-            policies = rt.config.scaling if cmd.policy == "*" else [rt.config.scaling_policy(cmd.policy)]
-            return [i for p in policies if p is not None for i in self._evaluate(p, rt, quiet=False)]
+            policies = [p for p in rt.config.scaling if cmd.policy in ("*", p.name)]
+            return [i for p in policies for i in self._evaluate(p, rt, quiet=False)]
         policy = rt.config.scaling_policy(cmd.policy)
         assert policy is not None
         why = f"{cmd.command} requested: {cmd.reason}"
