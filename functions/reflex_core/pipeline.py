@@ -149,7 +149,13 @@ class Pipeline:
             if not items:
                 decisions.append(Decision(outcome="skipped:no-policy", detail="no policy names this trigger"))
             for item in items:
-                decisions.append(_skip(item) if isinstance(item, Skip) else self._guarded(rt, item))
+                if isinstance(item, Skip):
+                    decisions.append(_skip(item))
+                    continue
+                decision = self._guarded(rt, item)
+                # A periodic check skipped for any reason changed nothing and asked nothing: log it only.
+                decision.quiet = item.quiet and decision.outcome.startswith("skipped:")
+                decisions.append(decision)
 
         for decision in decisions:
             if decision.quiet:
