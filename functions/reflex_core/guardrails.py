@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from reflex_core.clock import Clock
+from reflex_core.clock import Clock, iso
 from reflex_core.state_store import RateWindow
 
 HOUR = 3600.0
@@ -99,7 +99,8 @@ def circuit_check(window: RateWindow, now: datetime, max_per_hour: int) -> tuple
     """(reason to block or None, whether this check trips the breaker now)."""
     ts = now.timestamp()
     if window.circuit_open_until > ts:
-        return f"circuit open until {window.circuit_open_until:.0f} (rate limit tripped)", False
+        until = datetime.fromtimestamp(window.circuit_open_until, tz=UTC)
+        return f"circuit open until {iso(until)} (rate limit tripped earlier)", False
     recent = [t for t in window.actions if ts - t < HOUR]
     if len(recent) >= max_per_hour:
         return f"rate limit: {len(recent)} actions in the last hour >= {max_per_hour}; circuit opened", True

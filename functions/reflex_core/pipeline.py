@@ -138,8 +138,13 @@ class Pipeline:
                 decisions.append(Decision(outcome="skipped:stale-event",
                                           detail="a newer state of this alarm is already recorded"))
             else:
-                repeated = alarm.previous_state == "ALARM" or (
-                    previous is not None and previous.state == "ALARM" and previous.changed_at < memory.changed_at)
+                # The event's own previous state is authoritative (memory may have missed an OK);
+                # memory decides only for shapes that carry no previous state.
+                if alarm.previous_state is not None:
+                    repeated = alarm.previous_state == "ALARM"
+                else:
+                    repeated = (previous is not None and previous.state == "ALARM"
+                                and previous.changed_at < memory.changed_at)
                 if alarm.state == "ALARM" and repeated:
                     decisions.append(Decision(outcome="skipped:duplicate-alarm",
                                               detail="already in ALARM; only a transition into ALARM acts"))
@@ -147,14 +152,17 @@ class Pipeline:
         if not decisions:
             items = self.reaction.intents(trigger, request, rt, previous)
             if not items:
-                decisions.append(Decision(outcome="skipped:no-policy", detail="no policy names this trigger"))
+                # A scheduled evaluation with nothing to do is not a decision: logged, not audited.
+                decisions.append(Decision(outcome="skipped:no-policy", detail="no policy names this trigger",
+                                          quiet=trigger.kind == "schedule"))
             for item in items:
                 if isinstance(item, Skip):
                     decisions.append(_skip(item))
                     continue
                 decision = self._guarded(rt, item)
                 # A periodic check skipped for any reason changed nothing and asked nothing: log it only.
-                decision.quiet = item.quiet and decision.outcome.startswith("skipped:")
+                decision.quiet = (item.quiet and decision.outcome.startswith("skipped:")
+                                  and decision.outcome != "skipped:circuit-open-tripped")
                 decisions.append(decision)
 
         for decision in decisions:
@@ -187,22 +195,26 @@ class Pipeline:
             return Decision(**base, outcome="skipped:locked", detail="another action on this target holds the lock")
         try:
             now = rt.clock.now()
+            window = rt.store.rate_window(key)
+            if window.circuit_open_until > now.timestamp():
+                reason, _ = circuit_check(window, now, settings.max_actions_per_hour)
+                return Decision(**base, outcome="skipped:circuit-open", detail=reason or "")
             blocked = cooldown_block(intent.direction, rt.store.last_actions(key), now,
                                      settings.out_cooldown_s, settings.in_cooldown_s)
             if blocked:
                 return Decision(**base, outcome="skipped:cooldown", detail=blocked)
-            window = rt.store.rate_window(key)
+
+            planned = self.reaction.plan(intent, rt)
+            if isinstance(planned, Skip):
+                return _skip(planned, intent.operation)
+            # Only an action that would really run counts against the rate limit and can trip the breaker.
             reason, trips = circuit_check(window, now, settings.max_actions_per_hour)
             if reason:
                 if trips and not dry_run:
                     rt.store.save_rate_window(key, RateWindow(
                         actions=window.actions, circuit_open_until=now.timestamp() + settings.circuit_open_for_s), now)
                 return Decision(**base, outcome="skipped:circuit-open-tripped" if trips else "skipped:circuit-open",
-                                detail=reason)
-
-            planned = self.reaction.plan(intent, rt)
-            if isinstance(planned, Skip):
-                return _skip(planned, intent.operation)
+                                action=planned, before=planned.before, detail=reason)
             if dry_run:
                 return Decision(**base, outcome="dry-run", action=planned, before=planned.before,
                                 detail=f"would {planned.operation}: {planned.reason}")

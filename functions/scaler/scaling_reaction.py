@@ -252,9 +252,9 @@ class ScalingReaction:
         alarms = rt.store.alarms_for_policy(policy.name)
         in_alarm = [a for a in alarms if a.state == "ALARM"]
         if in_alarm and policy.scale_out and policy.scale_out.repeat_while_alarm:
-            worst = max(in_alarm, key=lambda a: a.breach or 0.0)
-            out.append(self._scale_out_intent(policy, worst.breach,
-                                              f"{worst.name} still in ALARM (breach {_fmt(worst.breach)})"))
+            # The breach recorded at the transition is stale by now: repeat with the smallest step.
+            names = ", ".join(a.name for a in in_alarm)
+            out.append(self._scale_out_intent(policy, None, f"{names} still in ALARM; smallest step"))
             return out
         if policy.scale_in is None or in_alarm:
             return out

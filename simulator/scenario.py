@@ -1,0 +1,1006 @@
+"""Scenario files and the runner that plays them through the real scaler handler.
+
+A scenario is a YAML file: a start time, initial capacities, and timed steps (alarm state changes,
+redeliveries, kill-switch flips, scheduler and console invocations, custom events). The runner opens a
+moto account (`aws_world.create_world`), drives a `VirtualClock`, sends each step to
+`scaler.handler.lambda_handler` as the event AWS would deliver, runs the periodic `evaluate` schedule
+between steps as the deployed stack does, and reads the targets' capacity back after every invocation.
+The result is a list of `TimelineEntry` plus the audit trail; `simulator.timeline` renders them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+# functions/ is the Lambda asset root: import the handlers exactly as the runtime does (as aws_world does).
+if str(ROOT / "functions") not in sys.path:
+    sys.path.insert(0, str(ROOT / "functions"))
+
+from reflex_core.config import ReflexConfig, ScalingPolicy, load_config_file  # noqa: E402
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "us-east-1"
+REGION_NAME = "US East (N. Virginia)"
+
+# Local runs: no X-Ray, only warnings from the Powertools logger. EMF metric lines are not disabled
+# (POWERTOOLS_METRICS_DISABLED does not cover `single_metric`, which prints regardless, and with it set
+# `Metrics` never clears its buffer): the runner captures them with the logs into `<name>.handler.log`.
+LOCAL_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+def prepare_environment() -> None:
+    """Set the local-run environment (before Powertools is imported) without overriding the caller's."""
+    for name, value in LOCAL_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+# --------------------------------------------------------------------------- offsets
+
+
+_CLOCK_TEXT = re.compile(r"^(?:(\d+):)?(\d{1,3}):(\d{2}(?:\.\d+)?)$")
+
+
+def parse_offset(value: Any) -> float:
+    """Seconds from a number, or from 'mm:ss' / 'h:mm:ss' text."""
+    if isinstance(value, bool):
+        raise ValueError("give seconds (90) or 'mm:ss' ('01:30'), not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _CLOCK_TEXT.match(text)
+        if match:
+            hours, minutes, secs = match.groups()
+            if float(secs) >= 60:
+                raise ValueError(f"{value!r}: seconds must be below 60")
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an offset; give seconds (90) or 'mm:ss' ('01:30')") from None
+    else:
+        raise ValueError(f"{value!r} is not an offset; give seconds (90) or 'mm:ss' ('01:30')")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r}: an offset is zero or more seconds after the start")
+    return seconds
+
+
+def format_offset(seconds: float) -> str:
+    """'mm:ss' below an hour, 'h:mm:ss' above."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+# --------------------------------------------------------------------------- the scenario model
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a scenario must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+AlarmState = Literal["ALARM", "OK", "INSUFFICIENT_DATA"]
+Via = Literal["eventbridge", "sns", "alarm-action"]
+Comparison = Literal["GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold",
+                     "LessThanOrEqualToThreshold"]
+
+
+class AlarmDefinition(_Strict):
+    """What CloudWatch knows about an alarm, so steps only give its new state and value."""
+
+    metric: str | None = Field(default=None, description="Namespace/MetricName, e.g. AWS/ECS/CPUUtilization")
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    statistic: str = "Average"
+    period: int = Field(default=60, ge=10)
+    threshold: float | None = None
+    comparison: Comparison = "GreaterThanThreshold"
+    description: str = ""
+    initial: AlarmState = Field(default="OK", description="CloudWatch's state before the scenario starts")
+
+
+class AlarmStep(_Strict):
+    name: str = Field(min_length=1, max_length=255)
+    state: AlarmState
+    value: float | None = None
+    threshold: float | None = Field(default=None, description="defaults to the alarm definition's threshold")
+    via: Via = "eventbridge"
+    previous: AlarmState | None = Field(default=None, description="override the state tracked by the simulator")
+    occurred: float | None = Field(default=None, description="offset when the transition happened, for late "
+                                                             "deliveries; defaults to the step's t")
+
+    @field_validator("occurred", mode="before")
+    @classmethod
+    def _offset(cls, v: Any) -> float | None:
+        return None if v is None else parse_offset(v)
+
+
+class Redelivery(_Strict):
+    step: str = Field(min_length=1)
+    via: Via | None = Field(default=None, description="deliver the same alarm transition through another route")
+
+
+class KillSwitchStep(_Strict):
+    scope: Literal["global", "scaler"]
+    on: bool
+    invalidate_cache: bool = Field(default=False, description="model a fresh Lambda container that has not "
+                                                              "cached the switch yet")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads an unquoted `on:` key as the boolean True.
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+
+class CustomEventStep(_Strict):
+    source: str = Field(min_length=1)
+    detail_type: str = Field(min_length=1)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrewarmStep(_Strict):
+    policy: str = Field(min_length=1)
+    prewarm: str = Field(min_length=1)
+
+
+class HoldLockStep(_Strict):
+    """Another invocation (or one that crashed) holds the target's lock for `lease_s` seconds."""
+
+    policy: str = Field(min_length=1)
+    lease_s: int = Field(default=120, ge=1)
+
+
+class Expect(_Strict):
+    outcome: str | None = Field(default=None, description="some decision of this step has this outcome")
+    desired: int | None = Field(default=None, ge=0, description="the policy's desired capacity after the step")
+    detail: str | None = Field(default=None, description="some decision's detail contains this text")
+    policy: str | None = Field(default=None, description="which policy the checks concern (decisions without a "
+                                                         "policy, such as duplicates, concern all)")
+
+    @model_validator(mode="after")
+    def _something(self) -> Expect:
+        if self.outcome is None and self.desired is None and self.detail is None:
+            raise ValueError("give at least one of outcome, desired, detail")
+        return self
+
+
+STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock")
+
+
+class Step(_Strict):
+    t: float
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    note: str = ""
+    alarm: AlarmStep | None = None
+    redeliver: Redelivery | None = None
+    kill_switch: KillSwitchStep | None = None
+    evaluate: Literal[True] | None = None
+    console: dict[str, Any] | None = None
+    event: CustomEventStep | None = None
+    prewarm: PrewarmStep | None = None
+    hold_lock: HoldLockStep | None = None
+    expect: Expect | None = None
+
+    @field_validator("t", mode="before")
+    @classmethod
+    def _offset(cls, v: Any) -> float:
+        return parse_offset(v)
+
+    @field_validator("redeliver", mode="before")
+    @classmethod
+    def _redeliver_shorthand(cls, v: Any) -> Any:
+        return {"step": v} if isinstance(v, str) else v
+
+    @field_validator("console")
+    @classmethod
+    def _console_command(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and "command" not in v:
+            raise ValueError("a console payload needs a `command` (scale_out, scale_in, set_capacity, prewarm, "
+                             "evaluate)")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        given = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) or "none"
+            raise ValueError(f"a step needs exactly one of {', '.join(STEP_KINDS)}; found: {found}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+
+class Every(_Strict):
+    evaluate: float | None = Field(description="seconds between the scheduler's evaluate runs; null: none")
+
+    @field_validator("evaluate", mode="before")
+    @classmethod
+    def _offset(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        seconds = parse_offset(v)
+        if seconds < 1:
+            raise ValueError("evaluate at most once a second")
+        return seconds
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    description: str = ""
+    start: datetime
+    config: str | None = None
+    initial: dict[str, int] = Field(default_factory=dict, description="desired capacity per policy name")
+    alarms: dict[str, AlarmDefinition] = Field(default_factory=dict)
+    every: Every | None = Field(default=None, description="omitted: the config's evaluate_every_minutes")
+    end: float | None = None
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+    @field_validator("initial")
+    @classmethod
+    def _non_negative(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [f"{k}={n}" for k, n in v.items() if n < 0]
+        if bad:
+            raise ValueError(f"capacities are zero or more: {', '.join(bad)}")
+        return v
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _offset(cls, v: Any) -> float | None:
+        return None if v is None else parse_offset(v)
+
+    @model_validator(mode="after")
+    def _ordered_and_linked(self) -> Scenario:
+        seen: dict[str, Step] = {}
+        previous_t = 0.0
+        for i, step in enumerate(self.steps):
+            where = f"steps[{i}]"
+            if step.t < previous_t:
+                raise ValueError(f"{where}.t: {format_offset(step.t)} is before the previous step "
+                                 f"({format_offset(previous_t)}); steps run in time order")
+            previous_t = step.t
+            if step.alarm is not None and step.alarm.occurred is not None and step.alarm.occurred > step.t:
+                raise ValueError(f"{where}.alarm.occurred: a transition cannot be delivered before it happens")
+            if step.redeliver is not None:
+                original = seen.get(step.redeliver.step)
+                if original is None:
+                    raise ValueError(f"{where}.redeliver: no earlier step with id {step.redeliver.step!r}")
+                if original.kind in ("kill_switch", "hold_lock"):
+                    raise ValueError(f"{where}.redeliver: step {original.id!r} sends no event")
+                if step.redeliver.via is not None and original.alarm is None:
+                    raise ValueError(f"{where}.redeliver.via: only an alarm transition can take another route")
+            if step.id is not None:
+                if step.id in seen:
+                    raise ValueError(f"{where}.id: {step.id!r} is used twice")
+                seen[step.id] = step
+        if self.end is not None and self.end < previous_t:
+            raise ValueError(f"end: {format_offset(self.end)} is before the last step ({format_offset(previous_t)})")
+        return self
+
+    @property
+    def duration(self) -> float:
+        return self.end if self.end is not None else self.steps[-1].t
+
+
+class ScenarioError(ValueError):
+    """A scenario file failed validation; the message names the file and every bad field."""
+
+
+def _locate(loc: tuple[Any, ...], raw: Any) -> str:
+    """`steps[3] (id=spike, t=01:30).alarm.state` from pydantic's ('steps', 3, 'alarm', 'state')."""
+    parts: list[str] = []
+    node = raw
+    for i, key in enumerate(loc):
+        if isinstance(key, int):
+            label = f"[{key}]"
+            if i == 1 and loc[0] == "steps" and isinstance(node, list) and key < len(node) \
+                    and isinstance(node[key], dict):
+                hints = [f"{k}={node[key][k]}" for k in ("id", "t") if k in node[key]]
+                label += f" ({', '.join(hints)})" if hints else ""
+            parts.append(label)
+        elif isinstance(key, str) and not key.startswith(("function-", "literal[")):
+            parts.append(("." if parts else "") + key)
+        node = node[key] if isinstance(node, dict | list) and _has(node, key) else None
+    return "".join(parts) or "<root>"
+
+
+def _has(node: dict[str, Any] | list[Any], key: Any) -> bool:
+    if isinstance(node, list):
+        return isinstance(key, int) and 0 <= key < len(node)
+    return key in node
+
+
+def parse_scenario(data: Any, source: str) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(f"{_locate(tuple(e['loc']), data)}: {msg}")
+        raise ScenarioError(f"{source}: invalid scenario\n  " + "\n  ".join(lines)) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ScenarioError(f"{p}: cannot read the scenario ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{p}: not valid YAML: {err}") from None
+    return parse_scenario(data, str(p))
+
+
+def resolve_config_path(scenario: Scenario, override: str | None, scenario_path: str | Path | None) -> Path:
+    """--config wins; else the scenario's `config`, relative to the working directory, the scenario file,
+    or the repository root (the first that exists)."""
+    given = override or scenario.config
+    if not given:
+        raise ScenarioError("no config: give --config PATH or `config:` in the scenario")
+    path = Path(given)
+    candidates = [path] if path.is_absolute() else [
+        Path.cwd() / path,
+        *([Path(scenario_path).resolve().parent / path] if scenario_path else []),
+        ROOT / path,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ScenarioError(f"config file {given} not found")
+
+
+def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
+    """Errors where the scenario names policies or pre-warms the config does not have."""
+    known = {p.name: p for p in config.scaling}
+    names = ", ".join(known) or "none"
+    errors = [f"initial.{name}: no scaling policy {name!r} in the config (configured: {names})"
+              for name in scenario.initial if name not in known]
+    watched = watched_policies(scenario, config)
+    for i, step in enumerate(scenario.steps):
+        where = f"steps[{i}]" + (f" (id={step.id})" if step.id else "")
+        for field_name, policy in (("prewarm.policy", step.prewarm and step.prewarm.policy),
+                                   ("hold_lock.policy", step.hold_lock and step.hold_lock.policy),
+                                   ("expect.policy", step.expect and step.expect.policy)):
+            if policy and policy not in known:
+                errors.append(f"{where}.{field_name}: no scaling policy {policy!r} (configured: {names})")
+        if step.prewarm and step.prewarm.policy in known:
+            windows = [p.name for p in known[step.prewarm.policy].prewarm]
+            if step.prewarm.prewarm not in windows:
+                errors.append(f"{where}.prewarm.prewarm: policy {step.prewarm.policy!r} has no pre-warm "
+                              f"{step.prewarm.prewarm!r} (configured: {', '.join(windows) or 'none'})")
+        if step.expect and step.expect.desired is not None and not step.expect.policy and len(watched) != 1:
+            errors.append(f"{where}.expect.policy: required for `desired` when the scenario watches several "
+                          f"policies ({', '.join(p.name for p in watched)})")
+    return errors
+
+
+def watched_policies(scenario: Scenario, config: ReflexConfig) -> list[ScalingPolicy]:
+    """The policies shown in the timeline: those given an initial capacity, else all of them."""
+    if scenario.initial:
+        return [p for p in config.scaling if p.name in scenario.initial]
+    return list(config.scaling)
+
+
+# --------------------------------------------------------------------------- real-shaped events
+
+
+def _cw_time(ts: datetime) -> str:
+    """CloudWatch's own timestamp format: 2026-11-26T09:00:10.000+0000."""
+    ts = ts.astimezone(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}+0000"
+
+
+def _eb_time(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_COMPARISON_WORDS = {
+    "GreaterThanThreshold": "greater than",
+    "GreaterThanOrEqualToThreshold": "greater than or equal to",
+    "LessThanThreshold": "less than",
+    "LessThanOrEqualToThreshold": "less than or equal to",
+}
+
+
+@dataclass(frozen=True)
+class AlarmTransition:
+    """One alarm state change as CloudWatch records it; rendered into any delivery route."""
+
+    name: str
+    definition: AlarmDefinition
+    state: str
+    previous: str
+    occurred: datetime
+    previous_occurred: datetime
+    previous_value: float | None
+    value: float | None
+    threshold: float | None
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{self.name}"
+
+    @property
+    def metric(self) -> tuple[str, str]:
+        text = self.definition.metric or f"Simulated/{self.name}"
+        namespace, _, metric = text.rpartition("/")
+        return namespace or "Simulated", metric
+
+    def reason(self, state: str, value: float | None, at: datetime) -> str:
+        words = _COMPARISON_WORDS[self.definition.comparison]
+        if state == "INSUFFICIENT_DATA":
+            return "Insufficient Data: 1 datapoint was unknown."
+        crossed = "" if state == "ALARM" else "not "
+        if value is None:
+            return f"Threshold Crossed: the last datapoint was {crossed}{words} the threshold ({self.threshold})."
+        point = at.astimezone(UTC).strftime("%d/%m/%y %H:%M:%S")
+        other = "OK" if state == "ALARM" else "ALARM"
+        return (f"Threshold Crossed: 1 out of the last 1 datapoints [{value} ({point})] was {crossed}{words} "
+                f"the threshold ({self.threshold}) (minimum 1 datapoint for {other} -> {state} transition).")
+
+    def _reason_data(self, value: float | None, at: datetime) -> str:
+        data: dict[str, Any] = {"version": "1.0", "queryDate": _cw_time(at),
+                                "startDate": _cw_time(at - timedelta(seconds=self.definition.period)),
+                                "statistic": self.definition.statistic, "period": self.definition.period}
+        if value is not None:
+            data["recentDatapoints"] = [value]
+        if self.threshold is not None:
+            data["threshold"] = self.threshold
+        return json.dumps(data, separators=(",", ":"))
+
+    def _detail(self) -> dict[str, Any]:
+        namespace, metric = self.metric
+        return {
+            "alarmName": self.name,
+            "state": {"value": self.state, "reason": self.reason(self.state, self.value, self.occurred),
+                      "reasonData": self._reason_data(self.value, self.occurred),
+                      "timestamp": _cw_time(self.occurred)},
+            "previousState": {"value": self.previous,
+                              "reason": self.reason(self.previous, self.previous_value, self.previous_occurred),
+                              "reasonData": self._reason_data(self.previous_value, self.previous_occurred),
+                              "timestamp": _cw_time(self.previous_occurred)},
+            "configuration": {
+                "description": self.definition.description,
+                "metrics": [{"id": "m1", "returnData": True, "metricStat": {
+                    "metric": {"namespace": namespace, "name": metric, "dimensions": self.definition.dimensions},
+                    "period": self.definition.period, "stat": self.definition.statistic}}],
+            },
+        }
+
+    def eventbridge(self) -> dict[str, Any]:
+        return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
+                "source": "aws.cloudwatch", "account": ACCOUNT, "time": _eb_time(self.occurred), "region": REGION,
+                "resources": [self.arn], "detail": self._detail()}
+
+    def alarm_action(self) -> dict[str, Any]:
+        return {"source": "aws.cloudwatch", "alarmArn": self.arn, "accountId": ACCOUNT,
+                "time": _cw_time(self.occurred), "region": REGION, "alarmData": self._detail()}
+
+    def sns(self, topic_arn: str, delivered: datetime) -> dict[str, Any]:
+        namespace, metric = self.metric
+        message = {
+            "AlarmName": self.name, "AlarmDescription": self.definition.description or None,
+            "AWSAccountId": ACCOUNT, "AlarmConfigurationUpdatedTimestamp": _cw_time(self.occurred - timedelta(days=7)),
+            "NewStateValue": self.state, "NewStateReason": self.reason(self.state, self.value, self.occurred),
+            "StateChangeTime": _cw_time(self.occurred), "Region": REGION_NAME, "AlarmArn": self.arn,
+            "OldStateValue": self.previous, "OKActions": [topic_arn], "AlarmActions": [topic_arn],
+            "InsufficientDataActions": [],
+            "Trigger": {"MetricName": metric, "Namespace": namespace, **self._statistic(), "Unit": None,
+                        "Dimensions": [{"value": v, "name": k} for k, v in self.definition.dimensions.items()],
+                        "Period": self.definition.period, "EvaluationPeriods": 1, "DatapointsToAlarm": 1,
+                        "ComparisonOperator": self.definition.comparison, "Threshold": self.threshold,
+                        "TreatMissingData": "missing", "EvaluateLowSampleCountPercentile": ""},
+        }
+        return {"Records": [{
+            "EventSource": "aws:sns", "EventVersion": "1.0",
+            "EventSubscriptionArn": f"{topic_arn}:{uuid.uuid4()}",
+            "Sns": {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic_arn,
+                    "Subject": f'{self.state}: "{self.name}" in {REGION_NAME}'[:100],
+                    "Message": json.dumps(message), "Timestamp": delivered.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                    "SignatureVersion": "1", "Signature": "c2ltdWxhdGVk",
+                    "SigningCertUrl": f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService.pem",
+                    "UnsubscribeUrl": f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe",
+                    "MessageAttributes": {}},
+        }]}
+
+    def _statistic(self) -> dict[str, str]:
+        stat = self.definition.statistic
+        if re.match(r"^p\d", stat):  # percentiles are "extended statistics" in classic notifications
+            return {"StatisticType": "ExtendedStatistic", "ExtendedStatistic": stat}
+        return {"StatisticType": "Statistic", "Statistic": stat.upper()}
+
+    def render(self, via: str, topic_arn: str, delivered: datetime) -> dict[str, Any]:
+        if via == "sns":
+            return self.sns(topic_arn, delivered)
+        if via == "alarm-action":
+            return self.alarm_action()
+        return self.eventbridge()
+
+
+class AlarmBook:
+    """CloudWatch's side of each alarm: current state and when it changed, so events carry a real previousState."""
+
+    def __init__(self, definitions: dict[str, AlarmDefinition], start: datetime) -> None:
+        self._definitions = definitions
+        self._state: dict[str, tuple[str, datetime, float | None]] = {
+            name: (d.initial, start - timedelta(hours=1), None) for name, d in definitions.items()}
+        self._start = start
+
+    def definition(self, name: str) -> AlarmDefinition:
+        return self._definitions.get(name) or AlarmDefinition()
+
+    def transition(self, step: AlarmStep, occurred: datetime) -> AlarmTransition:
+        definition = self.definition(step.name)
+        current, since, last_value = self._state.get(
+            step.name, (definition.initial, self._start - timedelta(hours=1), None))
+        threshold = step.threshold if step.threshold is not None else definition.threshold
+        transition = AlarmTransition(name=step.name, definition=definition, state=step.state,
+                                     previous=step.previous or current, occurred=occurred,
+                                     previous_occurred=min(since, occurred), previous_value=last_value,
+                                     value=step.value, threshold=threshold)
+        if occurred >= since:  # a late delivery of an older transition does not move CloudWatch's state back
+            self._state[step.name] = (step.state, occurred, step.value)
+        return transition
+
+
+@dataclass
+class SimulatedContext:
+    """The parts of the Lambda context the handler and Powertools read."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    log_group_name: str = "/aws/lambda/reflex-simulator"
+    log_stream_name: str = "simulator"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """One decision of one invocation, from the audit record (or from the response when not audited)."""
+
+    outcome: str
+    policy: str | None = None
+    operation: str | None = None
+    detail: str = ""
+    before: dict[str, Any] | None = None
+    intended: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    audited: bool = True
+    audit_id: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DecisionView:
+        action = record.get("action") or {}
+        return cls(outcome=record["outcome"], policy=record.get("policy"), operation=record.get("operation"),
+                   detail=record.get("detail") or "", before=record.get("before"), intended=action.get("intended"),
+                   after=record.get("after"), audited=True, audit_id=record.get("id"))
+
+    @classmethod
+    def from_response(cls, decision: dict[str, Any]) -> DecisionView:
+        return cls(outcome=decision["outcome"], policy=decision.get("policy"), operation=decision.get("operation"),
+                   detail=decision.get("detail", ""), before=decision.get("before"),
+                   intended=decision.get("intended"), after=decision.get("after"), audited=False)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    expected: Any
+    actual: Any
+    passed: bool
+    policy: str | None = None
+
+
+@dataclass
+class TimelineEntry:
+    offset_s: float
+    at: datetime
+    origin: Literal["step", "tick"]
+    kind: str
+    label: str
+    step_id: str | None = None
+    note: str = ""
+    event: dict[str, Any] | None = None
+    status: str | None = None
+    error: str | None = None
+    decisions: list[DecisionView] = field(default_factory=list)
+    capacity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def offset(self) -> str:
+        return format_offset(self.offset_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset, "offset_s": self.offset_s, "at": self.at.isoformat().replace("+00:00", "Z"),
+            "origin": self.origin, "kind": self.kind, "label": self.label, "step": self.step_id,
+            "note": self.note or None, "status": self.status, "error": self.error,
+            "decisions": [{k: v for k, v in d.__dict__.items() if v is not None} for d in self.decisions],
+            "capacity": self.capacity,
+            "expectations": [c.__dict__ for c in self.checks],
+            "event": self.event,
+        }
+
+
+@dataclass
+class SimulationResult:
+    scenario: Scenario
+    config: ReflexConfig
+    config_path: str
+    watched: list[ScalingPolicy]
+    initial_capacity: dict[str, dict[str, Any]]
+    entries: list[TimelineEntry]
+    audit: list[dict[str, Any]]
+    evaluate_every_s: float | None
+    handler_output: str = ""
+
+    @property
+    def checks(self) -> list[CheckResult]:
+        return [c for e in self.entries for c in e.checks]
+
+    @property
+    def failed_checks(self) -> list[tuple[TimelineEntry, CheckResult]]:
+        return [(e, c) for e in self.entries for c in e.checks if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_checks
+
+    def timeline_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "description": self.scenario.description,
+            "start": self.scenario.start.isoformat().replace("+00:00", "Z"),
+            "config": self.config_path,
+            "evaluate_every_s": self.evaluate_every_s,
+            "initial_capacity": self.initial_capacity,
+            "entries": [e.to_json() for e in self.entries],
+            "expectations": {"passed": sum(c.passed for c in self.checks),
+                             "failed": sum(not c.passed for c in self.checks)},
+        }
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass(frozen=True)
+class _Tick:
+    t: float
+
+
+class ScenarioRunner:
+    """Plays one scenario through the real scaler handler inside an already active `mock_aws()`."""
+
+    def __init__(self, scenario: Scenario, config: ReflexConfig) -> None:
+        from reflex_core.clock import VirtualClock
+        from simulator.aws_world import create_world
+
+        self.scenario = scenario
+        self.config = config
+        self.clock = VirtualClock(scenario.start)
+        self.world = create_world(config, dict(scenario.initial))
+        self.runtime = self.world.runtime(self.clock)
+        self.watched = watched_policies(scenario, config)
+        self.alarms = AlarmBook(scenario.alarms, scenario.start)
+        self.topic_arn = (config.alarm_topics[0].arn if config.alarm_topics
+                          else f"arn:aws:sns:{REGION}:{ACCOUNT}:reflex-{config.stage}-alarms")
+        self._sent: dict[str, tuple[dict[str, Any], AlarmTransition | None]] = {}
+        self._seen_audit: set[str] = set()
+        self._output = io.StringIO()
+        if scenario.every is not None:
+            self.evaluate_every_s = scenario.every.evaluate
+        else:
+            self.evaluate_every_s = float(config.evaluate_every_minutes * 60)
+
+    # ------------------------------------------------------------------ schedule of the run
+    def _ticks(self) -> list[float]:
+        """Offsets of the periodic evaluate runs: wall-clock aligned (rate schedules fire on the minute)."""
+        every = self.evaluate_every_s
+        if not every:
+            return []
+        start = self.scenario.start.timestamp()
+        first = (math.floor(start / every) + 1) * every - start
+        count = int((self.scenario.duration - first) // every) + 1 if first <= self.scenario.duration else 0
+        return [round(first + i * every, 3) for i in range(count)]
+
+    def _plan(self) -> list[Step | _Tick]:
+        # A scenario's own `evaluate` step at a tick's instant *is* that tick; other ticks at a step's
+        # instant run first.
+        explicit = {s.t for s in self.scenario.steps if s.evaluate}
+        items: list[tuple[float, int, int, Step | _Tick]] = [
+            (t, 0, i, _Tick(t)) for i, t in enumerate(self._ticks()) if t not in explicit]
+        items += [(s.t, 1, i, s) for i, s in enumerate(self.scenario.steps)]
+        return [item for *_, item in sorted(items, key=lambda x: (x[0], x[1], x[2]))]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> SimulationResult:
+        initial = self._capacity()
+        entries: list[TimelineEntry] = []
+        with self._quiet_powertools():
+            for item in self._plan():
+                when = self.scenario.start + timedelta(seconds=item.t)
+                if when > self.clock.now():
+                    self.clock.set(when)
+                entries.append(self._tick(item.t) if isinstance(item, _Tick) else self._step(item))
+        return SimulationResult(
+            scenario=self.scenario, config=self.config, config_path="", watched=self.watched,
+            initial_capacity=initial, entries=entries, audit=self.world.audit_records(),
+            evaluate_every_s=self.evaluate_every_s, handler_output=self._output.getvalue())
+
+    @contextlib.contextmanager
+    def _quiet_powertools(self) -> Any:
+        """Send the Powertools logger's lines and EMF metric lines (printed to stdout) to a buffer."""
+        from reflex_core.observability import logger
+
+        handler = logger.registered_handler
+        previous_stream = handler.setStream(self._output) if isinstance(handler, logging.StreamHandler) else None
+        previous_level = logger.log_level
+        logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
+        try:
+            with contextlib.redirect_stdout(self._output):
+                yield
+        finally:
+            logger.setLevel(previous_level)
+            if isinstance(handler, logging.StreamHandler) and previous_stream is not None:
+                handler.setStream(previous_stream)
+
+    def _tick(self, t: float) -> TimelineEntry:
+        event = self._schedule_event("evaluate", "evaluate")
+        entry = TimelineEntry(offset_s=t, at=self.clock.now(), origin="tick", kind="evaluate",
+                              label="evaluate (schedule)")
+        return self._invoke(entry, event)
+
+    def _step(self, step: Step) -> TimelineEntry:
+        now = self.clock.now()
+        entry = TimelineEntry(offset_s=step.t, at=now, origin="step", kind=step.kind, label="",
+                              step_id=step.id, note=step.note)
+        event: dict[str, Any] | None = None
+        transition: AlarmTransition | None = None
+        if step.alarm is not None:
+            a = step.alarm
+            occurred = self.scenario.start + timedelta(seconds=a.occurred) if a.occurred is not None else now
+            transition = self.alarms.transition(a, occurred)
+            event = transition.render(a.via, self.topic_arn, now)
+            entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t)
+        elif step.redeliver is not None:
+            original, original_transition = self._sent[step.redeliver.step]
+            if step.redeliver.via is not None and original_transition is not None:
+                event = original_transition.render(step.redeliver.via, self.topic_arn, now)
+                transition = original_transition
+                entry.label = f"same transition as '{step.redeliver.step}' via {step.redeliver.via}"
+            else:
+                event = copy.deepcopy(original)
+                transition = original_transition
+                entry.label = f"redelivery of '{step.redeliver.step}' (identical event)"
+        elif step.kill_switch is not None:
+            ks = step.kill_switch
+            self.world.set_kill_switch(ks.scope, ks.on)
+            if ks.invalidate_cache:
+                self.runtime.kill_switch.invalidate()
+            name = f"{self.world.settings.kill_switch_prefix}/{ks.scope}"
+            entry.label = f"kill switch {ks.scope} -> {'on' if ks.on else 'off'}"
+            entry.status = "ssm"
+            entry.decisions.append(DecisionView(
+                outcome="ssm:put-parameter", detail=f"{name} = {'on' if ks.on else 'off'}" + (
+                    "; cache invalidated (fresh container)" if ks.invalidate_cache else
+                    f"; warm containers see it within {self.config.guardrails.kill_switch_cache_s}s"),
+                audited=False))
+        elif step.hold_lock is not None:
+            hl = step.hold_lock
+            policy = self.config.scaling_policy(hl.policy)
+            assert policy is not None
+            held = self.runtime.store.acquire_lock(policy.target.key, f"simulated-other-invocation-{uuid.uuid4()}",
+                                                   now, hl.lease_s)
+            entry.label = f"lock on {hl.policy} held elsewhere ({hl.lease_s}s lease)"
+            entry.status = "state"
+            entry.decisions.append(DecisionView(
+                outcome="lock:held" if held else "lock:already-held", policy=hl.policy,
+                detail=f"lock#{policy.target.key} taken by another invocation until +{hl.lease_s}s", audited=False))
+        elif step.evaluate:
+            event = self._schedule_event("evaluate", "evaluate")
+            entry.label = "evaluate (schedule)"
+        elif step.prewarm is not None:
+            pw = step.prewarm
+            event = self._schedule_event(f"prewarm-{pw.policy}-{pw.prewarm}", "prewarm", policy=pw.policy,
+                                         params={"prewarm": pw.prewarm})
+            entry.label = f"prewarm {pw.policy}/{pw.prewarm} (schedule)"
+        elif step.console is not None:
+            event = dict(step.console)
+            who = event.get("operator") or "?"
+            entry.label = f"console {event.get('command')} {event.get('policy', '')} by {who}".replace("  ", " ")
+        elif step.event is not None:
+            ce = step.event
+            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": ce.detail_type, "source": ce.source,
+                     "account": ACCOUNT, "time": _eb_time(now), "region": REGION, "resources": [],
+                     "detail": ce.detail}
+            entry.label = f"event {ce.source} / {ce.detail_type}"
+
+        if event is not None:
+            if step.id:
+                self._sent[step.id] = (copy.deepcopy(event), transition)
+            entry = self._invoke(entry, event)
+        else:
+            entry.capacity = self._capacity()
+        if step.expect is not None:
+            entry.checks = self._check(step.expect, entry)
+        return entry
+
+    def _schedule_event(self, name: str, operation: str, policy: str | None = None,
+                        params: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "operation": operation, "scheduled_time": _eb_time(self.clock.now()),
+                                "execution_id": str(uuid.uuid4())}
+        if policy:
+            body["policy"] = policy
+        if params:
+            body["params"] = params
+        return {"reflex_schedule": body}
+
+    def _invoke(self, entry: TimelineEntry, event: dict[str, Any]) -> TimelineEntry:
+        from scaler.handler import lambda_handler
+
+        entry.event = event
+        context = SimulatedContext(function_name=f"reflex-{self.config.stage}-scaler")
+        response: dict[str, Any] = {}
+        try:
+            response = lambda_handler(event, context)  # type: ignore[arg-type]
+            entry.status = str(response.get("status", "?")) + (" (duplicate)" if response.get("duplicate") else "")
+        except Exception as err:  # noqa: BLE001 - Lambda would retry; the timeline shows what was raised
+            entry.status = "raised"
+            entry.error = f"{type(err).__name__}: {str(err)[:300]}"
+        entry.decisions = self._decisions(response)
+        entry.capacity = self._capacity()
+        return entry
+
+    def _decisions(self, response: dict[str, Any]) -> list[DecisionView]:
+        """This invocation's decisions: its new audit records, plus what it decided without auditing.
+
+        A duplicate delivery answers with the first invocation's response, so the audit trail (not the
+        response) says what this delivery decided.
+        """
+        records = {r["id"]: r for r in self._audit_since(self.clock.now()) if r["id"] not in self._seen_audit}
+        self._seen_audit.update(records)
+        views: list[DecisionView] = []
+        if not response.get("duplicate"):
+            for d in response.get("decisions", []):
+                audit_id = d.get("audit_id")
+                if audit_id and audit_id in records:
+                    views.append(DecisionView.from_record(records.pop(audit_id)))
+                elif not audit_id:
+                    views.append(DecisionView.from_response(d))
+        views += [DecisionView.from_record(r) for r in sorted(records.values(), key=lambda r: (r["at"], r["id"]))]
+        return views
+
+    def _audit_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Audit records written at or after `since` (the clock does not move during an invocation)."""
+        from reflex_core.clock import iso
+
+        kwargs: dict[str, Any] = {"TableName": self.world.settings.audit_table, "FilterExpression": "sk >= :since",
+                                  "ExpressionAttributeValues": {":since": {"S": iso(since)}}}
+        records: list[dict[str, Any]] = []
+        while True:
+            page = self.world.clients.dynamodb.scan(**kwargs)
+            records += [json.loads(item["record"]["S"]) for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return records
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _capacity(self) -> dict[str, dict[str, Any]]:
+        from scaler.capacity_targets import capacity_target
+
+        out: dict[str, dict[str, Any]] = {}
+        for policy in self.watched:
+            try:
+                out[policy.name] = capacity_target(self.world.clients, policy).read().as_dict()
+            except Exception as err:  # noqa: BLE001 - a missing target is shown, not fatal
+                out[policy.name] = {"error": type(err).__name__}
+        return out
+
+    def _check(self, expect: Expect, entry: TimelineEntry) -> list[CheckResult]:
+        checks: list[CheckResult] = []
+        # Decisions without a policy (duplicates, stale events, rejections) concern every policy.
+        decisions = [d for d in entry.decisions if expect.policy is None or d.policy in (expect.policy, None)]
+        if expect.outcome is not None:
+            outcomes = [d.outcome for d in decisions]
+            checks.append(CheckResult("outcome", expect.outcome, outcomes, expect.outcome in outcomes, expect.policy))
+        if expect.detail is not None:
+            details = [d.detail for d in decisions]
+            checks.append(CheckResult("detail", expect.detail, details,
+                                      any(expect.detail in d for d in details), expect.policy))
+        if expect.desired is not None:
+            policy = expect.policy or self.watched[0].name
+            actual = entry.capacity.get(policy, {}).get("desired")
+            if actual is None and policy not in entry.capacity:
+                found = self.config.scaling_policy(policy)
+                if found is not None:
+                    from scaler.capacity_targets import capacity_target
+
+                    actual = capacity_target(self.world.clients, found).read().desired
+            checks.append(CheckResult("desired", expect.desired, actual, actual == expect.desired, policy))
+        return checks
+
+
+def _alarm_label(t: AlarmTransition, via: str, late: bool) -> str:
+    reading = ""
+    if t.value is not None:
+        reading = f" {t.value:g}" + (f" vs {t.threshold:g}" if t.threshold is not None else "")
+    suffix = f" (happened {t.occurred.strftime('%H:%M:%S')})" if late else ""
+    return f"{t.name} {t.previous}->{t.state}{reading} via {via}{suffix}"
+
+
+def run_scenario(scenario: Scenario, config: ReflexConfig, config_path: str = "") -> SimulationResult:
+    """Run inside a fresh moto account; the installed runtime is removed afterwards."""
+    from moto import mock_aws
+
+    from reflex_core.runtime import install_runtime
+
+    errors = check_against_config(scenario, config)
+    if errors:
+        raise ScenarioError(f"scenario {scenario.name} does not fit config {config_path or config.stage}\n  "
+                            + "\n  ".join(errors))
+    try:
+        with mock_aws():
+            result = ScenarioRunner(scenario, config).run()
+    finally:
+        install_runtime(None)
+    result.config_path = config_path
+    return result
+
+
+def run_file(scenario_path: str | Path, config_override: str | None = None) -> SimulationResult:
+    scenario = load_scenario(scenario_path)
+    config_path = resolve_config_path(scenario, config_override, scenario_path)
+    config = load_config_file(config_path)
+    try:
+        shown = str(config_path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(config_path)
+    return run_scenario(scenario, config, shown)
