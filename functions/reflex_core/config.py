@@ -247,6 +247,13 @@ class ReflexConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"scaling policy names must be unique; repeated: {', '.join(dupes)}")
+        own_source = f"reflex.{self.stage}"
+        for i, policy in enumerate(self.scaling):
+            for j, match in enumerate(policy.on_events):
+                if match.source == own_source:
+                    # Reflex publishes its decisions with this source: reacting to it would loop.
+                    raise ValueError(f"scaling.{i}.on_events.{j}.source: {own_source!r} is the source of Reflex's "
+                                     "own decision events; reacting to it would loop")
         keys = [p.target.key for p in self.scaling]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:

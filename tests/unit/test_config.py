@@ -90,14 +90,14 @@ def test_prewarm_cannot_exceed_max_and_cron_has_six_fields():
     with pytest.raises(ConfigError, match="cron needs 6 fields"):
         parse_config(bad, "inline")
     bad["scaling"][0]["prewarm"] = [{"name": "am", "cron": "0 8 ? * MON-FRI *", "min": 30, "for_minutes": 60}]
-    with pytest.raises(ConfigError, match="above bounds.max"):
+    with pytest.raises(ConfigError, match=r"above bounds\.max"):
         parse_config(bad, "inline")
 
 
 def test_custom_events_cannot_impersonate_aws():
     bad = base()
     bad["scaling"][0]["on_events"] = [{"source": "aws.ecs", "detail_type": "X"}]
-    with pytest.raises(ConfigError, match="custom events cannot use an 'aws.' source"):
+    with pytest.raises(ConfigError, match=r"custom events cannot use an 'aws\.' source"):
         parse_config(bad, "inline")
 
 

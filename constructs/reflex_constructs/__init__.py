@@ -1,0 +1,42 @@
+"""CDK constructs of Reflex, one concern per module; `ReflexStack` composes them."""
+
+from reflex_constructs.alarm_triggers import AlarmMatcher, AlarmTriggers, AlarmTriggersProps, CustomEventMatcher
+from reflex_constructs.functions_asset import FunctionsAssetProps, LocalPipBundling, function_code
+from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
+from reflex_constructs.notifications import Notifications, NotificationsProps
+from reflex_constructs.reaction_function import ReactionFunction, ReactionFunctionProps, StageResources
+from reflex_constructs.reaction_schedules import ReactionSchedules, ReactionSchedulesProps, ScheduleGroup, ScheduleSpec
+from reflex_constructs.reflex_stack import ReflexStack, ReflexStackProps
+from reflex_constructs.scaler_permissions import UNSCOPED_ACTIONS, ScalerPermissions, ScalerPermissionsProps
+from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
+from reflex_constructs.tables import ReflexTables, ReflexTablesProps
+
+__all__ = [
+    "UNSCOPED_ACTIONS",
+    "AlarmMatcher",
+    "AlarmTriggers",
+    "AlarmTriggersProps",
+    "CustomEventMatcher",
+    "FunctionsAssetProps",
+    "KillSwitches",
+    "KillSwitchesProps",
+    "LocalPipBundling",
+    "Notifications",
+    "NotificationsProps",
+    "ReactionFunction",
+    "ReactionFunctionProps",
+    "ReactionSchedules",
+    "ReactionSchedulesProps",
+    "ReflexStack",
+    "ReflexStackProps",
+    "ReflexTables",
+    "ReflexTablesProps",
+    "ScalerPermissions",
+    "ScalerPermissionsProps",
+    "ScalerReaction",
+    "ScalerReactionProps",
+    "ScheduleGroup",
+    "ScheduleSpec",
+    "StageResources",
+    "function_code",
+]

@@ -1,0 +1,181 @@
+"""The one Lambda code asset every reaction runs: `functions/`, its dependencies, and the stage config.
+
+Bundled locally (no Docker): `functions/` is copied, the dependencies in `requirements.txt` are installed
+as manylinux2014 aarch64 wheels for CPython 3.14 (the functions run on `PYTHON_3_14`, `ARM_64`), and the
+validated stage config is written as `reflex_config.json`, the file `RuntimeSettings.config_file` names.
+
+The AWS SDK (boto3, botocore, s3transfer) is provided by the Lambda runtime and is not bundled: a second
+botocore in the package would shadow the runtime's, mismatch its boto3 and add ~25 MB to every cold start.
+`aws-xray-sdk` (pulled in by `aws-lambda-powertools[tracer]`) depends on botocore, so the dependency set
+is resolved first and installed without the SDK and whatever is needed only by it.
+
+The asset hash is custom: the sources, `requirements.txt`, the config JSON and the bundling recipe.
+A config change therefore changes the asset and redeploys the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+from reflex_core.config import ReflexConfig
+
+CONFIG_FILE_NAME = "reflex_config.json"
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
+TARGET_PLATFORM = "manylinux2014_aarch64"
+TARGET_PYTHON = "3.14"
+# Environment markers of the target (python3.14 on Amazon Linux 2023, arm64), not of this machine.
+TARGET_MARKERS = {
+    "python_version": TARGET_PYTHON,
+    "python_full_version": f"{TARGET_PYTHON}.0",
+    "implementation_name": "cpython",
+    "implementation_version": f"{TARGET_PYTHON}.0",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "aarch64",
+    "os_name": "posix",
+    "platform_release": "",
+    "platform_version": "",
+}
+_IGNORED_NAMES = ("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+_IGNORED_SUFFIXES = (".pyc", ".pyo")
+# Part of the asset hash: changing how the asset is built must also redeploy it.
+_RECIPE = f"pip --platform {TARGET_PLATFORM} --python-version {TARGET_PYTHON} cp; sdk={sorted(RUNTIME_PROVIDED)}; v1"
+
+
+@dataclass(frozen=True)
+class FunctionsAssetProps:
+    source_dir: Path
+    requirements_file: Path
+    config: ReflexConfig
+
+
+def function_code(props: FunctionsAssetProps) -> lambda_.Code:
+    """The `lambda.Code` for every reaction of a stage. Build it once per stack and share it:
+    all reactions then deploy the same S3 object."""
+    return lambda_.Code.from_asset(
+        str(props.source_dir),
+        asset_hash_type=AssetHashType.CUSTOM,
+        asset_hash=asset_hash(props),
+        exclude=[f"**/{name}" for name in _IGNORED_NAMES] + [f"**/*{s}" for s in _IGNORED_SUFFIXES],
+        bundling=BundlingOptions(
+            # Only used if local bundling declines, which it never does: it raises instead, so a broken
+            # dependency install fails the synth rather than silently falling back to Docker.
+            image=lambda_.Runtime.PYTHON_3_14.bundling_image,
+            local=LocalPipBundling(props),
+        ),
+    )
+
+
+def config_json(config: ReflexConfig) -> str:
+    return config.model_dump_json(indent=2) + "\n"
+
+
+def asset_hash(props: FunctionsAssetProps) -> str:
+    digest = hashlib.sha256(_RECIPE.encode())
+    for path in _source_files(props.source_dir):
+        digest.update(b"\0file\0" + path.relative_to(props.source_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    digest.update(b"\0requirements\0" + props.requirements_file.read_bytes())
+    digest.update(b"\0config\0" + config_json(props.config).encode())
+    return digest.hexdigest()
+
+
+def _source_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not _ignored(rel):
+            yield path
+
+
+def _ignored(rel: Path) -> bool:
+    return any(part in _IGNORED_NAMES for part in rel.parts) or rel.suffix in _IGNORED_SUFFIXES
+
+
+@jsii.implements(ILocalBundling)
+class LocalPipBundling:
+    """Builds the asset on this machine with pip (cross-platform wheels), so no Docker is needed."""
+
+    def __init__(self, props: FunctionsAssetProps) -> None:
+        self._props = props
+
+    def try_bundle(self, output_dir: str, options: Any = None, **_kwargs: Any) -> bool:
+        out = Path(output_dir)
+        self._copy_sources(out)
+        self._install_dependencies(out)
+        (out / CONFIG_FILE_NAME).write_text(config_json(self._props.config), encoding="utf-8")
+        return True
+
+    def _copy_sources(self, out: Path) -> None:
+        for path in _source_files(self._props.source_dir):
+            dest = out / path.relative_to(self._props.source_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+
+    def _install_dependencies(self, out: Path) -> None:
+        pins = self._resolve()
+        if pins:
+            _pip("install", "--no-deps", "--no-compile", "--target", str(out), *_platform_args(), *pins)
+
+    def _resolve(self) -> list[str]:
+        """`name==version` for every dependency the functions need that the runtime does not provide."""
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "report.json"
+            # pip accepts the platform options only with --target, even for a dry run.
+            _pip("install", "--dry-run", "--ignore-installed", "--report", str(report),
+                 "--target", str(Path(tmp) / "unused"), *_platform_args(), "-r", str(self._props.requirements_file))
+            data = json.loads(report.read_text(encoding="utf-8"))
+        return runtime_closure(data["install"])
+
+
+def runtime_closure(install: list[dict[str, Any]]) -> list[str]:
+    """Walk the resolved dependency graph from the requested packages, skipping the runtime-provided
+    SDK: a package reachable only through boto3/botocore (urllib3, python-dateutil, ...) is left out."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    items: dict[str, dict[str, Any]] = {str(canonicalize_name(i["metadata"]["name"])): i for i in install}
+    wanted: dict[str, set[str]] = {}
+    queue: list[tuple[str, frozenset[str]]] = [
+        (name, frozenset(i.get("requested_extras") or ())) for name, i in items.items() if i.get("requested")
+    ]
+    while queue:
+        name, extras = queue.pop()
+        if name in RUNTIME_PROVIDED or name not in items:
+            continue
+        seen = wanted.get(name)
+        if seen is not None and extras <= seen:
+            continue
+        wanted[name] = (seen or set()) | extras
+        for spec in items[name]["metadata"].get("requires_dist") or []:
+            req = Requirement(spec)
+            if req.marker is None or any(
+                req.marker.evaluate({**TARGET_MARKERS, "extra": e}) for e in (wanted[name] or {""})
+            ):
+                queue.append((str(canonicalize_name(req.name)), frozenset(req.extras)))
+    return sorted(f"{items[n]['metadata']['name']}=={items[n]['metadata']['version']}" for n in wanted)
+
+
+def _platform_args() -> list[str]:
+    return ["--platform", TARGET_PLATFORM, "--only-binary=:all:", "--python-version", TARGET_PYTHON,
+            "--implementation", "cp"]
+
+
+def _pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--quiet", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"bundling the Lambda asset failed: {' '.join(cmd)}\n{result.stdout}\n{result.stderr}")

@@ -1,0 +1,65 @@
+"""`Reflex-<stage>`: the stage's shared resources and one construct per reaction the config uses.
+
+Adding a reaction (invalidator, promoter) means one more `<Reaction>Reaction` construct here, built from
+`ReactionFunction` plus its own triggers and target permissions; the shared resources are reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
+from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
+from reflex_constructs.notifications import Notifications, NotificationsProps
+from reflex_constructs.reaction_function import StageResources
+from reflex_constructs.reaction_schedules import ScheduleGroup
+from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
+from reflex_constructs.tables import ReflexTables, ReflexTablesProps
+from reflex_core.config import ReflexConfig
+
+
+@dataclass(frozen=True)
+class ReflexStackProps:
+    config: ReflexConfig
+    functions_dir: Path
+    requirements_file: Path
+
+
+class ReflexStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, props: ReflexStackProps, **stack_kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **stack_kwargs)
+        config = props.config
+        Tags.of(self).add("reflex:stage", config.stage)
+        self.shared = self._build_shared(props)
+        self.schedule_group = ScheduleGroup(self, "ScheduleGroup", stage=config.stage)
+        self.scaler: ScalerReaction | None = None
+        if config.scaling:
+            self.scaler = ScalerReaction(self, "Scaler", ScalerReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self._build_outputs()
+
+    def _build_shared(self, props: ReflexStackProps) -> StageResources:
+        config = props.config
+        return StageResources(
+            stage=config.stage,
+            code=function_code(FunctionsAssetProps(source_dir=props.functions_dir,
+                                                   requirements_file=props.requirements_file, config=config)),
+            tables=ReflexTables(self, "Tables", ReflexTablesProps(stage=config.stage)),
+            notifications=Notifications(self, "Notifications", NotificationsProps(
+                topic_name=config.notify.topic_name, emails=list(config.notify.emails))),
+            kill_switches=KillSwitches(self, "KillSwitches", KillSwitchesProps(stage=config.stage)),
+        )
+
+    def _build_outputs(self) -> None:
+        shared = self.shared
+        CfnOutput(self, "AuditTableName", value=shared.tables.audit.table_name)
+        CfnOutput(self, "NotifyTopicArn", value=shared.notifications.topic.topic_arn)
+        CfnOutput(self, "KillSwitchPrefix", value=shared.kill_switches.prefix)
+        if self.scaler is not None:
+            CfnOutput(self, "ScalerFunctionName", value=self.scaler.function.function.function_name)
+            CfnOutput(self, "ScalerDeadLetterQueueUrl", value=self.scaler.function.dead_letter_queue.queue_url)

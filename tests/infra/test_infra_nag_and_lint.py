@@ -1,0 +1,60 @@
+"""cdk-nag (AwsSolutions) passes with a reason for every acknowledged finding; a new finding fails the
+synth; cfn-lint finds nothing in the template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from synth_support import ROOT, Synthesized, cdk_context, default_environment
+
+pytestmark = pytest.mark.slow
+
+# Every acknowledged finding, pinned: a new wildcard must be argued for here and where it is created.
+EXPECTED_ACKNOWLEDGED = {
+    "AwsSolutions-IAM5[Resource::*]",  # X-Ray (function role), DescribeAutoScalingGroups/ScalableTargets
+    "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",  # publish to the encrypted topic (its key only)
+    "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:"
+    "autoScalingGroupName/web-workers]",
+    "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*]",  # tag matching
+    # RegisterScalableTarget on Aurora validates the caller may create/delete reader instances
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:db:*]",
+}
+
+
+def test_nag_passes_and_every_acknowledgment_has_a_reason(dev: Synthesized) -> None:
+    (report,) = dev.validation_report()["pluginReports"]
+    assert report["pluginName"] == "AwsSolutions"
+    assert report["conclusion"] == "success"
+    assert report["violations"] == []
+    suppressed = report.get("suppressedViolations", [])
+    assert {v["ruleName"] for v in suppressed} == EXPECTED_ACKNOWLEDGED
+    for violation in suppressed:
+        assert len(violation["reason"]) >= 40, violation
+
+
+def test_an_unacknowledged_finding_fails_the_synth(tmp_path: Path) -> None:
+    from aws_cdk import Stack
+    from aws_cdk import aws_sqs as sqs
+
+    import app as reflex_app
+
+    with default_environment():
+        app = reflex_app.build_app("dev", ROOT / "config", context=cdk_context(), outdir=str(tmp_path))
+        stack = app.node.find_child("Reflex-dev")
+        assert isinstance(stack, Stack)
+        sqs.Queue(stack, "UnencryptedQueue", encryption=sqs.QueueEncryption.UNENCRYPTED)
+        with pytest.raises(RuntimeError, match="ValidationFailed"):
+            app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    failed = {v["ruleName"] for p in report["pluginReports"] for v in p["violations"]}
+    assert {"AwsSolutions-SQS2", "AwsSolutions-SQS4"} <= failed
+
+
+def test_cfn_lint_reports_nothing(dev: Synthesized) -> None:
+    from cfnlint.api import lint_file
+
+    (template,) = dev.outdir.glob("*.template.json")
+    matches = lint_file(template)
+    assert [f"{m.rule.id} {m.message}" for m in matches] == []
