@@ -57,7 +57,7 @@ class FakeSsm:
         self.fail = fail
         self.calls = 0
 
-    def get_parameters(self, Names):  # noqa: N803 - boto3's spelling
+    def get_parameters(self, Names):
         self.calls += 1
         if self.fail:
             raise EndpointConnectionError(endpoint_url="https://ssm")
