@@ -32,13 +32,25 @@ from reflex_core.settings import RuntimeSettings  # noqa: E402
 REGION = "us-east-1"
 
 
+_SESSION: Any = None
+
+
+def _shared_session() -> Any:
+    """One boto3 session per process: it caches botocore's service models, the slow part of a client."""
+    global _SESSION
+    if _SESSION is None:
+        import boto3
+
+        _SESSION = boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
+                                         aws_secret_access_key="testing")
+    return _SESSION
+
+
 def moto_clients(max_attempts: int = 3) -> AwsClients:
-    import boto3
     from botocore.config import Config
 
-    config = Config(region_name=REGION, retries={"mode": "standard", "max_attempts": max_attempts})
-    session = boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
-                                    aws_secret_access_key="testing")
+    config = Config(region_name=REGION, retries={"mode": "standard", "total_max_attempts": max_attempts})
+    session = _shared_session()
     return AwsClients(lambda service: session.client(service, config=config))
 
 

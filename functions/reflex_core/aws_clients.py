@@ -22,7 +22,8 @@ def default_client_factory(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> ClientFa
         from botocore.config import Config
 
         config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # total_max_attempts counts the first call; botocore's max_attempts would count retries only.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=3,
             read_timeout=10,
         )

@@ -262,15 +262,32 @@ class Pipeline:
         if not is_console and rt.settings.dead_letter_queue_url:
             # An asynchronous event that can never parse is parked in the DLQ, so nothing is lost.
             try:
-                rt.clients.sqs.send_message(
-                    QueueUrl=rt.settings.dead_letter_queue_url,
-                    MessageBody=json.dumps({"reason": "rejected:validation", "errors": err.errors, "event": event},
-                                           default=str)[:250_000],
-                )
+                rt.clients.sqs.send_message(QueueUrl=rt.settings.dead_letter_queue_url,
+                                            MessageBody=_parked_message(event, err.errors, ref))
                 parked = True
             except Exception:  # noqa: BLE001
                 logger.exception("could not park the rejected event; it is in this log line", extra={"event": event})
         return {"status": "rejected", "errors": err.errors, "parked_in_dlq": parked, "audit_id": decision.audit_id}
+
+
+SQS_MAX_BODY = 256 * 1024
+
+
+def _parked_message(event: Any, errors: list[str], ref: str) -> str:
+    """The DLQ body for a rejected event: always valid JSON within SQS's size limit.
+
+    An event too large to park whole keeps its errors, fingerprint and a readable prefix of its text.
+    """
+    body = {"reason": "rejected:validation", "errors": errors, "raw_ref": ref, "event": event}
+    text = json.dumps(body, default=str)
+    if len(text.encode()) <= SQS_MAX_BODY - 1024:
+        return text
+    raw = json.dumps(event, default=str)
+    body["event"] = None
+    body["event_truncated"] = True
+    budget = SQS_MAX_BODY - 4096 - len(json.dumps(body, default=str).encode())
+    body["event_prefix"] = raw.encode()[: max(budget // 2, 0)].decode(errors="ignore")
+    return json.dumps(body, default=str)
 
 
 class _FailedRun(Exception):

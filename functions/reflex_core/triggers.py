@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,6 +29,9 @@ from reflex_core.config import format_validation_error
 
 AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
 ALARM_DETAIL_TYPE = "CloudWatch Alarm State Change"
+# Times outside this range are not real event times; rejecting them keeps date arithmetic safe.
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class TriggerError(ValueError):
@@ -49,7 +53,13 @@ def _parse_alarm_time(value: Any) -> datetime:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is out of range") from None
+    if not MIN_TIME <= dt <= MAX_TIME:
+        raise ValueError(f"timestamp must be between {MIN_TIME.year} and {MAX_TIME.year}")
+    return dt
 
 
 # --------------------------------------------------------------------------- wire models
@@ -134,8 +144,13 @@ class ScheduleWire(BaseModel):
     operation: str = Field(min_length=1, max_length=64)
     policy: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    scheduled_time: str | None = None
-    execution_id: str | None = None
+    scheduled_time: datetime | None = None
+    execution_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("scheduled_time", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> datetime | None:
+        return None if v is None else _parse_alarm_time(v)
 
 
 class _ScheduleEnvelope(BaseModel):
@@ -204,6 +219,9 @@ class Trigger(BaseModel):
         EventBridge, SNS and an alarm action acts once."""
         if self.alarm is not None:
             return f"alarm:{self.alarm.name}:{self.alarm.state}:{iso(self.alarm.changed_at)}"
+        if self.kind == "console":
+            # The payload is part of the key: a reused request_id with a different command still acts.
+            return f"console:{self.event_id}:{self.raw_ref}"
         return f"{self.kind}:{self.event_id}"
 
     def summary(self) -> dict[str, Any]:
@@ -241,13 +259,19 @@ def _reason_data(state: _AlarmStateWire) -> dict[str, Any]:
     return data or {}
 
 
+def _finite(value: Any) -> float | None:
+    """A finite float, or None for anything else (strings, bools, NaN, integers beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _last_number(values: Any) -> float | None:
-    if isinstance(values, list) and values:
-        try:
-            return float(values[-1])
-        except (TypeError, ValueError):
-            return None
-    return None
+    return _finite(values[-1]) if isinstance(values, list) and values else None
 
 
 def _alarm_from_detail(detail: _AlarmDetailWire, arn: str | None) -> AlarmInfo:
@@ -271,8 +295,7 @@ def _alarm_from_detail(detail: _AlarmDetailWire, arn: str | None) -> AlarmInfo:
         lower = _last_number(reason.get("recentLowerThresholds"))
         threshold = upper if (value is None or upper is None or value >= upper) else lower
     else:
-        raw = reason.get("threshold")
-        threshold = float(raw) if isinstance(raw, int | float) else None
+        threshold = _finite(reason.get("threshold"))
     return AlarmInfo(
         name=detail.alarmName,
         arn=arn,
@@ -325,7 +348,7 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
     if "reflex_schedule" in event:
         env: _ScheduleEnvelope = _validate(_ScheduleEnvelope, event, "")
         sched = env.reflex_schedule
-        run_id = sched.execution_id or sched.scheduled_time or request_id
+        run_id = sched.execution_id or (iso(sched.scheduled_time) if sched.scheduled_time else request_id)
         return Trigger(kind="schedule", source="scheduler", event_id=f"{sched.name}:{run_id}", received_at=now,
                        who=f"schedule:{sched.name}", schedule=sched, raw_ref=ref)
     if "command" in event:

@@ -15,10 +15,12 @@ import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Intent, Skip
-from reflex_core.config import ScalingPolicy, format_validation_error
+from reflex_core.config import ScalingPolicy
+from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, PrewarmWindow
@@ -69,17 +71,33 @@ ScalerCommand = Annotated[
 COMMANDS: TypeAdapter[Any] = TypeAdapter(ScalerCommand)
 
 
+COMMAND_NAMES = ("scale_out", "scale_in", "set_capacity", "prewarm", "evaluate")
+
+
 def _validate_command(data: Any, prefix: str, require_operator: bool) -> Any:
+    if not isinstance(data, dict):
+        raise TriggerError([f"{prefix or '<root>'}: expected a JSON object with a 'command'"])
+    command = data.get("command")
+    if command not in COMMAND_NAMES:
+        raise TriggerError([f"{prefix}command: unknown command {command!r}; expected one of "
+                            f"{', '.join(COMMAND_NAMES)}"])
     try:
         cmd = COMMANDS.validate_python(data)
     except ValidationError as err:
-        raise TriggerError(format_validation_error(err, prefix)) from None
+        # Drop the union's tag from the path: "desired", not "set_capacity.desired".
+        errors = [e | {"loc": e["loc"][1:] if e["loc"][:1] == (command,) else e["loc"]} for e in err.errors()]
+        raise TriggerError([f"{prefix}{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                            for e in errors]) from None
     if require_operator and not cmd.operator:
         raise TriggerError([f"{prefix}operator: required for console commands (who is acting)"])
     return cmd
 
 
 # --------------------------------------------------------------------------- the reaction
+
+
+_UNREADABLE_TAG_ERRORS = frozenset({"ResourceNotFound", "ResourceNotFoundException", "AccessDenied",
+                                    "AccessDeniedException"})
 
 
 class ScalingReaction:
@@ -150,7 +168,17 @@ class ScalingReaction:
             hit = self._tag_cache.get(arn)
             if hit and now - hit[0] < self._TAG_CACHE_S:
                 return hit[1]
-        resp = rt.clients.cloudwatch.list_tags_for_resource(ResourceARN=arn)
+        try:
+            resp = rt.clients.cloudwatch.list_tags_for_resource(ResourceARN=arn)
+        except ClientError as err:
+            # A deleted alarm, or one outside this function's IAM scope, has no tags we can match:
+            # the trigger is then audited as matching no policy. Anything else (after botocore's
+            # retries) is raised, so the event is retried and finally dead-lettered, not dropped.
+            if err.response.get("Error", {}).get("Code") not in _UNREADABLE_TAG_ERRORS:
+                raise
+            logger.warning("alarm tags unreadable; matching by name only", extra={"alarm_arn": arn,
+                           "error": err.response.get("Error", {}).get("Code")})
+            return None
         tags = {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
         with self._tag_lock:
             self._tag_cache[arn] = (now, tags)
@@ -175,8 +203,8 @@ class ScalingReaction:
                 return [i for p in rt.config.scaling for i in self._evaluate(p, rt)]
             policy = rt.config.scaling_policy(trigger.schedule.policy or "")
             assert policy is not None
-            start = _parse_time(trigger.schedule.scheduled_time) or rt.clock.now()
-            return [self._prewarm_intent(policy, str(trigger.schedule.params["prewarm"]), start, False)]
+            start = trigger.schedule.scheduled_time or rt.clock.now()
+            return [self._prewarm_intent(policy, str(trigger.schedule.params["prewarm"]), start, rt)]
         if request is None:
             return []
         return self._command_intents(request, rt)
@@ -216,7 +244,7 @@ class ScalingReaction:
             intent = Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
                             operation="set_capacity", params={"desired": cmd.desired}, reason=why)
         else:
-            intent = self._prewarm_intent(policy, cmd.prewarm, rt.clock.now(), False)
+            intent = self._prewarm_intent(policy, cmd.prewarm, rt.clock.now(), rt)
         if isinstance(intent, Intent) and cmd.dry_run:
             intent = intent.model_copy(update={"dry_run": True})
         return [intent]
@@ -232,9 +260,13 @@ class ScalingReaction:
         return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
                       operation="scale_in", direction="in", params={"step": policy.scale_in.step}, reason=reason)
 
-    def _prewarm_intent(self, policy: ScalingPolicy, name: str, start: datetime, _quiet: bool) -> Intent:
+    def _prewarm_intent(self, policy: ScalingPolicy, name: str, start: datetime, rt: Runtime) -> Intent | Skip:
         pw = next(p for p in policy.prewarm if p.name == name)
         until = start + timedelta(minutes=pw.for_minutes)
+        if until <= rt.clock.now():
+            # A schedule run delivered after its window ended (retries, a stalled queue) must not scale.
+            return Skip(reason="prewarm-window-passed", policy=policy.name, target_key=policy.target.key,
+                        detail=f"pre-warm {pw.name} window ended at {until.isoformat()}")
         return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
                       operation="prewarm_start",
                       params={"prewarm": pw.name, "floor": min(pw.min, policy.bounds.max), "until": until.timestamp()},
@@ -398,12 +430,3 @@ def _one_step() -> list[Any]:
 
 def _fmt(breach: float | None) -> str:
     return "unknown" if breach is None else f"{breach:.0%}"
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None

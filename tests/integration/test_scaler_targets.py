@@ -87,3 +87,21 @@ def test_set_capacity_records_before_and_after(world, invoke):
     record = next(r for r in world.audit_records() if r["outcome"] == "executed")
     assert record["who"] == "console:sre-on-call" and record["before"]["desired"] == 4
     assert record["after"]["desired"] == 8 and record["trigger"]["command"] == "set_capacity"
+
+
+def test_late_prewarm_run_after_its_window_does_not_scale(world, invoke, clock):
+    # api's weekday-morning pre-warm lasts 120 minutes; this run was scheduled 3 hours ago.
+    clock.advance(3 * 3600)
+    out = invoke(ev.schedule("api-weekday-morning", "prewarm", T0, policy="api",
+                             params={"prewarm": "weekday-morning"}))
+    assert [d["outcome"] for d in out["decisions"]] == ["skipped:prewarm-window-passed"]
+    assert world.clients.ecs.describe_services(cluster="web", services=["api"])["services"][0]["desiredCount"] == 4
+
+
+def test_reused_console_request_id_with_another_command_still_acts(world, invoke):
+    first = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42"))
+    assert first["decisions"][0]["outcome"] == "executed"
+    again = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42"))
+    assert again.get("duplicate") is True
+    other = invoke(ev.console("set_capacity", "api", desired=7, request_id="change-42"))
+    assert other["decisions"][0]["outcome"] == "executed" and other["decisions"][0]["after"]["desired"] == 7
