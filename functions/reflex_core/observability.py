@@ -14,5 +14,6 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "reflex")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Reflex")
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# Only botocore is patched: patching everything X-Ray supports imports (or tries) a dozen unused libraries.
+tracer = Tracer(service=SERVICE, patch_modules=["botocore"])
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
