@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_environment()
 
+    from simulator.invalidation_scenario import is_invalidation_scenario
+
+    if is_invalidation_scenario(args.scenario):  # `reaction: invalidator` (see simulator/invalidation_scenario.py)
+        from simulator.invalidation_scenario import main as run_invalidation
+
+        return run_invalidation(args.scenario, args.config, args.out, args.check)
+
     from reflex_core.config import ConfigError
     from simulator.scenario import ScenarioError, run_file
     from simulator.timeline import render

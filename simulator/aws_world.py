@@ -3,13 +3,15 @@
 Used by the simulator and by the tests: the Reflex tables (same keys as the CDK constructs),
 the kill-switch parameters, the notification topic and DLQ, and one resource per scaling target
 in the config (ECS service, Auto Scaling group, Aurora cluster registered with Application Auto Scaling).
-Call inside an active `moto.mock_aws()` context.
+Each promotion pair gets its load balancer, listener and target groups (or hosted zone and weighted
+records), healthy targets and its guard alarms (see `promotion_world.py`); moto names resources itself, so
+the world's config carries the pair's ARNs as moto created them. Call inside an active `moto.mock_aws()`.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,32 @@ def _shared_session() -> Any:
     return _SESSION
 
 
-def moto_clients(max_attempts: int = 3) -> AwsClients:
+def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None) -> AwsClients:
+    """moto-backed clients; a service named in `overrides` (also when added later, e.g. the local workflow
+    driver as `stepfunctions`) is answered by that object instead."""
     from botocore.config import Config
 
     config = Config(region_name=REGION, retries={"mode": "standard", "total_max_attempts": max_attempts})
     session = _shared_session()
-    return AwsClients(lambda service: session.client(service, config=config))
+    if overrides is None:
+        return AwsClients(lambda service: session.client(service, config=config))
+    swapped = overrides
+
+    def make(service: str) -> Any:
+        real = session.client(service, config=config)
+        return _Switchable(service, real, swapped)
+
+    return AwsClients(make)
+
+
+class _Switchable:
+    """A client that defers to an override for its service when one is set."""
+
+    def __init__(self, service: str, real: Any, overrides: dict[str, Any]) -> None:
+        self._service, self._real, self._overrides = service, real, overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._overrides.get(self._service, self._real), name)
 
 
 @dataclass
@@ -59,10 +81,22 @@ class World:
     config: ReflexConfig
     clients: AwsClients
     settings: RuntimeSettings
+    overrides: dict[str, Any] = field(default_factory=dict)
+    pairs: dict[str, Any] = field(default_factory=dict)  # pair name -> promotion_world.PairResources
+    _runtimes: dict[str, Runtime] = field(default_factory=dict)
 
     def runtime(self, clock: Clock | None = None, reaction: str = "scaler") -> Runtime:
         settings = self.settings.model_copy(update={"reaction": reaction})
         rt = build_runtime(settings, config=self.config, clients=self.clients, clock=clock)
+        install_runtime(rt)
+        self._runtimes[reaction] = rt
+        return rt
+
+    def activate(self, reaction: str, clock: Clock | None = None) -> Runtime:
+        """Install the runtime of `reaction` (built once, then reused like a warm Lambda container)."""
+        rt = self._runtimes.get(reaction)
+        if rt is None or (clock is not None and rt.clock is not clock):
+            return self.runtime(clock, reaction)
         install_runtime(rt)
         return rt
 
@@ -92,7 +126,8 @@ class World:
 def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *,
                  clients: AwsClients | None = None) -> World:
     """Create Reflex's own resources and one resource per configured target (desired from `capacity`)."""
-    clients = clients or moto_clients()
+    overrides: dict[str, Any] = {}
+    clients = clients or moto_clients(overrides=overrides)
     stage = config.stage
     ddb = clients.dynamodb
     names = {"audit": f"reflex-{stage}-audit", "state": f"reflex-{stage}-state",
@@ -111,7 +146,7 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
     topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
     dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
     prefix = f"/reflex/{stage}/kill-switch"
-    for scope in ("global", "scaler"):
+    for scope in ("global", "scaler", "promoter"):
         clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
 
     capacity = capacity or {}
@@ -119,11 +154,15 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
         desired = capacity.get(policy.name, policy.bounds.min)
         _create_target(clients, policy.target, desired, policy.bounds.max)
 
+    from simulator.promotion_world import create_pairs, workflow_arn
+
+    config, pairs = create_pairs(clients, config)
     settings = RuntimeSettings(stage=stage, reaction="scaler", audit_table=names["audit"],
                                state_table=names["state"], idempotency_table=names["idem"],
                                notify_topic_arn=topic_arn, event_bus_name="default",
-                               kill_switch_prefix=prefix, dead_letter_queue_url=dlq_url)
-    return World(config=config, clients=clients, settings=settings)
+                               kill_switch_prefix=prefix, dead_letter_queue_url=dlq_url,
+                               workflow_arn=workflow_arn(stage) if config.promotions else "")
+    return World(config=config, clients=clients, settings=settings, overrides=overrides, pairs=pairs)
 
 
 def _create_target(clients: AwsClients, target: Any, desired: int, maximum: int) -> None:

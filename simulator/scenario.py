@@ -1,7 +1,9 @@
 """Scenario files and the runner that plays them through the real scaler handler.
 
 A scenario is a YAML file: a start time, initial capacities, and timed steps (alarm state changes,
-redeliveries, kill-switch flips, scheduler and console invocations, custom events). The runner opens a
+redeliveries, kill-switch flips, scheduler and console invocations, custom events; for blue/green
+promotions, `green_ready` events and `promoter` console commands, with the promotion workflow run by the
+local driver on the same clock, see `promotion_sim.py`). The runner opens a
 moto account (`aws_world.create_world`), drives a `VirtualClock`, sends each step to
 `scaler.handler.lambda_handler` as the event AWS would deliver, runs the periodic `evaluate` schedule
 between steps as the deployed stack does, and reads the targets' capacity back after every invocation.
@@ -178,21 +180,34 @@ class HoldLockStep(_Strict):
     lease_s: int = Field(default=120, ge=1)
 
 
+class GreenReadyStep(_Strict):
+    """A team's pipeline announces that the idle colour of a pair runs a new release."""
+
+    pair: str = Field(min_length=1)
+    release: str | None = None
+    colour: Literal["blue", "green"] | None = None
+
+
 class Expect(_Strict):
     outcome: str | None = Field(default=None, description="some decision of this step has this outcome")
     desired: int | None = Field(default=None, ge=0, description="the policy's desired capacity after the step")
     detail: str | None = Field(default=None, description="some decision's detail contains this text")
     policy: str | None = Field(default=None, description="which policy the checks concern (decisions without a "
                                                          "policy, such as duplicates, concern all)")
+    weights: dict[str, int] | None = Field(default=None, description="a promotion pair's weights after the step")
+    live: Literal["blue", "green"] | None = Field(default=None, description="the pair's recorded live colour")
+    pair: str | None = Field(default=None, description="the pair `weights`/`live` concern (default: the only one)")
 
     @model_validator(mode="after")
     def _something(self) -> Expect:
-        if self.outcome is None and self.desired is None and self.detail is None:
-            raise ValueError("give at least one of outcome, desired, detail")
+        if (self.outcome is None and self.desired is None and self.detail is None and self.weights is None
+                and self.live is None):
+            raise ValueError("give at least one of outcome, desired, detail, weights, live")
         return self
 
 
-STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock")
+STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock",
+              "green_ready", "promoter")
 
 
 class Step(_Strict):
@@ -207,6 +222,8 @@ class Step(_Strict):
     event: CustomEventStep | None = None
     prewarm: PrewarmStep | None = None
     hold_lock: HoldLockStep | None = None
+    green_ready: GreenReadyStep | None = None
+    promoter: dict[str, Any] | None = Field(default=None, description="a console command for the promoter")
     expect: Expect | None = None
 
     @field_validator("t", mode="before")
@@ -225,6 +242,13 @@ class Step(_Strict):
         if v is not None and "command" not in v:
             raise ValueError("a console payload needs a `command` (scale_out, scale_in, set_capacity, prewarm, "
                              "evaluate)")
+        return v
+
+    @field_validator("promoter")
+    @classmethod
+    def _promoter_command(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and "command" not in v:
+            raise ValueError("a promoter command needs a `command` (promote, pause, resume, abort, rollback)")
         return v
 
     @model_validator(mode="after")
@@ -405,6 +429,15 @@ def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
             if step.prewarm.prewarm not in windows:
                 errors.append(f"{where}.prewarm.prewarm: policy {step.prewarm.policy!r} has no pre-warm "
                               f"{step.prewarm.prewarm!r} (configured: {', '.join(windows) or 'none'})")
+        pairs = {p.name for p in config.promotions}
+        for field_name, pair in (("green_ready.pair", step.green_ready and step.green_ready.pair),
+                                 ("promoter.pair", step.promoter and step.promoter.get("pair")),
+                                 ("expect.pair", step.expect and step.expect.pair)):
+            if pair and pair not in pairs:
+                errors.append(f"{where}.{field_name}: no promotion pair {pair!r} (configured: "
+                              f"{', '.join(sorted(pairs)) or 'none'})")
+        if step.expect and (step.expect.weights or step.expect.live) and not step.expect.pair and len(pairs) != 1:
+            errors.append(f"{where}.expect.pair: required for `weights`/`live` unless the config has one pair")
         if step.expect and step.expect.desired is not None and not step.expect.policy and len(watched) != 1:
             errors.append(f"{where}.expect.policy: required for `desired` when the scenario watches several "
                           f"policies ({', '.join(p.name for p in watched)})")
@@ -643,7 +676,7 @@ class CheckResult:
 class TimelineEntry:
     offset_s: float
     at: datetime
-    origin: Literal["step", "tick"]
+    origin: Literal["step", "tick", "workflow"]
     kind: str
     label: str
     step_id: str | None = None
@@ -654,6 +687,7 @@ class TimelineEntry:
     decisions: list[DecisionView] = field(default_factory=list)
     capacity: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
+    response: Any = None  # what the handler returned (a workflow step's answer goes back to the driver)
 
     @property
     def offset(self) -> str:
@@ -734,8 +768,14 @@ class ScenarioRunner:
         self.topic_arn = (config.alarm_topics[0].arn if config.alarm_topics
                           else f"arn:aws:sns:{REGION}:{ACCOUNT}:reflex-{config.stage}-alarms")
         self._sent: dict[str, tuple[dict[str, Any], AlarmTransition | None]] = {}
+        self._sent_to: dict[str, str] = {}  # step id -> the function its event went to
         self._seen_audit: set[str] = set()
         self._output = io.StringIO()
+        self.promotion: Any = None
+        if any(s.green_ready is not None or s.promoter is not None for s in scenario.steps):
+            from simulator.promotion_sim import PromotionSimulation
+
+            self.promotion = PromotionSimulation(self)
         if scenario.every is not None:
             self.evaluate_every_s = scenario.every.evaluate
         else:
@@ -768,9 +808,13 @@ class ScenarioRunner:
         with self._quiet_powertools():
             for item in self._plan():
                 when = self.scenario.start + timedelta(seconds=item.t)
+                if self.promotion is not None:  # workflow states due before this item run at their own time
+                    entries += self.promotion.until(when)
                 if when > self.clock.now():
                     self.clock.set(when)
                 entries.append(self._tick(item.t) if isinstance(item, _Tick) else self._step(item))
+            if self.promotion is not None:
+                entries += self.promotion.until(self.scenario.start + timedelta(seconds=self.scenario.duration))
         return SimulationResult(
             scenario=self.scenario, config=self.config, config_path="", watched=self.watched,
             initial_capacity=initial, entries=entries, audit=self.world.audit_records(),
@@ -797,7 +841,11 @@ class ScenarioRunner:
         event = self._schedule_event("evaluate", "evaluate")
         entry = TimelineEntry(offset_s=t, at=self.clock.now(), origin="tick", kind="evaluate",
                               label="evaluate (schedule)")
-        return self._invoke(entry, event)
+        entry = self._invoke(entry, event)
+        if self.promotion is not None:  # the promoter's reconcile schedule runs at the same rate
+            entry = self._invoke(entry, self._schedule_event("reconcile", "reconcile"), function="promoter",
+                                 merge=True)
+        return entry
 
     def _step(self, step: Step) -> TimelineEntry:
         now = self.clock.now()
@@ -805,13 +853,32 @@ class ScenarioRunner:
                               step_id=step.id, note=step.note)
         event: dict[str, Any] | None = None
         transition: AlarmTransition | None = None
+        function = "scaler"
         if step.alarm is not None:
             a = step.alarm
             occurred = self.scenario.start + timedelta(seconds=a.occurred) if a.occurred is not None else now
             transition = self.alarms.transition(a, occurred)
             event = transition.render(a.via, self.topic_arn, now)
             entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t)
+            if self.promotion is not None and (a.occurred is None or a.occurred >= step.t):
+                self.promotion.record_alarm_state(a.name, a.state)
+        elif step.green_ready is not None:
+            g = step.green_ready
+            pair = next(p for p in self.config.promotions if p.name == g.pair)
+            detail = {"pair": g.pair, **({"release": g.release} if g.release else {}),
+                      **({"colour": g.colour} if g.colour else {})}
+            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": pair.green_ready.detail_type,
+                     "source": pair.green_ready.source, "account": ACCOUNT, "time": _eb_time(now), "region": REGION,
+                     "resources": [], "detail": detail}
+            entry.label = f"{pair.green_ready.detail_type} {g.pair}" + (f" {g.release}" if g.release else "")
+            function = "promoter"
+        elif step.promoter is not None:
+            event = dict(step.promoter)
+            entry.label = (f"console {event.get('command')} {event.get('pair', '')} by "
+                           f"{event.get('operator') or '?'}").replace("  ", " ")
+            function = "promoter"
         elif step.redeliver is not None:
+            function = self._sent_to.get(step.redeliver.step, "scaler")
             original, original_transition = self._sent[step.redeliver.step]
             if step.redeliver.via is not None and original_transition is not None:
                 event = original_transition.render(step.redeliver.via, self.topic_arn, now)
@@ -867,7 +934,12 @@ class ScenarioRunner:
         if event is not None:
             if step.id:
                 self._sent[step.id] = (copy.deepcopy(event), transition)
-            entry = self._invoke(entry, event)
+                self._sent_to[step.id] = function
+            entry = self._invoke(entry, event, function=function)
+            if (function == "scaler" and transition is not None and self.promotion is not None
+                    and self.promotion.guarded(transition.name)):
+                # The deployed rules deliver a guard alarm to both functions.
+                entry = self._invoke(entry, copy.deepcopy(event), function="promoter", merge=True)
         else:
             entry.capacity = self._capacity()
         if step.expect is not None:
@@ -884,19 +956,33 @@ class ScenarioRunner:
             body["params"] = params
         return {"reflex_schedule": body}
 
-    def _invoke(self, entry: TimelineEntry, event: dict[str, Any]) -> TimelineEntry:
-        from scaler.handler import lambda_handler
+    def _invoke(self, entry: TimelineEntry, event: dict[str, Any], function: str = "scaler",
+                merge: bool = False) -> TimelineEntry:
+        """Invoke `function` (scaler or promoter) with the event; `merge` adds to the entry's decisions."""
+        if function == "promoter":
+            from promoter.handler import lambda_handler
+        else:
+            from scaler.handler import lambda_handler
 
-        entry.event = event
-        context = SimulatedContext(function_name=f"reflex-{self.config.stage}-scaler")
+        self.world.activate(function, self.clock)
+        if not merge:
+            entry.event = event
+        context = SimulatedContext(function_name=f"reflex-{self.config.stage}-{function}")
         response: dict[str, Any] = {}
         try:
             response = lambda_handler(event, context)  # type: ignore[arg-type]
-            entry.status = str(response.get("status", "?")) + (" (duplicate)" if response.get("duplicate") else "")
+            entry.response = response
+            if not merge:
+                entry.status = str(response.get("status", "?")) + (" (duplicate)" if response.get("duplicate")
+                                                                   else "")
         except Exception as err:  # noqa: BLE001 - Lambda would retry; the timeline shows what was raised
             entry.status = "raised"
             entry.error = f"{type(err).__name__}: {str(err)[:300]}"
-        entry.decisions = self._decisions(response)
+            entry.response = err
+        decisions = self._decisions(response)
+        if merge:  # a periodic reconcile with nothing to do is not worth a row
+            decisions = [d for d in decisions if d.audited or entry.origin != "tick"]
+        entry.decisions = entry.decisions + decisions if merge else decisions
         entry.capacity = self._capacity()
         return entry
 
@@ -942,6 +1028,8 @@ class ScenarioRunner:
                 out[policy.name] = capacity_target(self.world.clients, policy).read().as_dict()
             except Exception as err:  # noqa: BLE001 - a missing target is shown, not fatal
                 out[policy.name] = {"error": type(err).__name__}
+        if self.promotion is not None:
+            out.update(self.promotion.weights())
         return out
 
     def _check(self, expect: Expect, entry: TimelineEntry) -> list[CheckResult]:
@@ -965,6 +1053,15 @@ class ScenarioRunner:
 
                     actual = capacity_target(self.world.clients, found).read().desired
             checks.append(CheckResult("desired", expect.desired, actual, actual == expect.desired, policy))
+        if expect.weights is not None or expect.live is not None:
+            pair = expect.pair or self.config.promotions[0].name
+            state = entry.capacity.get(pair, {})
+            if expect.weights is not None:
+                checks.append(CheckResult("weights", expect.weights, state.get("weights"),
+                                          state.get("weights") == expect.weights, pair))
+            if expect.live is not None:
+                checks.append(CheckResult("live", expect.live, state.get("live"), state.get("live") == expect.live,
+                                          pair))
         return checks
 
 

@@ -39,6 +39,18 @@ MEANINGS = {
     "skipped:no-alarm-data": "no alarm state recorded yet",
     "skipped:no-scale-in": "the policy has no scale_in",
     "skipped:no-policy": "no policy had anything to do with this trigger",
+    "skipped:frozen": "scale-in frozen while a promotion may still move traffic back",
+    # the promoter (see docs/runbooks/promotion.md)
+    "skipped:preflight-refused": "the promotion's preflight refused it; no traffic moved",
+    "skipped:promotion-in-flight": "another promotion of the pair is in flight",
+    "skipped:colour-is-live": "that colour already serves the traffic",
+    "skipped:no-promotion": "no promotion of the pair in flight (or retained)",
+    "skipped:alarm-not-breaching": "a guard alarm left ALARM: nothing to roll back",
+    "skipped:green-unhealthy": "the incoming colour lacks healthy targets: rollback instead",
+    "skipped:paused": "the promotion is paused: it holds its weights",
+    "skipped:stopped": "the promotion ended (rolled back or aborted) outside this step",
+    "skipped:already-rolled-back": "the promotion was already rolled back",
+    "skipped:retention-ended": "the old colour is no longer retained: no instant rollback",
 }
 
 _OPERATIONS = {"scale_out": "out", "scale_in": "in", "set_capacity": "set", "prewarm_start": "prewarm",
@@ -72,10 +84,21 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 2] + ".."
 
 
+def _weights(w: dict[str, Any] | None) -> str:
+    return "?" if not w else f"b{w.get('blue', 0)}/g{w.get('green', 0)}"
+
+
 def action_text(d: DecisionView) -> str:
     acted = d.outcome in ("executed", "dry-run") or d.outcome.startswith("failed:")
     if d.intended is None or not acted:
         return ""
+    if "weights" in d.intended:  # a promotion's shift or rollback
+        op = {"shift": "shift", "rollback": "rollback", "abort": "abort"}.get(d.operation or "", d.operation or "")
+        return f"{op} {_weights((d.before or {}).get('weights'))}->{_weights(d.intended['weights'])}"
+    if "verdict" in d.intended:
+        return f"check: {d.intended['verdict']}"
+    if "live" in d.intended and "status" in d.intended:
+        return f"live {d.intended['live']}"
     op = _OPERATIONS.get(d.operation or "", d.operation or "")
     before = (d.before or {}).get("desired")
     after = d.intended.get("desired")
@@ -90,6 +113,9 @@ def capacity_text(capacity: dict[str, dict[str, Any]]) -> str:
     for name, cap in capacity.items():
         if "error" in cap:
             parts.append(f"{name}=?{cap['error']}")
+            continue
+        if "weights" in cap:  # a promotion pair: its weights, and the live colour when traffic is split
+            parts.append(f"{name}={_weights(cap['weights'])}")
             continue
         text = f"{name}={cap.get('desired')}"
         if cap.get("floor"):  # an Auto Scaling group's MinSize, when it holds a floor
@@ -135,7 +161,8 @@ def _entry_rows(entry: TimelineEntry, trigger: str | None = None, since: Timelin
 
 def _signature(entry: TimelineEntry) -> tuple[Any, ...]:
     return (tuple((d.policy, d.outcome, d.audited) for d in entry.decisions),
-            tuple(sorted((k, v.get("desired")) for k, v in entry.capacity.items())), entry.error)
+            tuple(sorted((k, v.get("desired"), str(v.get("weights"))) for k, v in entry.capacity.items())),
+            entry.error)
 
 
 def _groups(entries: list[TimelineEntry], show_all: bool) -> list[list[TimelineEntry]]:
@@ -184,6 +211,13 @@ def render_header(result: SimulationResult) -> list[str]:
               if p.scale_in else "no scale-in")
         lines.append(f"  {p.name} ({p.target.key}): desired {cap} at start; bounds {p.bounds.min}..{p.bounds.max}, "
                      f"max_step {p.bounds.max_step}; {out}; {si}; {p.rate_limit.max_actions_per_hour} actions/h")
+    for pair in result.config.promotions if any(k for k in result.initial_capacity
+                                                if "weights" in result.initial_capacity[k]) else []:
+        steps = " -> ".join(f"{w}% ({bake}s)" for w, bake in pair.steps())
+        gate = f"approval before the last step ({pair.approval.timeout_s}s)" if pair.approval else "no approval gate"
+        guards = ", ".join([*pair.guard_alarms.names, *(f"{g}*" for g in pair.guard_alarms.prefixes)])
+        lines.append(f"  promotion {pair.name} ({pair.target.kind}): green {steps}; {gate}; retention "
+                     f"{pair.retention_s}s; guards {guards}")
     return lines
 
 
@@ -241,6 +275,11 @@ def render_summary(result: SimulationResult) -> list[str]:
         begin = result.initial_capacity.get(p.name, {}).get("desired")
         end = final.get(p.name, {}).get("desired")
         lines.append(f"Capacity {p.name}: {begin} -> {end} (bounds {p.bounds.min}..{p.bounds.max})")
+    for name, cap in final.items():
+        if "weights" in cap:
+            begin_cap = result.initial_capacity.get(name, {})
+            lines.append(f"Promotion {name}: {_weights(begin_cap.get('weights'))} -> {_weights(cap['weights'])}, "
+                         f"live {begin_cap.get('live')} -> {cap.get('live')} ({cap.get('status')})")
 
     checks = result.checks
     failed = result.failed_checks

@@ -4,6 +4,13 @@ from reflex_constructs.alarm_triggers import AlarmMatcher, AlarmTriggers, AlarmT
 from reflex_constructs.functions_asset import FunctionsAssetProps, LocalPipBundling, function_code
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
 from reflex_constructs.notifications import Notifications, NotificationsProps
+from reflex_constructs.promotion_permissions import (
+    PROMOTER_UNSCOPED_ACTIONS,
+    PromotionPermissions,
+    PromotionPermissionsProps,
+)
+from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
+from reflex_constructs.promotion_workflow import PromotionWorkflow, PromotionWorkflowProps
 from reflex_constructs.reaction_function import ReactionFunction, ReactionFunctionProps, StageResources
 from reflex_constructs.reaction_schedules import ReactionSchedules, ReactionSchedulesProps, ScheduleGroup, ScheduleSpec
 from reflex_constructs.reflex_stack import ReflexStack, ReflexStackProps
@@ -12,6 +19,7 @@ from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProp
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 
 __all__ = [
+    "PROMOTER_UNSCOPED_ACTIONS",
     "UNSCOPED_ACTIONS",
     "AlarmMatcher",
     "AlarmTriggers",
@@ -23,6 +31,12 @@ __all__ = [
     "LocalPipBundling",
     "Notifications",
     "NotificationsProps",
+    "PromoterReaction",
+    "PromoterReactionProps",
+    "PromotionPermissions",
+    "PromotionPermissionsProps",
+    "PromotionWorkflow",
+    "PromotionWorkflowProps",
     "ReactionFunction",
     "ReactionFunctionProps",
     "ReactionSchedules",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aws_cdk import CfnResource, Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -61,6 +62,13 @@ class ReactionFunctionProps:
     # its built-in retry policy for Lambda endpoints).
     target_retry_attempts: int = 3
     target_max_event_age_s: int = 3600
+    # The state machine the function drives (`RuntimeSettings.workflow_arn`), e.g. the promotion workflow.
+    workflow_arn: str = ""
+    # Functions that reach Redis run in the VPC (the invalidator, the cache health collector): its subnets and
+    # security groups. None: outside any VPC.
+    vpc: ec2.IVpc | None = None
+    vpc_subnets: ec2.SubnetSelection | None = None
+    security_groups: tuple[ec2.ISecurityGroup, ...] = ()
 
 
 class ReactionFunction(Construct):
@@ -128,6 +136,9 @@ class ReactionFunction(Construct):
             dead_letter_queue=self.dead_letter_queue,
             retry_attempts=props.async_retry_attempts,
             max_event_age=Duration.seconds(props.max_event_age_s),
+            vpc=props.vpc,
+            vpc_subnets=props.vpc_subnets if props.vpc is not None else None,
+            security_groups=list(props.security_groups) if props.vpc is not None else None,
         )
         # cfn-lint W3005: CDK makes every function DependsOn its role and the role's default policy (the
         # policy dependency matters: the function must not run before its permissions exist); the role
@@ -150,6 +161,7 @@ class ReactionFunction(Construct):
             event_bus_name=DEFAULT_EVENT_BUS,
             kill_switch_prefix=shared.kill_switches.prefix,
             dead_letter_queue_url=self.dead_letter_queue.queue_url,
+            workflow_arn=self.props.workflow_arn,
         )
         return {
             **settings.to_env(),
@@ -170,6 +182,14 @@ class ReactionFunction(Construct):
         # The function parks malformed asynchronous events in its DLQ itself (Lambda only parks failures).
         self.dead_letter_queue.grant_send_messages(self.role)
         shared.kill_switches.grant_read(self.role, self.kill_switch)
+        if self.props.vpc is not None:
+            # Lambda attaches this policy only to a role it creates; ours is explicit, so it is added here.
+            self.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(
+                "service-role/AWSLambdaVPCAccessExecutionRole"))
+            acknowledge(self.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                   "AWSLambdaVPCAccessExecutionRole]",
+                        "A function in a VPC must create, describe and delete its network interfaces; "
+                        "AWSLambdaVPCAccessExecutionRole is the policy Lambda documents for exactly that.")
         # X-Ray PutTraceSegments/PutTelemetryRecords (added by Tracing.ACTIVE) have no resource-level
         # permissions: the Service Authorization Reference lists no resource type for them.
         acknowledge(self.role, wildcard_resource_rule(self, "*"),

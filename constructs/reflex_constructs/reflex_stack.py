@@ -14,8 +14,10 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
+from reflex_constructs.invalidation_reaction import InvalidationReaction, InvalidationReactionProps
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
 from reflex_constructs.notifications import Notifications, NotificationsProps
+from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
@@ -41,6 +43,14 @@ class ReflexStack(Stack):
         if config.scaling:
             self.scaler = ScalerReaction(self, "Scaler", ScalerReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.promoter: PromoterReaction | None = None
+        if config.promotions:
+            self.promoter = PromoterReaction(self, "Promoter", PromoterReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.invalidation: InvalidationReaction | None = None
+        if config.invalidation.enabled:
+            self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:
@@ -63,3 +73,6 @@ class ReflexStack(Stack):
         if self.scaler is not None:
             CfnOutput(self, "ScalerFunctionName", value=self.scaler.function.function.function_name)
             CfnOutput(self, "ScalerDeadLetterQueueUrl", value=self.scaler.function.dead_letter_queue.queue_url)
+        if self.promoter is not None:
+            CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
+            CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)

@@ -240,6 +240,11 @@ class ReflexConfig(StrictModel):
     alarm_topics: list[AlarmTopic] = Field(default_factory=list)
     evaluate_every_minutes: int = Field(default=1, ge=1, le=60)
     scaling: list[ScalingPolicy] = Field(default_factory=list)
+    # Blue/green promotion pairs (models in promotion_config.py, imported at the end of this module).
+    promotions: list[_promotion.PromotionPair] = Field(default_factory=list)
+    # Cache and CDN invalidation (models in invalidation_config.py, imported at the end of this module).
+    invalidation: _invalidation.InvalidationConfig = Field(
+        default_factory=lambda: _invalidation.InvalidationConfig())
 
     @model_validator(mode="after")
     def _unique(self) -> ReflexConfig:
@@ -258,10 +263,40 @@ class ReflexConfig(StrictModel):
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"each target may have one scaling policy; repeated: {', '.join(dupes)}")
+        self._check_promotions(own_source)
         return self
+
+    def _check_promotions(self, own_source: str) -> None:
+        names = [p.name for p in self.promotions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"promotion names must be unique; repeated: {', '.join(dupes)}")
+        keys = [p.target.key for p in self.promotions]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each listener, rule or record may have one promotion pair; repeated: {', '.join(dupes)}")
+        known = {p.name for p in self.scaling}
+        for i, pair in enumerate(self.promotions):
+            for field, match in (("green_ready", pair.green_ready), ("completed_event", pair.completed)):
+                if match.source.startswith(own_source):
+                    raise ValueError(f"promotions.{i}.{field}.source: {match.source!r} is a source of Reflex's own "
+                                     "events; other reactions refuse to consume it")
+            for colour in ("blue", "green"):
+                for name in pair.freeze_scale_in.policies(colour):
+                    if name not in known:
+                        raise ValueError(f"promotions.{i}.freeze_scale_in.{colour}: no scaling policy {name!r} "
+                                         f"(configured: {', '.join(sorted(known)) or 'none'})")
+            if self.account or self.region:
+                for arn in pair.target.arns:
+                    account, region = arn.split(":")[4], arn.split(":")[3]
+                    if (self.account and account != self.account) or (self.region and region != self.region):
+                        raise ValueError(f"promotions.{i}.target: {arn} is not in this stage's account/region")
 
     def scaling_policy(self, name: str) -> ScalingPolicy | None:
         return next((p for p in self.scaling if p.name == name), None)
+
+    def promotion(self, name: str) -> _promotion.PromotionPair | None:
+        return next((p for p in self.promotions if p.name == name), None)
 
 
 class ConfigError(ValueError):
@@ -302,6 +337,12 @@ def load_config_file(path: str | Path) -> ReflexConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{p}: not valid JSON: {err}") from None
     return parse_config(data, str(p))
+
+
+# At the end: promotion_config builds on the models above (AlarmMatch, EventMatch, StrictModel). Pydantic
+# resolves the `promotions` annotation when ReflexConfig is first used, whichever module was imported first.
+from reflex_core import invalidation_config as _invalidation  # noqa: E402
+from reflex_core import promotion_config as _promotion  # noqa: E402
 
 
 def json_schema() -> dict[str, Any]:

@@ -27,6 +27,11 @@ class GuardSettings:
     max_actions_per_hour: int
     circuit_open_for_s: int
     dry_run: bool
+    # A safety action (a promotion's rollback) must not be refused because a step holds the target's lock or
+    # because the rate limit was reached: it takes the lock over and is never limited (it is still counted).
+    # The reaction must make the preempted holder's late write harmless (see promoter: the shift re-checks).
+    preempt_lock: bool = False
+    bypass_rate_limit: bool = False
 
 
 class Reaction(Protocol):
@@ -191,12 +196,17 @@ class Pipeline:
         dry_run = settings.dry_run or intent.dry_run
 
         owner = str(uuid.uuid4())
+        preempted = ""
         if not rt.store.acquire_lock(key, owner, rt.clock.now(), rt.config.guardrails.lock_lease_s):
-            return Decision(**base, outcome="skipped:locked", detail="another action on this target holds the lock")
+            if not settings.preempt_lock:
+                return Decision(**base, outcome="skipped:locked",
+                                detail="another action on this target holds the lock")
+            rt.store.take_lock(key, owner, rt.clock.now(), rt.config.guardrails.lock_lease_s)
+            preempted = " (took over the lock another invocation held)"
         try:
             now = rt.clock.now()
             window = rt.store.rate_window(key)
-            if window.circuit_open_until > now.timestamp():
+            if window.circuit_open_until > now.timestamp() and not settings.bypass_rate_limit:
                 reason, _ = circuit_check(window, now, settings.max_actions_per_hour)
                 return Decision(**base, outcome="skipped:circuit-open", detail=reason or "")
             blocked = cooldown_block(intent.direction, rt.store.last_actions(key), now,
@@ -209,7 +219,7 @@ class Pipeline:
                 return _skip(planned, intent.operation)
             # Only an action that would really run counts against the rate limit and can trip the breaker.
             reason, trips = circuit_check(window, now, settings.max_actions_per_hour)
-            if reason:
+            if reason and not settings.bypass_rate_limit:
                 if trips and not dry_run:
                     rt.store.save_rate_window(key, RateWindow(
                         actions=window.actions, circuit_open_until=now.timestamp() + settings.circuit_open_for_s), now)
@@ -234,7 +244,7 @@ class Pipeline:
             except Exception as err:  # noqa: BLE001 - the change happened; a failed re-read must not hide it
                 after = {"verify_error": _error_name(err)}
             return Decision(**base, outcome="executed", action=planned, before=planned.before, after=after,
-                            detail=planned.reason)
+                            detail=planned.reason + preempted)
         finally:
             rt.store.release_lock(key, owner)
 

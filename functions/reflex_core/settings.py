@@ -23,6 +23,8 @@ class RuntimeSettings(BaseModel):
     event_bus_name: str = "default"
     kill_switch_prefix: str = Field(min_length=1)
     dead_letter_queue_url: str = ""
+    # The Step Functions state machine a reaction drives (the promoter's promotion workflow); empty otherwise.
+    workflow_arn: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> RuntimeSettings:

@@ -7,7 +7,11 @@ Item kinds, by `pk` prefix:
   alarm#<name>           last known state of an alarm (never overwritten by an older event)
   policyalarms#<policy>  names of the alarms seen for a policy
   prewarm#<target>       the active pre-warm floor and when it ends
-Everything except locks and alarm memory is read and written under the target's lock.
+  promotion#<pair>       the pair's live colour and its current (or last) promotion; never expires,
+                         written conditionally on its version (optimistic concurrency)
+  freeze#scale-in#<policy>  promotions holding a scale-in freeze on a scaling policy, each until a time
+Everything except locks, alarm memory, promotion records and freezes is read and written under the
+target's lock.
 """
 
 from __future__ import annotations
@@ -38,6 +42,44 @@ class AlarmMemory:
 class RateWindow:
     actions: list[float] = field(default_factory=list)
     circuit_open_until: float = 0.0
+
+
+@dataclass
+class Promotion:
+    """One promotion of a pair: traffic moving from `from_colour` to `to_colour`."""
+
+    id: str
+    from_colour: str
+    to_colour: str
+    status: str
+    started_at: float
+    updated_at: float
+    execution_arn: str = ""
+    step: int = -1  # index of the last schedule step whose weights were written
+    weights: dict[str, int] = field(default_factory=dict)
+    paused: bool = False
+    approval_token: str | None = None
+    resume_token: str | None = None
+    approved_by: str | None = None  # a `promote` given before the gate was reached
+    retention_until: float | None = None
+    preflight_healthy: int | None = None
+    release: str | None = None  # what was deployed (from the GreenReady event), for the audit and notices
+    reason: str = ""
+
+
+@dataclass
+class PromotionRecord:
+    """The durable state of a pair. `live` is the colour serving traffic, recorded when a promotion
+    finalizes or rolls back, never inferred from the weights."""
+
+    pair: str
+    live: str = "blue"
+    version: int = 0
+    promotion: Promotion | None = None
+
+
+class PromotionConflict(Exception):
+    """The promotion record changed since it was read (another invocation wrote it)."""
 
 
 @dataclass
@@ -84,6 +126,13 @@ class StateStore:
                 return False
             raise
         return True
+
+    def take_lock(self, key: str, owner: str, now: datetime, lease_s: int) -> None:
+        """Take the lock whoever holds it (for safety actions only; the holder's release then leaves ours)."""
+        ts = now.timestamp()
+        self._db.put_item(TableName=self._table, Item={
+            "pk": {"S": f"lock#{key}"}, "owner": {"S": owner},
+            "lease_until": {"N": f"{ts + lease_s:.3f}"}, "expires_at": {"N": str(int(ts + lease_s + _DAY))}})
 
     def release_lock(self, key: str, owner: str) -> None:
         try:
@@ -170,6 +219,75 @@ class StateStore:
 
     def clear_prewarm(self, key: str) -> None:
         self._delete(f"prewarm#{key}")
+
+    # ------------------------------------------------------------------ promotion record
+    def promotion_record(self, pair: str) -> PromotionRecord:
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"promotion#{pair}"}},
+                                 ConsistentRead=True).get("Item")
+        if not item:
+            return PromotionRecord(pair=pair)
+        doc = json.loads(item["doc"]["S"])
+        promotion = Promotion(**doc["promotion"]) if doc.get("promotion") else None
+        return PromotionRecord(pair=pair, live=doc["live"], version=int(item["version"]["N"]), promotion=promotion)
+
+    def save_promotion_record(self, record: PromotionRecord) -> PromotionRecord:
+        """Write the record if nobody wrote it since it was read (same `version`); raise `PromotionConflict`
+        otherwise. Returns the record with its new version. No TTL: the live colour is never forgotten."""
+        doc = {"live": record.live, "promotion": record.promotion.__dict__ if record.promotion else None}
+        new_version = record.version + 1
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={"pk": {"S": f"promotion#{record.pair}"}, "doc": {"S": json.dumps(doc, sort_keys=True)},
+                      "version": {"N": str(new_version)}},
+                ConditionExpression="attribute_not_exists(pk) OR version = :v",
+                ExpressionAttributeValues={":v": {"N": str(record.version)}},
+            )
+        except ClientError as err:
+            if _is_conditional_failure(err):
+                raise PromotionConflict(record.pair) from None
+            raise
+        return PromotionRecord(pair=record.pair, live=record.live, version=new_version, promotion=record.promotion)
+
+    # ------------------------------------------------------------------ scale-in freeze
+    def place_scale_in_freeze(self, policy: str, holder: str, until: float) -> None:
+        """Freeze scale-in of a scaling policy for `holder` until `until` (a safety expiry: a holder that
+        dies does not freeze the policy forever). Several holders may freeze the same policy."""
+        self._db.update_item(
+            TableName=self._table, Key={"pk": {"S": f"freeze#scale-in#{policy}"}},
+            UpdateExpression="SET holders = if_not_exists(holders, :empty)",
+            ExpressionAttributeValues={":empty": {"M": {}}},
+        )
+        self._db.update_item(
+            TableName=self._table, Key={"pk": {"S": f"freeze#scale-in#{policy}"}},
+            UpdateExpression="SET holders.#h = :until, expires_at = :e",
+            ExpressionAttributeNames={"#h": holder},
+            ExpressionAttributeValues={":until": {"N": f"{until:.3f}"}, ":e": {"N": str(int(until + _DAY))}},
+        )
+
+    def release_scale_in_freeze(self, policy: str, holder: str) -> None:
+        if holder not in self.scale_in_freezes(policy):
+            return  # released already (a retried step): nothing to do
+        self._db.update_item(
+            TableName=self._table, Key={"pk": {"S": f"freeze#scale-in#{policy}"}},
+            UpdateExpression="REMOVE holders.#h", ExpressionAttributeNames={"#h": holder},
+        )
+
+    def scale_in_freezes(self, policy: str) -> dict[str, float]:
+        """Every holder of a freeze on the policy and until when (expired ones included)."""
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"freeze#scale-in#{policy}"}},
+                                 ConsistentRead=True).get("Item")
+        holders = item.get("holders", {}).get("M", {}) if item else {}
+        return {name: float(value["N"]) for name, value in holders.items()}
+
+    def active_scale_in_freeze(self, policy: str, now: datetime) -> tuple[str, float] | None:
+        """(holder, until) of the freeze that lasts longest, if any is active now."""
+        active = [(until, holder) for holder, until in self.scale_in_freezes(policy).items()
+                  if until > now.timestamp()]
+        if not active:
+            return None
+        until, holder = max(active)
+        return holder, until
 
 
 class StaleAlarmEvent(Exception):

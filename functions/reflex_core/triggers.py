@@ -8,6 +8,9 @@ Recognised shapes (checked in this order):
   anomaly-detection and composite alarms)                            -> kind "alarm",    source "eventbridge"
 * any other EventBridge event (custom `ContentChanged`, ...)         -> kind "event",    source "eventbridge"
 * an EventBridge Scheduler invocation (`{"reflex_schedule": {...}}`) -> kind "schedule", source "scheduler"
+* a Step Functions task of a Reflex workflow (`{"reflex_step": {...}}`) -> kind "step",     source "stepfunctions"
+* messages of a Reflex queue (`{"reflex_queue": {...}}`, built by the    -> kind "queue",    source "sqs:<queue>"
+  function from its SQS batch: continuations, coalesced CDN paths)
 * a console payload (`{"command": ...}`)                             -> kind "console",  source "console"
 
 Anything else, or any of these with a bad field, raises `TriggerError` naming the field.
@@ -158,6 +161,67 @@ class _ScheduleEnvelope(BaseModel):
     reflex_schedule: ScheduleWire
 
 
+class StepWire(BaseModel):
+    """Payload a Reflex state machine sends to a task (set by the workflow definition, see promoter/).
+
+    `execution`, `state` and `entered_at` come from the context object (`$$.Execution.Id`, `$$.State.Name`,
+    `$$.State.EnteredTime`), `retry` from `$$.State.RetryCount`: a redelivered invocation has the same
+    idempotency key and acts once; a retry of a step (which may have been refused for now, e.g. by the kill
+    switch) and a state entered again in a loop are new keys (the key also covers the input, so two loop
+    iterations entered within the same millisecond stay distinct). `input` is the workflow's state;
+    `task_token` is set for callback tasks.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str = Field(min_length=1, max_length=64)
+    execution: str = Field(min_length=1, max_length=256)
+    state: str = Field(min_length=1, max_length=80)
+    entered_at: datetime
+    retry: int = Field(default=0, ge=0, le=1000)
+    task_token: str | None = Field(default=None, min_length=1, max_length=2048)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("entered_at", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> datetime:
+        return _parse_alarm_time(v)
+
+    @property
+    def execution_name(self) -> str:
+        return self.execution.rsplit(":", 1)[-1]
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.input, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{self.execution_name}/{self.state}/{iso(self.entered_at)}/{self.retry}/{digest}"
+
+
+class _StepEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reflex_step: StepWire
+
+
+class QueueWire(BaseModel):
+    """One message, or several merged, of a queue Reflex feeds itself (see invalidator/queue_entry.py).
+
+    Built by the function's entry from the SQS records it receives, never by hand: `message_ids` make the
+    idempotency key (a redelivered message acts once), `body` is validated by the reaction.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str = Field(min_length=1, max_length=80)
+    kind: str = Field(min_length=1, max_length=64)
+    message_ids: list[str] = Field(min_length=1, max_length=10_000)
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class _QueueEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reflex_queue: QueueWire
+
+
 # --------------------------------------------------------------------------- the typed Trigger
 
 
@@ -202,7 +266,7 @@ class Trigger(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["alarm", "event", "schedule", "console"]
+    kind: Literal["alarm", "event", "schedule", "console", "step", "queue"]
     source: str
     event_id: str
     received_at: datetime
@@ -211,6 +275,8 @@ class Trigger(BaseModel):
     event: CustomEvent | None = None
     schedule: ScheduleWire | None = None
     payload: dict[str, Any] | None = None
+    step: StepWire | None = None
+    queue: QueueWire | None = None
     raw_ref: str
 
     @property
@@ -234,6 +300,10 @@ class Trigger(BaseModel):
             out["event"] = {"source": self.event.source, "detail_type": self.event.detail_type}
         if self.schedule:
             out["schedule"] = {"name": self.schedule.name, "operation": self.schedule.operation}
+        if self.step:
+            out["step"] = {"name": self.step.step, "state": self.step.state, "execution": self.step.execution}
+        if self.queue:
+            out["queue"] = {"name": self.queue.queue, "kind": self.queue.kind, "messages": len(self.queue.message_ids)}
         if self.payload and "command" in self.payload:
             out["command"] = self.payload["command"]
         return out
@@ -351,6 +421,18 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
         run_id = sched.execution_id or (iso(sched.scheduled_time) if sched.scheduled_time else request_id)
         return Trigger(kind="schedule", source="scheduler", event_id=f"{sched.name}:{run_id}", received_at=now,
                        who=f"schedule:{sched.name}", schedule=sched, raw_ref=ref)
+    if "reflex_step" in event:
+        wrapped: _StepEnvelope = _validate(_StepEnvelope, event, "")
+        step = wrapped.reflex_step
+        return Trigger(kind="step", source="stepfunctions",
+                       event_id=step.run_id, received_at=now,
+                       who=f"workflow:{step.execution_name}", step=step, raw_ref=ref)
+    if "reflex_queue" in event:
+        queued: _QueueEnvelope = _validate(_QueueEnvelope, event, "")
+        q = queued.reflex_queue
+        ids = hashlib.sha256("\n".join(sorted(q.message_ids)).encode()).hexdigest()[:32]
+        return Trigger(kind="queue", source=f"sqs:{q.queue}", event_id=f"{q.queue}:{ids}", received_at=now,
+                       who=f"queue:{q.queue}", queue=q, raw_ref=ref)
     if "command" in event:
         operator = event.get("operator")
         request = event.get("request_id") or request_id
@@ -359,8 +441,8 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
                        payload=event, raw_ref=ref)
     raise TriggerError([
         "<root>: unrecognised event; expected an SNS alarm notification (Records), an alarm action "
-        "(alarmData), an EventBridge event (detail-type), a schedule (reflex_schedule) or a console "
-        "payload (command)"
+        "(alarmData), an EventBridge event (detail-type), a schedule (reflex_schedule), a workflow step "
+        "(reflex_step), a queue message (reflex_queue) or a console payload (command)"
     ])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
@@ -358,6 +358,13 @@ class ScalingReaction:
                 return skip("at-max", f"desired {cap.desired} is already at the maximum {bounds.max}")
             intended = {"desired": new}
         elif intent.operation == "scale_in":
+            # A blue/green promotion keeps the colour traffic moves away from at full size until it can no
+            # longer be rolled back (promoter: freeze_scale_in).
+            frozen = rt.store.active_scale_in_freeze(policy.name, rt.clock.now())
+            if frozen is not None:
+                holder, until = frozen
+                return skip("frozen", f"scale-in frozen by promotion {holder} until "
+                                      f"{datetime.fromtimestamp(until, tz=UTC).isoformat()}")
             new = scale_in_target(cap.desired, int(intent.params["step"]), bounds, floor)
             if new >= cap.desired:
                 return skip("at-min", f"desired {cap.desired} is at the floor {floor}")

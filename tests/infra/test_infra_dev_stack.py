@@ -1,4 +1,7 @@
-"""The dev stack (config/dev.yaml) as CloudFormation: triggers, function, tables, topic, schedules, IAM."""
+"""The dev stack (config/dev.yaml) as CloudFormation: triggers, function, tables, topic, schedules, IAM.
+
+The triggers and function checked here are the scaler's (logical ids `Scaler...`); the promoter's, which
+the dev config also has, are checked in test_infra_promotion.py."""
 
 from __future__ import annotations
 
@@ -8,23 +11,39 @@ import pytest
 from aws_cdk.assertions import Match
 from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render
 
-from reflex_constructs import UNSCOPED_ACTIONS
+from reflex_constructs import PROMOTER_UNSCOPED_ACTIONS, UNSCOPED_ACTIONS
 from reflex_core.settings import RuntimeSettings
 
 pytestmark = pytest.mark.slow
 
 ALARM_EVENT = {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"]}
-# Actions that support no resource-level permissions (see scaler_permissions.py and reaction_function.py).
-ALLOWED_ON_ANY_RESOURCE = UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# Actions that support no resource-level permissions (see scaler_permissions.py, promotion_permissions.py,
+# reaction_function.py, and the logging and tracing grants of the promotion state machine).
+STATE_MACHINE_LOGGING = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+                         "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+                         "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+                         "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+ALLOWED_ON_ANY_RESOURCE = (UNSCOPED_ACTIONS | PROMOTER_UNSCOPED_ACTIONS | STATE_MACHINE_LOGGING
+                           | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+
+
+def _scaler(resources: dict[str, dict]) -> dict[str, dict]:
+    return {k: r for k, r in resources.items() if k.startswith("Scaler")}
 
 
 def _rules(dev: Synthesized) -> dict[str, dict]:
-    return dev.resources("AWS::Events::Rule")
+    return _scaler(dev.resources("AWS::Events::Rule"))
 
 
 def _function(dev: Synthesized) -> tuple[str, dict]:
-    (logical_id, fn), = dev.resources("AWS::Lambda::Function").items()
+    (logical_id, fn), = _scaler(dev.resources("AWS::Lambda::Function")).items()
     return logical_id, fn
+
+
+def _dlq(dev: Synthesized, reaction: str = "scaler") -> str:
+    (logical_id,) = [k for k, q in dev.resources("AWS::SQS::Queue").items()
+                     if q["Properties"]["QueueName"] == f"reflex-dev-{reaction}-dlq"]
+    return logical_id
 
 
 # ------------------------------------------------------------------ triggers
@@ -53,7 +72,7 @@ def test_on_events_rule_matches_source_and_detail_type(dev: Synthesized) -> None
 
 def test_every_rule_target_is_the_function_with_retries_and_the_dlq(dev: Synthesized) -> None:
     fn_id, _ = _function(dev)
-    (dlq_id, _), = dev.resources("AWS::SQS::Queue").items()
+    dlq_id = _dlq(dev)
     for rule in _rules(dev).values():
         (target,) = rule["Properties"]["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
@@ -63,7 +82,8 @@ def test_every_rule_target_is_the_function_with_retries_and_the_dlq(dev: Synthes
 
 
 def test_dlq_policy_lets_each_rule_deliver_dead_letters(dev: Synthesized) -> None:
-    (policy,) = dev.resources("AWS::SQS::QueuePolicy").values()
+    (policy,) = [q for q in dev.resources("AWS::SQS::QueuePolicy").values()
+                 if q["Properties"]["Queues"] == [{"Ref": _dlq(dev)}]]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     sources = {s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0]
                for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}}
@@ -73,7 +93,7 @@ def test_dlq_policy_lets_each_rule_deliver_dead_letters(dev: Synthesized) -> Non
 
 
 def test_configured_alarms_may_invoke_the_function_as_their_alarm_action(dev: Synthesized) -> None:
-    permissions = [p["Properties"] for p in dev.resources("AWS::Lambda::Permission").values()
+    permissions = [p["Properties"] for p in _scaler(dev.resources("AWS::Lambda::Permission")).values()
                    if p["Properties"]["Principal"] == "lambda.alarms.cloudwatch.amazonaws.com"]
     arns = sorted(render(p["SourceArn"], dev.json["Resources"]) for p in permissions)
     base = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
@@ -100,7 +120,7 @@ def test_function_runtime_architecture_tracing_and_limits(dev: Synthesized) -> N
 
 def test_function_async_invocations_retry_twice_then_go_to_the_dlq(dev: Synthesized) -> None:
     fn_id, fn = _function(dev)
-    (dlq_id, _), = dev.resources("AWS::SQS::Queue").items()
+    dlq_id = _dlq(dev)
     assert fn["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}}
     dev.template.has_resource_properties("AWS::Lambda::EventInvokeConfig", {
         "FunctionName": {"Ref": fn_id}, "MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": Match.any_value(),
@@ -133,7 +153,8 @@ def test_function_environment_is_exactly_the_runtime_settings(dev: Synthesized) 
 
 def test_health_alarms_notify_the_topic(dev: Synthesized) -> None:
     (topic_id, _), = dev.resources("AWS::SNS::Topic").items()
-    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in dev.resources("AWS::CloudWatch::Alarm").values()}
+    alarms = {a["Properties"]["MetricName"]: a["Properties"]
+              for a in _scaler(dev.resources("AWS::CloudWatch::Alarm")).values()}
     assert set(alarms) == {"Errors", "Throttles", "ApproximateNumberOfMessagesVisible"}
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
@@ -144,7 +165,9 @@ def test_health_alarms_notify_the_topic(dev: Synthesized) -> None:
 
 def test_kill_switch_parameters_start_off(dev: Synthesized) -> None:
     params = {p["Properties"]["Name"]: p["Properties"] for p in dev.resources("AWS::SSM::Parameter").values()}
-    assert set(params) == {"/reflex/dev/kill-switch/global", "/reflex/dev/kill-switch/scaler"}
+    assert set(params) == {"/reflex/dev/kill-switch/global", "/reflex/dev/kill-switch/scaler",
+                           "/reflex/dev/kill-switch/promoter", "/reflex/dev/kill-switch/invalidator",
+                           "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health"}
     assert all(p["Value"] == "off" and p["Type"] == "String" for p in params.values())
 
 
@@ -176,7 +199,9 @@ def test_audit_table_is_retained(dev: Synthesized) -> None:
 
 
 def test_topic_is_kms_encrypted_with_rotation_and_tls_only(dev: Synthesized) -> None:
-    (key_id, key), = dev.resources("AWS::KMS::Key").items()
+    (topic,) = dev.resources("AWS::SNS::Topic").values()
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = dev.resources("AWS::KMS::Key")[key_id]
     assert key["Properties"]["EnableKeyRotation"] is True
     dev.template.has_resource_properties("AWS::SNS::Topic", {
         "TopicName": "reflex-dev", "KmsMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]}})
@@ -218,26 +243,36 @@ def test_schedules_parse_as_scheduler_triggers(dev: Synthesized) -> None:
 
     from reflex_core.triggers import parse_trigger
 
+    # EventBridge Scheduler substitutes its context attributes before invoking the function.
+    substitutions = {"<aws.scheduler.scheduled-time>": "2026-11-26T08:00:00Z",
+                     "<aws.scheduler.execution-id>": "d6fbb4e4-3ad9-4b8a-9a86-0c8ab8f3e7b1"}
     for schedule in dev.resources("AWS::Scheduler::Schedule").values():
-        trigger = parse_trigger(json.loads(schedule["Properties"]["Target"]["Input"]), datetime.now(UTC))
+        text = schedule["Properties"]["Target"]["Input"]
+        assert "<aws.scheduler.scheduled-time>" in text and "<aws.scheduler.execution-id>" in text
+        for placeholder, value in substitutions.items():
+            text = text.replace(placeholder, value)
+        trigger = parse_trigger(json.loads(text), datetime.now(UTC))
         assert trigger.kind == "schedule"
+        assert trigger.schedule is not None and trigger.schedule.scheduled_time is not None
 
 
 def test_schedules_retry_then_dead_letter_through_a_scoped_role(dev: Synthesized) -> None:
-    fn_id, _ = _function(dev)
-    (dlq_id, _), = dev.resources("AWS::SQS::Queue").items()
+    functions = {fn["Properties"]["FunctionName"].rsplit("-", 1)[-1]: k
+                 for k, fn in dev.resources("AWS::Lambda::Function").items()}
     roles = dev.resources("AWS::IAM::Role")
     for schedule in dev.resources("AWS::Scheduler::Schedule").values():
         target = schedule["Properties"]["Target"]
-        assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
-        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}
+        reaction = schedule["Properties"]["Name"].split("-", 1)[0]  # scaler-evaluate, promoter-reconcile, ...
+        assert target["Arn"] == {"Fn::GetAtt": [functions[reaction], "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [_dlq(dev, reaction), "Arn"]}}
         assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
         role = roles[target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
         (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
         assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
         assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    # Only unqualified function ARNs are invocable (schedule roles, the promotion state machine's role).
     invoke = [s for s in iam_statements(dev) if s["Action"] == "lambda:InvokeFunction"]
-    assert [s["Resource"] for s in invoke] == [{"Fn::GetAtt": [fn_id, "Arn"]}]
+    assert invoke and all(s["Resource"] in [{"Fn::GetAtt": [f, "Arn"]} for f in functions.values()] for s in invoke)
 
 
 def _schedule(dev: Synthesized, name: str) -> dict:
@@ -278,25 +313,32 @@ def test_aurora_and_alarm_tag_permissions(dev: Synthesized) -> None:
 
 
 def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> None:
-    (statement,) = _statements_with(dev, "ssm:GetParameters")
-    assert as_list(statement["Action"]) == ["ssm:GetParameters"]
     prefix = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/reflex/dev/kill-switch/"
-    assert sorted(render(as_list(statement["Resource"]), dev.json["Resources"])) == [
-        prefix + "global", prefix + "scaler"]
+    read = {}
+    for statement in _statements_with(dev, "ssm:GetParameters"):
+        assert as_list(statement["Action"]) == ["ssm:GetParameters"]
+        (own,) = [r for r in render(as_list(statement["Resource"]), dev.json["Resources"]) if r != prefix + "global"]
+        read[own] = sorted(render(as_list(statement["Resource"]), dev.json["Resources"]))
+    assert read == {prefix + r: sorted([prefix + "global", prefix + r])
+                    for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health")}
 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
     tables = set(dev.resources("AWS::DynamoDB::Table"))
-    (ddb,) = _statements_with(dev, "dynamodb:PutItem")
-    assert {r["Fn::GetAtt"][0] for r in as_list(ddb["Resource"])} == tables
-    (put_events,) = _statements_with(dev, "events:PutEvents")
-    assert render(put_events["Resource"], resources) == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+    writes = _statements_with(dev, "dynamodb:PutItem")
+    assert len(writes) == 5  # the scaler, the promoter, and the invalidator, CDN batcher and cache health collector
+    assert all({r["Fn::GetAtt"][0] for r in as_list(ddb["Resource"])} == tables for ddb in writes)
+    put_events = _statements_with(dev, "events:PutEvents")
+    assert len(put_events) == 5
+    assert all(render(s["Resource"], resources) == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+               for s in put_events)
     assert _statements_with(dev, "sns:Publish")
     assert any("kms:GenerateDataKey*" in as_list(s["Action"]) for s in iam_statements(dev))
     send = _statements_with(dev, "sqs:SendMessage")
-    (dlq_id,) = dev.resources("AWS::SQS::Queue")
-    assert send and all(s["Resource"] == {"Fn::GetAtt": [dlq_id, "Arn"]} for s in send)
+    dlqs = [{"Fn::GetAtt": [q, "Arn"]} for q in dev.resources("AWS::SQS::Queue")]
+    # (the invalidator and the CDN batcher also send to their continuation and coalescing queues)
+    assert send and all(r in dlqs for s in send for r in as_list(s["Resource"]))
 
 
 def test_no_statement_allows_any_resource_except_the_unscopable_actions(dev: Synthesized) -> None:
@@ -307,5 +349,9 @@ def test_no_statement_allows_any_resource_except_the_unscopable_actions(dev: Syn
 
 
 def test_no_managed_policies_on_any_role(dev: Synthesized) -> None:
+    # Except the one Lambda documents for functions in a VPC (the invalidator and cache health collector reach
+    # Redis there; see reaction_function.py).
+    vpc_access = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                                     ":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]]}]
     for role in dev.resources("AWS::IAM::Role").values():
-        assert "ManagedPolicyArns" not in role["Properties"]
+        assert role["Properties"].get("ManagedPolicyArns", vpc_access) == vpc_access

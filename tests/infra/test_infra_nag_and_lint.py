@@ -20,6 +20,10 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*]",  # tag matching
     # RegisterScalableTarget on Aurora validates the caller may create/delete reader instances
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:db:*]",
+    # the promoter stops and describes executions of its state machine, whose names come from GreenReady events
+    "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-promotion:*]",
+    # the invalidator and cache health collector run in the VPC: Lambda's own policy for network interfaces
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
 }
 
 

@@ -27,13 +27,17 @@ from typing import Any
 
 import pytest
 
+# The invalidator's events run in the same world, plus its queues, distribution and a throw-away Redis.
+from tests.support.invalidation_events import invalidation_redis, invalidator_invoke  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
-# events/<function>/ -> the function that the events are for (only the scaler has a fixture world today).
-FUNCTIONS = {"scaler"}
+# events/<function>/ -> the function that the events are for.
+FUNCTIONS = {"scaler", "invalidator", "promoter"}
+PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 
 
 def event_files() -> list[Path]:
@@ -98,7 +102,7 @@ def test_every_event_has_a_valid_sidecar(path):
     assert expected.get("status") in ("ok", "rejected"), "status must be 'ok' or 'rejected'"
     if expected["status"] == "ok":
         assert isinstance(expected.get("outcomes"), list), "an ok event lists its audited outcomes"
-        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"}
+        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS
         assert set(expected.get("capacity", {})) <= set(INITIAL)
     else:
         assert expected.get("error_fields"), "a rejected event names the field(s) its errors must mention"
@@ -159,15 +163,22 @@ def test_every_trigger_kind_has_a_valid_example_and_invalid_ones_exist():
 
 
 @pytest.mark.parametrize("path", _params())
-def test_console_event(path: Path, world, invoke):
+def test_console_event(path: Path, world, invoke, request):
     function = path.relative_to(EVENTS).parts[0]
     assert function in FUNCTIONS, f"no handler registered for events/{function}/"
     expected = load_expected(path)
     assert expected is not None, f"{path.relative_to(ROOT)} has no {sidecar(path).name}"
+    if function == "promoter":  # the pair's state before the event (`given`) and its weights after it
+        from tests.support.promotion_events import check_promoter_event
+
+        check_promoter_event(path, world, request.getfixturevalue("clock"), expected)
+        return
     event = json.loads(path.read_text(encoding="utf-8"))
 
     before = target_state(world)
     assert desired(before) == INITIAL
+    if function == "invalidator":
+        invoke = request.getfixturevalue("invalidator_invoke")
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()
@@ -208,7 +219,7 @@ def test_console_event(path: Path, world, invoke):
     if "executed" not in expected["outcomes"]:
         assert after == before
 
-    for d in decisions:
+    for d in decisions if function == "scaler" else []:  # capacity: what the scaler's decisions change
         if d["outcome"] == "executed":
             assert d["after"]["desired"] == want[d["policy"]]
         if d["outcome"] == "dry-run":

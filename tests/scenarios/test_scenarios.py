@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from simulator.invalidation_scenario import is_invalidation_scenario
 from simulator.scenario import (
     ScenarioError,
     SimulationResult,
@@ -24,7 +25,8 @@ from simulator.scenario import (
 )
 from tests.conftest import ROOT
 
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+# Invalidation scenarios have their own runner and tests (test_invalidation_scenario.py).
+SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not is_invalidation_scenario(p))
 _results: dict[str, SimulationResult] = {}
 
 

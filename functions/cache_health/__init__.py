@@ -1,0 +1,1 @@
+"""The cache health collector: Redis INFO to CloudWatch metrics."""

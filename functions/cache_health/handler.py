@@ -1,0 +1,22 @@
+"""Lambda entry point of the cache health collector (handler: cache_health.handler.lambda_handler).
+
+Scheduled every `invalidation.health_every_minutes`: Redis INFO of every configured cache to EMF metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cache_health.health_collector import HealthCollector
+from reflex_core.observability import logger, metrics, tracer
+
+COLLECTOR = HealthCollector()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return COLLECTOR.collect(event, context)

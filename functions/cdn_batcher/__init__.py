@@ -1,0 +1,1 @@
+"""The CloudFront batcher: coalesces queued CDN paths into one invalidation per distribution."""

@@ -1,0 +1,26 @@
+"""Lambda entry point of the CDN batcher (handler: cdn_batcher.handler.lambda_handler).
+
+Triggered by each distribution's coalescing queue (SQS event source, batching window = `coalesce_window_s`,
+ReportBatchItemFailures): one CloudFront invalidation per distribution per batch, and the tracking of each
+invalidation until it is Completed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cdn_batcher.batch_entry import CdnBatchEntry
+from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
+from reflex_core.observability import logger, metrics, tracer
+from reflex_core.pipeline import Pipeline
+
+ENTRY = CdnBatchEntry(Pipeline(CdnBatchReaction()))
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return ENTRY.handle(event, context)

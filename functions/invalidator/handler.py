@@ -1,0 +1,25 @@
+"""Lambda entry point of the `invalidator` reaction (handler: invalidator.handler.lambda_handler).
+
+Triggers: custom events (ContentChanged, DeploymentCompleted, ...), S3 object events of origin buckets, alarms,
+schedules, console payloads, and its own continuation queue (SQS, ReportBatchItemFailures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from invalidator.invalidation_reaction import InvalidationReaction
+from invalidator.queue_entry import InvalidatorEntry
+from reflex_core.observability import logger, metrics, tracer
+from reflex_core.pipeline import Pipeline
+
+ENTRY = InvalidatorEntry(Pipeline(InvalidationReaction()))
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return ENTRY.handle(event, context)

@@ -1,0 +1,26 @@
+"""Lambda entry point of the `promoter` reaction (handler: promoter.handler.lambda_handler).
+
+One function serves every promoter trigger: GreenReady events, guard alarms, console commands, the
+reconcile schedule and the tasks of the promotion workflow (`reflex_step`), whose answer is the
+workflow's next state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from promoter.promotion_reaction import PromotionReaction
+from promoter.step_response import workflow_response
+from reflex_core.observability import logger, metrics, tracer
+from reflex_core.pipeline import Pipeline
+
+PIPELINE = Pipeline(PromotionReaction())
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return workflow_response(event, PIPELINE.handle(event, context))

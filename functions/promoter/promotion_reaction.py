@@ -1,0 +1,822 @@
+"""The promoter reaction: blue/green promotion on the shared pipeline.
+
+Triggers and what they ask for (every one passes the same guardrails and leaves an audit record):
+
+* GreenReady event (the pair's `green_ready` source/detail-type) -> `start`: start the workflow execution
+  named after the event id (a redelivered event starts nothing new).
+* Workflow steps (`reflex_step`) -> preflight, shift, check, wait_for_approval, hold, finalize, rollback,
+  cleanup: each reads the durable promotion record, acts, and returns the workflow's next state.
+* A guard alarm entering ALARM -> `rollback` at once, in this invocation: all traffic back on the colour
+  that was live, the execution stopped, the freeze released, audited and notified. It never waits for the
+  workflow's next check. Rollbacks take over the pair's lock and are never rate limited.
+* Console: promote (approve the gate, or approve it in advance), pause, resume, abort, rollback.
+* Schedule `reconcile` (every `evaluate_every_minutes`): the backstop for lost events and dead workflows.
+
+The promotion record (state table, `promotion#<pair>`) is the source of truth: live colour, status, the
+last step written, callback tokens. Every step is idempotent: run twice, or resumed after a crash between
+any two calls, it ends in the same state. A shift that lost a race with a rollback puts the rollback's
+weights back itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from promoter import workflow_definition as wf
+from promoter.guard_alarms import read_guard_alarms
+from promoter.promotion_commands import (
+    GreenReadyDetail,
+    PromotionCommand,
+    WorkflowState,
+    validate_command,
+    validate_green_ready,
+    validate_workflow_state,
+)
+from promoter.promotion_plan import (
+    ABORTED,
+    AWAITING_APPROVAL,
+    ENDED,
+    FINALIZED,
+    FREEZE_MARGIN_S,
+    HELD,
+    IN_FLIGHT,
+    ROLLED_BACK,
+    SHIFTING,
+    all_on,
+    execution_name,
+    expected_duration_s,
+    format_weights,
+    weights_for,
+    workflow_plan,
+)
+from promoter.promotion_workflow import PromotionWorkflow, TokenGone
+from promoter.traffic_switch import PairTraffic
+from reflex_core.actions import Action, Intent, Skip
+from reflex_core.clock import iso
+from reflex_core.observability import logger
+from reflex_core.pipeline import GuardSettings
+from reflex_core.promotion_config import Colour, PromotionPair, other
+from reflex_core.runtime import Runtime
+from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
+from reflex_core.triggers import Trigger, TriggerError
+
+SAFETY_OPERATIONS = frozenset({"rollback", "abort"})  # take over the lock, never rate limited
+_TOKEN_CACHE = 256
+
+
+@dataclass
+class _Context:
+    pair: PromotionPair
+    record: PromotionRecord
+    traffic: PairTraffic
+    now: datetime
+
+    @property
+    def promotion(self) -> Promotion | None:
+        return self.record.promotion
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        p = self.promotion
+        return {"live": self.record.live, "promotion": p.id if p else None, "status": p.status if p else None,
+                **extra}
+
+
+class PromotionReaction:
+    name = "promoter"
+
+    def __init__(self) -> None:
+        # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
+        self._tokens: dict[str, str] = {}
+        self._tokens_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, trigger: Trigger, rt: Runtime) -> Any:
+        if trigger.kind == "console":
+            return validate_command(trigger.payload, rt.config)
+        if trigger.kind == "event" and trigger.event is not None:
+            pairs = self._ready_pairs(trigger, rt)
+            return validate_green_ready(trigger.event.detail, pairs) if pairs else None
+        if trigger.kind == "schedule" and trigger.schedule is not None:
+            if trigger.schedule.operation != "reconcile":
+                raise TriggerError([f"reflex_schedule.operation: unknown operation {trigger.schedule.operation!r} "
+                                    "(reconcile)"])
+            return None
+        if trigger.kind == "step" and trigger.step is not None:
+            step = trigger.step
+            if step.step not in wf.STEPS:
+                raise TriggerError([f"reflex_step.step: unknown step {step.step!r}; expected one of "
+                                    f"{', '.join(wf.STEPS)}"])
+            if (step.step in wf.CALLBACK_STEPS) != (step.task_token is not None):
+                raise TriggerError(["reflex_step.task_token: required for, and only for, "
+                                    f"{' and '.join(sorted(wf.CALLBACK_STEPS))}"])
+            return validate_workflow_state(step.input, rt.config)
+        return None
+
+    @staticmethod
+    def _ready_pairs(trigger: Trigger, rt: Runtime) -> list[PromotionPair]:
+        ev = trigger.event
+        assert ev is not None
+        return [p for p in rt.config.promotions
+                if p.green_ready.source == ev.source and p.green_ready.detail_type == ev.detail_type]
+
+    @staticmethod
+    def _guarded_pairs(alarm_name: str, rt: Runtime) -> list[PromotionPair]:
+        return [p for p in rt.config.promotions if p.guard_alarms.matches(alarm_name, None)]
+
+    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+        assert trigger.alarm is not None
+        return [p.name for p in self._guarded_pairs(trigger.alarm.name, rt)]
+
+    # ------------------------------------------------------------------ intents
+    def intents(self, trigger: Trigger, request: Any, rt: Runtime,
+                previous: AlarmMemory | None) -> list[Intent | Skip]:
+        if trigger.kind == "alarm":
+            return self._alarm_intents(trigger, rt)
+        if trigger.kind == "schedule":
+            return [self._intent(p, "reconcile", "periodic reconcile", quiet=True) for p in rt.config.promotions]
+        if request is None:
+            return []
+        if isinstance(request, PromotionCommand):
+            pair = rt.config.promotion(request.pair)
+            assert pair is not None
+            intent = self._intent(pair, request.command, f"{request.command} by {request.operator}: {request.reason}",
+                                  operator=request.operator)
+            return [intent.model_copy(update={"dry_run": request.dry_run})]
+        if isinstance(request, tuple):
+            pair, ready = request
+            assert isinstance(ready, GreenReadyDetail)
+            return [self._intent(pair, "start", f"GreenReady{' ' + ready.release if ready.release else ''} from "
+                                 f"{trigger.who}", colour=ready.colour, release=ready.release,
+                                 event_id=trigger.event_id, metadata=ready.metadata)]
+        assert isinstance(request, WorkflowState) and trigger.step is not None
+        pair = rt.config.promotion(request.pair)
+        assert pair is not None
+        params: dict[str, Any] = {"state": request.model_dump(mode="json"), "execution": trigger.step.execution}
+        if trigger.step.task_token:
+            params["token_ref"] = self._remember_token(trigger.step.task_token)
+        return [self._intent(pair, trigger.step.step, f"workflow step {trigger.step.step} of {request.promotion_id}",
+                             **params)]
+
+    def _alarm_intents(self, trigger: Trigger, rt: Runtime) -> list[Intent | Skip]:
+        alarm = trigger.alarm
+        assert alarm is not None
+        out: list[Intent | Skip] = []
+        for pair in self._guarded_pairs(alarm.name, rt):
+            if alarm.state != "ALARM":
+                out.append(Skip(reason="alarm-not-breaching", policy=pair.name, target_key=_key(pair),
+                                detail=f"{alarm.name} {alarm.transition}: only an alarm entering ALARM rolls back"))
+                continue
+            out.append(self._intent(pair, "rollback", f"guard alarm {alarm.name} {alarm.transition}",
+                                    cause="alarm", alarm=alarm.name))
+        return out
+
+    @staticmethod
+    def _intent(pair: PromotionPair, operation: str, reason: str, quiet: bool = False, **params: Any) -> Intent:
+        return Intent(policy=pair.name, target_key=_key(pair), target={"pair": pair.name, "kind": pair.target.kind},
+                      operation=operation, params=params, reason=reason, quiet=quiet)
+
+    def _remember_token(self, token: str) -> str:
+        ref = hashlib.sha256(token.encode()).hexdigest()[:16]
+        with self._tokens_lock:
+            if len(self._tokens) >= _TOKEN_CACHE:
+                self._tokens.clear()
+            self._tokens[ref] = token
+        return ref
+
+    def _token(self, action: Action) -> str:
+        with self._tokens_lock:
+            return self._tokens[str(action.params["token_ref"])]
+
+    # ------------------------------------------------------------------ guard settings
+    def allowed_targets(self, rt: Runtime) -> set[str]:
+        return {_key(p) for p in rt.config.promotions}
+
+    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+        pair = self._pair(intent.policy, rt)
+        safety = intent.operation in SAFETY_OPERATIONS
+        # A dry-run pair still starts its workflow (starting moves no traffic): the preflight, in dry-run,
+        # reports what it would do, and the execution ends there (DryRun).
+        dry_run = (rt.config.dry_run or pair.dry_run) and intent.operation != "start"
+        return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=pair.max_actions_per_hour,
+                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety)
+
+    @staticmethod
+    def _pair(name: str, rt: Runtime) -> PromotionPair:
+        pair = rt.config.promotion(name)
+        if pair is None:
+            raise LookupError(f"no promotion pair {name}")
+        return pair
+
+    def _context(self, pair_name: str, rt: Runtime) -> _Context:
+        pair = self._pair(pair_name, rt)
+        return _Context(pair=pair, record=rt.store.promotion_record(pair.name),
+                        traffic=PairTraffic(rt.clients, pair), now=rt.clock.now())
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+        ctx = self._context(intent.policy, rt)
+        planner: dict[str, Callable[[Intent, _Context, Runtime], Action | Skip]] = {
+            "start": self._plan_start,
+            wf.PREFLIGHT: self._plan_preflight,
+            wf.SHIFT: self._plan_shift,
+            wf.CHECK: self._plan_check,
+            wf.WAIT_FOR_APPROVAL: self._plan_wait_for_approval,
+            wf.HOLD: self._plan_hold,
+            wf.FINALIZE: self._plan_finalize,
+            wf.CLEANUP: self._plan_cleanup,
+            "rollback": self._plan_rollback,
+            "abort": self._plan_rollback,
+            "promote": self._plan_promote,
+            "pause": self._plan_pause,
+            "resume": self._plan_resume,
+            "reconcile": self._plan_reconcile,
+        }
+        return planner[intent.operation](intent, ctx, rt)
+
+    @staticmethod
+    def _action(intent: Intent, operation: str, before: dict[str, Any], intended: dict[str, Any], reason: str,
+                **params: Any) -> Action:
+        return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target, operation=operation,
+                      params={**intent.params, **params}, before=before, intended=intended, reason=reason)
+
+    @staticmethod
+    def _skip(intent: Intent, ctx: _Context, reason: str, detail: str, **before: Any) -> Skip:
+        return Skip(reason=reason, detail=detail, policy=intent.policy, target_key=intent.target_key,
+                    before=ctx.snapshot(**before), quiet=intent.quiet)
+
+    def _own_promotion(self, intent: Intent, ctx: _Context, *, allowed: frozenset[str] = IN_FLIGHT) -> Skip | None:
+        """A step concerns its own promotion only, and only while it is in one of the `allowed` states."""
+        state = intent.params["state"]
+        p = ctx.promotion
+        if p is None or p.id != state["promotion_id"]:
+            current = f"{p.id} ({p.status})" if p else "none"
+            return self._skip(intent, ctx, "stopped", f"promotion {state['promotion_id']} is not the pair's "
+                                                      f"current promotion (current: {current})")
+        if p.status not in allowed:
+            return self._skip(intent, ctx, "stopped", f"promotion {p.id} is {p.status}: {p.reason}".rstrip(": "))
+        return None
+
+    # -- start (GreenReady)
+    def _plan_start(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        p, live = ctx.promotion, ctx.record.live
+        name = execution_name(ctx.pair.name, str(intent.params["event_id"]))
+        to = _colour(intent.params.get("colour") or other(_colour(live)))
+        if p is not None and p.id == name:
+            return self._skip(intent, ctx, "already-started", f"this GreenReady event already started {name}")
+        if p is not None and p.status in IN_FLIGHT:
+            return self._skip(intent, ctx, "promotion-in-flight", f"promotion {p.id} is {p.status}; abort it or "
+                                                                  "wait for it to end")
+        if to == live:
+            return self._skip(intent, ctx, "colour-is-live", f"{to} is live; deploy the new release to {other(to)}")
+        state = {"pair": ctx.pair.name, "promotion_id": name, "to_colour": to, "release": intent.params.get("release")}
+        return self._action(intent, "start", ctx.snapshot(), {"promotion": name, "from": live, "to": to},
+                            f"start promotion {name}: {live} -> {to}" + (
+                                f" ({intent.params['release']})" if intent.params.get("release") else ""),
+                            name=name, workflow_input=state)
+
+    # -- preflight
+    def _plan_preflight(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        state = WorkflowState.model_validate(intent.params["state"])
+        pair, p, live = ctx.pair, ctx.promotion, ctx.record.live
+        to: Colour = state.to_colour
+        from_: Colour = other(to)
+        plan = {**workflow_plan(pair), "from_colour": from_, "verdict": wf.CONTINUE, "reason": ""}
+        intended = {"status": SHIFTING, "from": from_, "to": to, "steps": plan["steps"],
+                    "freeze_scale_in": pair.freeze_scale_in.policies(from_), "workflow": plan}
+        if p is not None and p.id == state.promotion_id:
+            if p.status in IN_FLIGHT:
+                # Resumed after a crash past the claim: the checks passed a moment ago; claim and freeze again.
+                return self._action(intent, wf.PREFLIGHT, ctx.snapshot(), intended | {"resumed": True},
+                                    f"preflight of {p.id} resumed", healthy=p.preflight_healthy)
+            return self._skip(intent, ctx, "stopped", f"promotion {p.id} is already {p.status}")
+        if p is not None and p.status in IN_FLIGHT:
+            return self._skip(intent, ctx, "promotion-in-flight", f"promotion {p.id} is {p.status}")
+        if to == live:
+            return self._skip(intent, ctx, "colour-is-live", f"{to} is already live")
+        current = ctx.traffic.read()
+        healthy_to, healthy_from = ctx.traffic.healthy(to), ctx.traffic.healthy(from_)
+        guards = read_guard_alarms(rt.clients, pair.guard_alarms)
+        problems = []
+        if current != all_on(from_):
+            problems.append(f"traffic is {format_weights(current)}; a promotion starts from 100 % {from_}")
+        if healthy_to < pair.min_healthy_green:
+            problems.append(f"{to} has {healthy_to} healthy targets, needs {pair.min_healthy_green}")
+        if healthy_from == 0:
+            problems.append(f"{from_} has no healthy target: there would be nothing to roll back to")
+        problems += guards.problems()
+        before = {"weights": current, "healthy": {to: healthy_to, from_: healthy_from}, "alarms": guards.states}
+        if problems:
+            return self._skip(intent, ctx, "preflight-refused", "; ".join(problems), **before)
+        supersedes = p.id if p is not None and p.status == FINALIZED else None
+        return self._action(intent, wf.PREFLIGHT, ctx.snapshot(**before), intended | {"supersedes": supersedes},
+                            f"preflight passed: {to} {healthy_to} healthy, guards OK; {from_} -> {to} in "
+                            f"{len(plan['steps'])} step(s)", healthy=healthy_to)
+
+    # -- shift
+    def _plan_shift(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        stopped = self._own_promotion(intent, ctx)
+        if stopped:
+            return stopped
+        p = ctx.promotion
+        assert p is not None
+        state = WorkflowState.model_validate(intent.params["state"])
+        if p.paused:
+            return self._skip(intent, ctx, "paused", f"paused: {p.reason}")
+        index = state.next_step
+        if index >= len(state.steps):
+            return self._skip(intent, ctx, "stopped", f"step {index} does not exist")
+        if index < p.step:
+            return self._skip(intent, ctx, "stale-step", f"step {index} is behind the recorded step {p.step}")
+        weight = int(state.steps[index]["weight"])
+        target = weights_for(state.to_colour, weight)
+        current = ctx.traffic.read()
+        healthy = ctx.traffic.healthy(state.to_colour)
+        before = {"weights": current, "healthy": {state.to_colour: healthy}, "step": p.step}
+        if healthy < ctx.pair.min_healthy_green and weight > current.get(state.to_colour, 0):
+            return self._skip(intent, ctx, "green-unhealthy", f"{state.to_colour} has {healthy} healthy targets, "
+                                                              f"needs {ctx.pair.min_healthy_green}", **before)
+        workflow = {"next_step": index + 1, "bake_s": int(state.steps[index]["bake_s"]), "verdict": wf.CONTINUE,
+                    "reason": ""}
+        return self._action(intent, wf.SHIFT, ctx.snapshot(**before),
+                            {"weights": target, "step": index, "workflow": workflow},
+                            f"step {index + 1}/{len(state.steps)}: {format_weights(target)}")
+
+    # -- check
+    def _plan_check(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        stopped = self._own_promotion(intent, ctx)
+        if stopped:
+            return stopped
+        p = ctx.promotion
+        assert p is not None
+        state = WorkflowState.model_validate(intent.params["state"])
+        if p.paused:
+            return self._skip(intent, ctx, "paused", f"paused: {p.reason}")
+        current = ctx.traffic.read()
+        healthy = ctx.traffic.healthy(state.to_colour)
+        guards = read_guard_alarms(rt.clients, ctx.pair.guard_alarms)
+        problems = guards.problems()
+        if healthy < ctx.pair.min_healthy_green:
+            problems.append(f"{state.to_colour} has {healthy} healthy targets, needs {ctx.pair.min_healthy_green}")
+        if problems:
+            verdict, reason = wf.ROLLBACK_VERDICT, "; ".join(problems)
+        elif current != p.weights:
+            verdict = wf.HOLD_VERDICT
+            reason = (f"weights are {format_weights(current)}, Reflex wrote {format_weights(p.weights)}: changed "
+                      "outside Reflex; paused (resume to re-check, or abort/rollback)")
+        elif state.next_step >= len(state.steps):
+            verdict, reason = wf.DONE, ""
+        else:
+            verdict, reason = wf.CONTINUE, ""
+        before = {"weights": current, "healthy": {state.to_colour: healthy}, "alarms": guards.states}
+        return self._action(intent, wf.CHECK, ctx.snapshot(**before),
+                            {"verdict": verdict, "workflow": {"verdict": verdict, "reason": reason}},
+                            f"check after step {state.next_step}: {verdict}" + (f" ({reason})" if reason else ""))
+
+    # -- callbacks: approval gate and pause
+    def _plan_wait_for_approval(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        stopped = self._own_promotion(intent, ctx)
+        if stopped:
+            return self._end_wait(intent, ctx, stopped.detail)
+        p = ctx.promotion
+        assert p is not None
+        if p.approved_by:
+            return self._action(intent, "approve_gate", ctx.snapshot(),
+                                {"status": SHIFTING, "callback": "success", "approved_by": p.approved_by},
+                                f"gate approved in advance by {p.approved_by}")
+        state = intent.params["state"]
+        until = datetime.fromtimestamp(ctx.now.timestamp() + int(state.get("approval_timeout_s", 0)), tz=UTC)
+        return self._action(intent, "await_approval", ctx.snapshot(),
+                            {"status": AWAITING_APPROVAL, "until": iso(until)},
+                            f"waiting for a console `promote` of {ctx.pair.name} before the last step, until "
+                            f"{iso(until)} (then rollback)")
+
+    def _plan_hold(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        stopped = self._own_promotion(intent, ctx)
+        if stopped:
+            return self._end_wait(intent, ctx, stopped.detail)
+        p = ctx.promotion
+        assert p is not None
+        if not p.paused:
+            return self._action(intent, "resume_wait", ctx.snapshot(), {"status": SHIFTING, "callback": "success"},
+                                "resumed before the hold began")
+        return self._action(intent, wf.HOLD, ctx.snapshot(), {"status": HELD},
+                            f"held at {format_weights(p.weights)} until a console `resume`: {p.reason}")
+
+    def _end_wait(self, intent: Intent, ctx: _Context, why: str) -> Action:
+        return self._action(intent, "end_wait", ctx.snapshot(), {"callback": "failure", "error": wf.STOPPED_ERROR},
+                            why)
+
+    # -- finalize and cleanup
+    def _plan_finalize(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        stopped = self._own_promotion(intent, ctx, allowed=IN_FLIGHT | {FINALIZED})
+        if stopped:
+            return stopped
+        p = ctx.promotion
+        assert p is not None
+        current = ctx.traffic.read()
+        if current != all_on(p.to_colour):
+            return self._skip(intent, ctx, "weights-mismatch", f"weights are {format_weights(current)}, not 100 % "
+                                                               f"{p.to_colour}", weights=current)
+        until = p.retention_until or ctx.now.timestamp() + ctx.pair.retention_s
+        return self._action(intent, wf.FINALIZE, ctx.snapshot(weights=current),
+                            {"live": p.to_colour, "status": FINALIZED,
+                             "retention_until": iso(datetime.fromtimestamp(until, tz=UTC)),
+                             "workflow": {"verdict": wf.CONTINUE, "reason": "", "retention_s": max(0, int(
+                                 until - ctx.now.timestamp()))}},
+                            f"{p.to_colour} is live; {p.from_colour} kept at weight 0 for {ctx.pair.retention_s}s",
+                            retention_until=until)
+
+    def _plan_cleanup(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        # COMPLETED too: a cleanup that died after recording it still has the freeze to release.
+        stopped = self._own_promotion(intent, ctx, allowed=frozenset({FINALIZED, "completed"}))
+        if stopped:
+            return stopped
+        p = ctx.promotion
+        assert p is not None
+        return self._action(intent, wf.CLEANUP, ctx.snapshot(),
+                            {"status": "completed",
+                             "release_freeze": ctx.pair.freeze_scale_in.policies(_colour(p.from_colour))},
+                            f"retention of {p.from_colour} over: promotion {p.id} completed")
+
+    # -- rollback and abort (alarm, console, workflow, reconcile)
+    def _plan_rollback(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        p = ctx.promotion
+        abort = intent.operation == "abort"
+        own = intent.params.get("state", {}).get("promotion_id")
+        if p is None:
+            return self._skip(intent, ctx, "no-promotion", "no promotion of this pair yet")
+        if own is not None and p.id != own:
+            return self._skip(intent, ctx, "stopped", f"promotion {own} is no longer the pair's current one")
+        current = ctx.traffic.read()
+        target = all_on(p.from_colour)
+        if p.status in (ROLLED_BACK, ABORTED):
+            if current == target and not self._rollback_unfinished(rt, ctx.pair, p, stop=own is None):
+                return self._skip(intent, ctx, "already-rolled-back", f"promotion {p.id} is {p.status}: "
+                                                                      f"{p.reason}", weights=current)
+        elif p.status == FINALIZED:
+            if abort:
+                return self._skip(intent, ctx, "finalized", f"promotion {p.id} is finalized; `rollback` within the "
+                                                            "retention window instead", weights=current)
+            if p.retention_until is not None and ctx.now.timestamp() >= p.retention_until:
+                return self._skip(intent, ctx, "retention-ended", f"{p.from_colour} was kept until "
+                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))}; start a new promotion")
+        elif p.status not in IN_FLIGHT:
+            return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
+        status = ABORTED if abort else ROLLED_BACK
+        reason = self._rollback_reason(intent)
+        return self._action(intent, "abort" if abort else "rollback",
+                            ctx.snapshot(weights=current),
+                            {"weights": target, "live": p.from_colour, "status": status,
+                             "stop_execution": own is None},
+                            f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
+                            why=reason)
+
+    def _rollback_unfinished(self, rt: Runtime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
+        """A rollback that died after recording itself may have left the freeze or the workflow behind."""
+        if any(pair.name in rt.store.scale_in_freezes(policy)
+               for policy in pair.freeze_scale_in.policies(_colour(p.from_colour))):
+            return True
+        return stop and bool(p.execution_arn) and self._workflow(rt).status(p.execution_arn) == "RUNNING"
+
+    @staticmethod
+    def _rollback_reason(intent: Intent) -> str:
+        state = intent.params.get("state")
+        if state is None:
+            return intent.reason
+        error = state.get("error")
+        reason = str(state.get("reason") or "")
+        if isinstance(error, dict) and error.get("Error"):
+            failure = f"workflow error {error.get('Error')}: {str(error.get('Cause', ''))[:300]}"
+            return f"{reason} ({failure})" if reason else failure
+        return reason or "workflow rollback"
+
+    # -- console: promote, pause, resume
+    def _in_flight(self, intent: Intent, ctx: _Context) -> Skip | None:
+        p = ctx.promotion
+        if p is None or p.status not in IN_FLIGHT:
+            last = f"the last one ({p.id}) is {p.status}" if p else "there has been none"
+            return self._skip(intent, ctx, "no-promotion", f"no promotion of {ctx.pair.name} in flight; {last}")
+        return None
+
+    def _plan_promote(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        idle = self._in_flight(intent, ctx)
+        if idle:
+            return idle
+        p = ctx.promotion
+        assert p is not None
+        who = str(intent.params.get("operator"))
+        if ctx.pair.approval is None:
+            return self._skip(intent, ctx, "no-approval-gate", f"pair {ctx.pair.name} has no approval gate")
+        if p.status == AWAITING_APPROVAL and p.approval_token:
+            return self._action(intent, "approve", ctx.snapshot(), {"status": SHIFTING, "approved_by": who},
+                                intent.reason)
+        if p.step >= len(ctx.pair.steps()) - 1:
+            return self._skip(intent, ctx, "gate-passed", "the last step already ran")
+        if p.approved_by:
+            return self._skip(intent, ctx, "already-approved", f"approved in advance by {p.approved_by}")
+        return self._action(intent, "approve_in_advance", ctx.snapshot(), {"approved_by": who},
+                            f"{intent.reason} (the gate will open when the promotion reaches it)")
+
+    def _plan_pause(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        idle = self._in_flight(intent, ctx)
+        if idle:
+            return idle
+        p = ctx.promotion
+        assert p is not None
+        if p.paused:
+            return self._skip(intent, ctx, "already-paused", f"paused already: {p.reason}")
+        return self._action(intent, "pause", ctx.snapshot(weights=p.weights), {"paused": True}, intent.reason)
+
+    def _plan_resume(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        idle = self._in_flight(intent, ctx)
+        if idle:
+            return idle
+        p = ctx.promotion
+        assert p is not None
+        if not p.paused:
+            return self._skip(intent, ctx, "not-paused", f"promotion {p.id} is not paused")
+        return self._action(intent, "resume", ctx.snapshot(weights=p.weights), {"paused": False}, intent.reason)
+
+    # -- reconcile (schedule)
+    def _plan_reconcile(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+        p = ctx.promotion
+        if p is None or p.status in ENDED:
+            return self._skip(intent, ctx, "idle", "no promotion in flight or retained")
+        now = ctx.now.timestamp()
+        retained = p.status == FINALIZED and (p.retention_until is None or now < p.retention_until)
+        workflow = self._workflow(rt)
+        if p.status in IN_FLIGHT or retained:
+            guards = read_guard_alarms(rt.clients, ctx.pair.guard_alarms)
+            breaching = [n for n, s in guards.states.items() if s == "ALARM"]
+            if breaching:
+                why = f"reconcile: guard alarm {', '.join(breaching)} in ALARM"
+                return self._plan_rollback(intent.model_copy(update={"operation": "rollback", "reason": why}), ctx, rt)
+        status = workflow.status(p.execution_arn) if p.execution_arn else "MISSING"
+        if p.status in IN_FLIGHT and status != "RUNNING":
+            why = f"reconcile: workflow {status} while the promotion was {p.status}"
+            return self._plan_rollback(intent.model_copy(update={"operation": "rollback", "reason": why}), ctx, rt)
+        if p.status == FINALIZED and not retained and status != "RUNNING":
+            return self._action(intent, wf.CLEANUP, ctx.snapshot(), {"status": "completed"},
+                                f"reconcile: retention of {p.from_colour} over and the workflow ended ({status})")
+        return self._skip(intent, ctx, "in-progress", f"promotion {p.id} is {p.status}; workflow {status}")
+
+    # ------------------------------------------------------------------ execute
+    def _workflow(self, rt: Runtime) -> PromotionWorkflow:
+        return PromotionWorkflow(rt.clients, rt.settings.workflow_arn)
+
+    def execute(self, action: Action, rt: Runtime) -> None:
+        pair = self._pair(action.policy, rt)
+        traffic = PairTraffic(rt.clients, pair)
+        op = action.operation
+        now = rt.clock.now().timestamp()
+        if op == "start":
+            self._workflow(rt).start(str(action.params["name"]), dict(action.params["workflow_input"]))
+        elif op == wf.PREFLIGHT:
+            self._execute_preflight(action, pair, rt, now)
+        elif op == wf.SHIFT:
+            self._execute_shift(action, traffic, rt, now)
+        elif op == wf.CHECK:
+            verdict = action.intended["verdict"]
+            reason = action.intended["workflow"]["reason"]
+            self._update(rt, pair.name, lambda p: dataclasses.replace(
+                p, updated_at=now, reason=reason or f"check: {verdict}", paused=p.paused or verdict == wf.HOLD_VERDICT))
+        elif op == "await_approval":
+            token = self._token(action)
+            self._update(rt, pair.name, lambda p: dataclasses.replace(
+                p, status=AWAITING_APPROVAL, approval_token=token, updated_at=now))
+        elif op == "approve_gate":
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=SHIFTING, approval_token=None,
+                                                                      updated_at=now))
+            self._callback(rt, self._token(action), {"approved_by": action.intended["approved_by"],
+                                                     "in_advance": True})
+        elif op == wf.HOLD:
+            token = self._token(action)
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=HELD, resume_token=token,
+                                                                      updated_at=now))
+        elif op == "resume_wait":
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=SHIFTING, resume_token=None,
+                                                                      updated_at=now))
+            self._callback(rt, self._token(action), {"resumed": True})
+        elif op == "end_wait":
+            self._workflow(rt).fail(self._token(action), wf.STOPPED_ERROR, action.reason)
+        elif op == wf.FINALIZE:
+            self._execute_finalize(action, pair, rt, now)
+        elif op == wf.CLEANUP:
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status="completed", updated_at=now))
+            record = rt.store.promotion_record(pair.name)
+            if record.promotion is not None:
+                self._release_freeze(rt, pair, record.promotion)
+        elif op in ("rollback", "abort"):
+            self._execute_rollback(action, pair, traffic, rt, now)
+        elif op == "approve":
+            self._execute_approve(action, pair, rt, now)
+        elif op == "approve_in_advance":
+            who = str(action.intended["approved_by"])
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, approved_by=who, updated_at=now))
+        elif op == "pause":
+            self._update(rt, pair.name, lambda p: dataclasses.replace(p, paused=True, reason=action.reason,
+                                                                      updated_at=now))
+        elif op == "resume":
+            self._execute_resume(action, pair, rt, now)
+        else:
+            raise ValueError(f"unknown operation {op}")
+
+    def _execute_preflight(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+        state = WorkflowState.model_validate(action.params["state"])
+        to: Colour = state.to_colour
+        from_ = other(to)
+        execution = str(action.params["execution"])
+        superseded: list[Promotion] = []
+
+        def claim(record: PromotionRecord) -> PromotionRecord | None:
+            p = record.promotion
+            if p is not None and p.id == state.promotion_id:
+                return None  # already claimed (a resumed preflight)
+            if p is not None and p.status in IN_FLIGHT:
+                raise PromotionConflict(f"{pair.name}: promotion {p.id} claimed the pair first")
+            if p is not None and p.status == FINALIZED:
+                superseded.append(p)
+            return dataclasses.replace(record, promotion=Promotion(
+                id=state.promotion_id, from_colour=from_, to_colour=to, status=SHIFTING, started_at=now,
+                updated_at=now, execution_arn=execution, weights=all_on(from_), release=state.release,
+                preflight_healthy=action.params.get("healthy"), reason="preflight passed"))
+
+        self._update_record(rt, pair.name, claim)
+        for old in superseded:
+            self._workflow(rt).stop(old.execution_arn, "Reflex.Superseded", f"promotion {state.promotion_id} "
+                                                                            "started during the retention window")
+            self._release_freeze(rt, pair, old)
+        until = now + expected_duration_s(pair) + FREEZE_MARGIN_S
+        for policy in pair.freeze_scale_in.policies(from_):
+            rt.store.place_scale_in_freeze(policy, pair.name, until)
+
+    def _execute_shift(self, action: Action, traffic: PairTraffic, rt: Runtime, now: float) -> None:
+        target = dict(action.intended["weights"])
+        step = int(action.intended["step"])
+        promotion_id = action.params["state"]["promotion_id"]
+        traffic.apply(target, current=dict(action.before["weights"]))
+        fenced: list[Promotion] = []
+
+        def record_step(record: PromotionRecord) -> PromotionRecord | None:
+            p = record.promotion
+            if p is None or p.id != promotion_id or p.status not in IN_FLIGHT:
+                if p is not None and p.id == promotion_id:
+                    fenced.append(p)
+                return None
+            return dataclasses.replace(record, promotion=dataclasses.replace(
+                p, step=step, weights=target, status=SHIFTING, updated_at=now))
+
+        self._update_record(rt, action.policy, record_step)
+        for p in fenced:
+            # A rollback ran while this shift was writing: put its weights back (the shift must not win).
+            logger.warning("shift raced a rollback; restoring the rollback's weights",
+                           extra={"pair": action.policy, "promotion": p.id})
+            traffic.apply(all_on(p.from_colour))
+
+    def _execute_finalize(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+        record = rt.store.promotion_record(pair.name)
+        p = record.promotion
+        assert p is not None
+        until = float(action.params["retention_until"])
+        detail = {"stage": rt.config.stage, "pair": pair.name, "promotion_id": p.id, "live": p.to_colour,
+                  "previous": p.from_colour, "release": p.release,
+                  "retention_until": iso(datetime.fromtimestamp(until, tz=UTC)), "target": pair.target.key}
+        # Emitted before the record is written: a retry after a crash emits again (at least once; consumers
+        # de-duplicate on promotion_id), but a finalized promotion is never left without its event.
+        completed = pair.completed
+        resp = rt.clients.events.put_events(Entries=[{
+            "Source": completed.source, "DetailType": completed.detail_type,
+            "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
+        if resp.get("FailedEntryCount"):
+            raise RuntimeError(f"DeploymentCompleted not accepted by EventBridge: {resp.get('Entries')}")
+
+        def finalize(rec: PromotionRecord) -> PromotionRecord | None:
+            q = rec.promotion
+            if q is None or q.id != p.id:
+                return None
+            return dataclasses.replace(rec, live=q.to_colour, promotion=dataclasses.replace(
+                q, status=FINALIZED, retention_until=until, updated_at=now, approval_token=None, resume_token=None,
+                reason=f"{q.to_colour} live; {q.from_colour} retained"))
+
+        self._update_record(rt, pair.name, finalize)
+        for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
+            rt.store.place_scale_in_freeze(policy, pair.name, until + FREEZE_MARGIN_S)
+
+    def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: Runtime,
+                          now: float) -> None:
+        # Traffic first: everything else can wait a few milliseconds.
+        traffic.apply(dict(action.intended["weights"]), current=dict(action.before.get("weights") or {}) or None)
+        status = str(action.intended["status"])
+        why = str(action.params.get("why", action.reason))
+        ended: list[Promotion] = []
+
+        def rolled_back(record: PromotionRecord) -> PromotionRecord | None:
+            p = record.promotion
+            if p is None:
+                return None
+            ended.append(p)
+            if p.status in (ROLLED_BACK, ABORTED):
+                return None
+            return dataclasses.replace(record, live=p.from_colour, promotion=dataclasses.replace(
+                p, status=status, reason=why, updated_at=now, paused=False, approval_token=None, resume_token=None))
+
+        self._update_record(rt, pair.name, rolled_back)
+        for p in ended:
+            if action.intended.get("stop_execution"):
+                self._workflow(rt).stop(p.execution_arn, "Reflex.RolledBack" if status == ROLLED_BACK
+                                        else "Reflex.Aborted", why)
+            self._release_freeze(rt, pair, p)
+
+    def _execute_approve(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+        record = rt.store.promotion_record(pair.name)
+        p = record.promotion
+        assert p is not None and p.approval_token is not None
+        who = str(action.intended["approved_by"])
+        try:
+            self._workflow(rt).succeed(p.approval_token, {"approved_by": who, "reason": action.reason})
+        except TokenGone:
+            # Used already (a retried command) or timed out (the workflow is rolling back): either way the
+            # gate no longer waits.
+            logger.warning("approval token no longer waits", extra={"pair": pair.name, "promotion": p.id})
+        self._update(rt, pair.name, lambda q: dataclasses.replace(
+            q, status=SHIFTING, approval_token=None, approved_by=who, updated_at=now))
+
+    def _execute_resume(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+        record = rt.store.promotion_record(pair.name)
+        p = record.promotion
+        assert p is not None
+        # The token first, then the record: a resume that dies in between is retried and finds the token
+        # (used: fine) instead of a promotion that looks resumed while its workflow still holds.
+        if p.resume_token:
+            try:
+                self._workflow(rt).succeed(p.resume_token, {"resumed_by": action.reason})
+            except TokenGone:
+                logger.warning("resume token no longer waits", extra={"pair": pair.name, "promotion": p.id})
+        self._update(rt, pair.name, lambda q: dataclasses.replace(
+            q, paused=False, status=SHIFTING if q.status == HELD else q.status, resume_token=None,
+            reason=action.reason, updated_at=now))
+
+    def _callback(self, rt: Runtime, token: str, output: dict[str, Any]) -> None:
+        try:
+            self._workflow(rt).succeed(token, output)
+        except TokenGone:
+            logger.warning("callback token no longer waits")
+
+    def _release_freeze(self, rt: Runtime, pair: PromotionPair, p: Promotion) -> None:
+        for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
+            rt.store.release_scale_in_freeze(policy, pair.name)
+
+    def _update(self, rt: Runtime, pair: str, change: Callable[[Promotion], Promotion]) -> PromotionRecord:
+        """Change the pair's current promotion (re-read, changed, written conditionally; retried on a race)."""
+        def mutate(record: PromotionRecord) -> PromotionRecord | None:
+            if record.promotion is None:
+                return None
+            return dataclasses.replace(record, promotion=change(record.promotion))
+        return self._update_record(rt, pair, mutate)
+
+    @staticmethod
+    def _update_record(rt: Runtime, pair: str,
+                       mutate: Callable[[PromotionRecord], PromotionRecord | None]) -> PromotionRecord:
+        for _ in range(3):
+            record = rt.store.promotion_record(pair)
+            changed = mutate(record)
+            if changed is None:
+                return record
+            try:
+                return rt.store.save_promotion_record(changed)
+            except PromotionConflict:
+                continue
+        raise PromotionConflict(pair)
+
+    # ------------------------------------------------------------------ verify / bookkeeping
+    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+        pair = self._pair(action.policy, rt)
+        record = rt.store.promotion_record(pair.name)
+        p = record.promotion
+        after: dict[str, Any] = {"live": record.live, "status": p.status if p else None}
+        if action.operation in (wf.SHIFT, wf.FINALIZE, "rollback", "abort", wf.PREFLIGHT):
+            after["weights"] = PairTraffic(rt.clients, pair).read()
+        own = action.params.get("state", {}).get("promotion_id")
+        if action.operation == wf.SHIFT and (p is None or p.id != own or p.status not in IN_FLIGHT):
+            after["workflow"] = {"verdict": wf.STOPPED, "reason": "rolled back while shifting"}
+        return after
+
+    def after_executed(self, action: Action, rt: Runtime) -> None:
+        return None
+
+
+def _key(pair: PromotionPair) -> str:
+    return f"promotion/{pair.name}"
+
+
+def _colour(value: Any) -> Colour:
+    if value not in ("blue", "green"):
+        raise ValueError(f"not a colour: {value!r}")
+    return "blue" if value == "blue" else "green"
