@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 import uuid
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import ClientError
 
 from invalidator.cdn_messages import paths_messages, send_bodies
 from invalidator.invalidation_metrics import publish
@@ -52,6 +49,7 @@ from invalidator.redis_invalidation import (
     check_flush_allowed,
 )
 from reflex_core.actions import Action, Intent, Skip
+from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.invalidation_config import CacheConfig, CdnConfig, InvalidationSpec
 from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
@@ -97,15 +95,13 @@ def _lease_s(cache: CacheConfig) -> float:
 
 class InvalidationReaction:
     name = "invalidator"
-    _TAG_CACHE_S = 300.0
 
     def __init__(self) -> None:
         # What an action carries but its audit record must not (thousands of keys or paths): kept from plan()
         # to execute() of the same guarded section, and the results execute() hands to verify().
         self._payload: dict[str, Any] = {}
         self._results: dict[str, dict[str, Any]] = {}
-        self._tag_cache: dict[str, tuple[float, dict[str, str]]] = {}
-        self._lock = threading.Lock()
+        self._alarm_tags = AlarmTagReader()
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: Runtime) -> InvalidationRequest | None:
@@ -132,29 +128,10 @@ class InvalidationReaction:
             for rule in owner.on_alarms:
                 tags = None
                 if rule.alarms.tags and not rule.alarms.matches(alarm.name, None):
-                    tags = self._alarm_tags(alarm.arn, rt)
+                    tags = self._alarm_tags.tags(rt.clients.cloudwatch, alarm.arn)
                 if rule.alarms.matches(alarm.name, tags):
                     out.append((owner, rule.invalidate))
         return out
-
-    def _alarm_tags(self, arn: str | None, rt: Runtime) -> dict[str, str] | None:
-        if not arn:
-            return None
-        now = time.monotonic()
-        with self._lock:
-            hit = self._tag_cache.get(arn)
-            if hit and now - hit[0] < self._TAG_CACHE_S:
-                return hit[1]
-        try:
-            resp = rt.clients.cloudwatch.list_tags_for_resource(ResourceARN=arn)
-        except ClientError as err:
-            logger.warning("alarm tags unreadable; matching by name only",
-                           extra={"alarm_arn": arn, "error": err.response.get("Error", {}).get("Code")})
-            return None
-        tags = {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
-        with self._lock:
-            self._tag_cache[arn] = (now, tags)
-        return tags
 
     def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
         return sorted({_policy(owner) for owner, _ in self._alarm_rules(trigger, rt)})

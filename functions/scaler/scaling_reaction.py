@@ -10,17 +10,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Intent, Skip
+from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.config import ScalingPolicy
-from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, PrewarmWindow
@@ -96,17 +93,11 @@ def _validate_command(data: Any, prefix: str, require_operator: bool) -> Any:
 # --------------------------------------------------------------------------- the reaction
 
 
-_UNREADABLE_TAG_ERRORS = frozenset({"ResourceNotFound", "ResourceNotFoundException", "AccessDenied",
-                                    "AccessDeniedException"})
-
-
 class ScalingReaction:
     name = "scaler"
-    _TAG_CACHE_S = 300.0
 
     def __init__(self) -> None:
-        self._tag_cache: dict[str, tuple[float, dict[str, str]]] = {}
-        self._tag_lock = threading.Lock()
+        self._alarm_tags = AlarmTagReader()
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: Runtime) -> Any:
@@ -155,34 +146,12 @@ class ScalingReaction:
             if policy.scale_out is None:
                 continue
             rule = policy.scale_out.alarms
-            tags = self._alarm_tags(alarm.arn, rt) if (rule.tags and not rule.matches(alarm.name, None)) else None
+            tags = None
+            if rule.tags and not rule.matches(alarm.name, None):
+                tags = self._alarm_tags.tags(rt.clients.cloudwatch, alarm.arn)
             if rule.matches(alarm.name, tags):
                 matched.append(policy)
         return matched
-
-    def _alarm_tags(self, arn: str | None, rt: Runtime) -> dict[str, str] | None:
-        if not arn:
-            return None
-        now = time.monotonic()
-        with self._tag_lock:
-            hit = self._tag_cache.get(arn)
-            if hit and now - hit[0] < self._TAG_CACHE_S:
-                return hit[1]
-        try:
-            resp = rt.clients.cloudwatch.list_tags_for_resource(ResourceARN=arn)
-        except ClientError as err:
-            # A deleted alarm, or one outside this function's IAM scope, has no tags we can match:
-            # the trigger is then audited as matching no policy. Anything else (after botocore's
-            # retries) is raised, so the event is retried and finally dead-lettered, not dropped.
-            if err.response.get("Error", {}).get("Code") not in _UNREADABLE_TAG_ERRORS:
-                raise
-            logger.warning("alarm tags unreadable; matching by name only", extra={"alarm_arn": arn,
-                           "error": err.response.get("Error", {}).get("Code")})
-            return None
-        tags = {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
-        with self._tag_lock:
-            self._tag_cache[arn] = (now, tags)
-        return tags
 
     def _event_policies(self, trigger: Trigger, rt: Runtime) -> list[ScalingPolicy]:
         ev = trigger.event
