@@ -56,3 +56,19 @@ def flatten_cfn_reference(node: Any) -> str:
     import json
 
     return json.dumps(node, separators=(",", ":"))
+
+
+def acknowledge_wildcard_statements(policy: IConstruct, statements: Any, reasons_by_sid: dict[str, str]) -> None:
+    """Acknowledge every wildcard-resource finding `statements` cause on `policy`, once per finding.
+
+    Each finding's reason joins the reasons of the statements (by Sid) that cause it, so a wildcard is
+    never acknowledged without the statement that needs it saying why.
+    """
+    reasons: dict[str, list[str]] = {}
+    for statement in statements:
+        for resource in statement.resources:
+            rule = wildcard_resource_rule(policy, resource)
+            if "*" in rule:
+                reasons.setdefault(rule, []).append(reasons_by_sid[statement.sid or ""])
+    for rule, why in reasons.items():
+        acknowledge(policy, rule, " ".join(dict.fromkeys(why)))

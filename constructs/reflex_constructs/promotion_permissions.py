@@ -25,7 +25,7 @@ from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from reflex_constructs.nag_acknowledgements import acknowledge, wildcard_resource_rule
+from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
 from reflex_core.promotion_config import COLOURS, AlbPairTarget, PromotionPair, Route53PairTarget
 
 # Actions that cannot be scoped to a resource; every other statement names its resources.
@@ -58,7 +58,7 @@ class PromotionPermissions(Construct):
             *self._workflow_statements(props),
         ]
         self.policy = iam.Policy(self, "Policy", statements=statements, roles=[props.role])
-        self._acknowledge_wildcards(statements)
+        acknowledge_wildcard_statements(self.policy, statements, _WILDCARD_REASONS)
 
     def _alb_statements(self, targets: list[AlbPairTarget]) -> list[iam.PolicyStatement]:
         out = []
@@ -124,16 +124,6 @@ class PromotionPermissions(Construct):
             iam.PolicyStatement(sid="StopPromotions", actions=["states:DescribeExecution", "states:StopExecution"],
                                 resources=[props.execution_arns]),
         ]
-
-    def _acknowledge_wildcards(self, statements: list[iam.PolicyStatement]) -> None:
-        reasons: dict[str, list[str]] = {}
-        for statement in statements:
-            for resource in statement.resources:
-                rule = wildcard_resource_rule(self, resource)
-                if "*" in rule:
-                    reasons.setdefault(rule, []).append(_WILDCARD_REASONS[statement.sid or ""])
-        for rule, why in reasons.items():
-            acknowledge(self.policy, rule, " ".join(dict.fromkeys(why)))
 
 
 _WILDCARD_REASONS = {

@@ -25,7 +25,7 @@ from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from reflex_constructs.nag_acknowledgements import acknowledge, wildcard_resource_rule
+from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
 from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget, ScalingPolicy
 
 # Actions that cannot be scoped to a resource; every other statement names its resources.
@@ -57,7 +57,7 @@ class ScalerPermissions(Construct):
         self.policy: iam.Policy | None = None
         if statements:
             self.policy = iam.Policy(self, "Policy", statements=statements, roles=[props.role])
-            self._acknowledge_wildcards(statements)
+            acknowledge_wildcard_statements(self.policy, statements, _WILDCARD_REASONS)
 
     def _arn(self, service: str, resource: str, name: str, fmt: ArnFormat) -> str:
         return self._stack.format_arn(service=service, resource=resource, resource_name=name, arn_format=fmt)
@@ -145,18 +145,6 @@ class ScalerPermissions(Construct):
             # Tag matching exists precisely because the alarm names are not known in advance.
             resources=[self._arn("cloudwatch", "alarm", "*", ArnFormat.COLON_RESOURCE_NAME)],
         )]
-
-    def _acknowledge_wildcards(self, statements: list[iam.PolicyStatement]) -> None:
-        """One acknowledgment per wildcard finding, its reason taken from the statements that cause it."""
-        assert self.policy is not None
-        reasons: dict[str, list[str]] = {}
-        for statement in statements:
-            for resource in statement.resources:
-                rule = wildcard_resource_rule(self, resource)
-                if "*" in rule:
-                    reasons.setdefault(rule, []).append(_WILDCARD_REASONS[statement.sid or ""])
-        for rule, why in reasons.items():
-            acknowledge(self.policy, rule, " ".join(dict.fromkeys(why)))
 
 
 _WILDCARD_REASONS = {
