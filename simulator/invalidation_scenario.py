@@ -40,7 +40,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reflex_core.config import ReflexConfig, load_config_file
-from simulator.scenario import ROOT, CheckResult, DecisionView, ScenarioError, format_offset, parse_offset
+from simulator.scenario import (
+    ROOT,
+    CheckResult,
+    DecisionView,
+    ExpectationResults,
+    ScenarioError,
+    format_offset,
+    parse_offset,
+)
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 STEP_KINDS = ("event", "console", "redeliver", "batch", "continuations", "collect")
@@ -204,7 +212,7 @@ class StepEntry:
 
 
 @dataclass
-class InvalidationRun:
+class InvalidationRun(ExpectationResults):
     scenario: InvalidationScenario
     config_path: str
     redis_note: str
@@ -212,18 +220,6 @@ class InvalidationRun:
     audit: list[dict[str, Any]]
     invalidations: list[dict[str, Any]]
     handler_output: str = ""
-
-    @property
-    def checks(self) -> list[CheckResult]:
-        return [c for e in self.entries for c in e.checks]
-
-    @property
-    def failed_checks(self) -> list[tuple[StepEntry, CheckResult]]:
-        return [(e, c) for e in self.entries for c in e.checks if not c.passed]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed_checks
 
     def timeline_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario.name, "description": self.scenario.description,

@@ -705,8 +705,26 @@ class TimelineEntry:
         }
 
 
+class ExpectationResults:
+    """What every scenario run reports about its `expect:` checks; `entries` each carry `checks`."""
+
+    entries: list[Any]
+
+    @property
+    def checks(self) -> list[CheckResult]:
+        return [c for e in self.entries for c in e.checks]
+
+    @property
+    def failed_checks(self) -> list[tuple[Any, CheckResult]]:
+        return [(e, c) for e in self.entries for c in e.checks if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_checks
+
+
 @dataclass
-class SimulationResult:
+class SimulationResult(ExpectationResults):
     scenario: Scenario
     config: ReflexConfig
     config_path: str
@@ -716,18 +734,6 @@ class SimulationResult:
     audit: list[dict[str, Any]]
     evaluate_every_s: float | None
     handler_output: str = ""
-
-    @property
-    def checks(self) -> list[CheckResult]:
-        return [c for e in self.entries for c in e.checks]
-
-    @property
-    def failed_checks(self) -> list[tuple[TimelineEntry, CheckResult]]:
-        return [(e, c) for e in self.entries for c in e.checks if not c.passed]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed_checks
 
     def timeline_json(self) -> dict[str, Any]:
         return {
