@@ -98,6 +98,31 @@ def discover_functions() -> list[Target]:
     ]
 
 
+# The floor: what every handler must import before any code of ours runs (the packages the issue mandates,
+# imported and set up the way reflex_core/observability.py and reflex_core/triggers.py do, garbage
+# collection paused as in the handlers). No handler can import faster than this; its ratio to `import boto3`
+# is the lowest ratio reachable without moving these imports out of the Lambda INIT phase.
+FLOOR_MODULE = "reflex_bench_floor"
+FLOOR_SOURCE = """\
+import gc
+gc.disable()
+import boto3
+from pydantic import BaseModel
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+logger = Logger(service="floor")
+tracer = Tracer(service="floor", patch_modules=["botocore"])
+metrics = Metrics(namespace="Reflex", service="floor")
+gc.freeze()
+gc.enable()
+"""
+
+
+def floor_target() -> Target:
+    return Target(label="floor: libraries only", module=FLOOR_MODULE, service="reflex")
+
+
 def baseline_target() -> Target:
     return Target(label=f"import {BASELINE_MODULE}", module=BASELINE_MODULE, service="reflex")
 
@@ -185,6 +210,16 @@ class Setup:
     trace_disabled: bool
     write_bytecode: bool = True  # False once an as-deployed cache has been stripped
 
+    @property
+    def floor_dir(self) -> Path:
+        """Where the floor module is written (next to the bytecode cache, outside the checkout)."""
+        folder = self.pycache.parent / "floor"
+        folder.mkdir(parents=True, exist_ok=True)
+        module = folder / f"{FLOOR_MODULE}.py"
+        if not module.exists() or module.read_text() != FLOOR_SOURCE:
+            module.write_text(FLOOR_SOURCE)
+        return folder
+
     def command(self, code: str, *, importtime: bool = False) -> list[str]:
         cmd = [sys.executable]
         if self.site == "lambda":
@@ -196,7 +231,7 @@ class Setup:
     def env(self, target: Target) -> dict[str, str]:
         dropped = ("PYTHON", "POWERTOOLS_", "AWS_", "_AWS_", "REFLEX_", "LAMBDA_", "_X_AMZN_", "_HANDLER")
         env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-        path = [str(FUNCTIONS)] + ([str(self.site_dir)] if self.site_dir else [])
+        path = [str(FUNCTIONS), str(self.floor_dir)] + ([str(self.site_dir)] if self.site_dir else [])
         env.update({
             "PYTHONPATH": os.pathsep.join(path),
             "PYTHONPYCACHEPREFIX": str(self.pycache),
@@ -322,7 +357,7 @@ def describe(setup: Setup, rounds: str) -> None:
 
 def measure(setup: Setup, functions: list[Target], runs: int, warmup: int) -> dict[str, Samples]:
     baseline = baseline_target()
-    order = [baseline, *functions]
+    order = [baseline, floor_target(), *functions]
     samples = {t.label: Samples() for t in order}
     cached_before = 0
     for round_no in range(warmup + runs):
@@ -347,22 +382,31 @@ def measure(setup: Setup, functions: list[Target], runs: int, warmup: int) -> di
 
 def report(samples: dict[str, Samples], functions: list[Target]) -> bool:
     base = samples[baseline_target().label]
+    floor = samples[floor_target().label]
     base_import, base_wall = median_ms(base.import_ns), median_ms(base.wall_ns)
+    floor_import = median_ms(floor.import_ns)
     headers = ["function", "handler import (median ms)", "p90", "import boto3 (median ms)", "p90", "ratio",
-               "process wall: handler / boto3 (median ms)", "wall ratio", "target", "result"]
+               "ours beyond the floor (ms)", "process wall: handler / boto3 (median ms)", "wall ratio", "target",
+               "result"]
     rows = []
     all_pass = True
-    for fn in functions:
+    for fn in [floor_target(), *functions]:
         s = samples[fn.label]
         ratio = median_ms(s.import_ns) / base_import
         wall_ratio = median_ms(s.wall_ns) / base_wall
         ok = ratio <= TARGET_RATIO
-        all_pass &= ok
+        is_floor = fn == floor_target()
+        if not is_floor:
+            all_pass &= ok
         rows.append([fn.label, f"{median_ms(s.import_ns):.1f}", f"{p90_ms(s.import_ns):.1f}",
                      f"{base_import:.1f}", f"{p90_ms(base.import_ns):.1f}", f"{ratio:.2f}",
+                     "-" if is_floor else f"{median_ms(s.import_ns) - floor_import:.1f}",
                      f"{median_ms(s.wall_ns):.1f} / {base_wall:.1f}", f"{wall_ratio:.2f}",
-                     f"{TARGET_RATIO}", "pass" if ok else "FAIL"])
+                     f"{TARGET_RATIO}", ("pass" if ok else "FAIL") + (" (floor)" if is_floor else "")])
     print_table(headers, rows)
+    print(f"\nfloor = {FLOOR_MODULE}: boto3, pydantic, Powertools Logger/Metrics/Tracer (botocore patched) and "
+          "parser models, imported as a handler imports them, none of our code. Its ratio is the least any handler "
+          "can reach while importing what it needs during INIT.")
     return all_pass
 
 

@@ -5,6 +5,12 @@ Scheduled every `invalidation.health_every_minutes`: Redis INFO of every configu
 
 from __future__ import annotations
 
+import gc
+
+# Importing builds modules and pydantic models and makes no garbage worth collecting: collections during
+# import are wasted cold-start time (docs/benchmarks.md, "Cold start").
+gc.disable()
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,6 +19,9 @@ from cache_health.health_collector import HealthCollector
 from reflex_core.observability import logger, metrics, tracer
 
 COLLECTOR = HealthCollector()
+# Everything built so far lives as long as the process: keep it out of every later collection.
+gc.freeze()
+gc.enable()
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -6,6 +6,12 @@ schedules, console payloads, and its own continuation queue (SQS, ReportBatchIte
 
 from __future__ import annotations
 
+import gc
+
+# Importing builds modules and pydantic models and makes no garbage worth collecting: collections during
+# import are wasted cold-start time (docs/benchmarks.md, "Cold start").
+gc.disable()
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,6 +22,9 @@ from reflex_core.observability import logger, metrics, tracer
 from reflex_core.pipeline import Pipeline
 
 ENTRY = InvalidatorEntry(Pipeline(InvalidationReaction()))
+# Everything built so far lives as long as the process: keep it out of every later collection.
+gc.freeze()
+gc.enable()
 
 
 @logger.inject_lambda_context(log_event=False)

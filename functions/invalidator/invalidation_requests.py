@@ -82,7 +82,8 @@ class InvalidationRequest:
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built at the first console payload, not at import: most processes never see one (docs/benchmarks.md).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     reason: str = Field(min_length=3, max_length=500)
     operator: str = Field(min_length=1, max_length=128)
@@ -113,7 +114,7 @@ class FlushCacheCommand(_Command):
 
 InvalidatorCommand = Annotated[InvalidateCacheCommand | InvalidatePathsCommand | FlushCacheCommand,
                                Field(discriminator="command")]
-_COMMANDS: TypeAdapter[Any] = TypeAdapter(InvalidatorCommand)
+_COMMANDS: TypeAdapter[Any] = TypeAdapter(InvalidatorCommand, config=ConfigDict(defer_build=True))
 COMMAND_NAMES = ("invalidate_cache", "invalidate_paths", "flush_cache")
 
 

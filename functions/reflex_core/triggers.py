@@ -69,7 +69,9 @@ def _parse_alarm_time(value: Any) -> datetime:
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Wire models are built when their kind of event first arrives, not at import: each function sees
+    # one or two of the kinds in its lifetime (docs/benchmarks.md, "Cold start").
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class _AlarmStateWire(_Wire):
@@ -99,6 +101,8 @@ class _AlarmDetailWire(_Wire):
 
 class AlarmStateChangeEvent(EventBridgeModel):
     """EventBridge 'CloudWatch Alarm State Change' (Powertools EventBridgeModel with a typed detail)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     detail: _AlarmDetailWire  # type: ignore[assignment]
 
@@ -157,7 +161,7 @@ class ScheduleWire(BaseModel):
 
 
 class _ScheduleEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     reflex_schedule: ScheduleWire
 
 
@@ -198,7 +202,7 @@ class StepWire(BaseModel):
 
 
 class _StepEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     reflex_step: StepWire
 
 
@@ -218,7 +222,7 @@ class QueueWire(BaseModel):
 
 
 class _QueueEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     reflex_queue: QueueWire
 
 

@@ -29,7 +29,8 @@ from scaler.step_sizing import scale_in_target, scale_out_target
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built at the first console payload, not at import: most processes never see one (docs/benchmarks.md).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     policy: str = Field(min_length=1)
     reason: str = Field(min_length=3, max_length=500)
@@ -65,7 +66,7 @@ ScalerCommand = Annotated[
     ScaleOutCommand | ScaleInCommand | SetCapacityCommand | PrewarmCommand | EvaluateCommand,
     Field(discriminator="command"),
 ]
-COMMANDS: TypeAdapter[Any] = TypeAdapter(ScalerCommand)
+COMMANDS: TypeAdapter[Any] = TypeAdapter(ScalerCommand, config=ConfigDict(defer_build=True))
 
 
 COMMAND_NAMES = ("scale_out", "scale_in", "set_capacity", "prewarm", "evaluate")
