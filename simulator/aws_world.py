@@ -27,6 +27,7 @@ from reflex_core.config import (  # noqa: E402
     AutoScalingGroupTarget,
     EcsServiceTarget,
     ReflexConfig,
+    StageConfig,
 )
 from reflex_core.runtime import Runtime, build_runtime, install_runtime  # noqa: E402
 from reflex_core.settings import RuntimeSettings  # noqa: E402
@@ -86,8 +87,10 @@ class World:
     _runtimes: dict[str, Runtime] = field(default_factory=dict)
 
     def runtime(self, clock: Clock | None = None, reaction: str = "scaler") -> Runtime:
+        """The runtime `reaction`'s function would build: its config is that function's view of the stage
+        config (the sections it validates in Lambda), so a reaction reading another's section fails here too."""
         settings = self.settings.model_copy(update={"reaction": reaction})
-        rt = build_runtime(settings, config=self.config, clients=self.clients, clock=clock)
+        rt = build_runtime(settings, config=function_view(self.config, reaction), clients=self.clients, clock=clock)
         install_runtime(rt)
         self._runtimes[reaction] = rt
         return rt
@@ -121,6 +124,25 @@ class World:
         resp = self.clients.sqs.receive_message(QueueUrl=self.settings.dead_letter_queue_url,
                                                 MaxNumberOfMessages=10)
         return [m["Body"] for m in resp.get("Messages", [])]
+
+
+def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
+    """The config a deployed `reaction` function validates: the common part and its own sections."""
+    from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
+
+    from invalidator.invalidation_reaction import InvalidationReaction
+    from promoter.promotion_reaction import PromotionReaction
+    from reflex_core.invalidation_config import InvalidationStageConfig
+    from scaler.scaling_reaction import ScalingReaction
+
+    models: dict[str, type[StageConfig]] = {
+        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+    }
+    models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
+    model = models.get(reaction)
+    if model is None:
+        raise ValueError(f"unknown reaction {reaction!r}; known: {', '.join(sorted(models))}")
+    return model.model_validate(config.model_dump(include=set(model.model_fields)))
 
 
 def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *,

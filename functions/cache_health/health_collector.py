@@ -28,7 +28,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from invalidator.invalidation_metrics import publish
 from invalidator.invalidation_runtime import current_invalidation_runtime
-from reflex_core.invalidation_config import CacheConfig
+from reflex_core.invalidation_config import CacheConfig, InvalidationStageConfig
 from reflex_core.observability import logger, metrics
 from reflex_core.runtime import Runtime, current_runtime
 from reflex_core.triggers import TriggerError, parse_trigger
@@ -53,7 +53,7 @@ def read_info(client: Any) -> dict[str, int]:
 
 class HealthCollector:
     def collect(self, event: Any, context: Any) -> dict[str, Any]:
-        rt = current_runtime()
+        rt = current_runtime(InvalidationStageConfig)
         request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
         metrics.add_metric(name="HealthCollections", unit="Count", value=1)
         try:
@@ -71,7 +71,7 @@ class HealthCollector:
         logger.info("cache health collected", extra={"caches": results})
         return {"status": "ok", "caches": results}
 
-    def _collect_one(self, cache: CacheConfig, rt: Runtime) -> dict[str, Any]:
+    def _collect_one(self, cache: CacheConfig, rt: Runtime[InvalidationStageConfig]) -> dict[str, Any]:
         from redis.exceptions import RedisError
 
         runtime = current_invalidation_runtime()
@@ -107,13 +107,13 @@ class HealthCollector:
         return out
 
     @staticmethod
-    def _previous(cache: CacheConfig, rt: Runtime) -> dict[str, int]:
+    def _previous(cache: CacheConfig, rt: Runtime[InvalidationStageConfig]) -> dict[str, int]:
         item = rt.clients.dynamodb.get_item(TableName=rt.settings.state_table,
                                             Key={"pk": {"S": f"cachehealth#{cache.name}"}}).get("Item")
         return json.loads(item["doc"]["S"]) if item and "doc" in item else {}
 
     @staticmethod
-    def _remember(cache: CacheConfig, info: dict[str, int], rt: Runtime) -> None:
+    def _remember(cache: CacheConfig, info: dict[str, int], rt: Runtime[InvalidationStageConfig]) -> None:
         doc = {name: info[name] for name in COUNTERS}
         rt.clients.dynamodb.put_item(TableName=rt.settings.state_table, Item={
             "pk": {"S": f"cachehealth#{cache.name}"}, "doc": {"S": json.dumps(doc)},

@@ -28,6 +28,7 @@ from invalidator.queue_entry import (
     run_queued,
     unparseable_body,
 )
+from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.observability import logger, metrics
 from reflex_core.pipeline import Pipeline
 from reflex_core.runtime import current_runtime
@@ -46,7 +47,7 @@ class CdnBatchEntry:
             if not is_sqs_batch(event):
                 # Not from the queue (a console test): the pipeline rejects it with the reason, audited.
                 return self.pipeline.handle(event, context)
-            rt = current_runtime()
+            rt = current_runtime(InvalidationStageConfig)
             metrics.add_metric(name="QueueMessages", unit="Count", value=len(event["Records"]))
             failed: list[QueueMessage] = []
             groups: dict[str, list[tuple[QueueMessage, CdnPathsMessage]]] = {}

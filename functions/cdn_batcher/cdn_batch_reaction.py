@@ -35,7 +35,7 @@ from invalidator.cdn_path_planner import CLOUDFRONT_MAX_WILDCARDS_IN_FLIGHT, pla
 from invalidator.invalidation_metrics import publish
 from invalidator.invalidation_runtime import current_invalidation_runtime
 from reflex_core.actions import Action, Intent, Skip
-from reflex_core.invalidation_config import CdnConfig
+from reflex_core.invalidation_config import CdnConfig, InvalidationStageConfig
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
@@ -67,6 +67,7 @@ class BatchRequest:
 
 class CdnBatchReaction:
     name = "cdn_batcher"
+    config_model = InvalidationStageConfig
 
     def __init__(self) -> None:
         self._inventory = OriginInventory()
@@ -74,7 +75,7 @@ class CdnBatchReaction:
         self._results: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ validation
-    def validate(self, trigger: Trigger, rt: Runtime) -> BatchRequest:
+    def validate(self, trigger: Trigger, rt: Runtime[InvalidationStageConfig]) -> BatchRequest:
         if trigger.kind != "queue" or trigger.queue is None:
             raise TriggerError(["<root>: the CDN batcher consumes its coalescing queue only; send paths to the "
                                 "invalidator (command invalidate_paths)"])
@@ -97,11 +98,11 @@ class CdnBatchReaction:
         return BatchRequest(cdn=cdn.name, paths=tuple(paths), wildcards=tuple(wildcards),
                             requests=tuple(dict.fromkeys(body.requests)), message_ids=ids)
 
-    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+    def alarm_policies(self, trigger: Trigger, rt: Runtime[InvalidationStageConfig]) -> list[str]:
         return []
 
     # ------------------------------------------------------------------ intents
-    def intents(self, trigger: Trigger, request: BatchRequest, rt: Runtime,
+    def intents(self, trigger: Trigger, request: BatchRequest, rt: Runtime[InvalidationStageConfig],
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         self._payload.clear()
         self._results.clear()
@@ -111,24 +112,24 @@ class CdnBatchReaction:
                        params={"cdn": request.cdn, "paths": list(request.paths), "wildcards": list(request.wildcards),
                                "requests": list(request.requests), "message_ids": list(request.message_ids)})]
 
-    def allowed_targets(self, rt: Runtime) -> set[str]:
+    def allowed_targets(self, rt: Runtime[InvalidationStageConfig]) -> set[str]:
         return {f"cdn/{c.name}" for c in rt.config.invalidation.cdn}
 
-    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+    def guard_settings(self, intent: Intent, rt: Runtime[InvalidationStageConfig]) -> GuardSettings:
         cdn = self._cdn(intent.params["cdn"], rt)
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0,
                              max_actions_per_hour=cdn.rate_limit.max_actions_per_hour,
                              circuit_open_for_s=cdn.rate_limit.open_for_s, dry_run=rt.config.dry_run or cdn.dry_run)
 
     @staticmethod
-    def _cdn(name: str, rt: Runtime) -> CdnConfig:
+    def _cdn(name: str, rt: Runtime[InvalidationStageConfig]) -> CdnConfig:
         cdn = rt.config.invalidation.cdn_entry(name)
         if cdn is None:
             raise LookupError(f"no cdn entry {name!r} in the config")
         return cdn
 
     # ------------------------------------------------------------------ plan
-    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+    def plan(self, intent: Intent, rt: Runtime[InvalidationStageConfig]) -> Action | Skip:
         runtime = current_invalidation_runtime()
         cdn = self._cdn(intent.params["cdn"], rt)
         distribution = runtime.distribution_id(cdn)
@@ -179,7 +180,7 @@ class CdnBatchReaction:
                               "requested_paths": len(paths) + len(wildcards)})
 
     # ------------------------------------------------------------------ execute
-    def execute(self, action: Action, rt: Runtime) -> None:
+    def execute(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         runtime = current_invalidation_runtime()
         cdn = self._cdn(action.params["cdn"], rt)
         distribution = action.params["distribution_id"]
@@ -206,10 +207,10 @@ class CdnBatchReaction:
             "deferred_to_queue": len(later_paths) + len(later_wildcards),
             "tracking": f"checked every {cdn.tracking.poll_s}s until Completed"}
 
-    def after_executed(self, action: Action, rt: Runtime) -> None:
+    def after_executed(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         return None
 
-    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+    def verify(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> dict[str, Any]:
         result = self._results.pop(action.target_key, {})
         if "invalidation_id" in result:
             found = rt.clients.cloudfront.get_invalidation(DistributionId=action.params["distribution_id"],

@@ -18,6 +18,7 @@ from cdn_batcher.cloudfront_invalidations import completed
 from invalidator.cdn_messages import CdnTrackMessage, send_bodies
 from invalidator.invalidation_metrics import publish
 from invalidator.invalidation_runtime import current_invalidation_runtime
+from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.observability import logger
 from reflex_core.runtime import Runtime
 
@@ -25,7 +26,7 @@ TrackOutcome = Literal["completed", "in-progress", "abandoned", "not-due", "unkn
 
 
 class InvalidationTracker:
-    def check(self, message: CdnTrackMessage, rt: Runtime) -> TrackOutcome:
+    def check(self, message: CdnTrackMessage, rt: Runtime[InvalidationStageConfig]) -> TrackOutcome:
         runtime = current_invalidation_runtime()
         now = rt.clock.now().timestamp()
         cdn = rt.config.invalidation.cdn_entry(message.cdn)

@@ -50,12 +50,15 @@ from invalidator.redis_invalidation import (
 )
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.alarm_tags import AlarmTagReader
-from reflex_core.invalidation_config import CacheConfig, CdnConfig, InvalidationSpec
+from reflex_core.invalidation_config import CacheConfig, CdnConfig, InvalidationSpec, InvalidationStageConfig
 from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
 from reflex_core.triggers import Trigger, TriggerError
+
+# The runtime this reaction runs with: its config is the reaction's view of the stage config.
+ReactionRuntime = Runtime[InvalidationStageConfig]
 
 SAMPLE = 20
 _LABEL_MAX = 200
@@ -95,6 +98,7 @@ def _lease_s(cache: CacheConfig) -> float:
 
 class InvalidationReaction:
     name = "invalidator"
+    config_model = InvalidationStageConfig
 
     def __init__(self) -> None:
         # What an action carries but its audit record must not (thousands of keys or paths): kept from plan()
@@ -104,7 +108,7 @@ class InvalidationReaction:
         self._alarm_tags = AlarmTagReader()
 
     # ------------------------------------------------------------------ validation
-    def validate(self, trigger: Trigger, rt: Runtime) -> InvalidationRequest | None:
+    def validate(self, trigger: Trigger, rt: ReactionRuntime) -> InvalidationRequest | None:
         config = rt.config
         if trigger.kind == "console":
             return console_request(trigger.payload, config)
@@ -119,7 +123,8 @@ class InvalidationReaction:
         raise TriggerError([f"<root>: the invalidator does not handle {trigger.kind} triggers"])
 
     # ------------------------------------------------------------------ alarms
-    def _alarm_rules(self, trigger: Trigger, rt: Runtime) -> list[tuple[CacheConfig | CdnConfig, InvalidationSpec]]:
+    def _alarm_rules(self, trigger: Trigger,
+                     rt: ReactionRuntime) -> list[tuple[CacheConfig | CdnConfig, InvalidationSpec]]:
         alarm = trigger.alarm
         assert alarm is not None
         out: list[tuple[CacheConfig | CdnConfig, InvalidationSpec]] = []
@@ -133,11 +138,11 @@ class InvalidationReaction:
                     out.append((owner, rule.invalidate))
         return out
 
-    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+    def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
         return sorted({_policy(owner) for owner, _ in self._alarm_rules(trigger, rt)})
 
     # ------------------------------------------------------------------ intents
-    def intents(self, trigger: Trigger, request: InvalidationRequest | None, rt: Runtime,
+    def intents(self, trigger: Trigger, request: InvalidationRequest | None, rt: ReactionRuntime,
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         self._payload.clear()
         self._results.clear()
@@ -164,7 +169,7 @@ class InvalidationReaction:
             items = [i.model_copy(update={"dry_run": True}) if isinstance(i, Intent) else i for i in items]
         return items
 
-    def _alarm_intents(self, trigger: Trigger, rt: Runtime) -> list[Intent | Skip]:
+    def _alarm_intents(self, trigger: Trigger, rt: ReactionRuntime) -> list[Intent | Skip]:
         alarm = trigger.alarm
         assert alarm is not None
         out: list[Intent | Skip] = []
@@ -188,7 +193,7 @@ class InvalidationReaction:
         assert target is not None
         return f"redis/{cache}/{kind}/{_label(target)}"
 
-    def _cache_intents(self, work: CacheWork, rt: Runtime, reason: str, who: str) -> list[Intent | Skip]:
+    def _cache_intents(self, work: CacheWork, rt: ReactionRuntime, reason: str, who: str) -> list[Intent | Skip]:
         cache = self._cache(work.cache, rt)
         policy = _policy(cache)
         base: dict[str, Any] = {"policy": policy, "target": {"cache": cache.name}, "reason": reason}
@@ -216,11 +221,11 @@ class InvalidationReaction:
                               "request": trigger.event_id})
 
     # ------------------------------------------------------------------ guardrail settings
-    def allowed_targets(self, rt: Runtime) -> set[str]:
+    def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
         inv = rt.config.invalidation
         return _UnderConfigured({f"redis/{c.name}/" for c in inv.caches} | {f"cdn/{c.name}/" for c in inv.cdn})
 
-    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+    def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         owner: CacheConfig | CdnConfig = (self._cdn(intent.params["cdn"], rt) if "cdn" in intent.params
                                           else self._cache(intent.params["cache"], rt))
         # A continuation was admitted with its first run, and queueing paths is not the CloudFront action:
@@ -233,25 +238,25 @@ class InvalidationReaction:
                              preempt_lock=follow_up, bypass_rate_limit=follow_up)
 
     @staticmethod
-    def _cache(name: str, rt: Runtime) -> CacheConfig:
+    def _cache(name: str, rt: ReactionRuntime) -> CacheConfig:
         cache = rt.config.invalidation.cache(name)
         if cache is None:
             raise LookupError(f"no cache {name!r} in the config")
         return cache
 
     @staticmethod
-    def _cdn(name: str, rt: Runtime) -> CdnConfig:
+    def _cdn(name: str, rt: ReactionRuntime) -> CdnConfig:
         cdn = rt.config.invalidation.cdn_entry(name)
         if cdn is None:
             raise LookupError(f"no cdn entry {name!r} in the config")
         return cdn
 
     @staticmethod
-    def _progress(rt: Runtime) -> ProgressStore:
+    def _progress(rt: ReactionRuntime) -> ProgressStore:
         return ProgressStore(rt.clients.dynamodb, rt.settings.state_table)
 
     # ------------------------------------------------------------------ plan
-    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+    def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
         if intent.operation == "queue_cdn_paths":
             return self._plan_queue(intent, rt)
         cache = self._cache(intent.params["cache"], rt)
@@ -270,7 +275,7 @@ class InvalidationReaction:
                       params={"cache": cache.name}, before={"cache": cache.name},
                       intended={"flush": cache.name, "mode": "FLUSHDB ASYNC on every primary"}, reason=intent.reason)
 
-    def _plan_run(self, intent: Intent, cache: CacheConfig, rt: Runtime) -> Action | Skip:
+    def _plan_run(self, intent: Intent, cache: CacheConfig, rt: ReactionRuntime) -> Action | Skip:
         params = intent.params
         store = self._progress(rt)
         now = rt.clock.now().timestamp()
@@ -308,7 +313,7 @@ class InvalidationReaction:
                                       "checkpoint": run.checkpoint, "requested_by": run.requested_by},
                               "new_run": follow is None})
 
-    def _plan_queue(self, intent: Intent, rt: Runtime) -> Action:
+    def _plan_queue(self, intent: Intent, rt: ReactionRuntime) -> Action:
         cdn = self._cdn(intent.params["cdn"], rt)
         paths, wildcards = intent.params["paths"], intent.params["wildcards"]
         self._payload[intent.target_key] = (paths, wildcards)
@@ -324,7 +329,7 @@ class InvalidationReaction:
                                 "wildcards": len(wildcards), "coalesce_window_s": cdn.coalesce_window_s})
 
     # ------------------------------------------------------------------ execute
-    def execute(self, action: Action, rt: Runtime) -> None:
+    def execute(self, action: Action, rt: ReactionRuntime) -> None:
         if action.operation == "queue_cdn_paths":
             self._execute_queue(action, rt)
         elif action.operation == "flush":
@@ -332,7 +337,7 @@ class InvalidationReaction:
         else:
             self._execute_run(action, rt)
 
-    def _execute_queue(self, action: Action, rt: Runtime) -> None:
+    def _execute_queue(self, action: Action, rt: ReactionRuntime) -> None:
         runtime = current_invalidation_runtime()
         paths, wildcards = self._payload.pop(action.target_key)
         cdn = self._cdn(action.params["cdn"], rt)
@@ -342,7 +347,7 @@ class InvalidationReaction:
         self._results[action.target_key] = {"queued_paths": len(paths), "queued_wildcards": len(wildcards),
                                             "messages": sent, "coalesce_window_s": cdn.coalesce_window_s}
 
-    def _execute_flush(self, action: Action, rt: Runtime) -> None:
+    def _execute_flush(self, action: Action, rt: ReactionRuntime) -> None:
         runtime = current_invalidation_runtime()
         cache = self._cache(action.params["cache"], rt)
         report = runtime.invalidator(cache, rt).flush(confirm_name=cache.name, cache_name=cache.name,
@@ -350,7 +355,7 @@ class InvalidationReaction:
         self._results[action.target_key] = report.as_audit() | {"status": "complete"}
         self._removed_metric(rt, cache, report)
 
-    def _execute_run(self, action: Action, rt: Runtime) -> None:
+    def _execute_run(self, action: Action, rt: ReactionRuntime) -> None:
         from redis.exceptions import RedisError
 
         runtime = current_invalidation_runtime()
@@ -415,7 +420,8 @@ class InvalidationReaction:
             "detail": "time budget spent; continues from its checkpoint"}
 
     def _interrupted(self, action: Action, cache: CacheConfig, run: RunProgress, report: InvalidationReport | None,
-                     err: Exception, keys: list[str], rt: Runtime, *, new_run: bool, previous: RunProgress) -> None:
+                     err: Exception, keys: list[str], rt: ReactionRuntime, *, new_run: bool,
+                     previous: RunProgress) -> None:
         runtime = current_invalidation_runtime()
         runtime.forget_client(cache.name)  # the next attempt reconnects (and re-reads a rotated secret)
         cause = err.__cause__ or err
@@ -445,7 +451,7 @@ class InvalidationReaction:
             "max_retries": cache.continuation.max_retries, "retry_in_s": delay, "error": error,
             "run": run.run_id, "runs": run.runs, "checkpoint": run.checkpoint}
 
-    def _continue(self, action: Action, cache: CacheConfig, run: RunProgress, keys: list[str], rt: Runtime, *,
+    def _continue(self, action: Action, cache: CacheConfig, run: RunProgress, keys: list[str], rt: ReactionRuntime, *,
                   reason: Literal["time-budget", "retry"], delay_s: int, new_run: bool,
                   previous: RunProgress) -> None:
         """Save the run's progress, then queue its next step; undo the save if the message cannot be queued
@@ -473,21 +479,21 @@ class InvalidationReaction:
             raise
 
     @staticmethod
-    def _touch(run: RunProgress, cache: CacheConfig, rt: Runtime, extra_s: float = 0) -> None:
+    def _touch(run: RunProgress, cache: CacheConfig, rt: ReactionRuntime, extra_s: float = 0) -> None:
         now = rt.clock.now().timestamp()
         run.updated_at = now
         run.lease_until = now + _lease_s(cache) + extra_s
 
     @staticmethod
-    def _removed_metric(rt: Runtime, cache: CacheConfig, report: InvalidationReport) -> None:
+    def _removed_metric(rt: ReactionRuntime, cache: CacheConfig, report: InvalidationReport) -> None:
         publish("RedisKeysRemoved", report.removed, MetricUnit.Count, stage=rt.settings.stage, cache=cache.name,
                 kind=report.kind)
 
     # ------------------------------------------------------------------ after
-    def after_executed(self, action: Action, rt: Runtime) -> None:
+    def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
         return None
 
-    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+    def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         """What the run did (counts per pattern, tag or key list; or what was queued)."""
         return self._results.pop(action.target_key, {})
 

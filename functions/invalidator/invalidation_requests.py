@@ -24,8 +24,13 @@ from invalidator.cache_tags import CacheTagError, validate_name
 from invalidator.cdn_messages import PathsError, validate_cdn_paths
 from invalidator.redis_invalidation import InvalidationInputError, validate_pattern
 from reflex_core.actions import Skip
-from reflex_core.config import ReflexConfig
-from reflex_core.invalidation_config import CacheConfig, CdnConfig, InvalidationSpec, TriggerEvent
+from reflex_core.invalidation_config import (
+    CacheConfig,
+    CdnConfig,
+    InvalidationSpec,
+    InvalidationStageConfig,
+    TriggerEvent,
+)
 from reflex_core.triggers import Trigger, TriggerError
 
 S3_SOURCE = "aws.s3"
@@ -126,7 +131,7 @@ def _errors(err: ValidationError, prefix: str, tag: str | None) -> list[str]:
     return out
 
 
-def console_request(payload: dict[str, Any] | None, config: ReflexConfig) -> InvalidationRequest:
+def console_request(payload: dict[str, Any] | None, config: InvalidationStageConfig) -> InvalidationRequest:
     if not isinstance(payload, dict):
         raise TriggerError(["<root>: expected a JSON object with a 'command'"])
     command = payload.get("command")
@@ -149,7 +154,7 @@ def console_request(payload: dict[str, Any] | None, config: ReflexConfig) -> Inv
     return InvalidationRequest(caches=(work,), dry_run=cmd.dry_run, reason=why)
 
 
-def _known_cache(config: ReflexConfig, name: str, field_name: str) -> CacheConfig:
+def _known_cache(config: InvalidationStageConfig, name: str, field_name: str) -> CacheConfig:
     cache = config.invalidation.cache(name)
     if cache is None:
         known = ", ".join(c.name for c in config.invalidation.caches) or "none"
@@ -157,7 +162,7 @@ def _known_cache(config: ReflexConfig, name: str, field_name: str) -> CacheConfi
     return cache
 
 
-def _known_cdn(config: ReflexConfig, name: str, field_name: str) -> CdnConfig:
+def _known_cdn(config: InvalidationStageConfig, name: str, field_name: str) -> CdnConfig:
     cdn = config.invalidation.cdn_entry(name)
     if cdn is None:
         known = ", ".join(c.name for c in config.invalidation.cdn) or "none"
@@ -259,7 +264,7 @@ def _names_filter(detail: dict[str, Any], key: str, known: list[str]) -> set[str
     return set(value)
 
 
-def event_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest | None:
+def event_request(trigger: Trigger, config: InvalidationStageConfig) -> InvalidationRequest | None:
     """None when no cache or distribution listens to this event (audited as `skipped:no-policy`)."""
     ev = trigger.event
     assert ev is not None
@@ -302,7 +307,7 @@ def event_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest
                                reason=f"{ev.detail_type} from {ev.source}")
 
 
-def s3_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest | None:
+def s3_request(trigger: Trigger, config: InvalidationStageConfig) -> InvalidationRequest | None:
     ev = trigger.event
     assert ev is not None
     bucket = (ev.detail.get("bucket") or {}).get("name") if isinstance(ev.detail.get("bucket"), dict) else None
@@ -332,7 +337,7 @@ def s3_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest | 
 # --------------------------------------------------------------------------- schedules
 
 
-def schedule_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest:
+def schedule_request(trigger: Trigger, config: InvalidationStageConfig) -> InvalidationRequest:
     sched = trigger.schedule
     assert sched is not None
     if sched.operation != "invalidate":
@@ -375,7 +380,7 @@ class ContinuationMessage(BaseModel):
     requested_by: str = Field(default="", max_length=300)
 
 
-def continuation_request(trigger: Trigger, config: ReflexConfig) -> InvalidationRequest:
+def continuation_request(trigger: Trigger, config: InvalidationStageConfig) -> InvalidationRequest:
     queued = trigger.queue
     assert queued is not None
     if queued.kind != CONTINUE_KIND:

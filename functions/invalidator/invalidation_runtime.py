@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from invalidator.redis_connection import RedisConnectionSettings, SecretScrubber, build_redis_client
 from invalidator.redis_invalidation import RedisInvalidator
-from reflex_core.invalidation_config import MANAGED, CacheConfig, CdnConfig
+from reflex_core.invalidation_config import MANAGED, CacheConfig, CdnConfig, InvalidationStageConfig
 from reflex_core.observability import logger
 from reflex_core.runtime import Runtime
 
@@ -70,7 +70,7 @@ class InvalidationSettings(BaseModel):
         return {ENV_NAME: self.model_dump_json()}
 
 
-RedisFactory = Callable[[CacheConfig, RedisConnectionSettings, Runtime], Any]
+RedisFactory = Callable[[CacheConfig, RedisConnectionSettings, Runtime[InvalidationStageConfig]], Any]
 # One per process: every token a credential provider fetches is registered with it, and it sits on the log handler.
 _SCRUBBER = SecretScrubber()
 
@@ -107,7 +107,7 @@ class InvalidationRuntime:
                                        auth="secret", secret_id=endpoint.secret_id,
                                        client_name="reflex-invalidator")
 
-    def redis(self, cache: CacheConfig, rt: Runtime) -> Any:
+    def redis(self, cache: CacheConfig, rt: Runtime[InvalidationStageConfig]) -> Any:
         with self._lock:
             client = self._clients.get(cache.name)
             if client is None:
@@ -120,7 +120,7 @@ class InvalidationRuntime:
                 self._clients[cache.name] = client
             return client
 
-    def invalidator(self, cache: CacheConfig, rt: Runtime) -> RedisInvalidator:
+    def invalidator(self, cache: CacheConfig, rt: Runtime[InvalidationStageConfig]) -> RedisInvalidator:
         return RedisInvalidator(self.redis(cache, rt), tag_namespace=cache.tag_namespace,
                                 scan_count=cache.scan.count, batch_size=cache.scan.batch_size,
                                 pause_s=cache.scan.pause_ms / 1000.0, strategy=cache.scan.strategy,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reflex_core.aws_clients import AwsClients
-from reflex_core.config import AlarmMatch
+from reflex_core.config_base import AlarmMatch
 
 _TYPES = ["MetricAlarm", "CompositeAlarm"]
 

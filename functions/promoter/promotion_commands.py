@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reflex_core.config import ReflexConfig, format_validation_error
-from reflex_core.promotion_config import Colour, PromotionPair
+from reflex_core.config_base import format_validation_error
+from reflex_core.promotion_config import Colour, PromotionPair, PromotionStageConfig
 from reflex_core.triggers import TriggerError
 
 COMMAND_NAMES = ("promote", "pause", "resume", "abort", "rollback")
@@ -61,7 +61,7 @@ def _errors(err: ValidationError, prefix: str, tag: str | None = None) -> list[s
     return format_validation_error(err, prefix)
 
 
-def validate_command(data: Any, config: ReflexConfig) -> PromotionCommand:
+def validate_command(data: Any, config: PromotionStageConfig) -> PromotionCommand:
     if not isinstance(data, dict):
         raise TriggerError(["<root>: expected a JSON object with a 'command'"])
     command = data.get("command")
@@ -75,7 +75,7 @@ def validate_command(data: Any, config: ReflexConfig) -> PromotionCommand:
     return cmd
 
 
-def known_pair(name: str, config: ReflexConfig, field: str) -> PromotionPair:
+def known_pair(name: str, config: PromotionStageConfig, field: str) -> PromotionPair:
     pair = config.promotion(name)
     if pair is None:
         known = ", ".join(p.name for p in config.promotions) or "none"
@@ -101,7 +101,7 @@ def validate_green_ready(detail: dict[str, Any], pairs: list[PromotionPair]) -> 
     return pairs[0], ready
 
 
-def validate_workflow_state(data: dict[str, Any], config: ReflexConfig) -> WorkflowState:
+def validate_workflow_state(data: dict[str, Any], config: PromotionStageConfig) -> WorkflowState:
     try:
         state = WorkflowState.model_validate(data)
     except ValidationError as err:

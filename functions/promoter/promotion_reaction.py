@@ -62,10 +62,13 @@ from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
-from reflex_core.promotion_config import Colour, PromotionPair, other
+from reflex_core.promotion_config import Colour, PromotionPair, PromotionStageConfig, other
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
 from reflex_core.triggers import Trigger, TriggerError
+
+# The runtime this reaction runs with: its config is the reaction's view of the stage config.
+ReactionRuntime = Runtime[PromotionStageConfig]
 
 SAFETY_OPERATIONS = frozenset({"rollback", "abort"})  # take over the lock, never rate limited
 _TOKEN_CACHE = 256
@@ -90,6 +93,7 @@ class _Context:
 
 class PromotionReaction:
     name = "promoter"
+    config_model = PromotionStageConfig
 
     def __init__(self) -> None:
         # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
@@ -97,7 +101,7 @@ class PromotionReaction:
         self._tokens_lock = threading.Lock()
 
     # ------------------------------------------------------------------ validation
-    def validate(self, trigger: Trigger, rt: Runtime) -> Any:
+    def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
         if trigger.kind == "console":
             return validate_command(trigger.payload, rt.config)
         if trigger.kind == "event" and trigger.event is not None:
@@ -120,22 +124,22 @@ class PromotionReaction:
         return None
 
     @staticmethod
-    def _ready_pairs(trigger: Trigger, rt: Runtime) -> list[PromotionPair]:
+    def _ready_pairs(trigger: Trigger, rt: ReactionRuntime) -> list[PromotionPair]:
         ev = trigger.event
         assert ev is not None
         return [p for p in rt.config.promotions
                 if p.green_ready.source == ev.source and p.green_ready.detail_type == ev.detail_type]
 
     @staticmethod
-    def _guarded_pairs(alarm_name: str, rt: Runtime) -> list[PromotionPair]:
+    def _guarded_pairs(alarm_name: str, rt: ReactionRuntime) -> list[PromotionPair]:
         return [p for p in rt.config.promotions if p.guard_alarms.matches(alarm_name, None)]
 
-    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+    def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
         assert trigger.alarm is not None
         return [p.name for p in self._guarded_pairs(trigger.alarm.name, rt)]
 
     # ------------------------------------------------------------------ intents
-    def intents(self, trigger: Trigger, request: Any, rt: Runtime,
+    def intents(self, trigger: Trigger, request: Any, rt: ReactionRuntime,
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         if trigger.kind == "alarm":
             return self._alarm_intents(trigger, rt)
@@ -164,7 +168,7 @@ class PromotionReaction:
         return [self._intent(pair, trigger.step.step, f"workflow step {trigger.step.step} of {request.promotion_id}",
                              **params)]
 
-    def _alarm_intents(self, trigger: Trigger, rt: Runtime) -> list[Intent | Skip]:
+    def _alarm_intents(self, trigger: Trigger, rt: ReactionRuntime) -> list[Intent | Skip]:
         alarm = trigger.alarm
         assert alarm is not None
         out: list[Intent | Skip] = []
@@ -195,10 +199,10 @@ class PromotionReaction:
             return self._tokens[str(action.params["token_ref"])]
 
     # ------------------------------------------------------------------ guard settings
-    def allowed_targets(self, rt: Runtime) -> set[str]:
+    def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
         return {_key(p) for p in rt.config.promotions}
 
-    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+    def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         pair = self._pair(intent.policy, rt)
         safety = intent.operation in SAFETY_OPERATIONS
         # A dry-run pair still starts its workflow (starting moves no traffic): the preflight, in dry-run,
@@ -208,21 +212,21 @@ class PromotionReaction:
                              circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety)
 
     @staticmethod
-    def _pair(name: str, rt: Runtime) -> PromotionPair:
+    def _pair(name: str, rt: ReactionRuntime) -> PromotionPair:
         pair = rt.config.promotion(name)
         if pair is None:
             raise LookupError(f"no promotion pair {name}")
         return pair
 
-    def _context(self, pair_name: str, rt: Runtime) -> _Context:
+    def _context(self, pair_name: str, rt: ReactionRuntime) -> _Context:
         pair = self._pair(pair_name, rt)
         return _Context(pair=pair, record=rt.store.promotion_record(pair.name),
                         traffic=PairTraffic(rt.clients, pair), now=rt.clock.now())
 
     # ------------------------------------------------------------------ plan
-    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+    def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
         ctx = self._context(intent.policy, rt)
-        planner: dict[str, Callable[[Intent, _Context, Runtime], Action | Skip]] = {
+        planner: dict[str, Callable[[Intent, _Context, ReactionRuntime], Action | Skip]] = {
             "start": self._plan_start,
             wf.PREFLIGHT: self._plan_preflight,
             wf.SHIFT: self._plan_shift,
@@ -264,7 +268,7 @@ class PromotionReaction:
         return None
 
     # -- start (GreenReady)
-    def _plan_start(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_start(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p, live = ctx.promotion, ctx.record.live
         name = execution_name(ctx.pair.name, str(intent.params["event_id"]))
         to = _colour(intent.params.get("colour") or other(_colour(live)))
@@ -282,7 +286,7 @@ class PromotionReaction:
                             name=name, workflow_input=state)
 
     # -- preflight
-    def _plan_preflight(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_preflight(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         state = WorkflowState.model_validate(intent.params["state"])
         pair, p, live = ctx.pair, ctx.promotion, ctx.record.live
         to: Colour = state.to_colour
@@ -320,7 +324,7 @@ class PromotionReaction:
                             f"{len(plan['steps'])} step(s)", healthy=healthy_to)
 
     # -- shift
-    def _plan_shift(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_shift(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         stopped = self._own_promotion(intent, ctx)
         if stopped:
             return stopped
@@ -349,7 +353,7 @@ class PromotionReaction:
                             f"step {index + 1}/{len(state.steps)}: {format_weights(target)}")
 
     # -- check
-    def _plan_check(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_check(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         stopped = self._own_promotion(intent, ctx)
         if stopped:
             return stopped
@@ -380,7 +384,7 @@ class PromotionReaction:
                             f"check after step {state.next_step}: {verdict}" + (f" ({reason})" if reason else ""))
 
     # -- callbacks: approval gate and pause
-    def _plan_wait_for_approval(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_wait_for_approval(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         stopped = self._own_promotion(intent, ctx)
         if stopped:
             return self._end_wait(intent, ctx, stopped.detail)
@@ -397,7 +401,7 @@ class PromotionReaction:
                             f"waiting for a console `promote` of {ctx.pair.name} before the last step, until "
                             f"{iso(until)} (then rollback)")
 
-    def _plan_hold(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_hold(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         stopped = self._own_promotion(intent, ctx)
         if stopped:
             return self._end_wait(intent, ctx, stopped.detail)
@@ -414,7 +418,7 @@ class PromotionReaction:
                             why)
 
     # -- finalize and cleanup
-    def _plan_finalize(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_finalize(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         stopped = self._own_promotion(intent, ctx, allowed=IN_FLIGHT | {FINALIZED})
         if stopped:
             return stopped
@@ -433,7 +437,7 @@ class PromotionReaction:
                             f"{p.to_colour} is live; {p.from_colour} kept at weight 0 for {ctx.pair.retention_s}s",
                             retention_until=until)
 
-    def _plan_cleanup(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_cleanup(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         # COMPLETED too: a cleanup that died after recording it still has the freeze to release.
         stopped = self._own_promotion(intent, ctx, allowed=frozenset({FINALIZED, "completed"}))
         if stopped:
@@ -446,7 +450,7 @@ class PromotionReaction:
                             f"retention of {p.from_colour} over: promotion {p.id} completed")
 
     # -- rollback and abort (alarm, console, workflow, reconcile)
-    def _plan_rollback(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_rollback(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p = ctx.promotion
         abort = intent.operation == "abort"
         own = intent.params.get("state", {}).get("promotion_id")
@@ -478,7 +482,7 @@ class PromotionReaction:
                             f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
                             why=reason)
 
-    def _rollback_unfinished(self, rt: Runtime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
+    def _rollback_unfinished(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
         """A rollback that died after recording itself may have left the freeze or the workflow behind."""
         if any(pair.name in rt.store.scale_in_freezes(policy)
                for policy in pair.freeze_scale_in.policies(_colour(p.from_colour))):
@@ -505,7 +509,7 @@ class PromotionReaction:
             return self._skip(intent, ctx, "no-promotion", f"no promotion of {ctx.pair.name} in flight; {last}")
         return None
 
-    def _plan_promote(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_promote(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         idle = self._in_flight(intent, ctx)
         if idle:
             return idle
@@ -524,7 +528,7 @@ class PromotionReaction:
         return self._action(intent, "approve_in_advance", ctx.snapshot(), {"approved_by": who},
                             f"{intent.reason} (the gate will open when the promotion reaches it)")
 
-    def _plan_pause(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_pause(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         idle = self._in_flight(intent, ctx)
         if idle:
             return idle
@@ -534,7 +538,7 @@ class PromotionReaction:
             return self._skip(intent, ctx, "already-paused", f"paused already: {p.reason}")
         return self._action(intent, "pause", ctx.snapshot(weights=p.weights), {"paused": True}, intent.reason)
 
-    def _plan_resume(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_resume(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         idle = self._in_flight(intent, ctx)
         if idle:
             return idle
@@ -545,7 +549,7 @@ class PromotionReaction:
         return self._action(intent, "resume", ctx.snapshot(weights=p.weights), {"paused": False}, intent.reason)
 
     # -- reconcile (schedule)
-    def _plan_reconcile(self, intent: Intent, ctx: _Context, rt: Runtime) -> Action | Skip:
+    def _plan_reconcile(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p = ctx.promotion
         if p is None or p.status in ENDED:
             return self._skip(intent, ctx, "idle", "no promotion in flight or retained")
@@ -568,10 +572,10 @@ class PromotionReaction:
         return self._skip(intent, ctx, "in-progress", f"promotion {p.id} is {p.status}; workflow {status}")
 
     # ------------------------------------------------------------------ execute
-    def _workflow(self, rt: Runtime) -> PromotionWorkflow:
+    def _workflow(self, rt: ReactionRuntime) -> PromotionWorkflow:
         return PromotionWorkflow(rt.clients, rt.settings.workflow_arn)
 
-    def execute(self, action: Action, rt: Runtime) -> None:
+    def execute(self, action: Action, rt: ReactionRuntime) -> None:
         pair = self._pair(action.policy, rt)
         traffic = PairTraffic(rt.clients, pair)
         op = action.operation
@@ -628,7 +632,7 @@ class PromotionReaction:
         else:
             raise ValueError(f"unknown operation {op}")
 
-    def _execute_preflight(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+    def _execute_preflight(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         state = WorkflowState.model_validate(action.params["state"])
         to: Colour = state.to_colour
         from_ = other(to)
@@ -657,7 +661,7 @@ class PromotionReaction:
         for policy in pair.freeze_scale_in.policies(from_):
             rt.store.place_scale_in_freeze(policy, pair.name, until)
 
-    def _execute_shift(self, action: Action, traffic: PairTraffic, rt: Runtime, now: float) -> None:
+    def _execute_shift(self, action: Action, traffic: PairTraffic, rt: ReactionRuntime, now: float) -> None:
         target = dict(action.intended["weights"])
         step = int(action.intended["step"])
         promotion_id = action.params["state"]["promotion_id"]
@@ -680,7 +684,7 @@ class PromotionReaction:
                            extra={"pair": action.policy, "promotion": p.id})
             traffic.apply(all_on(p.from_colour))
 
-    def _execute_finalize(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+    def _execute_finalize(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         record = rt.store.promotion_record(pair.name)
         p = record.promotion
         assert p is not None
@@ -709,7 +713,7 @@ class PromotionReaction:
         for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
             rt.store.place_scale_in_freeze(policy, pair.name, until + FREEZE_MARGIN_S)
 
-    def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: Runtime,
+    def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                           now: float) -> None:
         # Traffic first: everything else can wait a few milliseconds.
         traffic.apply(dict(action.intended["weights"]), current=dict(action.before.get("weights") or {}) or None)
@@ -734,7 +738,7 @@ class PromotionReaction:
                                         else "Reflex.Aborted", why)
             self._release_freeze(rt, pair, p)
 
-    def _execute_approve(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+    def _execute_approve(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         record = rt.store.promotion_record(pair.name)
         p = record.promotion
         assert p is not None and p.approval_token is not None
@@ -748,7 +752,7 @@ class PromotionReaction:
         self._update(rt, pair.name, lambda q: dataclasses.replace(
             q, status=SHIFTING, approval_token=None, approved_by=who, updated_at=now))
 
-    def _execute_resume(self, action: Action, pair: PromotionPair, rt: Runtime, now: float) -> None:
+    def _execute_resume(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         record = rt.store.promotion_record(pair.name)
         p = record.promotion
         assert p is not None
@@ -763,17 +767,17 @@ class PromotionReaction:
             q, paused=False, status=SHIFTING if q.status == HELD else q.status, resume_token=None,
             reason=action.reason, updated_at=now))
 
-    def _callback(self, rt: Runtime, token: str, output: dict[str, Any]) -> None:
+    def _callback(self, rt: ReactionRuntime, token: str, output: dict[str, Any]) -> None:
         try:
             self._workflow(rt).succeed(token, output)
         except TokenGone:
             logger.warning("callback token no longer waits")
 
-    def _release_freeze(self, rt: Runtime, pair: PromotionPair, p: Promotion) -> None:
+    def _release_freeze(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion) -> None:
         for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
             rt.store.release_scale_in_freeze(policy, pair.name)
 
-    def _update(self, rt: Runtime, pair: str, change: Callable[[Promotion], Promotion]) -> PromotionRecord:
+    def _update(self, rt: ReactionRuntime, pair: str, change: Callable[[Promotion], Promotion]) -> PromotionRecord:
         """Change the pair's current promotion (re-read, changed, written conditionally; retried on a race)."""
         def mutate(record: PromotionRecord) -> PromotionRecord | None:
             if record.promotion is None:
@@ -782,7 +786,7 @@ class PromotionReaction:
         return self._update_record(rt, pair, mutate)
 
     @staticmethod
-    def _update_record(rt: Runtime, pair: str,
+    def _update_record(rt: ReactionRuntime, pair: str,
                        mutate: Callable[[PromotionRecord], PromotionRecord | None]) -> PromotionRecord:
         for _ in range(3):
             record = rt.store.promotion_record(pair)
@@ -796,7 +800,7 @@ class PromotionReaction:
         raise PromotionConflict(pair)
 
     # ------------------------------------------------------------------ verify / bookkeeping
-    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+    def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         pair = self._pair(action.policy, rt)
         record = rt.store.promotion_record(pair.name)
         p = record.promotion
@@ -808,7 +812,7 @@ class PromotionReaction:
             after["workflow"] = {"verdict": wf.STOPPED, "reason": "rolled back while shifting"}
         return after
 
-    def after_executed(self, action: Action, rt: Runtime) -> None:
+    def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
         return None
 
 

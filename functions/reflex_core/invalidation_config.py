@@ -35,7 +35,7 @@ from invalidator.cdn_path_planner import (
 )
 from invalidator.redis_connection import RedisConnectionSettings
 from invalidator.redis_invalidation import InvalidationInputError, validate_pattern
-from reflex_core.config import AlarmMatch, EventMatch, RateLimit, StrictModel
+from reflex_core.config_base import AlarmMatch, EventMatch, RateLimit, StageConfig, StrictModel
 
 OWNER_NAME = r"^[a-z][a-z0-9\-]{0,31}$"
 MANAGED = "managed"
@@ -489,3 +489,9 @@ class InvalidationConfig(StrictModel):
     def cdn_for_bucket(self, bucket: str) -> CdnConfig | None:
         return next((c for c in self.cdn if c.origin is not None and c.origin.object_events
                      and c.origin.bucket == bucket), None)
+
+
+class InvalidationStageConfig(StageConfig):
+    """What the invalidation functions (invalidator, cdn_batcher, cache_health) validate at run time."""
+
+    invalidation: InvalidationConfig = Field(default_factory=InvalidationConfig)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reflex_core.actions import Action, Decision, Intent, Skip
+from reflex_core.config_base import StageConfig
 from reflex_core.guardrails import circuit_check, cooldown_block, record_in_window
 from reflex_core.observability import logger, metrics
 from reflex_core.runtime import Runtime, current_runtime
@@ -36,30 +37,33 @@ class GuardSettings:
 
 class Reaction(Protocol):
     name: str
+    @property
+    def config_model(self) -> type[StageConfig]:
+        """The reaction's view of the stage config: the common part and the sections it reads."""
 
-    def validate(self, trigger: Trigger, rt: Runtime) -> Any:
+    def validate(self, trigger: Trigger, rt: Runtime[Any]) -> Any:
         """Validate reaction-specific payloads (console commands, event details); raise TriggerError."""
 
-    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+    def alarm_policies(self, trigger: Trigger, rt: Runtime[Any]) -> list[str]:
         """Names of the policies an alarm trigger belongs to (for alarm memory)."""
 
-    def intents(self, trigger: Trigger, request: Any, rt: Runtime,
+    def intents(self, trigger: Trigger, request: Any, rt: Runtime[Any],
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         """Match the trigger to policies and say what each asks for."""
 
-    def allowed_targets(self, rt: Runtime) -> set[str]: ...
+    def allowed_targets(self, rt: Runtime[Any]) -> set[str]: ...
 
-    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings: ...
+    def guard_settings(self, intent: Intent, rt: Runtime[Any]) -> GuardSettings: ...
 
-    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+    def plan(self, intent: Intent, rt: Runtime[Any]) -> Action | Skip:
         """Read the target's current state (under the lock) and plan within bounds."""
 
-    def execute(self, action: Action, rt: Runtime) -> None: ...
+    def execute(self, action: Action, rt: Runtime[Any]) -> None: ...
 
-    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+    def verify(self, action: Action, rt: Runtime[Any]) -> dict[str, Any]:
         """Re-read what was changed; the result is recorded as `after`."""
 
-    def after_executed(self, action: Action, rt: Runtime) -> None:
+    def after_executed(self, action: Action, rt: Runtime[Any]) -> None:
         """Bookkeeping after a successful change (e.g. remember a pre-warm window)."""
 
 
@@ -78,7 +82,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
-        rt = current_runtime()
+        rt = current_runtime(self.reaction.config_model)
         request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
         now = rt.clock.now()
         metrics.add_metric(name="Triggers", unit="Count", value=1)
@@ -108,7 +112,7 @@ class Pipeline:
         return result
 
     # ------------------------------------------------------------------ idempotent section
-    def _idempotent(self, rt: Runtime, trigger: Trigger, request: Any, invocation: str,
+    def _idempotent(self, rt: Runtime[Any], trigger: Trigger, request: Any, invocation: str,
                     context: Any) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 
@@ -130,7 +134,7 @@ class Pipeline:
         except _FailedRun as failed:
             return failed.result
 
-    def _run(self, rt: Runtime, trigger: Trigger, request: Any, invocation: str) -> dict[str, Any]:
+    def _run(self, rt: Runtime[Any], trigger: Trigger, request: Any, invocation: str) -> dict[str, Any]:
         previous: AlarmMemory | None = None
         decisions: list[Decision] = []
         if trigger.alarm is not None:
@@ -184,7 +188,7 @@ class Pipeline:
         }
 
     # ------------------------------------------------------------------ guardrails around one intent
-    def _guarded(self, rt: Runtime, intent: Intent) -> Decision:
+    def _guarded(self, rt: Runtime[Any], intent: Intent) -> Decision:
         key = intent.target_key
         base: dict[str, Any] = {"policy": intent.policy, "target_key": key, "operation": intent.operation}
         if key not in self.reaction.allowed_targets(rt):
@@ -249,7 +253,7 @@ class Pipeline:
             rt.store.release_lock(key, owner)
 
     # ------------------------------------------------------------------ audit + rejection
-    def _record(self, rt: Runtime, decision: Decision, trigger: Trigger | None, *, dry_run: bool,
+    def _record(self, rt: Runtime[Any], decision: Decision, trigger: Trigger | None, *, dry_run: bool,
                 raw: dict[str, Any] | None = None) -> None:
         now = rt.clock.now()
         correlation = trigger.event_id if trigger else "invalid"
@@ -259,7 +263,7 @@ class Pipeline:
         decision.audit_id = record["id"]
         logger.info("decision", extra={"audit": record})
 
-    def _reject(self, rt: Runtime, event: Any, err: TriggerError, request_id: str) -> dict[str, Any]:
+    def _reject(self, rt: Runtime[Any], event: Any, err: TriggerError, request_id: str) -> dict[str, Any]:
         from reflex_core.triggers import raw_reference
 
         is_console = isinstance(event, dict) and "command" in event

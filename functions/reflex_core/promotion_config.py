@@ -18,7 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reflex_core.config import AlarmMatch, EventMatch, StrictModel
+from reflex_core.config_base import AlarmMatch, EventMatch, StrictModel
+from reflex_core.scaling_config import ScalingStageConfig
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, Colour] = ("blue", "green")
@@ -271,3 +272,41 @@ class PromotionPair(StrictModel):
             weights = list(range(s.step_percent, 100, s.step_percent))
             return [(w, s.interval_s) for w in weights] + [(100, self.bake_s)]
         return [(100, self.bake_s)]
+
+
+class PromotionStageConfig(ScalingStageConfig):
+    """What the promoter validates at run time: the common part, `promotions`, and `scaling` (scale-in freezes
+    name scaling policies)."""
+
+    promotions: list[PromotionPair] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_promotions(self) -> PromotionStageConfig:
+        names = [p.name for p in self.promotions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"promotion names must be unique; repeated: {', '.join(dupes)}")
+        keys = [p.target.key for p in self.promotions]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each listener, rule or record may have one promotion pair; repeated: {', '.join(dupes)}")
+        known = {p.name for p in self.scaling}
+        for i, pair in enumerate(self.promotions):
+            for field, match in (("green_ready", pair.green_ready), ("completed_event", pair.completed)):
+                if match.source.startswith(self.own_source):
+                    raise ValueError(f"promotions.{i}.{field}.source: {match.source!r} is a source of Reflex's own "
+                                     "events; other reactions refuse to consume it")
+            for colour in COLOURS:
+                for name in pair.freeze_scale_in.policies(colour):
+                    if name not in known:
+                        raise ValueError(f"promotions.{i}.freeze_scale_in.{colour}: no scaling policy {name!r} "
+                                         f"(configured: {', '.join(sorted(known)) or 'none'})")
+            if self.account or self.region:
+                for arn in pair.target.arns:
+                    account, region = arn.split(":")[4], arn.split(":")[3]
+                    if (self.account and account != self.account) or (self.region and region != self.region):
+                        raise ValueError(f"promotions.{i}.target: {arn} is not in this stage's account/region")
+        return self
+
+    def promotion(self, name: str) -> PromotionPair | None:
+        return next((p for p in self.promotions if p.name == name), None)

@@ -1,7 +1,8 @@
 """Everything a reaction needs at run time, built once per process and injectable.
 
-In Lambda, `current_runtime()` builds it from the environment at first use (config file
-validated with the same models as at synth time). Tests and the simulator call
+In Lambda, `current_runtime(model)` builds it from the environment at first use: the config file is
+validated with `model`, the reaction's view of the stage config (the common part and its own sections,
+with the same models as at synth time; config_base.py explains). Tests and the simulator call
 `install_runtime(build_runtime(...))` with moto-backed clients and a virtual clock.
 """
 
@@ -9,21 +10,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from reflex_core.audit import AuditTrail
 from reflex_core.aws_clients import AwsClients
 from reflex_core.clock import Clock, SystemClock
-from reflex_core.config import ReflexConfig, load_config_file
+from reflex_core.config_base import StageConfigT, load_stage_config
 from reflex_core.guardrails import KillSwitch
 from reflex_core.settings import RuntimeSettings
 from reflex_core.state_store import StateStore
 
 
 @dataclass
-class Runtime:
+class Runtime(Generic[StageConfigT]):
     settings: RuntimeSettings
-    config: ReflexConfig
+    config: StageConfigT
     clients: AwsClients
     clock: Clock
     store: StateStore
@@ -32,11 +33,16 @@ class Runtime:
     idempotency_store: Any
 
 
-def build_runtime(settings: RuntimeSettings, config: ReflexConfig | None = None,
-                  clients: AwsClients | None = None, clock: Clock | None = None) -> Runtime:
+def build_runtime(settings: RuntimeSettings, config: StageConfigT | None = None,
+                  clients: AwsClients | None = None, clock: Clock | None = None, *,
+                  config_model: type[StageConfigT] | None = None) -> Runtime[StageConfigT]:
+    """`config` as given (tests, simulator), or the function's config file validated with `config_model`."""
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-    config = config or load_config_file(settings.config_path())
+    if config is None:
+        if config_model is None:
+            raise ValueError("build_runtime needs a config or the config model to load one with")
+        config = load_stage_config(settings.config_path(), config_model)
     clients = clients or AwsClients()
     clock = clock or SystemClock()
     guard = config.guardrails
@@ -56,19 +62,27 @@ def build_runtime(settings: RuntimeSettings, config: ReflexConfig | None = None,
     )
 
 
-_runtime: Runtime | None = None
+_runtime: Runtime[Any] | None = None
 _runtime_lock = threading.Lock()
 
 
-def install_runtime(runtime: Runtime | None) -> None:
+def install_runtime(runtime: Runtime[Any] | None) -> None:
     global _runtime
     with _runtime_lock:
         _runtime = runtime
 
 
-def current_runtime() -> Runtime:
+def current_runtime(config_model: type[StageConfigT]) -> Runtime[StageConfigT]:
+    """The process's runtime, built at first use with the config validated by `config_model`.
+
+    One process runs one function, so one model is asked for; an installed runtime (tests, simulator) must
+    carry a config of that model (the whole `ReflexConfig` is every function's model).
+    """
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = build_runtime(RuntimeSettings.from_env())
+            _runtime = build_runtime(RuntimeSettings.from_env(), config_model=config_model)
+        if not isinstance(_runtime.config, config_model):
+            raise TypeError(f"the installed runtime's config is a {type(_runtime.config).__name__}, "
+                            f"not a {config_model.__name__}")
         return _runtime

@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reflex_core.clock import iso
-from reflex_core.config import format_validation_error
+from reflex_core.config_base import format_validation_error
 
 AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
 ALARM_DETAIL_TYPE = "CloudWatch Alarm State Change"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from reflex_core.aws_clients import AwsClients
-from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget, ScalingPolicy
+from reflex_core.scaling_config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget, ScalingPolicy
 
 
 class TargetNotFound(LookupError):

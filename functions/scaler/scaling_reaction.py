@@ -17,13 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.alarm_tags import AlarmTagReader
-from reflex_core.config import ScalingPolicy
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
+from reflex_core.scaling_config import ScalingPolicy, ScalingStageConfig
 from reflex_core.state_store import AlarmMemory, PrewarmWindow
 from reflex_core.triggers import Trigger, TriggerError
 from scaler.capacity_targets import capacity_target
 from scaler.step_sizing import scale_in_target, scale_out_target
+
+# The runtime this reaction runs with: its config is the reaction's view of the stage config.
+ReactionRuntime = Runtime[ScalingStageConfig]
 
 # --------------------------------------------------------------------------- console / event commands
 
@@ -96,12 +99,13 @@ def _validate_command(data: Any, prefix: str, require_operator: bool) -> Any:
 
 class ScalingReaction:
     name = "scaler"
+    config_model = ScalingStageConfig
 
     def __init__(self) -> None:
         self._alarm_tags = AlarmTagReader()
 
     # ------------------------------------------------------------------ validation
-    def validate(self, trigger: Trigger, rt: Runtime) -> Any:
+    def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
         if trigger.kind == "console":
             cmd = _validate_command(trigger.payload, "", require_operator=True)
             self._known_policy(cmd, rt, "policy")
@@ -127,7 +131,7 @@ class ScalingReaction:
         return None
 
     @staticmethod
-    def _known_policy(cmd: Any, rt: Runtime, field: str) -> None:
+    def _known_policy(cmd: Any, rt: ReactionRuntime, field: str) -> None:
         if cmd.policy == "*" and isinstance(cmd, EvaluateCommand):
             return
         policy = rt.config.scaling_policy(cmd.policy)
@@ -139,7 +143,7 @@ class ScalingReaction:
                                 f"{policy.name!r} has no pre-warm {cmd.prewarm!r}"])
 
     # ------------------------------------------------------------------ matching
-    def _alarm_matches(self, trigger: Trigger, rt: Runtime) -> list[ScalingPolicy]:
+    def _alarm_matches(self, trigger: Trigger, rt: ReactionRuntime) -> list[ScalingPolicy]:
         alarm = trigger.alarm
         assert alarm is not None
         matched = []
@@ -154,17 +158,17 @@ class ScalingReaction:
                 matched.append(policy)
         return matched
 
-    def _event_policies(self, trigger: Trigger, rt: Runtime) -> list[ScalingPolicy]:
+    def _event_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[ScalingPolicy]:
         ev = trigger.event
         assert ev is not None
         return [p for p in rt.config.scaling
                 if any(m.source == ev.source and m.detail_type == ev.detail_type for m in p.on_events)]
 
-    def alarm_policies(self, trigger: Trigger, rt: Runtime) -> list[str]:
+    def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
         return [p.name for p in self._alarm_matches(trigger, rt)]
 
     # ------------------------------------------------------------------ intents
-    def intents(self, trigger: Trigger, request: Any, rt: Runtime,
+    def intents(self, trigger: Trigger, request: Any, rt: ReactionRuntime,
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         if trigger.kind == "alarm":
             return self._alarm_intents(trigger, rt)
@@ -179,7 +183,7 @@ class ScalingReaction:
             return []
         return self._command_intents(request, rt)
 
-    def _alarm_intents(self, trigger: Trigger, rt: Runtime) -> list[Intent | Skip]:
+    def _alarm_intents(self, trigger: Trigger, rt: ReactionRuntime) -> list[Intent | Skip]:
         alarm = trigger.alarm
         assert alarm is not None
         out: list[Intent | Skip] = []
@@ -199,7 +203,7 @@ class ScalingReaction:
                                                   f"breach {_fmt(alarm.breach)})"))
         return out
 
-    def _command_intents(self, cmd: Any, rt: Runtime) -> list[Intent | Skip]:
+    def _command_intents(self, cmd: Any, rt: ReactionRuntime) -> list[Intent | Skip]:
         if isinstance(cmd, EvaluateCommand):
             policies = [p for p in rt.config.scaling if cmd.policy in ("*", p.name)]
             return [i for p in policies for i in self._evaluate(p, rt, quiet=False)]
@@ -230,7 +234,7 @@ class ScalingReaction:
         return Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
                       operation="scale_in", direction="in", params={"step": policy.scale_in.step}, reason=reason)
 
-    def _prewarm_intent(self, policy: ScalingPolicy, name: str, start: datetime, rt: Runtime) -> Intent | Skip:
+    def _prewarm_intent(self, policy: ScalingPolicy, name: str, start: datetime, rt: ReactionRuntime) -> Intent | Skip:
         pw = next(p for p in policy.prewarm if p.name == name)
         until = start + timedelta(minutes=pw.for_minutes)
         if until <= rt.clock.now():
@@ -242,7 +246,7 @@ class ScalingReaction:
                       params={"prewarm": pw.name, "floor": min(pw.min, policy.bounds.max), "until": until.timestamp()},
                       reason=f"pre-warm {pw.name}: floor {pw.min} until {until.isoformat()}")
 
-    def _evaluate(self, policy: ScalingPolicy, rt: Runtime, quiet: bool = True) -> list[Intent | Skip]:
+    def _evaluate(self, policy: ScalingPolicy, rt: ReactionRuntime, quiet: bool = True) -> list[Intent | Skip]:
         now = rt.clock.now()
         key = policy.target.key
         out: list[Intent | Skip] = []
@@ -283,10 +287,10 @@ class ScalingReaction:
         return out
 
     # ------------------------------------------------------------------ guard settings
-    def allowed_targets(self, rt: Runtime) -> set[str]:
+    def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
         return {p.target.key for p in rt.config.scaling}
 
-    def guard_settings(self, intent: Intent, rt: Runtime) -> GuardSettings:
+    def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         policy = self._policy(intent, rt)
         return GuardSettings(
             out_cooldown_s=policy.scale_out.cooldown_s if policy.scale_out else 0,
@@ -297,14 +301,14 @@ class ScalingReaction:
         )
 
     @staticmethod
-    def _policy(intent: Intent, rt: Runtime) -> ScalingPolicy:
+    def _policy(intent: Intent, rt: ReactionRuntime) -> ScalingPolicy:
         policy = rt.config.scaling_policy(intent.policy)
         if policy is None or policy.target.key != intent.target_key:
             raise LookupError(f"policy {intent.policy} does not own {intent.target_key}")
         return policy
 
     # ------------------------------------------------------------------ plan / execute / verify
-    def plan(self, intent: Intent, rt: Runtime) -> Action | Skip:
+    def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
         policy = self._policy(intent, rt)
         target = capacity_target(rt.clients, policy)
         cap = target.read()
@@ -365,7 +369,7 @@ class ScalingReaction:
                       operation=intent.operation, direction=intent.direction, params=intent.params,
                       before=before, intended=intended, reason=intent.reason)
 
-    def execute(self, action: Action, rt: Runtime) -> None:
+    def execute(self, action: Action, rt: ReactionRuntime) -> None:
         policy = self._policy_for_action(action, rt)
         target = capacity_target(rt.clients, policy)
         floor = action.intended.get("floor")
@@ -379,7 +383,7 @@ class ScalingReaction:
         if desired is not None and desired != action.before.get("desired"):
             target.set_desired(desired)
 
-    def after_executed(self, action: Action, rt: Runtime) -> None:
+    def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
         if action.operation == "prewarm_start":
             existing = rt.store.prewarm(action.target_key)
             original = existing.original_min if existing else action.before.get("floor")
@@ -389,10 +393,10 @@ class ScalingReaction:
         elif action.operation == "prewarm_end":
             rt.store.clear_prewarm(action.target_key)
 
-    def verify(self, action: Action, rt: Runtime) -> dict[str, Any]:
+    def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         return capacity_target(rt.clients, self._policy_for_action(action, rt)).read().as_dict()
 
-    def _policy_for_action(self, action: Action, rt: Runtime) -> ScalingPolicy:
+    def _policy_for_action(self, action: Action, rt: ReactionRuntime) -> ScalingPolicy:
         policy = rt.config.scaling_policy(action.policy)
         if policy is None or policy.target.key != action.target_key:
             raise LookupError(f"policy {action.policy} does not own {action.target_key}")
@@ -400,7 +404,7 @@ class ScalingReaction:
 
 
 def _one_step() -> list[Any]:
-    from reflex_core.config import StepAdjustment
+    from reflex_core.scaling_config import StepAdjustment
 
     return [StepAdjustment(breach_from=0.0, add_percent=25)]
 

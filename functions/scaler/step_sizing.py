@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from reflex_core.config import Bounds, StepAdjustment
+from reflex_core.scaling_config import Bounds, StepAdjustment
 
 
 def step_percent(steps: list[StepAdjustment], breach: float | None) -> float:

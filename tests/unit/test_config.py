@@ -115,3 +115,70 @@ def test_alarm_matching_by_name_prefix_and_tags():
 def test_exported_schema_matches_the_model():
     exported = json.loads((ROOT / "docs" / "config.schema.json").read_text())
     assert exported == json_schema(), "docs/config.schema.json is stale: run `make schema`"
+
+
+# --------------------------------------------------------------------------- each function's view
+
+
+def _sections_of(model):
+    from reflex_core.config_base import StageConfig
+
+    return set(model.model_fields) - set(StageConfig.model_fields)
+
+
+def test_sections_list_is_every_reaction_section_of_the_whole_config():
+    from reflex_core.config import ReflexConfig
+    from reflex_core.config_base import SECTIONS
+
+    assert set(SECTIONS) == _sections_of(ReflexConfig)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_each_function_validates_only_its_sections_and_reads_the_same_values(stage, tmp_path):
+    """The JSON a function ships with, loaded with each reaction's model: same values as the whole config."""
+    from reflex_core.config_base import load_stage_config
+    from reflex_core.invalidation_config import InvalidationStageConfig
+    from reflex_core.promotion_config import PromotionStageConfig
+    from reflex_core.scaling_config import ScalingStageConfig
+
+    whole = load_config_file(ROOT / "config" / f"{stage}.yaml")
+    shipped = tmp_path / "reflex_config.json"
+    shipped.write_text(whole.model_dump_json())
+    for model, sections in ((ScalingStageConfig, {"scaling"}), (PromotionStageConfig, {"scaling", "promotions"}),
+                            (InvalidationStageConfig, {"invalidation"})):
+        view = load_stage_config(shipped, model)
+        assert type(view) is model and _sections_of(model) == sections
+        assert view.model_dump() == whole.model_dump(include=set(model.model_fields))
+
+
+def test_a_function_still_rejects_bad_values_in_its_own_section_and_unknown_keys(tmp_path):
+    from reflex_core.config_base import load_stage_config
+    from reflex_core.scaling_config import ScalingStageConfig
+
+    data = json.loads(load_config_file(ROOT / "config" / "dev.yaml").model_dump_json())
+    data["scaling"][0]["bounds"]["min"] = -1
+    data["invalidation"] = {"caches": "not even a list"}  # another reaction's section: not the scaler's to judge
+    path = tmp_path / "reflex_config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"scaling\.0\.bounds\.min"):
+        load_stage_config(path, ScalingStageConfig)
+    data["scaling"][0]["bounds"]["min"] = 1
+    data["typo_section"] = {}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="typo_section"):
+        load_stage_config(path, ScalingStageConfig)
+
+
+def test_promotion_view_keeps_the_cross_check_against_scaling_policies(tmp_path):
+    from reflex_core.config_base import load_stage_config
+    from reflex_core.promotion_config import PromotionStageConfig
+
+    data = json.loads(load_config_file(ROOT / "config" / "dev.yaml").model_dump_json())
+    pairs = [p for p in data["promotions"] if p["freeze_scale_in"].get("blue") or p["freeze_scale_in"].get("green")]
+    if not pairs:
+        pytest.skip("dev.yaml has no scale-in freeze to break")
+    data["scaling"] = []
+    path = tmp_path / "reflex_config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="freeze_scale_in"):
+        load_stage_config(path, PromotionStageConfig)
