@@ -4,6 +4,9 @@
   (the AWS APIs Reflex calls, through the subnets' NAT gateway or VPC endpoints); nothing comes in.
 * For existing caches, an ingress rule is added to the configured cache security group: from the functions'
   group, on each configured Redis port. Caches the stack creates get their own group (invalidation_managed_cache).
+* For subnets without a NAT gateway, the VPC endpoints the config lists (`vpc.endpoints`): interface endpoints
+  with private DNS in the configured subnets, behind a group that admits HTTPS from the functions' group only;
+  DynamoDB as a gateway endpoint on the configured route tables (free, and the only kind with private DNS).
 """
 
 from __future__ import annotations
@@ -16,6 +19,16 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from reflex_core.invalidation_config import InvalidationVpc
+
+# Interface endpoints, by the names `vpc.endpoints` uses (DynamoDB is a gateway endpoint, below).
+INTERFACE_SERVICES: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+    "sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
+    "ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "sns": ec2.InterfaceVpcEndpointAwsService.SNS,
+    "events": ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
+    "secretsmanager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,  # alarm tags (ListTagsForResource)
+}
 
 
 @dataclass(frozen=True)
@@ -44,12 +57,31 @@ class InvalidationNetwork(Construct):
             description=f"Reflex {props.stage} invalidation functions: Redis and AWS APIs out, nothing in")
         self.functions_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
                                              "AWS APIs (SQS, DynamoDB, SSM, SNS, EventBridge, Secrets Manager)")
+        self._endpoints(cfg)
         self.cache_group: ec2.ISecurityGroup | None = None
         if cfg.cache_security_group_id and props.existing_cache_ports:
             self.cache_group = ec2.SecurityGroup.from_security_group_id(
                 self, "CacheSecurityGroup", cfg.cache_security_group_id, mutable=False)
             for port in sorted(set(props.existing_cache_ports)):
                 self.allow_redis(self.cache_group, port, label="Existing")
+
+    def _endpoints(self, cfg: InvalidationVpc) -> None:
+        interface = [name for name in cfg.endpoints if name in INTERFACE_SERVICES]
+        if interface:
+            group = ec2.SecurityGroup(
+                self, "EndpointsSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
+                description="Reflex VPC endpoints: HTTPS in from the Reflex invalidation functions only")
+            group.add_ingress_rule(ec2.Peer.security_group_id(self.functions_group.security_group_id),
+                                   ec2.Port.tcp(443), "HTTPS from the Reflex invalidation functions")
+            for name in interface:
+                ec2.InterfaceVpcEndpoint(
+                    self, f"Endpoint-{name}", vpc=self.vpc, service=INTERFACE_SERVICES[name], subnets=self.subnets,
+                    security_groups=[group], private_dns_enabled=True, open=False)
+        if "dynamodb" in cfg.endpoints:
+            ec2.CfnVPCEndpoint(
+                self, "Endpoint-dynamodb", vpc_id=cfg.vpc_id, vpc_endpoint_type="Gateway",
+                service_name=f"com.amazonaws.{Stack.of(self).region}.dynamodb",
+                route_table_ids=list(cfg.route_table_ids))
 
     def allow_redis(self, cache_group: ec2.ISecurityGroup, port: int, *, label: str) -> None:
         """Functions -> cache on `port`, both directions of the rule (egress here, ingress on the cache's group)."""

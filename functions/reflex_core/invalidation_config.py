@@ -21,6 +21,7 @@ consistency (a managed distribution needs its `create:` block, a created cache n
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import quote
 
@@ -433,12 +434,17 @@ class InvalidationVpc(StrictModel):
                                           description="of the subnets, in the same order (optional)")
     cache_security_group_id: str | None = Field(default=None, pattern=r"^sg-[0-9a-f]{8,17}$",
                                                 description="the existing caches' group: Reflex adds an ingress")
+    endpoints: list[Literal["sqs", "ssm", "sns", "events", "secretsmanager", "monitoring", "dynamodb"]] = Field(
+        default_factory=list,
+        description="VPC endpoints the stack creates for subnets without a NAT gateway (interface endpoints with "
+                    "private DNS, reachable only from the functions' group; DynamoDB as a gateway endpoint). Leave "
+                    "out services the VPC already has an endpoint for: a second one with private DNS fails.")
+    route_table_ids: list[str] = Field(default_factory=list, max_length=16,
+                                       description="the subnets' route tables, for the DynamoDB gateway endpoint")
 
     @field_validator("subnet_ids")
     @classmethod
     def _subnets(cls, v: list[str]) -> list[str]:
-        import re
-
         for i, s in enumerate(v):
             if not re.match(r"^subnet-[0-9a-f]{8,17}$", s):
                 raise ValueError(f"subnet_ids[{i}]: {s!r} is not a subnet id")
@@ -448,6 +454,17 @@ class InvalidationVpc(StrictModel):
     def _zones(self) -> InvalidationVpc:
         if self.availability_zones and len(self.availability_zones) != len(self.subnet_ids):
             raise ValueError("availability_zones, when given, has one zone per subnet")
+        dupes = sorted({e for e in self.endpoints if self.endpoints.count(e) > 1})
+        if dupes:
+            raise ValueError(f"endpoints: each service once; repeated: {', '.join(dupes)}")
+        if "dynamodb" in self.endpoints and not self.route_table_ids:
+            raise ValueError("route_table_ids: the DynamoDB gateway endpoint is attached to the subnets' route "
+                             "tables; give them (or leave dynamodb out of endpoints)")
+        if self.route_table_ids and "dynamodb" not in self.endpoints:
+            raise ValueError("route_table_ids: only used by the DynamoDB gateway endpoint; add dynamodb to endpoints")
+        for i, table in enumerate(self.route_table_ids):
+            if not re.match(r"^rtb-[0-9a-f]{8,17}$", table):
+                raise ValueError(f"route_table_ids.{i}: {table!r} is not a route table id")
         return self
 
 

@@ -202,6 +202,8 @@ invalidation:
   vpc:
     vpc_id: vpc-0123456789abcdef0
     subnet_ids: [subnet-0123456789abcdef1, subnet-0123456789abcdef2]
+    endpoints: [sqs, ssm, sns, events, secretsmanager, monitoring, dynamodb]
+    route_table_ids: [rtb-0123456789abcdef1]
   caches:
     - name: catalog
       create: {engine: valkey, engine_version: "8.0", node_type: cache.r7g.large, shards: 3, replicas_per_shard: 1}
@@ -279,6 +281,31 @@ def test_the_created_distribution_caches_assets_wasm_and_html_and_reads_cache_ta
     (cloudfront,) = [s for s in iam_statements(managed) if "cloudfront:CreateInvalidation" in as_list(s["Action"])]
     assert render(cloudfront["Resource"], managed.json["Resources"]) == (
         f"arn:aws:cloudfront::{ACCOUNT}:distribution/<{dist_id}>")
+
+
+def test_vpc_endpoints_the_stage_asks_for_admit_only_the_functions(managed: Synthesized) -> None:
+    endpoints = managed.resources("AWS::EC2::VPCEndpoint")
+    interface = {render(r["Properties"]["ServiceName"], managed.json["Resources"]): r["Properties"]
+                 for r in endpoints.values() if r["Properties"].get("VpcEndpointType") == "Interface"}
+    services = ("sqs", "ssm", "sns", "events", "secretsmanager", "monitoring")
+    assert set(interface) == {f"com.amazonaws.{REGION}.{s}" for s in services}
+    subnets = ["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
+    assert all(p["PrivateDnsEnabled"] is True and p["SubnetIds"] == subnets for p in interface.values())
+    (group_ref,) = {json.dumps(g) for p in interface.values() for g in p["SecurityGroupIds"]}
+    group_id = json.loads(group_ref)["Fn::GetAtt"][0]
+    group = managed.json["Resources"][group_id]["Properties"]
+    (ingress,) = group["SecurityGroupIngress"]
+    functions_group = [k for k in managed.resources("AWS::EC2::SecurityGroup") if "FunctionsSecurityGroup" in k]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)
+    assert ingress["SourceSecurityGroupId"] == {"Fn::GetAtt": [functions_group[0], "GroupId"]}
+    assert "CidrIp" not in ingress
+    (gateway,) = [r["Properties"] for r in endpoints.values() if r["Properties"].get("VpcEndpointType") == "Gateway"]
+    assert gateway["ServiceName"] == f"com.amazonaws.{REGION}.dynamodb"
+    assert gateway["RouteTableIds"] == ["rtb-0123456789abcdef1"]
+
+
+def test_the_dev_stage_creates_no_vpc_endpoint(dev: Synthesized) -> None:
+    assert dev.resources("AWS::EC2::VPCEndpoint") == {}
 
 
 def test_nag_acknowledgments_of_the_created_resources_have_reasons(managed: Synthesized) -> None:

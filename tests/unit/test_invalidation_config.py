@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,3 +171,18 @@ def test_the_queue_trigger_keys_on_its_messages() -> None:
     assert one.idempotency_key == same.idempotency_key != again.idempotency_key
     with pytest.raises(TriggerError, match=r"reflex_queue\.message_ids"):
         _trigger({"reflex_queue": {"queue": "q", "kind": "k", "message_ids": []}})
+
+
+@pytest.mark.parametrize(("vpc", "message"), [
+    ({"endpoints": ["dynamodb"]}, "route_table_ids: the DynamoDB gateway endpoint"),
+    ({"endpoints": ["sqs"], "route_table_ids": ["rtb-0123456789abcdef1"]}, "route_table_ids: only used by"),
+    ({"endpoints": ["sqs", "sqs"]}, "endpoints: each service once; repeated: sqs"),
+    ({"endpoints": ["dynamodb"], "route_table_ids": ["main"]}, "route_table_ids.0: 'main' is not a route table id"),
+    ({"endpoints": ["s3"]}, "invalidation.vpc.endpoints.0: Input should be"),
+])
+def test_vpc_endpoint_settings_are_checked(vpc, message):
+    data = {"stage": "dev", "notify": {"topic_name": "reflex-dev"},
+            "invalidation": {"vpc": {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-0123456789abcdef1"],
+                                     **vpc}}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(data, "dev.yaml")
