@@ -23,8 +23,8 @@ What the child processes see (the choices are explained in docs/benchmarks.md):
 * `--bytecode cached` (default): PYTHONDONTWRITEBYTECODE is unset and every child uses one
   PYTHONPYCACHEPREFIX outside the checkout, warmed by the discarded warm-up round, so both sides load
   cached bytecode (checked: the cache must not grow during the measured rounds).
-  `--bytecode as-deployed`: like the Lambda bundle as built today (pip --no-compile, *.pyc excluded,
-  read-only /var/task): functions/ and the bundled packages are compiled from source in every process;
+  `--bytecode as-deployed`: like a Lambda bundle built where no Python 3.14 was found to compile it (sources
+  only, read-only /var/task): functions/ and the bundled packages are compiled from source in every process;
   the runtime-provided SDK (boto3, botocore, s3transfer and what only they need) and the stdlib stay cached.
 
 `--breakdown [FUNCTION]` runs `-X importtime` instead and lists the top modules by cumulative import
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", choices=["lambda", "venv"], default="lambda",
                         help="packages visible to the children (default: what a deployed function has)")
     parser.add_argument("--bytecode", choices=["cached", "as-deployed"], default="cached",
-                        help="cached for both sides (default), or as the Lambda bundle ships today")
+                        help="cached for both sides (default), or as a bundle built without Python 3.14 ships")
     parser.add_argument("--trace-disabled", action="store_true",
                         help="set POWERTOOLS_TRACE_DISABLED=true (not what Lambda does; to see the Tracer's cost)")
     parser.add_argument("--region", default="eu-west-1")

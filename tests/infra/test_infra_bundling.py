@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,17 @@ def test_bundle_has_the_sources_and_the_validated_config(bundle: Path) -> None:
     assert (bundle / "scaler" / "handler.py").is_file()
     assert (bundle / "reflex_core" / "pipeline.py").is_file()
     assert load_config_file(bundle / "reflex_config.json") == load_config_file(ROOT / "config" / "dev.yaml")
-    assert not list(bundle.rglob("*.pyc"))
+
+
+def test_bytecode_is_for_the_target_python_or_absent(bundle: Path) -> None:
+    from reflex_constructs.functions_asset import bytecode_python
+
+    pycs = list(bundle.rglob("*.pyc"))
+    if bytecode_python() is None:  # this machine has no Python 3.14: sources only
+        assert pycs == []
+    else:
+        assert pycs and all(".cpython-314." in p.name for p in pycs)
+        assert (bundle / "scaler" / "__pycache__" / "handler.cpython-314.pyc").is_file()
 
 
 def test_native_wheels_are_for_cpython_314_on_aarch64(bundle: Path) -> None:
@@ -40,3 +54,56 @@ def test_native_wheels_are_for_cpython_314_on_aarch64(bundle: Path) -> None:
 def test_runtime_provided_sdk_is_not_bundled(bundle: Path) -> None:
     for name in ("boto3", "botocore", "s3transfer", "urllib3", "dateutil"):
         assert not (bundle / name).exists(), name
+
+
+# ------------------------------------------------------------------ bytecode compiled for the target Python
+
+_THIS = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_an_explicit_compiler_of_another_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflex_constructs.functions_asset import BytecodeCompilerError, bytecode_python
+
+    monkeypatch.setenv("REFLEX_BYTECODE_PYTHON", sys.executable)
+    assert bytecode_python(_THIS) == (sys.executable, platform.python_version())
+    with pytest.raises(BytecodeCompilerError, match=r"is not a Python 3\.99"):
+        bytecode_python("3.99")
+
+
+def test_without_a_compiler_of_the_target_version_there_is_none(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    from reflex_constructs.functions_asset import bytecode_python
+
+    monkeypatch.delenv("REFLEX_BYTECODE_PYTHON", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bytecode_python("3.14") is None
+
+
+def test_compiled_modules_are_used_without_checking_the_source(tmp_path: Path) -> None:
+    """unchecked-hash bytecode: valid whatever the mtimes in the zip, and the runtime never recompiles."""
+    from reflex_constructs.functions_asset import compile_bytecode
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("ANSWER = 'compiled'\n")
+    assert compile_bytecode(tmp_path, sys.executable) == 2
+    pyc = pkg / "__pycache__" / f"mod.{sys.implementation.cache_tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, source never checked
+    (pkg / "mod.py").write_text("ANSWER = 'source'\n")  # what the runtime would compile, were it to
+    out = subprocess.run([sys.executable, "-c", "import pkg.mod; print(pkg.mod.ANSWER)"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPYCACHEPREFIX": ""})
+    assert out.stdout.strip() == "compiled"
+
+
+def test_the_asset_hash_says_whether_and_by_which_python_it_was_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflex_constructs import functions_asset
+    from reflex_constructs.functions_asset import FunctionsAssetProps, asset_hash
+
+    props = FunctionsAssetProps(source_dir=ROOT / "functions", requirements_file=ROOT / "requirements.txt",
+                                config=load_config_file(ROOT / "config" / "dev.yaml"))
+    hashes = set()
+    for compiler in (None, ("/usr/bin/python3.14", "3.14.0"), ("/usr/bin/python3.14", "3.14.1")):
+        monkeypatch.setattr(functions_asset, "bytecode_python", lambda c=compiler: c)
+        hashes.add(asset_hash(props))
+    assert len(hashes) == 3
