@@ -12,12 +12,29 @@ never imports, builds or validates the models of another reaction's section (doc
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+
+
+def repeated(values: Sequence[str]) -> list[str]:
+    """The values that occur more than once, sorted (for "names must be unique" errors)."""
+    return sorted({v for v in values if values.count(v) > 1})
+
+
+def six_field_cron(value: str) -> str:
+    """An EventBridge Scheduler cron body has six fields (minutes hours day-of-month month day-of-week year)."""
+    if len(value.split()) != 6:
+        raise ValueError("cron needs 6 fields: minutes hours day-of-month month day-of-week year")
+    return value
+
+
+# A cron body as schedules take it; each field that uses it gives its own description.
+Cron = Annotated[str, AfterValidator(six_field_cron)]
 
 
 class StrictModel(BaseModel):

@@ -36,7 +36,7 @@ from invalidator.cdn_path_planner import (
 )
 from invalidator.redis_connection import RedisConnectionSettings
 from invalidator.redis_invalidation import InvalidationInputError, validate_pattern
-from reflex_core.config_base import AlarmMatch, EventMatch, RateLimit, StageConfig, StrictModel
+from reflex_core.config_base import AlarmMatch, Cron, EventMatch, RateLimit, StageConfig, StrictModel, repeated
 
 OWNER_NAME = r"^[a-z][a-z0-9\-]{0,31}$"
 MANAGED = "managed"
@@ -147,21 +147,14 @@ class ScheduledInvalidation(StrictModel):
     """A periodic invalidation (EventBridge Scheduler)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
-    cron: str = Field(description="EventBridge Scheduler cron body, e.g. '0 3 * * ? *'")
+    cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 3 * * ? *'")
     timezone: str = "UTC"
     invalidate: InvalidationSpec
-
-    @field_validator("cron")
-    @classmethod
-    def _six_fields(cls, v: str) -> str:
-        if len(v.split()) != 6:
-            raise ValueError("cron needs 6 fields: minutes hours day-of-month month day-of-week year")
-        return v
 
 
 def _unique_names(items: list[ScheduledInvalidation]) -> list[ScheduledInvalidation]:
     names = [s.name for s in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = repeated(names)
     if dupes:
         raise ValueError(f"schedule names must be unique; repeated: {', '.join(dupes)}")
     return items
@@ -454,7 +447,7 @@ class InvalidationVpc(StrictModel):
     def _zones(self) -> InvalidationVpc:
         if self.availability_zones and len(self.availability_zones) != len(self.subnet_ids):
             raise ValueError("availability_zones, when given, has one zone per subnet")
-        dupes = sorted({e for e in self.endpoints if self.endpoints.count(e) > 1})
+        dupes = repeated(self.endpoints)
         if dupes:
             raise ValueError(f"endpoints: each service once; repeated: {', '.join(dupes)}")
         if "dynamodb" in self.endpoints and not self.route_table_ids:
@@ -477,15 +470,15 @@ class InvalidationConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> InvalidationConfig:
         for what, names in (("cache", [c.name for c in self.caches]), ("cdn", [c.name for c in self.cdn])):
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = repeated(names)
             if dupes:
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
         ids = [c.distribution_id for c in self.cdn if c.distribution_id != MANAGED]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = repeated(ids)
         if dupes:
             raise ValueError(f"each distribution may have one cdn entry; repeated: {', '.join(dupes)}")
         buckets = [c.origin.bucket for c in self.cdn if c.origin is not None and c.origin.object_events]
-        dupes = sorted({b for b in buckets if buckets.count(b) > 1})
+        dupes = repeated(buckets)
         if dupes:
             raise ValueError(f"each origin bucket's object events may feed one cdn entry; repeated: {', '.join(dupes)}")
         for i, cache in enumerate(self.caches):

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reflex_core.config_base import AlarmMatch, EventMatch, StrictModel
+from reflex_core.config_base import AlarmMatch, EventMatch, StrictModel, repeated
 from reflex_core.scaling_config import ScalingStageConfig
 
 Colour = Literal["blue", "green"]
@@ -283,11 +283,11 @@ class PromotionStageConfig(ScalingStageConfig):
     @model_validator(mode="after")
     def _check_promotions(self) -> PromotionStageConfig:
         names = [p.name for p in self.promotions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"promotion names must be unique; repeated: {', '.join(dupes)}")
         keys = [p.target.key for p in self.promotions]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        dupes = repeated(keys)
         if dupes:
             raise ValueError(f"each listener, rule or record may have one promotion pair; repeated: {', '.join(dupes)}")
         known = {p.name for p in self.scaling}

@@ -6,7 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reflex_core.config_base import NAME_PATTERN, AlarmMatch, EventMatch, RateLimit, StageConfig, StrictModel
+from reflex_core.config_base import (
+    NAME_PATTERN,
+    AlarmMatch,
+    Cron,
+    EventMatch,
+    RateLimit,
+    StageConfig,
+    StrictModel,
+    repeated,
+)
 
 # --------------------------------------------------------------------------- targets
 
@@ -107,17 +116,10 @@ class Prewarm(StrictModel):
     """Raise the floor for a known peak: at each `cron` occurrence, for `for_minutes`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,40}$")
-    cron: str = Field(description="EventBridge Scheduler cron body, e.g. '0 8 ? * MON-FRI *'")
+    cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 8 ? * MON-FRI *'")
     timezone: str = "UTC"
     min: int = Field(ge=1)
     for_minutes: int = Field(ge=1, le=24 * 60)
-
-    @field_validator("cron")
-    @classmethod
-    def _six_fields(cls, v: str) -> str:
-        if len(v.split()) != 6:
-            raise ValueError("cron needs 6 fields: minutes hours day-of-month month day-of-week year")
-        return v
 
 
 class ScalingPolicy(StrictModel):
@@ -150,7 +152,7 @@ class ScalingStageConfig(StageConfig):
     @model_validator(mode="after")
     def _check_scaling(self) -> ScalingStageConfig:
         names = [p.name for p in self.scaling]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"scaling policy names must be unique; repeated: {', '.join(dupes)}")
         for i, policy in enumerate(self.scaling):
@@ -160,7 +162,7 @@ class ScalingStageConfig(StageConfig):
                     raise ValueError(f"scaling.{i}.on_events.{j}.source: {self.own_source!r} is the source of "
                                      "Reflex's own decision events; reacting to it would loop")
         keys = [p.target.key for p in self.scaling]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        dupes = repeated(keys)
         if dupes:
             raise ValueError(f"each target may have one scaling policy; repeated: {', '.join(dupes)}")
         return self
