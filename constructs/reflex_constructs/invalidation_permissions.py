@@ -52,7 +52,7 @@ class InvalidationPermissions(Construct):
         for role in props.redis_roles:
             for secret in props.managed_secrets:
                 secret.grant_read(role)
-        if props.invalidator_role is not None and any(rule.alarms.tags for owner in [*inv.caches, *inv.cdn]
+        if props.invalidator_role is not None and any(rule.alarms.tags for owner in inv.owners
                                                       for rule in owner.on_alarms):
             alarms = self._stack.format_arn(service="cloudwatch", resource="alarm", resource_name="*",
                                             arn_format=ArnFormat.COLON_RESOURCE_NAME)

@@ -196,7 +196,7 @@ def invalidation_alarm_matchers(inv: InvalidationConfig) -> list[AlarmMatcher]:
 
 def invalidation_custom_events(inv: InvalidationConfig) -> list[CustomEventMatcher]:
     matchers = {CustomEventMatcher(source=m.source, detail_type=m.detail_type): None
-                for owner in [*inv.caches, *inv.cdn] for m in owner.on_events}
+                for owner in inv.owners for m in owner.on_events}
     return list(matchers)
 
 

@@ -128,7 +128,7 @@ class InvalidationReaction:
         alarm = trigger.alarm
         assert alarm is not None
         out: list[tuple[CacheConfig | CdnConfig, InvalidationSpec]] = []
-        owners: list[CacheConfig | CdnConfig] = [*rt.config.invalidation.caches, *rt.config.invalidation.cdn]
+        owners = rt.config.invalidation.owners
         for owner in owners:
             for rule in owner.on_alarms:
                 tags = None

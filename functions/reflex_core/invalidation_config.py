@@ -490,6 +490,11 @@ class InvalidationConfig(StrictModel):
     def enabled(self) -> bool:
         return bool(self.caches or self.cdn)
 
+    @property
+    def owners(self) -> list[CacheConfig | CdnConfig]:
+        """Every cache and distribution: what events, alarms and schedules are configured on."""
+        return [*self.caches, *self.cdn]
+
     def cache(self, name: str) -> CacheConfig | None:
         return next((c for c in self.caches if c.name == name), None)
 
