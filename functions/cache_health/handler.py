@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cache_health.health_collector import HealthCollector
-from reflex_core.observability import logger, metrics, tracer
+from reflex_core.observability import lambda_entry
 
 COLLECTOR = HealthCollector()
 # Everything built so far lives as long as the process: keep it out of every later collection.
@@ -24,8 +24,6 @@ gc.freeze()
 gc.enable()
 
 
-@logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@lambda_entry
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return COLLECTOR.collect(event, context)

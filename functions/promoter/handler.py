@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promoter.promotion_reaction import PromotionReaction
 from promoter.step_response import workflow_response
-from reflex_core.observability import logger, metrics, tracer
+from reflex_core.observability import lambda_entry
 from reflex_core.pipeline import Pipeline
 
 PIPELINE = Pipeline(PromotionReaction())
@@ -28,8 +28,6 @@ gc.freeze()
 gc.enable()
 
 
-@logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@lambda_entry
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return workflow_response(event, PIPELINE.handle(event, context))

@@ -267,6 +267,17 @@ class PromotionReaction:
             return self._skip(intent, ctx, "stopped", f"promotion {p.id} is {p.status}: {p.reason}".rstrip(": "))
         return None
 
+    def _active_step(self, intent: Intent, ctx: _Context) -> tuple[Promotion, WorkflowState] | Skip:
+        """A shift or check runs for its own, in-flight, unpaused promotion: that promotion and the workflow state."""
+        stopped = self._own_promotion(intent, ctx)
+        if stopped:
+            return stopped
+        p = ctx.promotion
+        assert p is not None
+        if p.paused:
+            return self._skip(intent, ctx, "paused", f"paused: {p.reason}")
+        return p, WorkflowState.model_validate(intent.params["state"])
+
     # -- start (GreenReady)
     def _plan_start(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p, live = ctx.promotion, ctx.record.live
@@ -325,14 +336,10 @@ class PromotionReaction:
 
     # -- shift
     def _plan_shift(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
-        stopped = self._own_promotion(intent, ctx)
-        if stopped:
-            return stopped
-        p = ctx.promotion
-        assert p is not None
-        state = WorkflowState.model_validate(intent.params["state"])
-        if p.paused:
-            return self._skip(intent, ctx, "paused", f"paused: {p.reason}")
+        active = self._active_step(intent, ctx)
+        if isinstance(active, Skip):
+            return active
+        p, state = active
         index = state.next_step
         if index >= len(state.steps):
             return self._skip(intent, ctx, "stopped", f"step {index} does not exist")
@@ -354,14 +361,10 @@ class PromotionReaction:
 
     # -- check
     def _plan_check(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
-        stopped = self._own_promotion(intent, ctx)
-        if stopped:
-            return stopped
-        p = ctx.promotion
-        assert p is not None
-        state = WorkflowState.model_validate(intent.params["state"])
-        if p.paused:
-            return self._skip(intent, ctx, "paused", f"paused: {p.reason}")
+        active = self._active_step(intent, ctx)
+        if isinstance(active, Skip):
+            return active
+        p, state = active
         current = ctx.traffic.read()
         healthy = ctx.traffic.healthy(state.to_colour)
         guards = read_guard_alarms(rt.clients, ctx.pair.guard_alarms)

@@ -7,6 +7,8 @@ the defaults below apply to local runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -17,3 +19,15 @@ logger = Logger(service=SERVICE)
 # Only botocore is patched: patching everything X-Ray supports imports (or tries) a dozen unused libraries.
 tracer = Tracer(service=SERVICE, patch_modules=["botocore"])
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_entry(handler: Handler) -> Handler:
+    """What every Lambda entry point wears: the Lambda context and correlation id in every log line (the event
+    itself is not logged: it may carry payloads), one X-Ray subsegment for the invocation (its response is
+    not captured), and the EMF metrics flushed at the end."""
+    traced = tracer.capture_lambda_handler(capture_response=False)(metrics.log_metrics(handler))
+    wrapped: Handler = logger.inject_lambda_context(log_event=False)(traced)
+    return wrapped

@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from reflex_core.observability import logger, metrics, tracer
+from reflex_core.observability import lambda_entry
 from reflex_core.pipeline import Pipeline
 from scaler.scaling_reaction import ScalingReaction
 
@@ -22,8 +22,6 @@ gc.freeze()
 gc.enable()
 
 
-@logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@lambda_entry
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return PIPELINE.handle(event, context)
