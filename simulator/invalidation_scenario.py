@@ -45,6 +45,7 @@ from simulator.scenario import (
     CheckResult,
     DecisionView,
     ExpectationResults,
+    OneKindStep,
     ScenarioError,
     format_offset,
     parse_offset,
@@ -90,7 +91,9 @@ class InvalidationExpect(_Strict):
         return self
 
 
-class InvalidationStep(_Strict):
+class InvalidationStep(OneKindStep):
+    step_kinds = STEP_KINDS
+
     t: float
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     note: str = ""
@@ -108,17 +111,6 @@ class InvalidationStep(_Strict):
     def _offset(cls, v: Any) -> float:
         return parse_offset(v)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> InvalidationStep:
-        given = [k for k in STEP_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            found = ", ".join(given) or "none"
-            raise ValueError(f"a step needs exactly one of {', '.join(STEP_KINDS)}; found: {found}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
 
 class InvalidationScenario(_Strict):
@@ -389,7 +381,7 @@ class InvalidationScenarioRunner:
             entry.error = f"{type(err).__name__}: {str(err)[:300]}"
         entry.invalidations = [{"id": r["id"], "paths": len(r["paths"])}
                                for r in self.env.cloudfront.requests[requests_before:]]
-        entry.completed = [float(m["CdnInvalidationSeconds"][0]) for m in _emf(output, "CdnInvalidationSeconds")]
+        entry.completed = [float(m["CdnInvalidationSeconds"][0]) for m in emf_metrics(output, "CdnInvalidationSeconds")]
         entry.removed = sum(int((d.after or {}).get("removed", 0)) for d in entry.decisions
                             if d.operation in ("invalidate_keys", "invalidate_pattern", "invalidate_tag", "flush"))
         if step.expect is not None:
@@ -463,7 +455,8 @@ def _unreachable_factory(*_: Any) -> Any:
     raise redis.ConnectionError(f"no local Redis at {REDIS_HOST}:{REDIS_PORT}")
 
 
-def _emf(output: str, name: str) -> list[dict[str, Any]]:
+def emf_metrics(output: str, name: str) -> list[dict[str, Any]]:
+    """The EMF lines of a metric in captured stdout."""
     found = []
     for line in output.splitlines():
         if line.startswith("{") and f'"{name}"' in line:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,6 +105,24 @@ class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a scenario must never be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OneKindStep(_Strict):
+    """A scenario step: exactly one of the fields named in `step_kinds` is set, and that is its kind."""
+
+    step_kinds: ClassVar[tuple[str, ...]]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in self.step_kinds if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) or "none"
+            raise ValueError(f"a step needs exactly one of {', '.join(self.step_kinds)}; found: {found}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in self.step_kinds if getattr(self, k) is not None)
 
 
 AlarmState = Literal["ALARM", "OK", "INSUFFICIENT_DATA"]
@@ -210,7 +228,9 @@ STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event
               "green_ready", "promoter")
 
 
-class Step(_Strict):
+class Step(OneKindStep):
+    step_kinds = STEP_KINDS
+
     t: float
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     note: str = ""
@@ -251,17 +271,6 @@ class Step(_Strict):
             raise ValueError("a promoter command needs a `command` (promote, pause, resume, abort, rollback)")
         return v
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Step:
-        given = [k for k in STEP_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            found = ", ".join(given) or "none"
-            raise ValueError(f"a step needs exactly one of {', '.join(STEP_KINDS)}; found: {found}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
 
 class Every(_Strict):

@@ -9,13 +9,13 @@ import json
 
 import pytest
 
+from simulator.invalidation_scenario import emf_metrics
 from tests.conftest import T0
 from tests.support.invalidation import (
     audit_by_operation,
     cdn_entry,
     console,
     content_changed,
-    emf_metrics,
     invalidation_env,
     make_config,
     outcomes,

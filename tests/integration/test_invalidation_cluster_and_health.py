@@ -13,13 +13,13 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from invalidator.cache_tags import TaggedCache
+from simulator.invalidation_scenario import emf_metrics
 from tests.conftest import T0
 from tests.support.events import schedule
 from tests.support.invalidation import (
     audit_by_operation,
     cache_entry,
     content_changed,
-    emf_metrics,
     invalidation_env,
     make_config,
     outcomes,

@@ -4,7 +4,6 @@ and keys on the shared local Redis under a prefix of their own (removed afterwar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -136,13 +135,3 @@ class KeySpace:
                 self.client.unlink(*keys[i:i + 500])
 
 
-def emf_metrics(output: str, name: str) -> list[dict[str, Any]]:
-    """The EMF lines of a metric in captured stdout."""
-    found = []
-    for line in output.splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            with contextlib.suppress(json.JSONDecodeError):
-                data = json.loads(line)
-                if name in data:
-                    found.append(data)
-    return found
