@@ -8,7 +8,6 @@ action going through once the guardrail no longer applies.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from tests.conftest import T0, FakeLambdaContext
 from tests.support import events as ev
+from tests.support.queues import subscribe_notices
 
 API_KEY = "ecs-service/web/api"
 
@@ -61,24 +61,6 @@ def reinstall(world, clock, **config_changes: Any) -> None:
 
 def with_policy(world, name: str, **changes: Any) -> list[Any]:
     return [p.model_copy(update=changes) if p.name == name else p for p in world.config.scaling]
-
-
-def subscribe_notices(world):
-    sqs = world.clients.sqs
-    url = sqs.create_queue(QueueName="guardrail-notices")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    world.clients.sns.subscribe(TopicArn=world.settings.notify_topic_arn, Protocol="sqs", Endpoint=arn,
-                                Attributes={"RawMessageDelivery": "true"})
-
-    def read() -> list[dict[str, Any]]:
-        out = []
-        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return out
-
-    return read
 
 
 # --------------------------------------------------------------------------- kill switch

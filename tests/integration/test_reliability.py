@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import T0, FakeLambdaContext
 from tests.support import events as ev
+from tests.support.queues import subscribe_notices
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events" / "scaler"
@@ -161,27 +162,6 @@ def target_state(world) -> dict[str, int]:
 
 def outcomes(world) -> list[str]:
     return [r["outcome"] for r in world.audit_records()]
-
-
-def subscribe_notices(world):
-    """Subscribe a queue to the notification topic; returns a function reading the published audit records."""
-    sqs = world.clients.sqs
-    url = sqs.create_queue(QueueName="test-notices")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    world.clients.sns.subscribe(TopicArn=world.settings.notify_topic_arn, Protocol="sqs", Endpoint=arn,
-                                Attributes={"RawMessageDelivery": "true"})
-
-    def read() -> list[dict[str, Any]]:
-        out = []
-        while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-
-    return read
 
 
 def handler():

@@ -15,6 +15,7 @@ from simulator.promotion_world import attach_workflows, set_alarm_state, set_hea
 from simulator.workflow_driver import LocalWorkflows
 from tests.conftest import FakeLambdaContext
 from tests.support import events as ev
+from tests.support.queues import Reader, drain, queue_with_arn, subscribe_notices
 
 
 class LambdaCrash(BaseException):  # not an Exception: nothing in the handler may catch a dying process
@@ -134,47 +135,21 @@ def with_pair(config: ReflexConfig, name: str = "web", **changes: Any) -> Reflex
     return config.model_copy(update={"promotions": pairs})
 
 
-def completed_events(world: World) -> Any:
+def completed_events(world: World) -> Reader:
     """An SQS queue receiving the DeploymentCompleted events; call the result to read them."""
     import json
 
     sqs, events = world.clients.sqs, world.clients.events
-    url = sqs.create_queue(QueueName="deployment-completed")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url, arn = queue_with_arn(sqs, "deployment-completed")
     events.put_rule(Name="deployment-completed", EventPattern=json.dumps({
         "source": ["app.deploy"], "detail-type": ["DeploymentCompleted"]}))
     events.put_targets(Rule="deployment-completed", Targets=[{"Id": "q", "Arn": arn}])
-
-    def read() -> list[dict[str, Any]]:
-        out = []
-        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return out
-
-    return read
+    return drain(sqs, url)
 
 
-def notices(world: World) -> Any:
+def notices(world: World) -> Reader:
     """An SQS queue subscribed to the notification topic; call the result to read the notices."""
-    import json
-
-    sqs = world.clients.sqs
-    url = sqs.create_queue(QueueName="notices")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    world.clients.sns.subscribe(TopicArn=world.settings.notify_topic_arn, Protocol="sqs", Endpoint=arn,
-                                Attributes={"RawMessageDelivery": "true"})
-
-    def read() -> list[dict[str, Any]]:
-        out = []
-        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return out
-
-    return read
+    return subscribe_notices(world, "notices")
 
 
 SERVICES = ("dynamodb", "elbv2", "cloudwatch", "events", "sns", "ssm", "route53", "sqs")
