@@ -29,8 +29,6 @@ import contextlib
 import copy
 import io
 import json
-import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +47,7 @@ from simulator.scenario import (
     ScenarioError,
     format_offset,
     parse_offset,
+    powertools_logs_to,
 )
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -265,7 +264,7 @@ class InvalidationScenarioRunner:
         try:
             if self.redis_up:
                 self._seed()
-            with self._quiet():
+            with powertools_logs_to(self._output):
                 for step in self.scenario.steps:
                     when = self.scenario.start + timedelta(seconds=step.t)
                     if when > self.clock.now():
@@ -307,21 +306,6 @@ class InvalidationScenarioRunner:
                 client.unlink(*keys)
 
     # ------------------------------------------------------------------ steps
-    @contextlib.contextmanager
-    def _quiet(self) -> Any:
-        from reflex_core.observability import logger
-
-        handler = logger.registered_handler
-        previous_stream = handler.setStream(self._output) if isinstance(handler, logging.StreamHandler) else None
-        previous_level = logger.log_level
-        logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
-        try:
-            yield
-        finally:
-            logger.setLevel(previous_level)
-            if isinstance(handler, logging.StreamHandler) and previous_stream is not None:
-                handler.setStream(previous_stream)
-
     def _invoke(self, reaction: str, event: Any) -> tuple[dict[str, Any], str]:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):

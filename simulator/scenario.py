@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +97,23 @@ def format_offset(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+@contextlib.contextmanager
+def powertools_logs_to(stream: Any) -> Iterator[None]:
+    """Send the Powertools logger's lines to `stream`, at POWERTOOLS_LOG_LEVEL (WARNING unless set), meanwhile."""
+    from reflex_core.observability import logger
+
+    handler = logger.registered_handler
+    previous_stream = handler.setStream(stream) if isinstance(handler, logging.StreamHandler) else None
+    previous_level = logger.log_level
+    logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous_level)
+        if isinstance(handler, logging.StreamHandler) and previous_stream is not None:
+            handler.setStream(previous_stream)
 
 
 # --------------------------------------------------------------------------- the scenario model
@@ -838,19 +856,8 @@ class ScenarioRunner:
     @contextlib.contextmanager
     def _quiet_powertools(self) -> Any:
         """Send the Powertools logger's lines and EMF metric lines (printed to stdout) to a buffer."""
-        from reflex_core.observability import logger
-
-        handler = logger.registered_handler
-        previous_stream = handler.setStream(self._output) if isinstance(handler, logging.StreamHandler) else None
-        previous_level = logger.log_level
-        logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
-        try:
-            with contextlib.redirect_stdout(self._output):
-                yield
-        finally:
-            logger.setLevel(previous_level)
-            if isinstance(handler, logging.StreamHandler) and previous_stream is not None:
-                handler.setStream(previous_stream)
+        with powertools_logs_to(self._output), contextlib.redirect_stdout(self._output):
+            yield
 
     def _tick(self, t: float) -> TimelineEntry:
         event = self._schedule_event("evaluate", "evaluate")
