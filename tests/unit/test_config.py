@@ -182,3 +182,24 @@ def test_promotion_view_keeps_the_cross_check_against_scaling_policies(tmp_path)
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="freeze_scale_in"):
         load_stage_config(path, PromotionStageConfig)
+
+
+@pytest.mark.parametrize(("function", "sections"), [
+    ("scaler", {"scaling_config"}),
+    ("promoter", {"scaling_config", "promotion_config"}),
+    ("invalidator", {"invalidation_config"}),
+    ("cdn_batcher", {"invalidation_config"}),
+    ("cache_health", {"invalidation_config"}),
+])
+def test_a_handler_imports_only_the_config_models_of_its_sections(function, sections):
+    """Cold start: no handler imports the whole config or another reaction's section (docs/architecture.md)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; import {function}.handler; "
+            "print(' '.join(sorted(m.split('.')[1] for m in sys.modules if m.startswith('reflex_core.') "
+            "and m.endswith('config'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "functions", capture_output=True, text=True,
+                         check=True, env={"PATH": "", "AWS_DEFAULT_REGION": "eu-west-1",
+                                          "POWERTOOLS_TRACE_DISABLED": "true"})
+    assert set(out.stdout.split()) == sections
