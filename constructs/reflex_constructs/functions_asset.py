@@ -23,6 +23,7 @@ the asset and redeploys the functions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -80,15 +81,25 @@ def bytecode_python(target: str = TARGET_PYTHON) -> tuple[str, str] | None:
     candidate = explicit or shutil.which(f"python{target}")
     if not candidate:
         return None
-    probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d %s' % (*sys.version_info[:2], "
-                            "sys.version.split()[0]))"], capture_output=True, text=True, check=False)
-    minor, _, full = probe.stdout.strip().partition(" ")
-    if probe.returncode != 0 or minor != target:
+    reported = _interpreter_version(candidate)
+    minor, _, full = reported.partition(" ")
+    if minor != target:
         if explicit:
             raise BytecodeCompilerError(f"{BYTECODE_PYTHON_ENV}={explicit} is not a Python {target} "
-                                        f"(it reports {probe.stdout.strip() or probe.stderr.strip()!r})")
+                                        f"(it reports {reported!r})")
         return None
     return candidate, full
+
+
+@functools.cache
+def _interpreter_version(python: str) -> str:
+    """`<major>.<minor> <full version>` as `python` reports it (or what it printed when it failed). Asked once
+    per interpreter and process: both the asset hash and the bundler need it."""
+    probe = subprocess.run([python, "-c", "import sys; print('%d.%d %s' % (*sys.version_info[:2], "
+                            "sys.version.split()[0]))"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return probe.stderr.strip() or f"exit {probe.returncode}"
+    return probe.stdout.strip()
 
 
 def compile_bytecode(package_dir: Path, python: str) -> int:
