@@ -45,6 +45,7 @@ from simulator.scenario import (
     ExpectationResults,
     OneKindStep,
     ScenarioError,
+    decision_views,
     format_offset,
     parse_offset,
     powertools_logs_to,
@@ -400,16 +401,7 @@ class InvalidationScenarioRunner:
     def _decisions(self, response: dict[str, Any]) -> list[DecisionView]:
         records = {r["id"]: r for r in self.env.world.audit_records() if r["id"] not in self._seen_audit}
         self._seen_audit.update(records)
-        views = []
-        if not response.get("duplicate"):
-            for d in response.get("decisions", []):
-                audit_id = d.get("audit_id")
-                if audit_id and audit_id in records:
-                    views.append(DecisionView.from_record(records.pop(audit_id)))
-                elif not audit_id:
-                    views.append(DecisionView.from_response(d))
-        views += [DecisionView.from_record(r) for r in sorted(records.values(), key=lambda r: (r["at"], r["id"]))]
-        return views
+        return decision_views(response, records)
 
     def _check(self, expect: InvalidationExpect, entry: StepEntry) -> list[CheckResult]:
         checks = []

@@ -33,8 +33,8 @@ from reflex_core.clock import Clock
 from reflex_core.config import ReflexConfig
 from reflex_core.invalidation_config import MANAGED
 from simulator.aws_world import REGION, World, _shared_session
+from simulator.scenario import ACCOUNT, SimulatedContext
 
-ACCOUNT = "123456789012"
 REACTIONS = ("invalidator", "cdn_batcher", "cache_health")
 HANDLERS = {"invalidator": "invalidator.handler", "cdn_batcher": "cdn_batcher.handler",
             "cache_health": "cache_health.handler"}
@@ -87,24 +87,6 @@ class CloudFrontInProgress:
 
 
 @dataclass
-class SimulatedContext:
-    function_name: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    log_group_name: str = "/aws/lambda/reflex-simulator"
-    log_stream_name: str = "simulator"
-    remaining_ms: int = 60_000
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@dataclass
 class InvalidationWorld:
     world: World
     clock: Clock
@@ -125,7 +107,8 @@ class InvalidationWorld:
         self.world.activate(reaction, self.clock)
         install_invalidation_runtime(self.runtime)
         handler = importlib.import_module(HANDLERS[reaction]).lambda_handler
-        ctx = context or SimulatedContext(function_name=f"reflex-{self.config.stage}-{reaction}")
+        ctx = context or SimulatedContext(function_name=f"reflex-{self.config.stage}-{reaction}",
+                                          memory_limit_in_mb=512)
         result: dict[str, Any] = handler(event, ctx)
         return result
 

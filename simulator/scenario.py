@@ -650,13 +650,14 @@ class SimulatedContext:
     memory_limit_in_mb: int = 256
     log_group_name: str = "/aws/lambda/reflex-simulator"
     log_stream_name: str = "simulator"
+    remaining_ms: int = 60_000
 
     @property
     def invoked_function_arn(self) -> str:
         return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return self.remaining_ms
 
 
 # --------------------------------------------------------------------------- results
@@ -749,6 +750,25 @@ class ExpectationResults:
     def passed(self) -> bool:
         return not self.failed_checks
 
+
+
+def decision_views(response: dict[str, Any], unseen: dict[str, dict[str, Any]]) -> list[DecisionView]:
+    """An invocation's decisions: those of its response, from their audit records where audited, then the
+    audit records it wrote that its response does not name (`unseen`: new records by id; consumed).
+
+    A duplicate delivery answers with the first invocation's response, so only the audit trail says what
+    the duplicate decided.
+    """
+    views: list[DecisionView] = []
+    if not response.get("duplicate"):
+        for d in response.get("decisions", []):
+            audit_id = d.get("audit_id")
+            if audit_id and audit_id in unseen:
+                views.append(DecisionView.from_record(unseen.pop(audit_id)))
+            elif not audit_id:
+                views.append(DecisionView.from_response(d))
+    views += [DecisionView.from_record(r) for r in sorted(unseen.values(), key=lambda r: (r["at"], r["id"]))]
+    return views
 
 @dataclass
 class SimulationResult(ExpectationResults):
@@ -1016,16 +1036,7 @@ class ScenarioRunner:
         """
         records = {r["id"]: r for r in self._audit_since(self.clock.now()) if r["id"] not in self._seen_audit}
         self._seen_audit.update(records)
-        views: list[DecisionView] = []
-        if not response.get("duplicate"):
-            for d in response.get("decisions", []):
-                audit_id = d.get("audit_id")
-                if audit_id and audit_id in records:
-                    views.append(DecisionView.from_record(records.pop(audit_id)))
-                elif not audit_id:
-                    views.append(DecisionView.from_response(d))
-        views += [DecisionView.from_record(r) for r in sorted(records.values(), key=lambda r: (r["at"], r["id"]))]
-        return views
+        return decision_views(response, records)
 
     def _audit_since(self, since: datetime) -> list[dict[str, Any]]:
         """Audit records written at or after `since` (the clock does not move during an invocation)."""
