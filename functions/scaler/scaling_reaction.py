@@ -33,7 +33,8 @@ ReactionRuntime = Runtime[ScalingStageConfig]
 
 class _Command(BaseModel):
     # Built at the first console payload, not at import: most processes never see one (docs/benchmarks.md).
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # strict: a boolean is not a number and a string is neither (`"desired": true` would scale to 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True)
 
     policy: str = Field(min_length=1)
     reason: str = Field(min_length=3, max_length=500)
