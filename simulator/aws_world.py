@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from reflex_core.runtime import Runtime, build_runtime, install_runtime  # noqa:
 from reflex_core.settings import RuntimeSettings  # noqa: E402
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 
 
 _SESSION: Any = None
@@ -107,6 +109,10 @@ class World:
         self.clients.ssm.put_parameter(Name=f"{self.settings.kill_switch_prefix}/{scope}",
                                        Value="on" if on else "off", Type="String", Overwrite=True)
 
+    def set_alarm_state(self, name: str, state: str, at: datetime | None = None) -> None:
+        """What CloudWatch reports for the alarm from now on (see `set_alarm_state`)."""
+        set_alarm_state(self.clients, name, state, at)
+
     def audit_records(self) -> list[dict[str, Any]]:
         import json
 
@@ -124,6 +130,36 @@ class World:
         resp = self.clients.sqs.receive_message(QueueUrl=self.settings.dead_letter_queue_url,
                                                 MaxNumberOfMessages=10)
         return [m["Body"] for m in resp.get("Messages", [])]
+
+
+def set_alarm_state(clients: AwsClients, name: str, state: str, at: datetime | None = None) -> None:
+    """What CloudWatch reports for the alarm from now on (DescribeAlarms); the event is sent separately.
+
+    Creates the alarm when it does not exist yet. moto stamps the change with the machine's time; `at`
+    (the virtual clock's time of the transition) replaces it, so "OK for long enough" is measured on the
+    scenario's clock, as CloudWatch's StateUpdatedTimestamp would be."""
+    cloudwatch = clients.cloudwatch
+    found = cloudwatch.describe_alarms(AlarmNames=[name], AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+    if not (found.get("MetricAlarms") or found.get("CompositeAlarms")):
+        cloudwatch.put_metric_alarm(AlarmName=name, MetricName=name, Namespace="Simulated", Statistic="Average",
+                                    Period=60, EvaluationPeriods=1, Threshold=1.0,
+                                    ComparisonOperator="GreaterThanThreshold")
+    cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+    if at is not None:
+        backdate_alarm(name, at)
+
+
+def delete_alarm(clients: AwsClients, name: str) -> None:
+    clients.cloudwatch.delete_alarms(AlarmNames=[name])
+
+
+def backdate_alarm(name: str, at: datetime) -> None:
+    """Set the alarm's StateUpdatedTimestamp in moto's CloudWatch to `at` (moto has no API for it)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    alarm = cloudwatch_backends[ACCOUNT][REGION].alarms.get(name)
+    if alarm is not None:
+        alarm.state_updated_timestamp = at.astimezone(UTC).replace(tzinfo=None)
 
 
 def function_view(config: ReflexConfig, reaction: str) -> StageConfig:

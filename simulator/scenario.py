@@ -639,6 +639,18 @@ class AlarmBook:
             self._state[step.name] = (step.state, occurred, step.value)
         return transition
 
+    def moved_to(self, transition: AlarmTransition) -> bool:
+        """Whether CloudWatch's state is now this transition's (a late, older one does not move it)."""
+        current = self._state.get(transition.name)
+        return current is not None and current[:2] == (transition.state, transition.occurred)
+
+    def set(self, name: str, state: str, at: datetime) -> None:
+        """CloudWatch's state changed without the event being delivered (or before it is)."""
+        self._state[name] = (state, at, None)
+
+    def initial_states(self) -> dict[str, tuple[str, datetime]]:
+        return {name: (state, since) for name, (state, since, _) in self._state.items()}
+
 
 @dataclass
 class SimulatedContext:
@@ -818,6 +830,8 @@ class ScenarioRunner:
         self.runtime = self.world.runtime(self.clock)
         self.watched = watched_policies(scenario, config)
         self.alarms = AlarmBook(scenario.alarms, scenario.start)
+        for name, (state, since) in self.alarms.initial_states().items():
+            self.world.set_alarm_state(name, state, since)  # CloudWatch's side: what DescribeAlarms reports
         self.topic_arn = (config.alarm_topics[0].arn if config.alarm_topics
                           else f"arn:aws:sns:{REGION}:{ACCOUNT}:reflex-{config.stage}-alarms")
         self._sent: dict[str, tuple[dict[str, Any], AlarmTransition | None]] = {}
@@ -902,8 +916,8 @@ class ScenarioRunner:
             transition = self.alarms.transition(a, occurred)
             event = transition.render(a.via, self.topic_arn, now)
             entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t)
-            if self.promotion is not None and (a.occurred is None or a.occurred >= step.t):
-                self.promotion.record_alarm_state(a.name, a.state)
+            if self.alarms.moved_to(transition):
+                self.world.set_alarm_state(a.name, a.state, occurred)
         elif step.green_ready is not None:
             g = step.green_ready
             pair = next(p for p in self.config.promotions if p.name == g.pair)
