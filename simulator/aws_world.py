@@ -10,6 +10,7 @@ the world's config carries the pair's ARNs as moto created them. Call inside an 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,6 +109,20 @@ class World:
     def set_kill_switch(self, scope: str, on: bool) -> None:
         self.clients.ssm.put_parameter(Name=f"{self.settings.kill_switch_prefix}/{scope}",
                                        Value="on" if on else "off", Type="String", Overwrite=True)
+
+    def set_kill_switch_value(self, scope: str, value: str | None) -> None:
+        """Any raw value (`on`, `off`, `hard-stop`, an invalid one), or None to delete the parameter."""
+        name = f"{self.settings.kill_switch_prefix}/{scope}"
+        if value is None:
+            with contextlib.suppress(self.clients.ssm.exceptions.ParameterNotFound):
+                self.clients.ssm.delete_parameter(Name=name)
+            return
+        self.clients.ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+
+    def invalidate_kill_switch_caches(self) -> None:
+        """Every warm function sees the switch at once (as fresh containers would)."""
+        for rt in self._runtimes.values():
+            rt.kill_switch.invalidate()
 
     def set_alarm_state(self, name: str, state: str, at: datetime | None = None) -> None:
         """What CloudWatch reports for the alarm from now on (see `set_alarm_state`)."""

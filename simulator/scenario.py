@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -169,13 +170,54 @@ class AlarmStep(_Strict):
     threshold: float | None = Field(default=None, description="defaults to the alarm definition's threshold")
     via: Via = "eventbridge"
     previous: AlarmState | None = Field(default=None, description="override the state tracked by the simulator")
-    occurred: float | None = Field(default=None, description="offset when the transition happened, for late "
-                                                             "deliveries; defaults to the step's t")
+    occurred: float | None = Field(default=None, description="offset the event is stamped with: earlier than t "
+                                                             "for a late delivery, later for a future-stamped "
+                                                             "(clock-skewed or forged) one; defaults to the step's t")
+    cloudwatch: bool = Field(default=True, description="whether CloudWatch's own state follows this event (false: "
+                                                       "a forged or replayed event CloudWatch never sent)")
 
     @field_validator("occurred", mode="before")
     @classmethod
     def _offset(cls, v: Any) -> float | None:
         return None if v is None else parse_offset(v)
+
+
+class CloudWatchStep(_Strict):
+    """CloudWatch's side only, no event delivered: the alarm's state changes (its event is lost), or the alarm
+    is deleted."""
+
+    alarm: str = Field(min_length=1, max_length=255)
+    state: AlarmState | None = None
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> CloudWatchStep:
+        if (self.state is None) == (not self.delete):
+            raise ValueError("give either `state` (the state changes, its event is lost) or `delete: true`")
+        return self
+
+
+class CapacityStep(_Strict):
+    """Someone outside Reflex changes a target's desired capacity (a hand edit, another tool)."""
+
+    policy: str = Field(min_length=1)
+    desired: int = Field(ge=0)
+
+
+class FreezeStep(_Strict):
+    """A scale-in freeze on a scaling policy, as a promotion places it (holder: the pair's name)."""
+
+    policy: str = Field(min_length=1)
+    holder: str = Field(default="simulated-promotion", min_length=1)
+    for_s: float = Field(default=3600, gt=0)
+
+
+class HealthStep(_Strict):
+    """How many of a colour's targets are healthy from now on."""
+
+    pair: str = Field(min_length=1)
+    colour: Literal["blue", "green"]
+    healthy: int = Field(ge=0)
 
 
 class Redelivery(_Strict):
@@ -184,8 +226,11 @@ class Redelivery(_Strict):
 
 
 class KillSwitchStep(_Strict):
-    scope: Literal["global", "scaler"]
-    on: bool
+    scope: str = Field(pattern=r"^[a-z_]{1,40}$", description="global or a reaction: scaler, promoter, ...")
+    on: bool | None = None
+    value: str | None = Field(default=None, max_length=40, description="the raw parameter value instead of on/off "
+                                                                      "(hard-stop, or an invalid one)")
+    delete: bool = Field(default=False, description="delete the parameter (a missing switch)")
     invalidate_cache: bool = Field(default=False, description="model a fresh Lambda container that has not "
                                                               "cached the switch yet")
 
@@ -196,6 +241,20 @@ class KillSwitchStep(_Strict):
         if isinstance(data, dict) and True in data:
             data = {("on" if k is True else k): v for k, v in data.items()}
         return data
+
+    @model_validator(mode="after")
+    def _one_value(self) -> KillSwitchStep:
+        if sum([self.on is not None, self.value is not None, self.delete]) != 1:
+            raise ValueError("give exactly one of `on`, `value` or `delete: true`")
+        return self
+
+    @property
+    def raw_value(self) -> str | None:
+        if self.delete:
+            return None
+        if self.value is not None:
+            return self.value
+        return "on" if self.on else "off"
 
 
 class CustomEventStep(_Strict):
@@ -210,10 +269,18 @@ class PrewarmStep(_Strict):
 
 
 class HoldLockStep(_Strict):
-    """Another invocation (or one that crashed) holds the target's lock for `lease_s` seconds."""
+    """Another invocation (or one that crashed) holds the target's lock for `lease_s` seconds: a scaling
+    policy's target or a promotion pair."""
 
-    policy: str = Field(min_length=1)
+    policy: str | None = Field(default=None, min_length=1)
+    pair: str | None = Field(default=None, min_length=1)
     lease_s: int = Field(default=120, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HoldLockStep:
+        if (self.policy is None) == (self.pair is None):
+            raise ValueError("give either `policy` or `pair`")
+        return self
 
 
 class GreenReadyStep(_Strict):
@@ -222,10 +289,13 @@ class GreenReadyStep(_Strict):
     pair: str = Field(min_length=1)
     release: str | None = None
     colour: Literal["blue", "green"] | None = None
+    event_id: str | None = Field(default=None, description="the EventBridge id (default: a new one); the same id "
+                                                           "is a redelivery, a new id with the same content a replay")
 
 
 class Expect(_Strict):
     outcome: str | None = Field(default=None, description="some decision of this step has this outcome")
+    absent: str | None = Field(default=None, description="no decision of this step has this outcome")
     desired: int | None = Field(default=None, ge=0, description="the policy's desired capacity after the step")
     detail: str | None = Field(default=None, description="some decision's detail contains this text")
     policy: str | None = Field(default=None, description="which policy the checks concern (decisions without a "
@@ -237,13 +307,13 @@ class Expect(_Strict):
     @model_validator(mode="after")
     def _something(self) -> Expect:
         if (self.outcome is None and self.desired is None and self.detail is None and self.weights is None
-                and self.live is None):
-            raise ValueError("give at least one of outcome, desired, detail, weights, live")
+                and self.live is None and self.absent is None):
+            raise ValueError("give at least one of outcome, absent, desired, detail, weights, live")
         return self
 
 
 STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock",
-              "green_ready", "promoter")
+              "green_ready", "promoter", "cloudwatch", "capacity", "freeze", "health")
 
 
 class Step(OneKindStep):
@@ -262,6 +332,10 @@ class Step(OneKindStep):
     hold_lock: HoldLockStep | None = None
     green_ready: GreenReadyStep | None = None
     promoter: dict[str, Any] | None = Field(default=None, description="a console command for the promoter")
+    cloudwatch: CloudWatchStep | None = None
+    capacity: CapacityStep | None = None
+    freeze: FreezeStep | None = None
+    health: HealthStep | None = None
     expect: Expect | None = None
 
     @field_validator("t", mode="before")
@@ -344,13 +418,11 @@ class Scenario(_Strict):
                 raise ValueError(f"{where}.t: {format_offset(step.t)} is before the previous step "
                                  f"({format_offset(previous_t)}); steps run in time order")
             previous_t = step.t
-            if step.alarm is not None and step.alarm.occurred is not None and step.alarm.occurred > step.t:
-                raise ValueError(f"{where}.alarm.occurred: a transition cannot be delivered before it happens")
             if step.redeliver is not None:
                 original = seen.get(step.redeliver.step)
                 if original is None:
                     raise ValueError(f"{where}.redeliver: no earlier step with id {step.redeliver.step!r}")
-                if original.kind in ("kill_switch", "hold_lock"):
+                if original.kind in ("kill_switch", "hold_lock", "cloudwatch", "capacity", "freeze", "health"):
                     raise ValueError(f"{where}.redeliver: step {original.id!r} sends no event")
                 if step.redeliver.via is not None and original.alarm is None:
                     raise ValueError(f"{where}.redeliver.via: only an alarm transition can take another route")
@@ -448,6 +520,8 @@ def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
         where = f"steps[{i}]" + (f" (id={step.id})" if step.id else "")
         for field_name, policy in (("prewarm.policy", step.prewarm and step.prewarm.policy),
                                    ("hold_lock.policy", step.hold_lock and step.hold_lock.policy),
+                                   ("capacity.policy", step.capacity and step.capacity.policy),
+                                   ("freeze.policy", step.freeze and step.freeze.policy),
                                    ("expect.policy", step.expect and step.expect.policy)):
             if policy and policy not in known:
                 errors.append(f"{where}.{field_name}: no scaling policy {policy!r} (configured: {names})")
@@ -458,6 +532,8 @@ def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
                               f"{step.prewarm.prewarm!r} (configured: {', '.join(windows) or 'none'})")
         pairs = {p.name for p in config.promotions}
         for field_name, pair in (("green_ready.pair", step.green_ready and step.green_ready.pair),
+                                 ("hold_lock.pair", step.hold_lock and step.hold_lock.pair),
+                                 ("health.pair", step.health and step.health.pair),
                                  ("promoter.pair", step.promoter and step.promoter.get("pair")),
                                  ("expect.pair", step.expect and step.expect.pair)):
             if pair and pair not in pairs:
@@ -639,10 +715,21 @@ class AlarmBook:
             self._state[step.name] = (step.state, occurred, step.value)
         return transition
 
-    def moved_to(self, transition: AlarmTransition) -> bool:
-        """Whether CloudWatch's state is now this transition's (a late, older one does not move it)."""
-        current = self._state.get(transition.name)
-        return current is not None and current[:2] == (transition.state, transition.occurred)
+    def moved_to(self, name: str, state: str, at: datetime) -> bool:
+        """Whether CloudWatch's state is now this one (a late, older transition does not move it)."""
+        current = self._state.get(name)
+        return current is not None and current[:2] == (state, at)
+
+    def forged(self, step: AlarmStep, occurred: datetime) -> AlarmTransition:
+        """An event CloudWatch never sent (a replay, a forgery): CloudWatch's own state does not move."""
+        definition = self.definition(step.name)
+        current, since, last_value = self._state.get(
+            step.name, (definition.initial, self._start - timedelta(hours=1), None))
+        threshold = step.threshold if step.threshold is not None else definition.threshold
+        return AlarmTransition(name=step.name, definition=definition, state=step.state,
+                               previous=step.previous or current, occurred=occurred,
+                               previous_occurred=min(since, occurred), previous_value=last_value,
+                               value=step.value, threshold=threshold)
 
     def set(self, name: str, state: str, at: datetime) -> None:
         """CloudWatch's state changed without the event being delivered (or before it is)."""
@@ -913,17 +1000,23 @@ class ScenarioRunner:
         if step.alarm is not None:
             a = step.alarm
             occurred = self.scenario.start + timedelta(seconds=a.occurred) if a.occurred is not None else now
-            transition = self.alarms.transition(a, occurred)
+            if not a.cloudwatch:
+                transition = self.alarms.forged(a, occurred)
+            else:
+                transition = self.alarms.transition(a, min(occurred, now))
+                # CloudWatch changes state now; the event carries whatever stamp the step gives it.
+                transition = dataclasses.replace(transition, occurred=occurred)
             event = transition.render(a.via, self.topic_arn, now)
-            entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t)
-            if self.alarms.moved_to(transition):
-                self.world.set_alarm_state(a.name, a.state, occurred)
+            entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t,
+                                       future=occurred > now, forged=not a.cloudwatch)
+            if a.cloudwatch and self.alarms.moved_to(transition.name, a.state, min(occurred, now)):
+                self.world.set_alarm_state(a.name, a.state, min(occurred, now))
         elif step.green_ready is not None:
             g = step.green_ready
             pair = next(p for p in self.config.promotions if p.name == g.pair)
             detail = {"pair": g.pair, **({"release": g.release} if g.release else {}),
                       **({"colour": g.colour} if g.colour else {})}
-            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": pair.green_ready.detail_type,
+            event = {"version": "0", "id": g.event_id or str(uuid.uuid4()), "detail-type": pair.green_ready.detail_type,
                      "source": pair.green_ready.source, "account": ACCOUNT, "time": _eb_time(now), "region": REGION,
                      "resources": [], "detail": detail}
             entry.label = f"{pair.green_ready.detail_type} {g.pair}" + (f" {g.release}" if g.release else "")
@@ -946,28 +1039,76 @@ class ScenarioRunner:
                 entry.label = f"redelivery of '{step.redeliver.step}' (identical event)"
         elif step.kill_switch is not None:
             ks = step.kill_switch
-            self.world.set_kill_switch(ks.scope, ks.on)
+            value = ks.raw_value
+            self.world.set_kill_switch_value(ks.scope, value)
             if ks.invalidate_cache:
-                self.runtime.kill_switch.invalidate()
+                self.world.invalidate_kill_switch_caches()
             name = f"{self.world.settings.kill_switch_prefix}/{ks.scope}"
-            entry.label = f"kill switch {ks.scope} -> {'on' if ks.on else 'off'}"
+            shown = "deleted" if value is None else value
+            entry.label = f"kill switch {ks.scope} -> {shown}"
             entry.status = "ssm"
             entry.decisions.append(DecisionView(
-                outcome="ssm:put-parameter", detail=f"{name} = {'on' if ks.on else 'off'}" + (
+                outcome="ssm:put-parameter" if value is not None else "ssm:delete-parameter",
+                detail=f"{name} = {shown}" + (
                     "; cache invalidated (fresh container)" if ks.invalidate_cache else
                     f"; warm containers see it within {self.config.guardrails.kill_switch_cache_s}s"),
                 audited=False))
         elif step.hold_lock is not None:
             hl = step.hold_lock
-            policy = self.config.scaling_policy(hl.policy)
-            assert policy is not None
-            held = self.runtime.store.acquire_lock(policy.target.key, f"simulated-other-invocation-{uuid.uuid4()}",
-                                                   now, hl.lease_s)
-            entry.label = f"lock on {hl.policy} held elsewhere ({hl.lease_s}s lease)"
+            if hl.pair is not None:
+                key, label = f"promotion/{hl.pair}", hl.pair
+            else:
+                policy = self.config.scaling_policy(hl.policy or "")
+                assert policy is not None
+                key, label = policy.target.key, str(hl.policy)
+            held = self.runtime.store.acquire_lock(key, f"simulated-other-invocation-{uuid.uuid4()}", now, hl.lease_s)
+            entry.label = f"lock on {label} held elsewhere ({hl.lease_s}s lease)"
             entry.status = "state"
             entry.decisions.append(DecisionView(
-                outcome="lock:held" if held else "lock:already-held", policy=hl.policy,
-                detail=f"lock#{policy.target.key} taken by another invocation until +{hl.lease_s}s", audited=False))
+                outcome="lock:held" if held else "lock:already-held", policy=label,
+                detail=f"lock#{key} taken by another invocation until +{hl.lease_s}s", audited=False))
+        elif step.cloudwatch is not None:
+            cw = step.cloudwatch
+            entry.status = "cloudwatch"
+            if cw.delete:
+                from simulator.aws_world import delete_alarm
+
+                delete_alarm(self.world.clients, cw.alarm)
+                entry.label = f"alarm {cw.alarm} deleted in CloudWatch"
+                change = f"{cw.alarm} deleted"
+            else:
+                assert cw.state is not None
+                self.alarms.set(cw.alarm, cw.state, now)
+                self.world.set_alarm_state(cw.alarm, cw.state, now)
+                entry.label = f"{cw.alarm} -> {cw.state} in CloudWatch (event lost)"
+                change = f"{cw.alarm} is {cw.state} per DescribeAlarms; no event delivered"
+            entry.decisions.append(DecisionView(outcome="cloudwatch:changed", detail=change, audited=False))
+        elif step.capacity is not None:
+            cs = step.capacity
+            policy = self.config.scaling_policy(cs.policy)
+            assert policy is not None
+            _set_capacity_outside(self.world.clients, policy, cs.desired)
+            entry.label = f"{cs.policy} desired -> {cs.desired} outside Reflex"
+            entry.status = "outside"
+            entry.decisions.append(DecisionView(outcome="capacity:changed-outside", policy=cs.policy,
+                                                detail=f"desired set to {cs.desired} by hand", audited=False))
+        elif step.freeze is not None:
+            fz = step.freeze
+            self.runtime.store.place_scale_in_freeze(fz.policy, fz.holder, now.timestamp() + fz.for_s)
+            entry.label = f"scale-in of {fz.policy} frozen by {fz.holder} for {fz.for_s:g}s"
+            entry.status = "state"
+            entry.decisions.append(DecisionView(outcome="freeze:placed", policy=fz.policy,
+                                                detail=f"freeze#scale-in#{fz.policy} held by {fz.holder}",
+                                                audited=False))
+        elif step.health is not None:
+            from simulator.promotion_world import set_healthy_targets
+
+            hs = step.health
+            set_healthy_targets(self.world.clients, self.world.pairs[hs.pair], hs.colour, hs.healthy)
+            entry.label = f"{hs.pair} {hs.colour}: {hs.healthy} healthy target(s)"
+            entry.status = "health"
+            entry.decisions.append(DecisionView(outcome="health:set", policy=hs.pair,
+                                                detail=f"{hs.colour} has {hs.healthy} healthy", audited=False))
         elif step.evaluate:
             event = self._schedule_event("evaluate", "evaluate")
             entry.label = "evaluate (schedule)"
@@ -1086,6 +1227,10 @@ class ScenarioRunner:
         if expect.outcome is not None:
             outcomes = [d.outcome for d in decisions]
             checks.append(CheckResult("outcome", expect.outcome, outcomes, expect.outcome in outcomes, expect.policy))
+        if expect.absent is not None:
+            outcomes = [d.outcome for d in decisions]
+            checks.append(CheckResult("absent", expect.absent, outcomes, expect.absent not in outcomes,
+                                      expect.policy))
         if expect.detail is not None:
             details = [d.detail for d in decisions]
             checks.append(CheckResult("detail", expect.detail, details,
@@ -1112,12 +1257,36 @@ class ScenarioRunner:
         return checks
 
 
-def _alarm_label(t: AlarmTransition, via: str, late: bool) -> str:
+def _alarm_label(t: AlarmTransition, via: str, late: bool, future: bool = False, forged: bool = False) -> str:
     reading = ""
     if t.value is not None:
         reading = f" {t.value:g}" + (f" vs {t.threshold:g}" if t.threshold is not None else "")
     suffix = f" (happened {t.occurred.strftime('%H:%M:%S')})" if late else ""
+    suffix += f" (stamped {t.occurred.isoformat()}, in the future)" if future else ""
+    suffix += " (not from CloudWatch)" if forged else ""
     return f"{t.name} {t.previous}->{t.state}{reading} via {via}{suffix}"
+
+
+def _set_capacity_outside(clients: Any, policy: ScalingPolicy, desired: int) -> None:
+    """Change a target's desired capacity as someone outside Reflex would (the platform's own limits widened
+    if needed: a hand edit can leave the target outside the policy's bounds)."""
+    from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget
+
+    t = policy.target
+    if isinstance(t, EcsServiceTarget):
+        clients.ecs.update_service(cluster=t.cluster, service=t.service, desiredCount=desired)
+    elif isinstance(t, AutoScalingGroupTarget):
+        group = clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[t.name])[
+            "AutoScalingGroups"][0]
+        clients.autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=t.name, MinSize=min(int(group["MinSize"]), desired),
+            MaxSize=max(int(group["MaxSize"]), desired), DesiredCapacity=desired)
+    elif isinstance(t, AuroraReplicasTarget):
+        st = clients.application_autoscaling.describe_scalable_targets(
+            ServiceNamespace="rds", ResourceIds=[f"cluster:{t.cluster}"])["ScalableTargets"][0]
+        clients.application_autoscaling.register_scalable_target(
+            ServiceNamespace="rds", ResourceId=f"cluster:{t.cluster}", ScalableDimension="rds:cluster:ReadReplicaCount",
+            MinCapacity=desired, MaxCapacity=max(int(st["MaxCapacity"]), desired))
 
 
 def run_scenario(scenario: Scenario, config: ReflexConfig, config_path: str = "") -> SimulationResult:
