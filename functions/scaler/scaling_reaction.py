@@ -25,7 +25,7 @@ from reflex_core.state_store import AlarmMemory, PrewarmWindow
 from reflex_core.triggers import Trigger, TriggerError
 from scaler.alarm_states import actual_alarms
 from scaler.capacity_targets import capacity_target
-from scaler.step_sizing import scale_in_target, scale_out_target
+from scaler.step_sizing import counted_change, scale_in_target, scale_out_target
 
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[ScalingStageConfig]
@@ -395,7 +395,7 @@ class ScalingReaction:
             # A target that drifted outside its bounds (changed by hand, a lowered max) may be brought back
             # inside in one step: only the part of the change within the bounds counts against max_step.
             inside = min(max(cap.desired, bounds.min), bounds.max)
-            if abs(new - inside) > bounds.max_step:
+            if counted_change(cap.desired, new, bounds) > bounds.max_step:
                 drift = f" (from {inside}, the nearest bound)" if inside != cap.desired else ""
                 return skip("step-too-large", f"change {cap.desired}->{new} exceeds max_step {bounds.max_step}"
                                               + drift)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from promoter.promotion_commands import GreenReadyDetail, PromotionCommand
 from reflex_core.triggers import TriggerError
@@ -36,13 +37,13 @@ def test_well_typed_commands_still_validate() -> None:
 @pytest.mark.parametrize(("field", "value"), [("dry_run", "no"), ("dry_run", 1), ("reason", 12345)])
 def test_a_promoter_command_is_strict(field: str, value: Any) -> None:
     data = {"command": "rollback", "pair": "web", "reason": "strict types", "operator": "bob", field: value}
-    with pytest.raises(Exception) as err:  # noqa: PT011 - pydantic's ValidationError
+    with pytest.raises(ValidationError) as err:
         PromotionCommand.model_validate(data)
     assert field in str(err.value)
 
 
 def test_green_ready_is_strict() -> None:
-    with pytest.raises(Exception) as err:  # noqa: PT011
+    with pytest.raises(ValidationError) as err:
         GreenReadyDetail.model_validate({"pair": "web", "release": 7})
     assert "release" in str(err.value)
     assert GreenReadyDetail.model_validate({"pair": "web", "release": "v7", "colour": "green"}).colour == "green"
