@@ -70,7 +70,9 @@ from reflex_core.triggers import Trigger, TriggerError
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[PromotionStageConfig]
 
-SAFETY_OPERATIONS = frozenset({"rollback", "abort"})  # take over the lock, never rate limited
+# Back to the last known-good state: take over the lock, never rate limited, and marked `safety` so that a kill
+# switch at `on` (which stops every forward action) lets them run; only `hard-stop` stops them too.
+SAFETY_OPERATIONS = frozenset({"rollback", "abort"})
 _TOKEN_CACHE = 256
 
 
@@ -209,7 +211,8 @@ class PromotionReaction:
         # reports what it would do, and the execution ends there (DryRun).
         dry_run = (rt.config.dry_run or pair.dry_run) and intent.operation != "start"
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=pair.max_actions_per_hour,
-                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety)
+                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety,
+                             safety=safety)
 
     @staticmethod
     def _pair(name: str, rt: ReactionRuntime) -> PromotionPair:
@@ -290,6 +293,14 @@ class PromotionReaction:
                                                                   "wait for it to end")
         if to == live:
             return self._skip(intent, ctx, "colour-is-live", f"{to} is live; deploy the new release to {other(to)}")
+        release = intent.params.get("release")
+        runs = dict(p.releases) if p is not None else {}
+        if release is not None and runs.get(live) == release:
+            # A replay (or a pipeline re-announcing): promoting it would move traffic to the colour that does not
+            # run it, and end the live release's retention window.
+            return self._skip(intent, ctx, "release-already-live",
+                              f"{release} is already live on {live}; {to} runs {runs.get(to) or 'an unknown release'}"
+                              f" per the promotion record: refused", releases=runs)
         state = {"pair": ctx.pair.name, "promotion_id": name, "to_colour": to, "release": intent.params.get("release")}
         return self._action(intent, "start", ctx.snapshot(), {"promotion": name, "from": live, "to": to},
                             f"start promotion {name}: {live} -> {to}" + (
@@ -650,10 +661,15 @@ class PromotionReaction:
                 raise PromotionConflict(f"{pair.name}: promotion {p.id} claimed the pair first")
             if p is not None and p.status == FINALIZED:
                 superseded.append(p)
+            releases = dict(p.releases) if p is not None else {}
+            if p is not None and p.release and p.status in (FINALIZED, "completed") and p.to_colour not in releases:
+                releases[p.to_colour] = p.release  # a record written before `releases` existed
+            if state.release:
+                releases[to] = state.release
             return dataclasses.replace(record, promotion=Promotion(
                 id=state.promotion_id, from_colour=from_, to_colour=to, status=SHIFTING, started_at=now,
                 updated_at=now, execution_arn=execution, weights=all_on(from_), release=state.release,
-                preflight_healthy=action.params.get("healthy"), reason="preflight passed"))
+                preflight_healthy=action.params.get("healthy"), reason="preflight passed", releases=releases))
 
         self._update_record(rt, pair.name, claim)
         for old in superseded:

@@ -33,6 +33,9 @@ class GuardSettings:
     # The reaction must make the preempted holder's late write harmless (see promoter: the shift re-checks).
     preempt_lock: bool = False
     bypass_rate_limit: bool = False
+    # A rollback to the last known-good state: still runs while a kill switch is `on` (only `hard-stop` stops
+    # it). Set by the reaction (promoter: rollback, abort); the core's kill-switch levels read it.
+    safety: bool = False
 
 
 class Reaction(Protocol):

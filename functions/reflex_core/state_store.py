@@ -65,6 +65,9 @@ class Promotion:
     preflight_healthy: int | None = None
     release: str | None = None  # what was deployed (from the GreenReady event), for the audit and notices
     reason: str = ""
+    # What each colour runs as far as Reflex knows ({"blue": "v6", "green": "v7"}), carried from promotion to
+    # promotion: a replayed GreenReady for a release already live is refused (issue 8 #4).
+    releases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
