@@ -52,20 +52,25 @@ def _shared_session() -> Any:
     return _SESSION
 
 
-def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None) -> AwsClients:
+def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None,
+                 injector: Any = None) -> AwsClients:
     """moto-backed clients; a service named in `overrides` (also when added later, e.g. the local workflow
-    driver as `stepfunctions`) is answered by that object instead."""
+    driver as `stepfunctions`) is answered by that object instead. With `injector` (simulator.faults.
+    FaultInjector), every client carries it."""
     from botocore.config import Config
 
     config = Config(region_name=REGION, retries={"mode": "standard", "total_max_attempts": max_attempts})
     session = _shared_session()
+    def client(service: str) -> Any:
+        made = session.client(service, config=config)
+        return injector.attach(made) if injector is not None else made
+
     if overrides is None:
-        return AwsClients(lambda service: session.client(service, config=config))
+        return AwsClients(client)
     swapped = overrides
 
     def make(service: str) -> Any:
-        real = session.client(service, config=config)
-        return _Switchable(service, real, swapped)
+        return _Switchable(service, client(service), swapped)
 
     return AwsClients(make)
 
@@ -201,10 +206,10 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
 
 
 def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *,
-                 clients: AwsClients | None = None) -> World:
+                 clients: AwsClients | None = None, injector: Any = None) -> World:
     """Create Reflex's own resources and one resource per configured target (desired from `capacity`)."""
     overrides: dict[str, Any] = {}
-    clients = clients or moto_clients(overrides=overrides)
+    clients = clients or moto_clients(overrides=overrides, injector=injector)
     stage = config.stage
     ddb = clients.dynamodb
     names = {"audit": f"reflex-{stage}-audit", "state": f"reflex-{stage}-state",

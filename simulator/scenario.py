@@ -220,6 +220,41 @@ class HealthStep(_Strict):
     healthy: int = Field(ge=0)
 
 
+class FaultStep(_Strict):
+    """Inject an AWS fault (simulator.faults): per API (`ecs.UpdateService`, `UpdateService`, `*`) for the next
+    `count` matching calls, the given `calls` (1-based among matching calls), or `for_s` seconds of the clock;
+    `persist`: every attempt fails (botocore's retries too), else only each call's first attempt."""
+
+    operation: str = Field(min_length=1)
+    kind: Literal["throttle", "5xx", "access-denied", "timeout", "lost-response", "crash-after"]
+    count: int | None = Field(default=None, ge=1)
+    calls: list[int] = Field(default_factory=list)
+    for_s: float | None = Field(default=None, gt=0)
+    persist: bool = False
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> FaultStep:
+        if sum([self.count is not None, bool(self.calls), self.for_s is not None]) > 1:
+            raise ValueError("give at most one of count, calls, for_s")
+        return self
+
+
+class ConcurrentDelivery(_Strict):
+    """One of several deliveries made at the same instant, each in its own thread (several Lambda invocations
+    at once against the same state)."""
+
+    console: dict[str, Any] | None = None
+    promoter: dict[str, Any] | None = None
+    event: CustomEventStep | None = None
+    redeliver: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ConcurrentDelivery:
+        if sum(x is not None for x in (self.console, self.promoter, self.event, self.redeliver)) != 1:
+            raise ValueError("each delivery is one of console, promoter, event, redeliver")
+        return self
+
+
 class Redelivery(_Strict):
     step: str = Field(min_length=1)
     via: Via | None = Field(default=None, description="deliver the same alarm transition through another route")
@@ -296,6 +331,7 @@ class GreenReadyStep(_Strict):
 class Expect(_Strict):
     outcome: str | None = Field(default=None, description="some decision of this step has this outcome")
     absent: str | None = Field(default=None, description="no decision of this step has this outcome")
+    dead_lettered: int | None = Field(default=None, ge=0, description="events in the function's DLQ after the step")
     desired: int | None = Field(default=None, ge=0, description="the policy's desired capacity after the step")
     detail: str | None = Field(default=None, description="some decision's detail contains this text")
     policy: str | None = Field(default=None, description="which policy the checks concern (decisions without a "
@@ -307,13 +343,13 @@ class Expect(_Strict):
     @model_validator(mode="after")
     def _something(self) -> Expect:
         if (self.outcome is None and self.desired is None and self.detail is None and self.weights is None
-                and self.live is None and self.absent is None):
+                and self.live is None and self.absent is None and self.dead_lettered is None):
             raise ValueError("give at least one of outcome, absent, desired, detail, weights, live")
         return self
 
 
 STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock",
-              "green_ready", "promoter", "cloudwatch", "capacity", "freeze", "health")
+              "green_ready", "promoter", "cloudwatch", "capacity", "freeze", "health", "fault", "concurrent")
 
 
 class Step(OneKindStep):
@@ -336,6 +372,8 @@ class Step(OneKindStep):
     capacity: CapacityStep | None = None
     freeze: FreezeStep | None = None
     health: HealthStep | None = None
+    fault: FaultStep | None = None
+    concurrent: list[ConcurrentDelivery] | None = Field(default=None, min_length=2, max_length=16)
     expect: Expect | None = None
 
     @field_validator("t", mode="before")
@@ -382,6 +420,8 @@ class Every(_Strict):
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     description: str = ""
+    async_retries: bool = Field(default=True, description="model Lambda's asynchronous retries (2, ~1 and ~2 minutes "
+                                                          "later) and dead-lettering for events that raise")
     start: datetime
     config: str | None = None
     initial: dict[str, int] = Field(default_factory=dict, description="desired capacity per policy name")
@@ -422,7 +462,8 @@ class Scenario(_Strict):
                 original = seen.get(step.redeliver.step)
                 if original is None:
                     raise ValueError(f"{where}.redeliver: no earlier step with id {step.redeliver.step!r}")
-                if original.kind in ("kill_switch", "hold_lock", "cloudwatch", "capacity", "freeze", "health"):
+                if original.kind in ("kill_switch", "hold_lock", "cloudwatch", "capacity", "freeze", "health", "fault",
+                                     "concurrent"):
                     raise ValueError(f"{where}.redeliver: step {original.id!r} sends no event")
                 if step.redeliver.via is not None and original.alarm is None:
                     raise ValueError(f"{where}.redeliver.via: only an alarm transition can take another route")
@@ -903,6 +944,24 @@ class _Tick:
     t: float
 
 
+@dataclass
+class _Retry:
+    """Lambda's asynchronous retry of an event whose invocation raised (same event, same request id)."""
+
+    t: float
+    event: dict[str, Any]
+    function: str
+    attempt: int  # 1 or 2 (the first delivery was attempt 0)
+    request_id: str
+    label: str
+    step_id: str | None = None
+
+
+# Lambda retries an asynchronous invocation that raised twice: about 1 minute, then about 2 minutes later;
+# then it sends the event to the function's dead-letter queue (or on-failure destination).
+ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+
+
 class ScenarioRunner:
     """Plays one scenario through the real scaler handler inside an already active `mock_aws()`."""
 
@@ -913,7 +972,14 @@ class ScenarioRunner:
         self.scenario = scenario
         self.config = config
         self.clock = VirtualClock(scenario.start)
-        self.world = create_world(config, dict(scenario.initial))
+        self.injector: Any = None
+        if any(s.fault is not None for s in scenario.steps):
+            from simulator.faults import FaultInjector
+
+            self.injector = FaultInjector(self.clock)
+        self.world = create_world(config, dict(scenario.initial), injector=self.injector)
+        self._retries: list[_Retry] = []
+        self._request_id: str | None = None
         self.runtime = self.world.runtime(self.clock)
         self.watched = watched_policies(scenario, config)
         self.alarms = AlarmBook(scenario.alarms, scenario.start)
@@ -960,13 +1026,26 @@ class ScenarioRunner:
         initial = self._capacity()
         entries: list[TimelineEntry] = []
         with self._quiet_powertools():
-            for item in self._plan():
+            planned: list[Step | _Tick | _Retry] = list(self._plan())
+            while planned:
+                if self._retries:  # retries due before the next planned item run in their turn
+                    planned += self._retries
+                    self._retries = []
+                    planned.sort(key=lambda x: (x.t, 2 if isinstance(x, _Retry) else 0 if isinstance(x, _Tick) else 1))
+                item = planned.pop(0)
+                if item.t > self.scenario.duration and isinstance(item, _Retry):
+                    continue  # after the scenario's end
                 when = self.scenario.start + timedelta(seconds=item.t)
                 if self.promotion is not None:  # workflow states due before this item run at their own time
                     entries += self.promotion.until(when)
                 if when > self.clock.now():
                     self.clock.set(when)
-                entries.append(self._tick(item.t) if isinstance(item, _Tick) else self._step(item))
+                if isinstance(item, _Tick):
+                    entries.append(self._tick(item.t))
+                elif isinstance(item, _Retry):
+                    entries.append(self._retry(item))
+                else:
+                    entries.append(self._step(item))
             if self.promotion is not None:
                 entries += self.promotion.until(self.scenario.start + timedelta(seconds=self.scenario.duration))
         return SimulationResult(
@@ -1100,6 +1179,19 @@ class ScenarioRunner:
             entry.decisions.append(DecisionView(outcome="freeze:placed", policy=fz.policy,
                                                 detail=f"freeze#scale-in#{fz.policy} held by {fz.holder}",
                                                 audited=False))
+        elif step.fault is not None:
+            fs = step.fault
+            assert self.injector is not None
+            end = now + timedelta(seconds=fs.for_s) if fs.for_s is not None else None
+            self.injector.fail(fs.operation, fs.kind, count=fs.count, calls=tuple(fs.calls),
+                               start=now if end is not None else None, end=end, persist=fs.persist)
+            scope = (f"next {fs.count} call(s)" if fs.count else f"calls {fs.calls}" if fs.calls
+                     else f"for {fs.for_s:g}s" if fs.for_s else "every call")
+            entry.label = f"fault {fs.kind} on {fs.operation}, {scope}" + (" (every attempt)" if fs.persist else "")
+            entry.status = "fault"
+            entry.decisions.append(DecisionView(outcome="fault:armed", detail=entry.label, audited=False))
+        elif step.concurrent is not None:
+            return self._concurrent(step, entry)
         elif step.health is not None:
             from simulator.promotion_world import set_healthy_targets
 
@@ -1143,6 +1235,102 @@ class ScenarioRunner:
             entry.checks = self._check(step.expect, entry)
         return entry
 
+    def _retry(self, item: _Retry) -> TimelineEntry:
+        entry = TimelineEntry(offset_s=item.t, at=self.clock.now(), origin="step", kind="retry",
+                              label=f"Lambda retry {item.attempt} of: {item.label}", step_id=item.step_id)
+        self._request_id = item.request_id
+        try:
+            return self._invoke(entry, copy.deepcopy(item.event), function=item.function, attempt=item.attempt,
+                                label=item.label, step_id=item.step_id)
+        finally:
+            self._request_id = None
+
+    def _async_failed(self, event: dict[str, Any], function: str, attempt: int, request_id: str, label: str,
+                      step_id: str | None, error: str) -> str:
+        """Schedule Lambda's next retry of an asynchronous event that raised, or dead-letter it after the last."""
+        offset = (self.clock.now() - self.scenario.start).total_seconds()
+        if attempt < len(ASYNC_RETRY_DELAYS_S):
+            due = offset + ASYNC_RETRY_DELAYS_S[attempt]
+            self._retries.append(_Retry(t=due, event=copy.deepcopy(event), function=function, attempt=attempt + 1,
+                                        request_id=request_id, label=label, step_id=step_id))
+            return f"Lambda retries at {format_offset(due)}"
+        self.world.clients.sqs.send_message(
+            QueueUrl=self.world.settings.dead_letter_queue_url, MessageBody=json.dumps(event, default=str),
+            MessageAttributes={"RequestID": {"DataType": "String", "StringValue": request_id},
+                               "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                               "ErrorMessage": {"DataType": "String", "StringValue": error[:256]}})
+        return "retries exhausted: dead-lettered"
+
+    def _concurrent(self, step: Step, entry: TimelineEntry) -> TimelineEntry:
+        """Every delivery of the step at the same instant, each in its own thread, against the same state."""
+        import threading
+
+        assert step.concurrent is not None
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        now = self.clock.now()
+        for d in step.concurrent:
+            if d.console is not None:
+                deliveries.append(("scaler", dict(d.console)))
+            elif d.promoter is not None:
+                deliveries.append(("promoter", dict(d.promoter)))
+            elif d.event is not None:
+                deliveries.append(("scaler", {
+                    "version": "0", "id": str(uuid.uuid4()), "detail-type": d.event.detail_type,
+                    "source": d.event.source, "account": ACCOUNT, "time": _eb_time(now), "region": REGION,
+                    "resources": [], "detail": d.event.detail}))
+            else:
+                original, _ = self._sent[str(d.redeliver)]
+                deliveries.append((self._sent_to.get(str(d.redeliver), "scaler"), copy.deepcopy(original)))
+        functions = {f for f, _ in deliveries}
+        if len(functions) != 1:
+            raise ScenarioError(f"step {step.id or step.t}: concurrent deliveries go to one function (one runtime per "
+                                "process in the simulator)")
+        function = functions.pop()
+        if function == "promoter":
+            from promoter.handler import lambda_handler
+        else:
+            from scaler.handler import lambda_handler
+        self.world.activate(function, self.clock)
+        responses: list[Any] = [None] * len(deliveries)
+        barrier = threading.Barrier(len(deliveries))
+
+        def deliver(i: int, event: dict[str, Any]) -> None:
+            context = SimulatedContext(function_name=f"reflex-{self.config.stage}-{function}")
+            barrier.wait()
+            try:
+                responses[i] = lambda_handler(event, context)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 - shown in the timeline, as Lambda would report it
+                responses[i] = err
+
+        threads = [threading.Thread(target=deliver, args=(i, e)) for i, (_, e) in enumerate(deliveries)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        entry.label = f"{len(deliveries)} deliveries at once to {function}"
+        entry.event = {"concurrent": [e for _, e in deliveries]}
+        raised = [r for r in responses if isinstance(r, BaseException)]
+        entry.status = "ok" if not raised else f"{len(raised)} raised"
+        if raised:
+            entry.error = "; ".join(f"{type(r).__name__}: {str(r)[:200]}" for r in raised)
+        unseen = {r["id"]: r for r in self._audit_since(self.clock.now()) if r["id"] not in self._seen_audit}
+        self._seen_audit.update(unseen)
+        for response in responses:
+            if isinstance(response, dict) and not response.get("duplicate"):
+                for d in response.get("decisions", []):
+                    audit_id = d.get("audit_id")
+                    if audit_id and audit_id in unseen:
+                        entry.decisions.append(DecisionView.from_record(unseen.pop(audit_id)))
+                    elif not audit_id:
+                        entry.decisions.append(DecisionView.from_response(d))
+        leftover = sorted(unseen.values(), key=lambda r: (r["at"], r["id"]))
+        entry.decisions += [DecisionView.from_record(r) for r in leftover]
+        entry.capacity = self._capacity()
+        entry.response = responses
+        if step.expect is not None:
+            entry.checks = self._check(step.expect, entry)
+        return entry
+
     def _schedule_event(self, name: str, operation: str, policy: str | None = None,
                         params: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "operation": operation, "scheduled_time": _eb_time(self.clock.now()),
@@ -1154,7 +1342,8 @@ class ScenarioRunner:
         return {"reflex_schedule": body}
 
     def _invoke(self, entry: TimelineEntry, event: dict[str, Any], function: str = "scaler",
-                merge: bool = False) -> TimelineEntry:
+                merge: bool = False, attempt: int = 0, label: str | None = None,
+                step_id: str | None = None) -> TimelineEntry:
         """Invoke `function` (scaler or promoter) with the event; `merge` adds to the entry's decisions."""
         if function == "promoter":
             from promoter.handler import lambda_handler
@@ -1165,6 +1354,8 @@ class ScenarioRunner:
         if not merge:
             entry.event = event
         context = SimulatedContext(function_name=f"reflex-{self.config.stage}-{function}")
+        if self._request_id is not None:
+            context.aws_request_id = self._request_id
         response: dict[str, Any] = {}
         try:
             response = lambda_handler(event, context)  # type: ignore[arg-type]
@@ -1176,6 +1367,11 @@ class ScenarioRunner:
             entry.status = "raised"
             entry.error = f"{type(err).__name__}: {str(err)[:300]}"
             entry.response = err
+            if self.scenario.async_retries and "command" not in event and "reflex_step" not in event:
+                # An asynchronous event (EventBridge, SNS, alarm action, schedule): Lambda retries it.
+                entry.status += "; " + self._async_failed(event, function, attempt, context.aws_request_id,
+                                                          label or entry.label, step_id or entry.step_id,
+                                                          entry.error)
         decisions = self._decisions(response)
         if merge:  # a periodic reconcile with nothing to do is not worth a row
             decisions = [d for d in decisions if d.audited or entry.origin != "tick"]
@@ -1227,6 +1423,12 @@ class ScenarioRunner:
         if expect.outcome is not None:
             outcomes = [d.outcome for d in decisions]
             checks.append(CheckResult("outcome", expect.outcome, outcomes, expect.outcome in outcomes, expect.policy))
+        if expect.dead_lettered is not None:
+            attrs = self.world.clients.sqs.get_queue_attributes(
+                QueueUrl=self.world.settings.dead_letter_queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            count = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+            checks.append(CheckResult("dead_lettered", expect.dead_lettered, count, count == expect.dead_lettered))
         if expect.absent is not None:
             outcomes = [d.outcome for d in decisions]
             checks.append(CheckResult("absent", expect.absent, outcomes, expect.absent not in outcomes,
