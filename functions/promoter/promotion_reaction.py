@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promoter import workflow_definition as wf
+from promoter.fast_rollback import FastRollback
 from promoter.guard_alarms import read_guard_alarms
 from promoter.promotion_commands import (
     GreenReadyDetail,
@@ -101,6 +102,12 @@ class PromotionReaction:
         # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
         self._tokens: dict[str, str] = {}
         self._tokens_lock = threading.Lock()
+        # A guard alarm's weights, written before the pipeline runs (fast_rollback.py).
+        self.fast_rollback = FastRollback()
+
+    def write_rollback_first(self, event: Any, rt: ReactionRuntime) -> None:
+        """Time to safety: put the traffic back first when `event` is a guard alarm (see fast_rollback.py)."""
+        self.fast_rollback.run(event, rt)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
@@ -489,12 +496,18 @@ class PromotionReaction:
             return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         status = ABORTED if abort else ROLLED_BACK
         reason = self._rollback_reason(intent)
+        first = (self.fast_rollback.take(ctx.pair.name, p.id, intent.params.get("alarm"))
+                 if intent.params.get("cause") == "alarm" else None)
+        if first is not None and current == first.after:
+            # The handler wrote the weights before the pipeline ran: the audit shows what they replaced.
+            current = first.before
+            reason += " (weights written first, before the records)"
         return self._action(intent, "abort" if abort else "rollback",
                             ctx.snapshot(weights=current),
                             {"weights": target, "live": p.from_colour, "status": status,
                              "stop_execution": own is None},
                             f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
-                            why=reason)
+                            why=reason, written_first=first is not None)
 
     def _rollback_unfinished(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
         """A rollback that died after recording itself may have left the freeze or the workflow behind."""
@@ -734,8 +747,10 @@ class PromotionReaction:
 
     def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                           now: float) -> None:
-        # Traffic first: everything else can wait a few milliseconds.
-        traffic.apply(dict(action.intended["weights"]), current=dict(action.before.get("weights") or {}) or None)
+        # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read (the
+        # write is then a no-op unless someone moved the weights since).
+        before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
+        traffic.apply(dict(action.intended["weights"]), current=before)
         status = str(action.intended["status"])
         why = str(action.params.get("why", action.reason))
         ended: list[Promotion] = []
