@@ -158,13 +158,18 @@ def set_alarm_state(clients: AwsClients, name: str, state: str, at: datetime | N
     Creates the alarm when it does not exist yet. moto stamps the change with the machine's time; `at`
     (the virtual clock's time of the transition) replaces it, so "OK for long enough" is measured on the
     scenario's clock, as CloudWatch's StateUpdatedTimestamp would be."""
+    from botocore.exceptions import ClientError
+
     cloudwatch = clients.cloudwatch
-    found = cloudwatch.describe_alarms(AlarmNames=[name], AlarmTypes=["MetricAlarm", "CompositeAlarm"])
-    if not (found.get("MetricAlarms") or found.get("CompositeAlarms")):
+    try:
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ResourceNotFoundException"):
+            raise
         cloudwatch.put_metric_alarm(AlarmName=name, MetricName=name, Namespace="Simulated", Statistic="Average",
                                     Period=60, EvaluationPeriods=1, Threshold=1.0,
                                     ComparisonOperator="GreaterThanThreshold")
-    cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
     if at is not None:
         backdate_alarm(name, at)
 
