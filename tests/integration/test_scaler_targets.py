@@ -8,13 +8,13 @@ import pytest
 
 from tests.conftest import T0
 from tests.support import events as ev
+from tests.support.cloudwatch import mirroring_invoke
 
 
 @pytest.fixture
 def invoke(world):
     """The real scaler handler; each alarm transition sent is CloudWatch's state first (DescribeAlarms)."""
     return mirroring_invoke(world)
-from tests.support.cloudwatch import mirroring_invoke
 
 
 def asg(world) -> dict:
