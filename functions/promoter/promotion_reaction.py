@@ -95,6 +95,10 @@ class _Context:
 
 
 class PromotionReaction:
+    # Every operation writes a state (weights, the promotion record), so running it again is harmless.
+    idempotent_execute = True
+    # A guard alarm's ALARM delivered after its OK still rolls back: the canary was bad even if it recovered.
+    acts_on_stale_alarm = True
     name = "promoter"
     config_model = PromotionStageConfig
 
