@@ -83,6 +83,8 @@ def test_move_under_concurrent_writes_loses_and_duplicates_nothing(env: dict[str
 
     result = work.run(move)
     assert not work.errors, work.errors
+    # the workload really wrote while the buckets moved: it met the fence (router wait or database refusal)
+    assert work.waited + work.refused > 0, (work.waited, work.refused)
     assert result.phase == "done"
     assert work.acked > 50
     record = mover.load("m1")
@@ -185,15 +187,19 @@ def test_abort_after_the_switch_returns_everything_to_the_source(env: dict[str, 
 def test_a_verification_mismatch_rolls_back(env: dict[str, Any]) -> None:
     sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes")
 
+    moving: list[str] = []
+
     def tamper(at: str) -> None:
         if at == "step:copied":
             with psycopg.connect(sset.shards[1].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
                 conn.execute("SET reflex.mover = 'on'")
-                conn.execute("UPDATE orders SET v = v + 1 WHERE ctid = (SELECT min(ctid) FROM orders)")
+                assert conn.execute("UPDATE orders SET v = v + 1 WHERE tenant = %s AND id = 0",
+                                    (moving[0],)).rowcount == 1
 
     mover = make_mover(sset, env["ddb"], crash=tamper)
     expected = seed(env["pgc"], sset, mover)
-    buckets, _ = _tenants_in(mover, sset, "shard-a", 2)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
+    moving.extend(tenants)
     mover.start(buckets, "shard-a", "shard-b", move_id="m-bad")
     assert mover.run("m-bad").phase == "rolled_back"
     record = mover.load("m-bad")
