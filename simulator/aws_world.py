@@ -134,9 +134,11 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
     from scaler.scaling_reaction import ScalingReaction
+    from shards.shard_reaction import ShardReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction,
+                                         ShardReaction)
     }
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)

@@ -65,6 +65,10 @@ class MoveRefused(ValueError):
         self.field = field
 
 
+class _OutOfBudget(Exception):
+    """The step's time budget ran out between two committed copy chunks: the next step resumes."""
+
+
 class InjectedCrash(RuntimeError):
     """Raised by a test's crash hook at a named point."""
 
@@ -93,7 +97,8 @@ class Mover:
     def __init__(self, shard_set: ShardSet, store: ShardMapStore, connect: pg.Connect, *,
                  conninfo: Callable[[Shard], str] | None = None, now: Callable[[], float] = time.time,
                  on_switched: Callable[[MoveRecord], None] | None = None,
-                 crash: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 crash: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 step_budget_s: float | None = None) -> None:
         self.set = shard_set
         self.store = store
         self._connect = connect
@@ -102,6 +107,10 @@ class Mover:
         self._on_switched = on_switched
         self._crash = crash or (lambda point: None)
         self._sleep = sleep
+        # A step that copies stops after this long (between committed chunks) and the next one resumes: a
+        # Lambda step stays well inside its timeout and the set's lock lease whatever the bucket's size.
+        self._budget = step_budget_s
+        self._deadline: float | None = None
 
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
@@ -217,7 +226,11 @@ class Mover:
         if move.paused and move.phase not in ("fenced", "copied", "verified", "rolling_back"):
             return StepResult(move.id, move.phase, wait_s=30.0, detail="paused")
         handler = getattr(self, f"_from_{move.phase}")
-        result: StepResult = handler(move)
+        self._deadline = time.monotonic() + self._budget if self._budget else None
+        try:
+            result: StepResult = handler(move)
+        except _OutOfBudget:
+            return StepResult(move.id, move.phase, detail="copy continues in the next step")
         self._crash(f"step:{result.phase}")
         return result
 
@@ -499,6 +512,8 @@ class Mover:
                                 "cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, done = EXCLUDED.done",
                                 (progress_id, t.name, Jsonb(cursor), rows, done))
                 self._crash("copy:chunk")
+                if not done and self._deadline is not None and time.monotonic() > self._deadline:
+                    raise _OutOfBudget()
             copied[t.name] = rows
         return copied
 
