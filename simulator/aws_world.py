@@ -174,7 +174,7 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
     topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
     dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
     prefix = f"/reflex/{stage}/kill-switch"
-    for scope in ("global", "scaler", "promoter"):
+    for scope in ("global", "scaler", "promoter", "shards"):
         clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
 
     capacity = capacity or {}

@@ -62,8 +62,8 @@ def test_bucket_function_is_the_same_in_python_and_sql(pgc: PostgresCluster) -> 
             sql_text = conn.execute(f"SELECT {bucket_sql('k', n, 'text').replace('%', '%%')} FROM unnest(%s::text[]) k",
                                     (texts,)).fetchall()
             assert [r[0] for r in sql_text] == [bucket_of(t, n) for t in texts]
-            sql_int = conn.execute(f"SELECT {bucket_sql('k', n, 'integer').replace('%', '%%')} FROM unnest(%s::bigint[]) k",
-                                   (ints,)).fetchall()
+            expr = bucket_sql("k", n, "integer").replace("%", "%%")
+            sql_int = conn.execute(f"SELECT {expr} FROM unnest(%s::bigint[]) k", (ints,)).fetchall()
             assert [r[0] for r in sql_int] == [bucket_of(i, n, "integer") for i in ints]
 
 

@@ -3,6 +3,7 @@ and a concurrent write workload that remembers every acknowledged write."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -62,10 +63,8 @@ def reset_databases(pgc: Any, dbs: list[str]) -> None:
             for slot, pid in rows:
                 if pid:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                try:
+                with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                except psycopg.Error:
-                    pass
             time.sleep(0.1)
     for db in dbs:
         with psycopg.connect(pgc.dsn(db), autocommit=True) as conn:
@@ -76,7 +75,8 @@ def reset_databases(pgc: Any, dbs: list[str]) -> None:
             conn.execute(SCHEMA)
 
 
-def seed(pgc: Any, sset: ShardSet, mover: Mover, tenants: int = 60, orders_per_tenant: int = 20) -> dict[tuple[str, int], int]:
+def seed(pgc: Any, sset: ShardSet, mover: Mover, tenants: int = 60,
+         orders_per_tenant: int = 20) -> dict[tuple[str, int], int]:
     """Rows for `tenants` tenants on the shard the map places them; returns {(tenant, id): v}."""
     from shards.buckets import bucket_of
 
@@ -92,11 +92,11 @@ def seed(pgc: Any, sset: ShardSet, mover: Mover, tenants: int = 60, orders_per_t
     for shard, rows in by_shard.items():
         s = sset.shard(shard)
         assert s is not None
-        with psycopg.connect(s.connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO orders (tenant, id, v) VALUES (%s, %s, %s)", rows)
-                cur.executemany("INSERT INTO order_lines (tenant, order_id, line, qty) VALUES (%s, %s, 1, 1.5)",
-                                [(t, i) for t, i, _ in rows])
+        dsn = s.connection.dsn  # type: ignore[union-attr]
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders (tenant, id, v) VALUES (%s, %s, %s)", rows)
+            cur.executemany("INSERT INTO order_lines (tenant, order_id, line, qty) VALUES (%s, %s, 1, 1.5)",
+                            [(t, i) for t, i, _ in rows])
     return expected
 
 
@@ -228,3 +228,15 @@ def make_mover(sset: ShardSet, ddb: Any, **kwargs: Any) -> Mover:
 
 def router_for(ddb: Any, set_name: str = "orders") -> Router:
     return Router.from_dynamodb(TABLE, set_name, client=ddb, ttl_s=0.05, retry_after_s=0.01)
+
+
+def shards_invoke(world: Any, clock: Any) -> Callable[[Any], Any]:
+    """Call the real shards handler in `world` (its runtime: the shards function's view of the config)."""
+    from shards.handler import lambda_handler
+    from tests.conftest import FakeLambdaContext
+
+    def invoke(event: Any) -> Any:
+        world.activate("shards", clock)
+        return lambda_handler(event, FakeLambdaContext())
+
+    return invoke
