@@ -21,7 +21,8 @@ MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-promotion"
 
 
 def _machine(dev: Synthesized) -> tuple[str, dict[str, Any]]:
-    (logical_id, machine), = dev.resources("AWS::StepFunctions::StateMachine").items()
+    (logical_id, machine), = [(k, m) for k, m in dev.resources("AWS::StepFunctions::StateMachine").items()
+                              if m["Properties"]["StateMachineName"] == "reflex-dev-promotion"]
     return logical_id, machine
 
 
