@@ -54,6 +54,7 @@ from shards.shard_map import BucketState, MapConflict, MoveRecord, ShardMap, Sha
 ACTIVE_PHASES = ("claimed", "prepared", "replicating", "caught_up", "fenced", "copied", "verified", "switched",
                  "rolling_back")
 MARKER_WAIT_S = 30.0
+FENCED_CHAIN = ("fenced", "copied", "verified")
 CATCH_UP_POLL_S = 1.0
 
 
@@ -111,6 +112,8 @@ class Mover:
         # Lambda step stays well inside its timeout and the set's lock lease whatever the bucket's size.
         self._budget = step_budget_s
         self._deadline: float | None = None
+        self._open: dict[str, psycopg.Connection[Any]] = {}
+        self._in_step = False
 
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
@@ -118,14 +121,28 @@ class Mover:
         shard = self.set.shard(shard_name)
         if shard is None:
             raise MoveRefused("shard", f"no shard {shard_name!r} in set {self.set.name}")
+        cached = self._open.get(shard_name)
+        if cached is not None and not cached.closed:
+            yield cached  # one connection per shard for the whole step (closed when the step ends)
+            return
         conn = self._connect(shard)
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET DateStyle = 'ISO, YMD'")
+        conn.execute("SET extra_float_digits = 3")
+        if self._in_step:
+            self._open[shard_name] = conn
+            yield conn
+            return
         try:
-            conn.execute("SET TimeZone = 'UTC'")
-            conn.execute("SET DateStyle = 'ISO, YMD'")
-            conn.execute("SET extra_float_digits = 3")
             yield conn
         finally:
             conn.close()
+
+    def _close_all(self) -> None:
+        for conn in self._open.values():
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        self._open.clear()
 
     def map(self) -> ShardMap:
         return self.store.ensure(self.set.name, self.set.buckets, self.set.key.type, self.set.initial_assignment())
@@ -227,11 +244,23 @@ class Mover:
             return StepResult(move.id, move.phase, wait_s=30.0, detail="paused")
         handler = getattr(self, f"_from_{move.phase}")
         self._deadline = time.monotonic() + self._budget if self._budget else None
+        self._in_step = True
         try:
             result: StepResult = handler(move)
+            self._crash(f"step:{result.phase}")
+            # Once fenced, go straight on (copy or final catch-up, verify, switch) in this invocation: every
+            # step between the fence and the switch is write unavailability for the moving buckets.
+            while result.phase in FENCED_CHAIN and not result.wait_s:
+                move = self.load(move_id)
+                if move.abort_requested:
+                    break
+                result = getattr(self, f"_from_{move.phase}")(move)
+                self._crash(f"step:{result.phase}")
         except _OutOfBudget:
-            return StepResult(move.id, move.phase, detail="copy continues in the next step")
-        self._crash(f"step:{result.phase}")
+            return StepResult(move_id, self.load(move_id).phase, detail="copy continues in the next step")
+        finally:
+            self._in_step = False
+            self._close_all()
         return result
 
     def run(self, move_id: str, *, max_steps: int = 1000, wait: bool = True) -> StepResult:
@@ -307,7 +336,7 @@ class Mover:
 
     def _fence(self, move: MoveRecord) -> None:
         if move.fence_started_at is None:
-            move.fence_started_at = self._now()
+            move.fence_started_at = time.time()  # wall time: the fence is real whatever clock drives the grace
             move = self.store.save_move(move)
         with self._conn(move.source) as src:
             pg.set_fence(src, self.set.name, move.buckets, "fenced", move.id,
@@ -348,7 +377,9 @@ class Mover:
 
     def _from_verified(self, move: MoveRecord) -> StepResult:
         if move.mode == "online":
-            self._teardown(move, forward=True)
+            # The forward stream stops (nothing is left in it: the source is fenced and drained) before the
+            # reverse one starts, so a change never travels back and forth; it is dropped after the switch.
+            self._stop_stream(move, forward=True)
             self._replicate(move, move.target, move.source, forward=False)
         self._crash("switch:replication")
         with self._conn(move.target) as tgt:
@@ -365,14 +396,17 @@ class Mover:
             return changed
 
         self._update_map(f"move {move.id}: switch {ranges(move.buckets)} to {move.target}", switch)
-        self._crash("switch:map")
-        with self._conn(move.source) as src:
-            pg.set_fence(src, self.set.name, move.buckets, "moved", move.id)
         now = self._now()
         if move.switched_at is None:
             move.switched_at = now
-            move.fence_ms = round((now - (move.fence_started_at or now)) * 1000, 1)
+            wall = time.time()
+            move.fence_ms = round((wall - (move.fence_started_at or wall)) * 1000, 1)
             move.grace_until = now + self.set.grace_period_s
+        self._crash("switch:map")
+        with self._conn(move.source) as src:
+            pg.set_fence(src, self.set.name, move.buckets, "moved", move.id)
+        if move.mode == "online":
+            self._teardown(move, forward=True)
         move = self._save(move, "switched", f"switched to {move.target}; fence {move.fence_ms} ms")
         if self._on_switched is not None:
             self._on_switched(move)
@@ -447,7 +481,7 @@ class Mover:
             self._delete_rows(tgt, move.buckets)
             tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
         if move.fence_started_at is not None and move.fence_ms is None:
-            move.fence_ms = round((self._now() - move.fence_started_at) * 1000, 1)
+            move.fence_ms = round((time.time() - move.fence_started_at) * 1000, 1)
         self._save(move, "rolled_back", move.error or move.abort_requested or "rolled back")
 
     # ------------------------------------------------------------------ data
@@ -608,6 +642,26 @@ class Mover:
                     break
                 time.sleep(0.1)
             src.execute(f"DROP PUBLICATION IF EXISTS {names['pub']}")
+
+    def _stop_stream(self, move: MoveRecord, *, forward: bool) -> None:
+        """Disable the subscription and wait until its sender has let go of the slot. Idempotent."""
+        names = self._names(move, forward=forward)
+        source, target = (move.source, move.target) if forward else (move.target, move.source)
+        with self._conn(target) as tgt:
+            row = tgt.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", (names["sub"],)).fetchone()
+            if row is not None and row[0]:
+                tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} DISABLE")
+        with self._conn(source) as src:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = src.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                  (names["slot"],)).fetchone()
+                if row is None or row[0] is None:
+                    return
+                if time.monotonic() > deadline - 9:
+                    src.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                time.sleep(0.005)
+            raise RuntimeError(f"the sender of slot {names['slot']} did not stop; retry")
 
     def _await_marker(self, src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], marker: str,
                       timeout_s: float) -> bool:
