@@ -66,6 +66,8 @@ class BatchRequest:
 
 
 class CdnBatchReaction:
+    # CloudFront deduplicates by CallerReference: a retry that cannot tell whether it landed sends it again.
+    idempotent_execute = True
     name = "cdn_batcher"
     config_model = InvalidationStageConfig
 

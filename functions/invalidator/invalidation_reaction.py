@@ -97,6 +97,8 @@ def _lease_s(cache: CacheConfig) -> float:
 
 
 class InvalidationReaction:
+    # Deleting keys again is harmless: a retry that cannot tell how far an attempt got runs it again.
+    idempotent_execute = True
     name = "invalidator"
     config_model = InvalidationStageConfig
 

@@ -92,6 +92,10 @@ class _Context:
 
 
 class PromotionReaction:
+    # Every operation writes a state (weights, the promotion record), so running it again is harmless.
+    idempotent_execute = True
+    # A guard alarm's ALARM delivered after its OK still rolls back: the canary was bad even if it recovered.
+    acts_on_stale_alarm = True
     name = "promoter"
     config_model = PromotionStageConfig
 
@@ -209,7 +213,8 @@ class PromotionReaction:
         # reports what it would do, and the execution ends there (DryRun).
         dry_run = (rt.config.dry_run or pair.dry_run) and intent.operation != "start"
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=pair.max_actions_per_hour,
-                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety)
+                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety,
+                             safety=safety)
 
     @staticmethod
     def _pair(name: str, rt: ReactionRuntime) -> PromotionPair:
