@@ -54,6 +54,9 @@ def _key(sset: ShardSet) -> str:
 class ShardReaction:
     name = "shards"
     config_model = ShardingStageConfig
+    # Starting a move (named after the trigger), a mover step, pause/resume/abort: running one twice is harmless,
+    # so a retry that cannot tell whether it was applied runs it again.
+    idempotent_execute = True
 
     def __init__(self, connect: pg.Connect | None = None, step_budget_s: float = STEP_BUDGET_S) -> None:
         self._connect = connect

@@ -99,12 +99,21 @@ def test_move_under_concurrent_writes_loses_and_duplicates_nothing(env: dict[str
 
 def test_stale_router_is_refused_by_the_source(env: dict[str, Any]) -> None:
     sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", grace_period_s=3600)
-    mover = make_mover(sset, env["ddb"])
+    stops: list[str] = []
+
+    def stop_when_fenced(at: str) -> None:  # the fenced phases run in one step: stop it right after the fence
+        if at == "step:fenced" and not stops:
+            stops.append(at)
+            raise InjectedCrash(at)
+
+    mover = make_mover(sset, env["ddb"], crash=stop_when_fenced)
     seed(env["pgc"], sset, mover)
     buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
     mover.start(buckets, "shard-a", "shard-b", move_id="m-stale")
-    for _ in range(3):
-        mover.step("m-stale")  # prepared, fenced, copied
+    mover.step("m-stale")  # prepared
+    with pytest.raises(InjectedCrash):
+        mover.step("m-stale")  # fenced, then "crashes"
+    assert mover.load("m-stale").phase == "fenced"
     with psycopg.connect(sset.shards[0].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
         for stmt in ("INSERT INTO orders (tenant, id, v) VALUES (%s, 999, 1)",
                      "UPDATE orders SET v = 5 WHERE tenant = %s", "DELETE FROM orders WHERE tenant = %s"):
