@@ -195,9 +195,11 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
     from scaler.scaling_reaction import ScalingReaction
+    from shards.shard_reaction import ShardReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction,
+                                         ShardReaction)
     }
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
@@ -233,7 +235,7 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
     topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
     dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
     prefix = f"/reflex/{stage}/kill-switch"
-    for scope in ("global", "scaler", "promoter"):
+    for scope in ("global", "scaler", "promoter", "shards"):
         clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
 
     capacity = capacity or {}

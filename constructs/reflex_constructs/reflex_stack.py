@@ -21,6 +21,7 @@ from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReact
 from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
+from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 from reflex_core.config import ReflexConfig
 
@@ -50,6 +51,10 @@ class ReflexStack(Stack):
         self.invalidation: InvalidationReaction | None = None
         if config.invalidation.enabled:
             self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.shards: ShardsReaction | None = None
+        if config.sharding and config.sharding.sets:
+            self.shards = ShardsReaction(self, "Shards", ShardsReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 

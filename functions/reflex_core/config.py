@@ -43,6 +43,7 @@ from reflex_core.scaling_config import (
     ScalingTarget,
     StepAdjustment,
 )
+from reflex_core.sharding_config import ShardingStageConfig
 
 __all__ = [
     "AlarmMatch", "AlarmTopic", "AuroraReplicasTarget", "AutoScalingGroupTarget", "Bounds", "ConfigError",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 

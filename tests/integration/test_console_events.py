@@ -36,7 +36,7 @@ SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
 # events/<function>/ -> the function that the events are for.
-FUNCTIONS = {"scaler", "invalidator", "promoter"}
+FUNCTIONS = {"scaler", "invalidator", "promoter", "shards"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 
 
@@ -179,6 +179,10 @@ def test_console_event(path: Path, world, invoke, request):
     assert desired(before) == INITIAL
     if function == "invalidator":
         invoke = request.getfixturevalue("invalidator_invoke")
+    if function == "shards":
+        from tests.support.shards import shards_invoke
+
+        invoke = shards_invoke(world, request.getfixturevalue("clock"))
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()
