@@ -1,0 +1,1 @@
+"""Shard rebalancing: planner, mover, router, reaction."""
