@@ -152,18 +152,18 @@ class _Model:
             raise ValueError("shards: at least one shard is required")
         self.names = [shard.name for shard in shards]
         self.index: dict[str, int] = {}
-        for position, shard in enumerate(shards):
-            if not shard.name:
+        for position, info in enumerate(shards):
+            if not info.name:
                 raise ValueError(f"shards[{position}].name: must not be empty")
-            if shard.name in self.index:
-                raise ValueError(f"shards[{position}].name: duplicate shard {shard.name!r}")
-            if not (shard.weight > 0 and math.isfinite(shard.weight)):
-                raise ValueError(f"shards[{position}].weight: must be a positive number, got {shard.weight!r}")
-            if shard.max_concurrent_moves < 1:
+            if info.name in self.index:
+                raise ValueError(f"shards[{position}].name: duplicate shard {info.name!r}")
+            if not (info.weight > 0 and math.isfinite(info.weight)):
+                raise ValueError(f"shards[{position}].weight: must be a positive number, got {info.weight!r}")
+            if info.max_concurrent_moves < 1:
                 raise ValueError(
-                    f"shards[{position}].max_concurrent_moves: must be at least 1, got {shard.max_concurrent_moves}"
+                    f"shards[{position}].max_concurrent_moves: must be at least 1, got {info.max_concurrent_moves}"
                 )
-            self.index[shard.name] = position
+            self.index[info.name] = position
         self.accepting = [shard.accepting for shard in shards]
         if not any(self.accepting):
             raise ValueError("shards: no shard accepts buckets (every shard has accepting=False)")
@@ -172,24 +172,22 @@ class _Model:
         self.by_load = settings.metric == "load"
 
         seen: set[int] = set()
-        self.bucket_ids: list[int] = []
-        self.metric: list[float] = []
-        self.cost: list[int] = []
-        self.home: list[int] = []
+        index = self.index
+        by_load = self.by_load
+        ids: list[int] = []
+        metric: list[float] = []
+        cost: list[int] = []
+        home: list[int] = []
         for position, bucket in enumerate(buckets):
-            if bucket.bucket in seen:
-                raise ValueError(f"buckets[{position}].bucket: duplicate bucket {bucket.bucket}")
-            seen.add(bucket.bucket)
-            if bucket.shard not in self.index:
-                raise ValueError(f"buckets[{position}].shard: unknown shard {bucket.shard!r}")
-            if bucket.bytes < 0:
-                raise ValueError(f"buckets[{position}].bytes: must not be negative, got {bucket.bytes}")
-            if bucket.load < 0 or not math.isfinite(bucket.load):
-                raise ValueError(f"buckets[{position}].load: must be a non-negative number, got {bucket.load!r}")
-            self.bucket_ids.append(bucket.bucket)
-            self.metric.append(float(bucket.load) if self.by_load else float(bucket.bytes))
-            self.cost.append(int(bucket.bytes))
-            self.home.append(self.index[bucket.shard])
+            bucket_id, where, size, load = bucket.bucket, index.get(bucket.shard), bucket.bytes, bucket.load
+            if bucket_id in seen or where is None or not size >= 0 or not (0 <= load < math.inf):
+                raise _rejected(position, bucket, seen, index)
+            seen.add(bucket_id)
+            ids.append(bucket_id)
+            metric.append(float(load) if by_load else float(size))
+            cost.append(int(size))
+            home.append(where)
+        self.bucket_ids, self.metric, self.cost, self.home = ids, metric, cost, home
 
         count = len(shards)
         self.level = [0.0] * count
@@ -216,27 +214,54 @@ class _Model:
         return self.lo[shard] - self.eps <= level <= self.hi[shard] + self.eps
 
     def min_bytes_for(self, amount: float, items: Iterable[int]) -> float:
-        """Fractional knapsack: the fewest bytes that carry `amount` of metric out of these buckets."""
+        """A lower bound on the bytes of any set of these buckets carrying at least `amount` of metric.
+
+        Bytes metric: the amount itself. Load: the fractional knapsack (densest first, a fraction of the
+        critical bucket), tightened by branching a few levels on the critical bucket (it is in the set, or
+        it is not; the bound is the smaller of the two branches' bounds)."""
         if amount <= 0:
             return 0.0
         if not self.by_load:
             return amount
         dense = sorted(
             (item for item in items if self.metric[item] > 0),
-            key=lambda item: (-(self.metric[item] / self.cost[item]) if self.cost[item] else -math.inf),
+            key=lambda item: (-(self.metric[item] / self.cost[item]) if self.cost[item] else -math.inf, item),
         )
-        needed, spent = amount, 0.0
-        for item in dense:
-            if self.cost[item] == 0:
-                needed -= self.metric[item]
-            elif self.metric[item] >= needed:
-                return spent + self.cost[item] * needed / self.metric[item]
-            else:
-                needed -= self.metric[item]
-                spent += self.cost[item]
-            if needed <= 0:
-                return spent
-        return spent
+        metric = [self.metric[item] for item in dense]
+        cost = [float(self.cost[item]) for item in dense]
+        relaxed = _cover_bound(metric, cost, amount, frozenset(), 0)
+        branched = _cover_bound(metric, cost, amount, frozenset(), 6)
+        return branched if math.isfinite(branched) else relaxed
+
+
+def _cover_bound(metric: list[float], cost: list[float], need: float, excluded: frozenset[int], depth: int) -> float:
+    """Bound on the cheapest cover of `need` (items sorted densest first); inf when nothing covers it."""
+    spent = 0.0
+    for index, value in enumerate(metric):
+        if index in excluded:
+            continue
+        if value >= need:
+            fractional = spent + cost[index] * need / value
+            if depth == 0:
+                return fractional
+            forced = cost[index] + (
+                _cover_bound(metric, cost, need - value, excluded | {index}, depth - 1) if need - value > 0 else 0.0
+            )
+            without = _cover_bound(metric, cost, need, excluded | {index}, depth - 1)
+            return max(fractional, min(forced, without))
+        need -= value
+        spent += cost[index]
+    return math.inf
+
+
+def _rejected(position: int, bucket: BucketInfo, seen: set[int], index: dict[str, int]) -> ValueError:
+    if bucket.bucket in seen:
+        return ValueError(f"buckets[{position}].bucket: duplicate bucket {bucket.bucket}")
+    if bucket.shard not in index:
+        return ValueError(f"buckets[{position}].shard: unknown shard {bucket.shard!r}")
+    if not bucket.bytes >= 0:
+        return ValueError(f"buckets[{position}].bytes: must not be negative, got {bucket.bytes}")
+    return ValueError(f"buckets[{position}].load: must be a non-negative finite number, got {bucket.load!r}")
 
 
 def _check_settings(settings: PlanSettings) -> None:
@@ -259,22 +284,53 @@ def _check_settings(settings: PlanSettings) -> None:
 # --------------------------------------------------------------------------- planning steps
 
 
+def _least_removal(model: _Model, shard: int, surplus: float) -> float:
+    """A lower bound on the metric a shard must give to lose `surplus` (bytes metric only).
+
+    If the buckets smaller than the surplus cannot add up to it, at least one bucket at least as big as
+    the surplus must leave: the smallest such bucket is a lower bound."""
+    if model.by_load or not model.accepting[shard]:
+        return surplus
+    small = 0.0
+    smallest_big = math.inf
+    for item in model.members[shard]:
+        value = model.metric[item]
+        if value < surplus:
+            small += value
+        elif value < smallest_big:
+            smallest_big = value
+    if small >= surplus or smallest_big == math.inf:
+        return surplus
+    return smallest_big
+
+
 def _lower_bound(model: _Model) -> int:
-    surplus_bytes = 0.0
-    deficit = 0.0
+    """max(bytes that must leave the shards over their band, bytes that must arrive at those under it).
+
+    Every plan that ends in band moves at least both: a shard over its band gives at least its surplus
+    (at least one whole bucket as big as the surplus when the smaller ones cannot add up to it), a shard
+    under its band receives at least its deficit, and a shard that has to give more than down to its lower
+    bound must receive the difference back. For the load metric both sides are converted to bytes by a
+    fractional knapsack (the fewest bytes that can carry that load)."""
+    out_bytes = 0.0
+    in_metric = 0.0
     for shard in range(len(model.names)):
-        surplus = model.level[shard] - model.hi[shard]
+        level = model.level[shard]
+        surplus = level - model.hi[shard]
         if surplus > model.eps:
-            surplus_bytes += model.min_bytes_for(surplus, model.members[shard])
-        if model.accepting[shard]:
-            deficit += max(0.0, model.lo[shard] - model.level[shard])
-    if deficit <= model.eps:
-        deficit_bytes = 0.0
+            removal = _least_removal(model, shard, surplus)
+            out_bytes += model.min_bytes_for(removal, model.members[shard])
+            if model.accepting[shard]:
+                in_metric += max(0.0, model.lo[shard] - (level - removal))
+        elif model.accepting[shard]:
+            in_metric += max(0.0, model.lo[shard] - level)
+    if in_metric <= model.eps:
+        in_bytes = 0.0
     elif model.by_load:
-        deficit_bytes = model.min_bytes_for(deficit, range(len(model.metric)))
+        in_bytes = model.min_bytes_for(in_metric, range(len(model.metric)))
     else:
-        deficit_bytes = deficit
-    return math.floor(max(surplus_bytes, deficit_bytes) + 1e-6)
+        in_bytes = in_metric
+    return math.floor(max(out_bytes, in_bytes) + 1e-6)
 
 
 def _surplus_targets(model: _Model) -> list[float]:
@@ -420,8 +476,11 @@ class _State:
         self.level[self.model.home[item]] += self.model.metric[item]
 
 
-def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int]) -> list[int]:
-    """Assign pooled buckets (already removed from their sources) to receivers; return unplaced ones."""
+def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int], overflow: bool) -> list[int]:
+    """Assign pooled buckets (already removed from their sources) to receivers; return unplaced ones.
+
+    A bucket that fits no receiver within its band stays home, unless it is drained or `overflow` is set:
+    then it goes to the least utilised receiver."""
     unplaced: list[int] = []
     for item in sorted(pool, key=lambda item: (-model.metric[item], model.bucket_ids[item])):
         value = model.metric[item]
@@ -437,12 +496,15 @@ def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int])
             key = (1.0 if deficit > model.eps else 0.0, deficit if deficit > model.eps else room, -shard)
             if best is None or key > best_key:
                 best, best_key = shard, key
-        if best is None and not model.accepting[model.home[item]]:
+        if best is None and (overflow or not model.accepting[model.home[item]]):
             # A drained bucket must go somewhere: the least utilised receiver.
             candidates = receivers or [s for s in range(len(model.names)) if model.accepting[s]]
             best = min(
                 candidates,
-                key=lambda shard: ((state.level[shard] + value) / model.share[shard] if model.share[shard] else 0, shard),
+                key=lambda shard: (
+                    (state.level[shard] + value) / model.share[shard] if model.share[shard] else 0.0,
+                    shard,
+                ),
             )
         if best is None:
             state.level[model.home[item]] += value  # stays home
@@ -463,15 +525,18 @@ def _repair(model: _Model, state: _State) -> None:
         shard for shard in range(count)
         if model.accepting[shard] and shard not in received and state.level[shard] > model.lo[shard] + model.eps
     ]
-    unmoved = {
-        shard: sorted(
-            (model.metric[item], model.bucket_ids[item], item)
-            for item in model.members[shard]
-            if item not in state.moves and model.metric[item] > 0
-        )
-        for shard in donors
-    }
-    for _ in range(4 * count + 16):
+    unmoved: dict[int, list[tuple[float, int, int]]] = {}
+
+    def unmoved_of(shard: int) -> list[tuple[float, int, int]]:
+        if shard not in unmoved:
+            unmoved[shard] = sorted(
+                (model.metric[item], model.bucket_ids[item], item)
+                for item in model.members[shard]
+                if item not in state.moves and model.metric[item] > 0
+            )
+        return unmoved[shard]
+
+    for _ in range(len(model.metric) + 1):
         needy = [
             (model.lo[shard] - state.level[shard], -shard)
             for shard in range(count)
@@ -487,7 +552,7 @@ def _repair(model: _Model, state: _State) -> None:
         for donor in donors:
             if donor == receiver:
                 continue
-            candidates = unmoved[donor]
+            candidates = unmoved_of(donor)
             upper = min(state.level[donor] - model.lo[donor], room) + model.eps
             start = bisect.bisect_left(candidates, (deficit - model.eps, -math.inf, -1))
             for position in range(start, len(candidates)):
@@ -527,18 +592,18 @@ def _prune(model: _Model, state: _State) -> None:
 
 def _shrink(model: _Model, state: _State) -> None:
     """Replace a moved bucket by a cheaper one of the same source when both ends stay in band."""
-    count = len(model.names)
-    unmoved: list[list[tuple[float, int, int]]] = [[] for _ in range(count)]
-    for shard in range(count):
-        if model.accepting[shard]:
-            unmoved[shard] = sorted(
-                (model.metric[item], model.bucket_ids[item], item)
-                for item in model.members[shard]
-                if item not in state.moves
-            )
+    unmoved: dict[int, list[tuple[float, int, int]]] = {}
     for item in sorted(state.moves, key=lambda item: (-model.cost[item], model.bucket_ids[item])):
         source, target = model.home[item], state.moves[item]
-        if not model.accepting[source] or not unmoved[source]:
+        if not model.accepting[source]:
+            continue
+        if source not in unmoved:
+            unmoved[source] = sorted(
+                (model.metric[other], model.bucket_ids[other], other)
+                for other in model.members[source]
+                if other not in state.moves
+            )
+        if not unmoved[source]:
             continue
         value = model.metric[item]
         # Replacing `item` by `other` changes source by +(value - v') and target by -(value - v').
@@ -555,9 +620,10 @@ def _shrink(model: _Model, state: _State) -> None:
                 other_value, _, other = candidates[position]
                 if other_value > high_value + model.eps:
                     break
-                if model.cost[other] < model.cost[item] and (
-                    best is None or (model.cost[other], model.bucket_ids[other]) < (model.cost[best], model.bucket_ids[best])
-                ):
+                cheaper = best is None or (model.cost[other], model.bucket_ids[other]) < (
+                    model.cost[best], model.bucket_ids[best]
+                )
+                if model.cost[other] < model.cost[item] and cheaper:
                     best, best_position = other, position
         elif start < len(candidates):
             other_value, _, other = candidates[start]
@@ -646,7 +712,10 @@ def _reason(model: _Model, item: int, target: int) -> str:
         if target_level < model.lo[target] - model.eps
         else f"{_describe(model, target, target_level)}, room within its band"
     )
-    return f"{why}; bucket {model.bucket_ids[item]} ({value_text}) to {where}; undo: move it back to {model.names[source]}"
+    return (
+        f"{why}; bucket {model.bucket_ids[item]} ({value_text}) to {where}; "
+        f"undo: move it back to {model.names[source]}"
+    )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -680,6 +749,68 @@ def plan_drain(
     return _plan(model, settings, drain=drain)
 
 
+def _outside(model: _Model, level: list[float]) -> float:
+    return sum(model.excess(shard, level[shard]) for shard in range(len(model.names)))
+
+
+def _score(model: _Model, state: _State) -> tuple[float, int]:
+    """Plans compare by what stays outside the bands (to a tolerance), then by bytes moved."""
+    return (round(_outside(model, state.level) / max(model.total, 1.0), 9), sum(model.cost[i] for i in state.moves))
+
+
+def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
+    """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back."""
+    count = len(model.names)
+    state = _State(model)
+    taken: set[int] = set()
+    givers: set[int] = set()
+    unplaced: list[int] = []
+
+    def take(shard: int, need: float, pool: list[int], largest: float) -> None:
+        # A donor must not fall under its band; relaxed, it may (a lone huge bucket), the repair refills it.
+        floor = model.lo[shard] if model.accepting[shard] and not relaxed else 0.0
+        for item in _select(model, shard, need, state.level[shard] - floor, taken, largest):
+            pool.append(item)
+            taken.add(item)
+            state.level[shard] -= model.metric[item]
+        givers.add(shard)
+
+    def deficit_of(receivers: list[int]) -> float:
+        return sum(max(0.0, model.lo[shard] - state.level[shard]) for shard in receivers)
+
+    receivers = [shard for shard in range(count) if model.accepting[shard] and model.level[shard] <= model.hi[shard]]
+    # A bucket bigger than the largest room on any receiver cannot move anywhere useful (unless relaxed).
+    largest = math.inf if relaxed else max((model.hi[s] - model.level[s] for s in receivers), default=0.0)
+    pool: list[int] = []
+    for shard, need in enumerate(_surplus_targets(model)):
+        if need > model.eps:
+            take(shard, need, pool, largest if model.accepting[shard] else math.inf)
+    receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
+    extra = deficit_of(receivers) - sum(model.metric[item] for item in pool)
+    if extra > model.eps:
+        # Shards under their band need more than the surpluses (a new shard, a drained shard's share):
+        # the most utilised shards give the rest, down to a common level, never under their band.
+        donors = [shard for shard in range(count) if model.accepting[shard] and model.level[shard] > model.lo[shard]]
+        for shard, need in sorted(_water_fill(model, state.level, extra, donors).items()):
+            take(shard, need, pool, largest)
+        receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
+    unplaced += _assign(model, state, pool, receivers, overflow=relaxed)
+    for _ in range(4 if relaxed else 0):
+        over = [s for s in range(count) if model.accepting[s] and state.level[s] > model.hi[s] + model.eps]
+        if not over:
+            break
+        pool = []
+        for shard in over:
+            take(shard, state.level[shard] - model.hi[shard], pool, math.inf)
+        receivers = [s for s in range(count) if model.accepting[s] and s not in over]
+        unplaced += _assign(model, state, pool, receivers, overflow=False)
+    _repair(model, state)
+    _prune(model, state)
+    _shrink(model, state)
+    _prune(model, state)
+    return state, len(unplaced)
+
+
 def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
     count = len(model.names)
     explanation: list[str] = []
@@ -701,50 +832,21 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    state = _State(model)
-    taken: set[int] = set()
-    givers: set[int] = set()
-    unplaced: list[int] = []
-
-    def take(shard: int, need: float, pool: list[int], largest: float) -> None:
-        window = state.level[shard] - model.lo[shard] if model.accepting[shard] else state.level[shard]
-        for item in _select(model, shard, need, window, taken, largest):
-            pool.append(item)
-            taken.add(item)
-            state.level[shard] -= model.metric[item]
-        givers.add(shard)
-
-    def deficit_of(receivers: list[int]) -> float:
-        return sum(max(0.0, model.lo[shard] - state.level[shard]) for shard in receivers)
-
-    receivers = [shard for shard in range(count) if model.accepting[shard] and model.level[shard] <= model.hi[shard]]
-    # A bucket bigger than the largest room on any receiver cannot move anywhere useful.
-    largest = max((model.hi[shard] - model.level[shard] for shard in receivers), default=0.0)
-    pool: list[int] = []
-    for shard, need in enumerate(_surplus_targets(model)):
-        if need > model.eps:
-            take(shard, need, pool, largest if model.accepting[shard] else math.inf)
-    receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
-    extra = deficit_of(receivers) - sum(model.metric[item] for item in pool)
-    if extra > model.eps:
-        # Shards under their band need more than the surpluses (a new shard, a drained shard's share):
-        # the most utilised shards give the rest, down to a common level, never under their band.
-        donors = [shard for shard in range(count) if model.accepting[shard] and model.level[shard] > model.lo[shard]]
-        for shard, need in sorted(_water_fill(model, state.level, extra, donors).items()):
-            take(shard, need, pool, largest)
-        receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
-    unplaced += _assign(model, state, pool, receivers)
-    _repair(model, state)
+    state, unplaced = _solve(model, relaxed=False)
+    if model.by_load or _outside(model, state.level):
+        # Second candidate: a bucket bigger than any receiver's room may still move (it is often the densest
+        # one), the receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
+        relaxed, relaxed_unplaced = _solve(model, relaxed=True)
+        if _score(model, relaxed) < _score(model, state):
+            state, unplaced = relaxed, relaxed_unplaced
+            explanation.append("chose the plan where receivers pass part of their surplus on (cheaper)")
     if unplaced:
-        explanation.append(f"{len(unplaced)} selected bucket(s) fit on no receiver within its band and stay")
-    _prune(model, state)
-    _shrink(model, state)
-    _prune(model, state)
+        explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
 
-    ordered = sorted(
-        state.moves,
-        key=lambda item: (model.accepting[model.home[item]], -model.cost[item], model.bucket_ids[item]),
-    )
+    # Drains first, then in the order the moves were decided (a receiver passes a surplus on only after it
+    # received it; a donor's finishing bucket comes after its big ones).
+    chronological = {item: position for position, item in enumerate(state.moves)}
+    ordered = sorted(state.moves, key=lambda item: (model.accepting[model.home[item]], chronological[item]))
     kept, gains, skipped = _apply_threshold(model, ordered, state.moves, settings.improvement_threshold)
     for item in skipped:
         explanation.append(
@@ -755,7 +857,9 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
     if settings.max_moves is not None and len(kept) > settings.max_moves:
         ranked = sorted(
             kept,
-            key=lambda item: (model.accepting[model.home[item]], -gains[item], -model.cost[item], model.bucket_ids[item]),
+            key=lambda item: (
+                model.accepting[model.home[item]], -gains[item], -model.cost[item], model.bucket_ids[item]
+            ),
         )
         keep = set(ranked[: settings.max_moves])
         explanation.append(f"max_moves {settings.max_moves}: {len(kept) - len(keep)} move(s) left for a later run")
