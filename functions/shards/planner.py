@@ -187,7 +187,12 @@ class _Model:
             metric.append(float(load) if by_load else float(size))
             cost.append(int(size))
             home.append(where)
-        self.bucket_ids, self.metric, self.cost, self.home = ids, metric, cost, home
+        # Canonical order (by bucket id): the plan, down to float sums, does not depend on the input's order.
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        self.bucket_ids = [ids[i] for i in order]
+        self.metric = [metric[i] for i in order]
+        self.cost = [cost[i] for i in order]
+        self.home = [home[i] for i in order]
 
         count = len(shards)
         self.level = [0.0] * count
@@ -229,9 +234,9 @@ class _Model:
         )
         metric = [self.metric[item] for item in dense]
         cost = [float(self.cost[item]) for item in dense]
-        relaxed = _cover_bound(metric, cost, amount, frozenset(), 0)
         branched = _cover_bound(metric, cost, amount, frozenset(), 6)
-        return branched if math.isfinite(branched) else relaxed
+        # Nothing covers the amount (it cannot all leave): every one of these buckets' bytes is a bound.
+        return branched if math.isfinite(branched) else float(sum(cost))
 
 
 def _cover_bound(metric: list[float], cost: list[float], need: float, excluded: frozenset[int], depth: int) -> float:
@@ -427,6 +432,9 @@ def _select(
             candidates.append([*chosen, finish])
     else:
         candidates.append(chosen)
+    alone = cheapest_cover(need, 0.0, set())
+    if alone is not None:
+        candidates.append([alone])
     if model.by_load:
         prefix: list[int] = []
         in_prefix: set[int] = set()
