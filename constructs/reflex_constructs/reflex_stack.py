@@ -20,6 +20,7 @@ from reflex_constructs.notifications import Notifications, NotificationsProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
+from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 from reflex_core.config import ReflexConfig
@@ -51,6 +52,10 @@ class ReflexStack(Stack):
         if config.invalidation.enabled:
             self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.resharder: ResharderReaction | None = None
+        if config.resharding:
+            self.resharder = ResharderReaction(self, "Resharder", ResharderReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:
@@ -76,3 +81,5 @@ class ReflexStack(Stack):
         if self.promoter is not None:
             CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
             CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)
+        if self.resharder is not None:
+            CfnOutput(self, "ResharderFunctionName", value=self.resharder.function.function.function_name)
