@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from shards.planner import BucketInfo, Move, Plan, PlanSettings, ShardInfo, plan_drain, plan_rebalance
 
 from benchmarks.shard_planner import citus_greedy, in_band, make_cases, ours
+from shards.planner import BucketInfo, Move, Plan, PlanSettings, ShardInfo, plan_drain, plan_rebalance
 
 # --------------------------------------------------------------------------- generated problems
 
