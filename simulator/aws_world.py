@@ -194,12 +194,14 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
+    from resharder.resharding_reaction import ReshardingReaction
     from scaler.scaling_reaction import ScalingReaction
     from shards.shard_reaction import ShardReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction,
-                                         ShardReaction)
+        r.name: r.config_model
+        for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
+                  ReshardingReaction)
     }
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)

@@ -20,6 +20,7 @@ from reflex_constructs.notifications import Notifications, NotificationsProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
+from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
 from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
@@ -56,6 +57,10 @@ class ReflexStack(Stack):
         if config.sharding and config.sharding.sets:
             self.shards = ShardsReaction(self, "Shards", ShardsReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.resharder: ResharderReaction | None = None
+        if config.resharding:
+            self.resharder = ResharderReaction(self, "Resharder", ResharderReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:
@@ -81,3 +86,5 @@ class ReflexStack(Stack):
         if self.promoter is not None:
             CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
             CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)
+        if self.resharder is not None:
+            CfnOutput(self, "ResharderFunctionName", value=self.resharder.function.function.function_name)

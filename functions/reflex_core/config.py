@@ -30,6 +30,7 @@ from reflex_core.config_base import (
 )
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
+from reflex_core.resharding_config import ReshardingStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
     AutoScalingGroupTarget,
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 

@@ -1,1 +1,1 @@
-"""Shard rebalancing: the shard map, the router applications import, and the mover."""
+"""Shard rebalancing: the shard map, the router applications import, the planner, the mover and the reaction."""
