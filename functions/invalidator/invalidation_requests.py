@@ -172,6 +172,22 @@ def _known_cdn(config: InvalidationStageConfig, name: str, field_name: str) -> C
 
 # --------------------------------------------------------------------------- content validation
 
+# Payload limits, part of validation (errors name the field): a request the invalidator accepts is one whose
+# decisions, audit and continuations stay within DynamoDB's and SQS's item limits.
+MAX_KEY_BYTES = 1024
+MAX_KEYS_BYTES = 4 * 1024 * 1024
+MAX_PATTERNS_PER_REQUEST = 50
+MAX_TAGS_PER_REQUEST = 100
+_MAX_ERRORS = 20
+
+
+def _utf8_size(text: str) -> int | None:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
 
 def cache_work(cache: CacheConfig, keys: Any, patterns: Any, tags: Any, *, prefix: str) -> CacheWork:
     """Validate what to invalidate in one cache. A list given but empty is an error, not a no-op."""
@@ -189,15 +205,35 @@ def cache_work(cache: CacheConfig, keys: Any, patterns: Any, tags: Any, *, prefi
     if errors:
         raise TriggerError(errors)
     key_list = [k for k in keys or []]
+    total_bytes = 0
     for i, key in enumerate(key_list):
         if not isinstance(key, str) or not key:
             errors.append(f"{prefix}keys[{i}]: must be a non-empty string")
+            continue
+        size = _utf8_size(key)
+        if size is None:
+            errors.append(f"{prefix}keys[{i}]: is not valid Unicode (a lone surrogate such as \\ud800); a key must "
+                          "be encodable as UTF-8")
+        elif size > MAX_KEY_BYTES:
+            errors.append(f"{prefix}keys[{i}]: is {size} bytes, more than the {MAX_KEY_BYTES} allowed per key")
+        else:
+            total_bytes += size
+        if len(errors) >= _MAX_ERRORS:
+            break
     if len(set(map(str, key_list))) > cache.max_keys_per_request:
         errors.append(f"{prefix}keys: {len(set(map(str, key_list)))} keys, more than the "
                       f"{cache.max_keys_per_request} allowed per request for cache {cache.name!r}")
+    if total_bytes > MAX_KEYS_BYTES:
+        errors.append(f"{prefix}keys: {total_bytes} bytes in all, more than the {MAX_KEYS_BYTES} allowed per request")
+    for name, value, most in (("patterns", patterns, MAX_PATTERNS_PER_REQUEST), ("tags", tags, MAX_TAGS_PER_REQUEST)):
+        if value and len(value) > most:
+            errors.append(f"{prefix}{name}: {len(value)} {name}, more than the {most} allowed per request "
+                          "(split the request, or use a pattern or a tag that covers them)")
+    if errors:
+        raise TriggerError(errors)
     for i, pattern in enumerate(patterns or []):
         try:
-            validate_pattern(pattern, field=f"{prefix}patterns[{i}]")
+            validate_pattern(pattern, field=f"{prefix}patterns[{i}]", allow_unanchored=cache.allow_flush)
         except InvalidationInputError as err:
             errors.append(str(err))
     for i, tag in enumerate(tags or []):

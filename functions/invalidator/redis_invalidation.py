@@ -114,11 +114,15 @@ class InvalidationInterrupted(RuntimeError):
 # --------------------------------------------------------------------------- validation
 
 
-def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all: bool = False) -> str:
+def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all: bool = False,
+                     allow_unanchored: bool = False) -> str:
     """Check a Redis glob: non-empty, balanced `[...]`, no dangling escape, no match-everything.
 
     A pattern made only of `*` and `?` matches (nearly) every key: that is a flush, refused here unless
-    `allow_match_all` (see `check_flush_allowed`).
+    `allow_match_all` (see `check_flush_allowed`). A pattern must also be anchored: it starts with a non-empty
+    literal prefix, and when it has a `:` its first segment (before the first `:`) is entirely literal.
+    `[^~]*`, `[é-~]*` (Redis compares bytes: é is 0xC3 0xA9), `?*`, `a*:x` are refused unless
+    `allow_unanchored` (the cache's policy allows flushing it).
     """
     if not isinstance(pattern, str):
         raise InvalidationInputError(field, f"must be a string, got {type(pattern).__name__}")
@@ -127,7 +131,7 @@ def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidationInputError(field, f"is longer than {MAX_PATTERN_LENGTH} characters")
     if any(not ch.isprintable() for ch in pattern if ch != " "):
-        raise InvalidationInputError(field, "must not contain control characters")
+        raise InvalidationInputError(field, "must not contain control characters or lone surrogates")
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
@@ -153,7 +157,48 @@ def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all
     if "*" in pattern and set(pattern) <= {"*", "?"} and not allow_match_all:
         raise InvalidationInputError(
             field, f"{pattern!r} matches every key; flushing a cache needs the flush operation and its confirmation")
+    if not (allow_match_all or allow_unanchored):
+        literal, first_meta = literal_prefix(pattern)
+        if not literal:
+            raise InvalidationInputError(
+                field, f"{pattern[:80]!r} does not start with a literal prefix (it may match nearly every key: Redis "
+                "compares bytes, so a class like [^~] or [\u00e9-~] spans almost the whole keyspace); start the pattern "
+                "with its key prefix, e.g. 'page:*', or flush the cache with its confirmation")
+        colon = _first_unescaped(pattern, ":")
+        if first_meta is not None and colon is not None and colon > first_meta:
+            raise InvalidationInputError(
+                field, f"{pattern[:80]!r}: its first segment (before the first ':') must be literal, no '*', '?' or "
+                "'[' before it")
     return pattern
+
+
+def _first_unescaped(pattern: str, char: str) -> int | None:
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == char:
+            return i
+        i += 1
+    return None
+
+
+def literal_prefix(pattern: str) -> tuple[str, int | None]:
+    """The literal text a glob starts with (escapes resolved) and the index of its first `*`, `?` or `[`."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in "*?[":
+            return "".join(out), i
+        out.append(ch)
+        i += 1
+    return "".join(out), None
 
 
 def check_flush_allowed(*, confirm_name: str | None, cache_name: str, allowed: bool) -> None:
@@ -361,7 +406,8 @@ class RedisInvalidator:
     def delete_pattern(self, pattern: str, *, scan_count: int | None = None, batch_size: int | None = None,
                        cursor_checkpoint: ScanCheckpoint | Mapping[str, Any] | None = None,
                        time_budget_s: float | None = None, pause_s: float | None = None,
-                       strategy: Strategy | None = None, allow_match_all: bool = False) -> InvalidationReport:
+                       strategy: Strategy | None = None, allow_match_all: bool = False,
+                       allow_unanchored: bool = False) -> InvalidationReport:
         """SCAN every primary for `pattern` and UNLINK what matches, until done or out of time.
 
         `strategy` "server" (default) runs each page's SCAN + UNLINK as one small script inside Redis;
@@ -370,7 +416,7 @@ class RedisInvalidator:
         `InvalidationInterrupted` carries. `allow_match_all` lets `*` through: only after
         `check_flush_allowed` passed.
         """
-        validate_pattern(pattern, allow_match_all=allow_match_all)
+        validate_pattern(pattern, allow_match_all=allow_match_all, allow_unanchored=allow_unanchored)
         count = _positive_int(self.scan_count if scan_count is None else scan_count, "scan_count", 100_000)
         batch = _positive_int(self.batch_size if batch_size is None else batch_size, "batch_size", 10_000)
         pause = self.pause_s if pause_s is None else pause_s

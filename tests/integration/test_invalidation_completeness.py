@@ -1,0 +1,96 @@
+"""Issue 14: an invalidation that reports `complete` is complete. Hostile patterns, payload limits and malformed
+keys are refused at validation (naming the field). Against a throw-away Redis of this module (a regression that
+let `[^~]*` through must never empty the shared server) and moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.conftest import T0
+from simulator.invalidation_world import local_redis_factory
+from tests.support.invalidation import (
+    KeySpace,
+    cache_entry,
+    console,
+    content_changed,
+    make_config,
+    outcomes,
+)
+from tests.support.invalidation import invalidation_env as _invalidation_env
+from tests.support.redis_cluster import RedisServer, redis_binaries_available
+
+pytestmark = [pytest.mark.redis, pytest.mark.skipif(not redis_binaries_available(), reason="no redis-server")]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def space(server) -> Iterator[KeySpace]:
+    ks = KeySpace(redis.Redis(host="127.0.0.1", port=server.port))
+    ks.server_port = server.port  # type: ignore[attr-defined]
+    yield ks
+    ks.cleanup()
+
+
+def invalidation_env(config, clock, *, space: KeySpace):
+    return _invalidation_env(config, clock, redis_factory=local_redis_factory(port=space.server_port))
+
+
+@pytest.mark.parametrize("pattern", ["[^~]*", "[é-~]*", "?:*", "[a-z]*:page", "\\*"])
+def test_unanchored_patterns_are_refused_and_remove_nothing(space, clock, pattern) -> None:
+    space.fill([f"k{i}" for i in range(30)])
+    with invalidation_env(make_config(caches=[cache_entry(namespace=space.namespace)]), clock, space=space) as env:
+        response = env.invoke("invalidator", console("invalidate_cache", cache="catalog", patterns=[pattern]))
+    if pattern == "\\*":  # an escaped star is a literal key name: anchored
+        assert response["status"] == "ok"
+        assert space.count() == 30
+        return
+    assert response["status"] == "rejected"
+    assert response["errors"][0].startswith("patterns[0]: ")
+    assert "literal" in response["errors"][0]
+    assert space.count() == 30
+
+
+def test_unanchored_pattern_allowed_when_the_policy_allows_flushes(space, clock) -> None:
+    space.fill(["a", "b"])
+    config = make_config(caches=[cache_entry(namespace=space.namespace, allow_flush=True)])
+    with invalidation_env(config, clock, space=space) as env:
+        response = env.invoke("invalidator", console("invalidate_cache", cache="catalog", patterns=[
+            f"[r]{space.prefix[1:]}*"], dry_run=True))
+    assert response["status"] == "ok" and outcomes(response) == ["dry-run"]
+
+
+def test_a_lone_surrogate_in_keys_is_a_validation_error_naming_the_field(space, clock) -> None:
+    # What json.loads makes of "\ud800" in a console payload or an event's detail.
+    payload = json.loads('{"keys": ["ok", "\\ud800"]}')
+    with invalidation_env(make_config(caches=[cache_entry(namespace=space.namespace)]), clock, space=space) as env:
+        response = env.invoke("invalidator", console("invalidate_cache", cache="catalog", keys=payload["keys"]))
+        event = env.invoke("invalidator", content_changed({"keys": payload["keys"]}, T0))
+    assert response["status"] == "rejected" and response["errors"][0].startswith("keys[1]: ")
+    assert event["status"] == "rejected" and event["errors"][0].startswith("detail.keys[1]: ")
+
+
+def test_payload_limits_are_validation_errors_naming_the_field(space, clock) -> None:
+    with invalidation_env(make_config(caches=[cache_entry(namespace=space.namespace)]), clock, space=space) as env:
+        tags = env.invoke("invalidator", console("invalidate_cache", cache="catalog",
+                                                 tags=[f"t{i}" for i in range(600)]))
+        long_keys = env.invoke("invalidator", console("invalidate_cache", cache="catalog",
+                                                      keys=["a" * 300_000, "b" * 300_000]))
+        patterns = env.invoke("invalidator", console("invalidate_cache", cache="catalog",
+                                                     patterns=[space.key(f"p{i}:*") for i in range(51)]))
+        total = env.invoke("invalidator", console("invalidate_cache", cache="catalog",
+                                                  keys=[f"{i:05d}" + "x" * 1000 for i in range(5000)]))
+    assert tags["status"] == "rejected" and tags["errors"][0].startswith("tags: 600 tags")
+    assert long_keys["status"] == "rejected"
+    assert [e.split(":")[0] for e in long_keys["errors"]] == ["keys[0]", "keys[1]"]
+    assert patterns["status"] == "rejected" and patterns["errors"][0].startswith("patterns: 51 patterns")
+    assert total["status"] == "rejected" and total["errors"][0].startswith("keys: ")
+    assert "bytes in all" in total["errors"][0]
