@@ -54,8 +54,17 @@ Strategy = Literal["server", "client"]
 
 # One SCAN page and the UNLINK of what it matched, run inside Redis: the keys never cross the network
 # and the page is atomic (done entirely or not at all). ARGV: cursor, pattern, COUNT, keys per UNLINK.
+# Each page also returns the identity (`INFO server` run_id) of the server that ran it: a SCAN cursor is only
+# meaningful on the server that issued it (see `delete_pattern`).
+_RUN_ID_LUA = """
+local function _server_id()
+  local info = redis.pcall('INFO', 'server')
+  if type(info) ~= 'string' then return '' end
+  return string.match(info, 'run_id:(%x+)') or ''
+end
+"""
 # Standalone: multi-key UNLINKs of up to KEYS_PER_UNLINK keys (cheaper per key than one call each).
-_PAGE_SCRIPT_STANDALONE = """
+_PAGE_SCRIPT_STANDALONE = _RUN_ID_LUA + """
 local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = page[2]
 local n = #keys
@@ -64,21 +73,21 @@ local chunk = tonumber(ARGV[4])
 for i = 1, n, chunk do
   removed = removed + redis.call('UNLINK', unpack(keys, i, math.min(i + chunk - 1, n)))
 end
-return {page[1], n, removed}
+return {page[1], n, removed, _server_id()}
 """
 # Cluster: one UNLINK per key, so no command spans two slots (a script cannot compute a key's slot
 # cheaply); every key is local to the node that returned it. Redis 7 also checks that a script touches
 # one slot unless it declares `allow-cross-slot-keys`; Redis 6 has neither the check nor the flags syntax.
-_PAGE_SCRIPT_CLUSTER_BODY = """
+_PAGE_SCRIPT_CLUSTER_BODY = _RUN_ID_LUA + """
 local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = page[2]
 local removed = 0
 for i = 1, #keys do
   removed = removed + redis.call('UNLINK', keys[i])
 end
-return {page[1], #keys, removed}
+return {page[1], #keys, removed, _server_id()}
 """
-_PAGE_SCRIPT_CLUSTER_V7 = "#!lua flags=allow-cross-slot-keys" + _PAGE_SCRIPT_CLUSTER_BODY
+_PAGE_SCRIPT_CLUSTER_V7 = "#!lua flags=allow-cross-slot-keys\n" + _PAGE_SCRIPT_CLUSTER_BODY
 _PAGE_SCRIPT_CLUSTER_V6 = _PAGE_SCRIPT_CLUSTER_BODY
 Key = str | bytes
 
@@ -252,6 +261,10 @@ class ScanCheckpoint:
     elapsed_s: float = 0.0
     runs: int = 0
     snapshot: str | None = None  # tag runs: the private name the tag set was renamed to
+    # Pattern runs: the server (`INFO server` run_id) each node's cursor (or finished scan) belongs to, and how
+    # many times a node's scan started again from 0 because its server changed (restart, failover).
+    servers: Mapping[str, str] = field(default_factory=dict)
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -263,6 +276,10 @@ class ScanCheckpoint:
         }
         if self.snapshot is not None:
             data["snapshot"] = self.snapshot
+        if self.servers:
+            data["servers"] = dict(self.servers)
+        if self.restarts:
+            data["restarts"] = self.restarts
         return data
 
     @classmethod
@@ -283,7 +300,9 @@ class ScanCheckpoint:
                        done=tuple(str(d) for d in data.get("done", ())),
                        matched=int(data.get("matched", 0)), removed=int(data.get("removed", 0)),
                        batches=int(data.get("batches", 0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
-                       runs=int(data.get("runs", 0)), snapshot=snapshot)
+                       runs=int(data.get("runs", 0)), snapshot=snapshot,
+                       servers={str(k): str(v) for k, v in dict(data.get("servers") or {}).items()},
+                       restarts=int(data.get("restarts", 0)))
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidationInputError("checkpoint", f"is not a valid checkpoint: {err}") from None
 
@@ -308,12 +327,13 @@ class InvalidationReport:
     nodes: int = 1
     runs: int = 1
     checkpoint: ScanCheckpoint | None = None
+    restarts: int = 0  # node scans started again from 0 because their server changed (restart, failover)
 
     def as_audit(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "kind": self.kind, "target": self.target, "matched": self.matched, "removed": self.removed,
             "batches": self.batches, "duration_s": round(self.duration_s, 3), "complete": self.complete,
-            "nodes": self.nodes, "runs": self.runs,
+            "nodes": self.nodes, "runs": self.runs, "restarts": self.restarts,
         }
         if self.checkpoint is not None:
             data["checkpoint"] = self.checkpoint.to_dict()
@@ -428,39 +448,86 @@ class RedisInvalidator:
         nodes = {node.name: node for node in self._primaries()}
         cursors, done = _resume_cursors(checkpoint, nodes)
         base = checkpoint or ScanCheckpoint(kind="pattern", target=pattern, cursors={})
+        servers = {name: sid for name, sid in base.servers.items() if name in nodes}
         progress = _Progress(base.matched, base.removed, base.batches)
+        restarts = base.restarts
         start = self._clock()
 
         def snapshot() -> ScanCheckpoint:
             return replace(base, cursors=dict(cursors), done=tuple(sorted(done)), matched=progress.matched,
                            removed=progress.removed, batches=progress.batches,
-                           elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1)
+                           elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1,
+                           servers=dict(servers), restarts=restarts)
 
         try:
-            while cursors:
-                for name in sorted(cursors):  # one page per node per round: spreads the load
-                    node = nodes[name]
-                    if how == "server":
-                        next_cursor = self._scan_unlink_page(node, cursors[name], pattern, count, progress, pause)
-                    else:
-                        next_cursor, keys = node.client.scan(cursor=cursors[name], match=pattern, count=count)
-                        if keys:
-                            self._unlink_on_node(node, list(dict.fromkeys(keys)), progress, batch, pause)
-                    # The cursor advances only now that every key of its page is gone.
-                    if int(next_cursor) == 0:
-                        del cursors[name]
-                        done.add(name)
-                    else:
-                        cursors[name] = int(next_cursor)
-                    if cursors and time_budget_s is not None and self._clock() - start >= time_budget_s:
-                        return self._report("pattern", pattern, snapshot(), len(nodes), complete=False)
+            while True:
+                while cursors:
+                    for name in sorted(cursors):  # one page per node per round: spreads the load
+                        node = nodes[name]
+                        cursor = cursors[name]
+                        if how == "server":
+                            next_cursor, server = self._scan_unlink_page(node, cursor, pattern, count, progress,
+                                                                         pause)
+                        else:
+                            next_cursor, keys, server = self._scan_page(node, cursor, pattern, count)
+                            if keys:
+                                self._unlink_on_node(node, list(dict.fromkeys(keys)), progress, batch, pause)
+                        if cursor != 0 and servers.get(name) != server:
+                            # A cursor is only meaningful on the server that issued it: this page ran on another
+                            # one (restart, failover onto the same address). Scan this node again from 0.
+                            cursors[name] = 0
+                            servers.pop(name, None)
+                            restarts += 1
+                        else:
+                            servers[name] = server
+                            # The cursor advances only now that every key of its page is gone.
+                            if int(next_cursor) == 0:
+                                del cursors[name]
+                                done.add(name)
+                            else:
+                                cursors[name] = int(next_cursor)
+                        if cursors and time_budget_s is not None and self._clock() - start >= time_budget_s:
+                            return self._report("pattern", pattern, snapshot(), len(nodes), complete=False)
+                # Complete only if every finished node is still the server that finished it.
+                changed = [name for name in sorted(done) if self._server_id(nodes[name]) != servers.get(name)]
+                if not changed:
+                    break
+                for name in changed:
+                    done.discard(name)
+                    servers.pop(name, None)
+                    cursors[name] = 0
+                    restarts += 1
         except _redis_errors() as err:
             raise InvalidationInterrupted(
                 self._report("pattern", pattern, snapshot(), len(nodes), complete=False), err) from err
         return self._report("pattern", pattern, snapshot(), len(nodes), complete=True)
 
+    @staticmethod
+    def _server_id(node: _Node) -> str:
+        from redis.exceptions import ResponseError
+
+        try:
+            return str(node.client.info("server").get("run_id", ""))
+        except ResponseError:  # INFO denied by an ACL: the identity cannot be checked
+            return ""
+
+    @staticmethod
+    def _scan_page(node: _Node, cursor: int, pattern: str, count: int) -> tuple[int, list[Key], str]:
+        """One SCAN page and the identity of the server that ran it (MULTI: the same server for both)."""
+        from redis.exceptions import ResponseError
+
+        pipe = node.client.pipeline(transaction=True)
+        pipe.info("server")
+        pipe.scan(cursor=cursor, match=pattern, count=count)
+        try:
+            info, (next_cursor, keys) = pipe.execute()
+        except ResponseError:  # INFO denied by an ACL
+            next_cursor, keys = node.client.scan(cursor=cursor, match=pattern, count=count)
+            return int(next_cursor), list(keys), ""
+        return int(next_cursor), list(keys), str(info.get("run_id", ""))
+
     def _scan_unlink_page(self, node: _Node, cursor: int, pattern: str, count: int, progress: _Progress,
-                          pause: float) -> int:
+                          pause: float) -> tuple[int, str]:
         from redis.exceptions import NoScriptError
 
         script = self._page_script(node)
@@ -471,12 +538,13 @@ class RedisInvalidator:
             node.client.script_load(script)
             reply = node.client.evalsha(sha, 0, cursor, pattern, count, KEYS_PER_UNLINK)
         next_cursor, matched, removed = int(reply[0]), int(reply[1]), int(reply[2])
+        server = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
         progress.matched += matched
         progress.removed += removed
         progress.batches += 1
         if pause > 0:
             self._sleep(pause)
-        return next_cursor
+        return next_cursor, server
 
     def _page_script(self, node: _Node) -> str:
         script = self._scripts.get(node.name)
@@ -611,7 +679,7 @@ class RedisInvalidator:
     def _report(kind: Kind, target: str, cp: ScanCheckpoint, nodes: int, *, complete: bool) -> InvalidationReport:
         return InvalidationReport(kind=kind, target=target, matched=cp.matched, removed=cp.removed,
                                   batches=cp.batches, duration_s=cp.elapsed_s, complete=complete, nodes=nodes,
-                                  runs=cp.runs, checkpoint=None if complete else cp)
+                                  runs=cp.runs, checkpoint=None if complete else cp, restarts=cp.restarts)
 
     def _unlink_on_node(self, node: _Node, keys: list[Key], progress: _Progress, batch: int, pause: float) -> None:
         """Unlink keys found on `node` through that node's own connection, one slot per command."""

@@ -94,3 +94,33 @@ def test_payload_limits_are_validation_errors_naming_the_field(space, clock) -> 
     assert patterns["status"] == "rejected" and patterns["errors"][0].startswith("patterns: 51 patterns")
     assert total["status"] == "rejected" and total["errors"][0].startswith("keys: ")
     assert "bytes in all" in total["errors"][0]
+
+
+# --------------------------------------------------------------------------- 1. the server changes mid-scan
+
+
+@pytest.mark.parametrize("change", ["restart", "failover"])
+def test_a_scan_whose_server_changes_mid_run_starts_that_node_again_and_misses_nothing(clock, change) -> None:
+    from tests.support.invalidation_failover import SwapAfter, SwappableRedis
+
+    with SwappableRedis() as srv:
+        client = srv.client()
+        pipe = client.pipeline(transaction=False)
+        for i in range(8000):
+            pipe.set(f"rs:m:{i}", "v")
+        for i in range(300):
+            pipe.set(f"keep:{i}", "v")
+        pipe.execute()
+        if change == "failover":
+            srv.start_replica()
+        hooked = SwapAfter(client, srv.restart if change == "restart" else srv.fail_over, after_calls=30)
+        config = make_config(caches=[cache_entry(scan={"count": 100})])
+        with _invalidation_env(config, clock, redis_factory=lambda *_: hooked) as env:
+            response = env.invoke("invalidator", console("invalidate_cache", cache="catalog", patterns=["rs:m:*"]))
+        assert srv.swaps == 1 and hooked.calls > 30
+        (decision,) = response["decisions"]
+        assert decision["outcome"] == "executed" and decision["after"]["status"] == "complete"
+        fresh = srv.client()
+        assert sum(1 for _ in fresh.scan_iter(match="rs:m:*", count=1000)) == 0
+        assert sum(1 for _ in fresh.scan_iter(match="keep:*", count=1000)) == 300
+        assert decision["after"]["restarts"] >= 1
