@@ -71,6 +71,7 @@ class Continuation:
     reason: str
     keys: tuple[str, ...] = ()
     requested_by: str = ""
+    keys_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -411,8 +412,11 @@ class ContinuationMessage(BaseModel):
     run_id: str = Field(min_length=1, max_length=64)
     runs: int = Field(ge=0)
     attempt: int = Field(ge=0)
-    reason: Literal["time-budget", "retry"]
+    reason: Literal["time-budget", "retry", "follow-up"]
+    # Key lists travel by reference (in the state table, see ProgressStore.put_keys); `keys` is read for
+    # messages queued before that. `keys_label` names the list's target (`redis/<cache>/keys/<label>`).
     keys: list[str] = Field(default_factory=list)
+    keys_label: str = Field(default="", max_length=64)
     requested_by: str = Field(default="", max_length=300)
 
 
@@ -428,5 +432,6 @@ def continuation_request(trigger: Trigger, config: InvalidationStageConfig) -> I
     _known_cache(config, msg.cache, "reflex_queue.body.cache")
     return InvalidationRequest(continuation=Continuation(
         cache=msg.cache, operation=msg.operation, target=msg.target, run_id=msg.run_id, runs=msg.runs,
-        attempt=msg.attempt, reason=msg.reason, keys=tuple(msg.keys), requested_by=msg.requested_by),
+        attempt=msg.attempt, reason=msg.reason, keys=tuple(msg.keys), requested_by=msg.requested_by,
+        keys_label=msg.keys_label),
         reason=f"continuation ({msg.reason}) of run {msg.run_id[:8]}")

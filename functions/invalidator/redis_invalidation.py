@@ -171,7 +171,7 @@ def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all
         if not literal:
             raise InvalidationInputError(
                 field, f"{pattern[:80]!r} does not start with a literal prefix (it may match nearly every key: Redis "
-                "compares bytes, so a class like [^~] or [\u00e9-~] spans almost the whole keyspace); start the pattern "
+                "compares bytes, so [^~] or [\u00e9-~] spans almost the whole keyspace); start the pattern "
                 "with its key prefix, e.g. 'page:*', or flush the cache with its confirmation")
         colon = _first_unescaped(pattern, ":")
         if first_meta is not None and colon is not None and colon > first_meta:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import T0
 from simulator.invalidation_world import local_redis_factory
+from tests.conftest import T0
 from tests.support.invalidation import (
     KeySpace,
     cache_entry,
@@ -124,3 +124,28 @@ def test_a_scan_whose_server_changes_mid_run_starts_that_node_again_and_misses_n
         assert sum(1 for _ in fresh.scan_iter(match="rs:m:*", count=1000)) == 0
         assert sum(1 for _ in fresh.scan_iter(match="keep:*", count=1000)) == 300
         assert decision["after"]["restarts"] >= 1
+
+
+# --------------------------------------------------------------------------- 2. requests during a run
+
+
+def test_an_entry_tagged_while_a_tag_run_runs_is_removed_by_the_coalesced_follow_up(space, clock) -> None:
+    from invalidator.cache_tags import TaggedCache
+
+    tagged = TaggedCache(space.client, namespace=space.namespace)
+    for i in range(400):
+        tagged.set(space.key(f"frag:{i}"), "html", tags=["product:7"], ttl_s=600)
+    config = make_config(caches=[cache_entry(namespace=space.namespace, scan={"count": 10},
+                                             continuation={"time_budget_s": 0.001, "retry_delay_s": 0,
+                                                           "max_retries": 2})])
+    with invalidation_env(config, clock, space=space) as env:
+        first = env.invoke("invalidator", content_changed({"tags": ["product:7"]}, T0))
+        assert first["decisions"][0]["after"]["status"] == "continuing"
+        # Tagged after the first run renamed the set away: only a run that starts after this can see it.
+        tagged.set(space.key("frag:late"), "html", tags=["product:7"], ttl_s=600)
+        second = env.invoke("invalidator", content_changed({"tags": ["product:7"]}, T0))
+        assert outcomes(second) == ["skipped:coalesced"]
+        env.run_continuations()
+        assert env.queue_bodies(env.continuation_url) == []
+    assert space.client.exists(space.key("frag:late")) == 0
+    assert space.count("frag:*") == 0
