@@ -582,63 +582,97 @@ class RedisInvalidator:
             raise InvalidationInputError("checkpoint", "its snapshot is not a purge of this tag's set")
         start = self._clock()
         nodes = len(self._primaries())
+        registry = purge_registry_key(set_key)
         base = resumed or ScanCheckpoint(kind="tag", target=tag, cursors={_HANDOVER: 0},
                                          snapshot=f"{set_key}:purging:{uuid.uuid4().hex}")
         assert base.snapshot is not None
+
+        def failed_early(err: BaseException) -> InvalidationInterrupted:
+            failed = replace(base, runs=base.runs + 1, elapsed_s=base.elapsed_s + self._clock() - start)
+            return InvalidationInterrupted(self._report("tag", tag, failed, nodes, complete=False), err)
+
         if _HANDOVER in base.cursors:
             try:
-                drained = not self._hand_over(set_key, base.snapshot)
+                handed_over = self._hand_over(set_key, base.snapshot, registry)
+                # Purges of earlier runs that never finished (retries exhausted, Redis restarted): this run
+                # finishes them too, after its own snapshot.
+                orphan = None if handed_over else self._next_orphan(set_key, registry, base.snapshot)
             except _redis_errors() as err:
-                failed = replace(base, runs=base.runs + 1, elapsed_s=base.elapsed_s + self._clock() - start)
-                raise InvalidationInterrupted(self._report("tag", tag, failed, nodes, complete=False), err) from err
-            if drained:
+                raise failed_early(err) from err
+            if not handed_over and orphan is None:
                 return InvalidationReport(kind="tag", target=tag, matched=base.matched, removed=base.removed,
                                           batches=base.batches, duration_s=base.elapsed_s + self._clock() - start,
                                           complete=True, nodes=nodes, runs=base.runs + 1)
-            base = replace(base, cursors={"set": 0})
+            base = replace(base, cursors={"set": 0}, snapshot=base.snapshot if handed_over else orphan)
         snapshot_key = base.snapshot or ""
         cursor = base.cursors.get("set", 0)
         finished = not base.cursors  # the members were drained; only the set's removal may remain
         progress = _Progress(base.matched, base.removed, base.batches)
+        orphans = 0
 
         def snapshot() -> ScanCheckpoint:
             return replace(base, cursors={} if finished else {"set": cursor}, matched=progress.matched,
-                           removed=progress.removed, batches=progress.batches,
+                           removed=progress.removed, batches=progress.batches, snapshot=snapshot_key,
                            elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1)
 
         try:
-            while not finished:
-                next_cursor, members = self._client.sscan(snapshot_key, cursor=cursor, count=count)
-                if members:
-                    # Members leave the snapshot once unlinked, so a resumed page does not count them twice.
-                    self._unlink_routed(list(dict.fromkeys(members)), progress, batch, pause,
-                                        forget_from=snapshot_key)
-                cursor = int(next_cursor)
-                finished = cursor == 0
-                if not finished and time_budget_s is not None and self._clock() - start >= time_budget_s:
-                    return self._report("tag", tag, snapshot(), nodes, complete=False)
-            self._client.unlink(snapshot_key)
+            while True:
+                while not finished:
+                    next_cursor, members = self._client.sscan(snapshot_key, cursor=cursor, count=count)
+                    if members:
+                        # Members leave the snapshot once unlinked, so a resumed page does not count them twice.
+                        self._unlink_routed(list(dict.fromkeys(members)), progress, batch, pause,
+                                            forget_from=snapshot_key)
+                    cursor = int(next_cursor)
+                    # A cursor from another server (restart, failover) may skip members: what was unlinked
+                    # left the set, so the set is empty exactly when the drain is complete.
+                    finished = cursor == 0 and int(self._client.scard(snapshot_key)) == 0
+                    if not finished and time_budget_s is not None and self._clock() - start >= time_budget_s:
+                        return self._report("tag", tag, snapshot(), nodes, complete=False)
+                self._client.unlink(snapshot_key)
+                self._client.srem(registry, snapshot_key)
+                orphan = self._next_orphan(set_key, registry, snapshot_key)
+                if orphan is None:
+                    break
+                snapshot_key, cursor, finished = orphan, 0, False
+                orphans += 1
         except _redis_errors() as err:
             raise InvalidationInterrupted(self._report("tag", tag, snapshot(), nodes, complete=False), err) from err
         return self._report("tag", tag, snapshot(), nodes, complete=True)
 
-    def _hand_over(self, set_key: str, snapshot_key: str) -> bool:
+    def _hand_over(self, set_key: str, snapshot_key: str, registry: str) -> bool:
         """Rename the tag set to this run's private name; False if the tag has no set (nothing to do).
 
-        Atomic: entries tagged from now on go to a fresh set, this run drains the old one. Safe to repeat
-        after a failure that hid whether the rename happened: an existing snapshot means it did.
+        Atomic: entries tagged from now on go to a fresh set, this run drains the old one. The snapshot is
+        registered first (`registry`, same slot), so a purge that never finishes is found by the next run of
+        the tag. Safe to repeat after a failure that hid whether the rename happened: an existing snapshot
+        means it did.
         """
         from redis.exceptions import ResponseError
 
         if self._client.exists(snapshot_key):
             return True
+        self._client.sadd(registry, snapshot_key)
         try:
             self._client.rename(set_key, snapshot_key)
         except ResponseError as err:
             if "no such key" in str(err).lower():
+                self._client.srem(registry, snapshot_key)
                 return False
             raise
         return True
+
+    def _next_orphan(self, set_key: str, registry: str, current: str) -> str | None:
+        """A registered purge other than `current` still to finish (its run is gone), or None."""
+        for _ in range(100):
+            member = self._client.srandmember(registry)
+            if member is None:
+                return None
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            if name != current and name.startswith(f"{set_key}:purging:") and self._client.exists(name):
+                return name
+            self._client.srem(registry, member)  # finished, or not a purge of this tag: forget it
+        return None
 
     def delete_tags(self, tags: Sequence[str], **options: Any) -> list[InvalidationReport]:
         """`delete_tag` for each tag in turn (validated all first: one bad tag means nothing is sent)."""
@@ -757,6 +791,11 @@ class RedisInvalidator:
         pending.pipe, pending.commands, pending.keys = None, [], 0
         if pause > 0:
             self._sleep(pause)
+
+
+def purge_registry_key(set_key: str) -> str:
+    """The set naming every purge of a tag in progress (`tag:{ns:tag}:purging`, the tag set's slot)."""
+    return f"{set_key}:purging"
 
 
 def _chunks(items: Sequence[Key], size: int) -> Iterator[Sequence[Key]]:

@@ -149,3 +149,54 @@ def test_an_entry_tagged_while_a_tag_run_runs_is_removed_by_the_coalesced_follow
         assert env.queue_bodies(env.continuation_url) == []
     assert space.client.exists(space.key("frag:late")) == 0
     assert space.count("frag:*") == 0
+
+
+# --------------------------------------------------------------------------- 3. purges left behind
+
+
+class _DownAfter:
+    """A client whose server goes away (ConnectionError) after `healthy` SSCAN pages, until `heal()`."""
+
+    def __init__(self, real: redis.Redis, healthy: int) -> None:
+        self._real = real
+        self._healthy = healthy
+        self.down = False
+
+    def heal(self) -> None:
+        self.down = False
+        self._healthy = 10**9
+
+    def sscan(self, *args, **kwargs):
+        self._healthy -= 1
+        if self._healthy < 0:
+            self.down = True
+        if self.down:
+            raise redis.ConnectionError("simulated: Redis is down")
+        return self._real.sscan(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def test_a_purge_left_behind_by_exhausted_retries_is_finished_by_the_next_request(space, clock) -> None:
+    from invalidator.cache_tags import TaggedCache
+
+    tagged = TaggedCache(space.client, namespace=space.namespace)
+    for i in range(3000):
+        tagged.set(space.key(f"frag:{i}"), "html", tags=["news"], ttl_s=600)
+    down = _DownAfter(space.client, healthy=1)
+    config = make_config(caches=[cache_entry(namespace=space.namespace, scan={"count": 100},
+                                             continuation={"time_budget_s": 30, "retry_delay_s": 0,
+                                                           "max_retries": 0})])
+    with _invalidation_env(config, clock, redis_factory=lambda *_: down) as env:
+        failed = env.invoke("invalidator", console("invalidate_cache", cache="catalog", tags=["news"]))
+        assert outcomes(failed) == ["failed:RetriesExhausted"]
+        left = space.count("frag:*")
+        assert left > 2000  # the first page went, Redis went away
+        down.heal()
+        again = env.invoke("invalidator", console("invalidate_cache", cache="catalog", tags=["news"]))
+        (decision,) = again["decisions"]
+        assert decision["outcome"] == "executed" and decision["after"]["status"] == "complete"
+        assert decision["after"]["removed"] == left
+    assert space.count("frag:*") == 0
+    assert list(space.client.scan_iter(match=f"tag:{{{space.namespace}:*", count=1000)) == []
