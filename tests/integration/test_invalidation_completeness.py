@@ -14,6 +14,7 @@ from simulator.invalidation_world import local_redis_factory
 from tests.conftest import T0
 from tests.support.invalidation import (
     KeySpace,
+    audit_by_operation,
     cache_entry,
     console,
     content_changed,
@@ -200,3 +201,53 @@ def test_a_purge_left_behind_by_exhausted_retries_is_finished_by_the_next_reques
         assert decision["after"]["removed"] == left
     assert space.count("frag:*") == 0
     assert list(space.client.scan_iter(match=f"tag:{{{space.namespace}:*", count=1000)) == []
+
+
+# --------------------------------------------------------------------------- 7. a large key list resumes
+
+
+class _ResetOnce:
+    """A client whose `fail_on`-th pipeline round trip fails with a connection reset (once)."""
+
+    def __init__(self, real: redis.Redis, fail_on: int) -> None:
+        self._real = real
+        self._fail_on = fail_on
+        self.round_trips = 0
+
+    def pipeline(self, *args, **kwargs):
+        outer = self
+        pipe = self._real.pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def flaky(*a, **kw):
+            outer.round_trips += 1
+            if outer.round_trips == outer._fail_on:
+                raise redis.ConnectionError("simulated: connection reset by peer")
+            return execute(*a, **kw)
+
+        pipe.execute = flaky
+        return pipe
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def test_a_10000_key_request_interrupted_by_a_connection_reset_resumes_within_sqs_limits(space, clock) -> None:
+    names = [f"user:{i:06d}:" + "p" * 100 for i in range(10_000)]
+    space.fill(names)
+    keys = [space.key(n) for n in names]
+    assert len(json.dumps(keys)) > 1_000_000  # over SQS's 256 KB several times
+    reset = _ResetOnce(space.client, fail_on=3)
+    with _invalidation_env(make_config(caches=[cache_entry(namespace=space.namespace)]), clock,
+                           redis_factory=lambda *_: reset) as env:
+        first = env.invoke("invalidator", console("invalidate_cache", cache="catalog", keys=keys))
+        (decision,) = first["decisions"]
+        assert decision["outcome"] == "executed" and decision["after"]["status"] == "retrying"
+        assert 0 < space.count("user:*") < 10_000
+        bodies = env.queue_bodies(env.continuation_url)
+        assert len(bodies) == 1 and len(json.dumps(bodies[0])) < 4096  # the keys travel by reference
+        assert len(json.dumps(first)) < 64 * 1024  # the response is bounded too
+        env.run_continuations()
+        runs = audit_by_operation(env, "invalidate_keys")
+        assert sorted(r["after"]["status"] for r in runs) == ["complete", "retrying"]
+    assert space.count("user:*") == 0
