@@ -81,6 +81,11 @@ class _UnderConfigured(set[str]):
         return isinstance(key, str) and any(key.startswith(prefix) for prefix in iter(self))
 
 
+def _sample(text: str) -> str:
+    """One item of a response's sample: bounded (the full list is in the audit's trigger and the logs)."""
+    return text if len(text) <= _LABEL_MAX else text[:_LABEL_MAX] + f"...(+{len(text) - _LABEL_MAX} chars)"
+
+
 def _label(text: str) -> str:
     if len(text) <= _LABEL_MAX and "\n" not in text:
         return text
@@ -317,7 +322,7 @@ class InvalidationReaction:
                   "runs_done": run.runs, "attempt": run.attempt, "matched_so_far": run.matched,
                   "removed_so_far": run.removed, "resume_from_checkpoint": run.checkpoint is not None}
         if keys:
-            before["keys_sample"] = keys[:SAMPLE]
+            before["keys_sample"] = [_sample(k) for k in keys[:SAMPLE]]
         intended = {"invalidate": kind, "target": params["target"],
                     "time_budget_s": cache.continuation.time_budget_s}
         return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
@@ -340,7 +345,8 @@ class InvalidationReaction:
                               "requested_by": intent.params.get("requested_by", ""),
                               "request": intent.params.get("request", "")},
                       before={"cdn": cdn.name, "paths_requested": len(paths) + len(wildcards),
-                              "paths_sample": paths[:SAMPLE], "wildcards": wildcards},
+                              "paths_sample": [_sample(p) for p in paths[:SAMPLE]],
+                              "wildcards": [_sample(w) for w in wildcards[:SAMPLE]]},
                       intended={"queue": f"coalescing queue of {cdn.name}", "paths": len(paths),
                                 "wildcards": len(wildcards), "coalesce_window_s": cdn.coalesce_window_s})
 

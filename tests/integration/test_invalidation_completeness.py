@@ -251,3 +251,24 @@ def test_a_10000_key_request_interrupted_by_a_connection_reset_resumes_within_sq
         runs = audit_by_operation(env, "invalidate_keys")
         assert sorted(r["after"]["status"] for r in runs) == ["complete", "retrying"]
     assert space.count("user:*") == 0
+
+
+# --------------------------------------------------------------------------- 6. bounded responses
+
+
+def test_the_largest_valid_request_gets_a_bounded_response(space, clock) -> None:
+    from invalidator.invalidation_requests import MAX_KEY_BYTES, MAX_PATTERNS_PER_REQUEST, MAX_TAGS_PER_REQUEST
+
+    keys = [space.key(f"{i:04d}:") + "k" * (MAX_KEY_BYTES - 40) for i in range(3000)]
+    command = console("invalidate_cache", cache="catalog", keys=keys,
+                      tags=[f"tag-{i}" for i in range(MAX_TAGS_PER_REQUEST)],
+                      patterns=[space.key(f"p{i}:*") for i in range(MAX_PATTERNS_PER_REQUEST)])
+    with invalidation_env(make_config(caches=[cache_entry(namespace=space.namespace)]), clock, space=space) as env:
+        response = env.invoke("invalidator", command)
+    assert response["status"] == "ok"
+    assert len(response["decisions"]) == 1 + MAX_TAGS_PER_REQUEST + MAX_PATTERNS_PER_REQUEST
+    assert all(d["outcome"] == "executed" for d in response["decisions"])
+    # DynamoDB's item limit is 400 KB (the idempotency record holds this response): far below it.
+    assert len(json.dumps(response).encode()) < 300 * 1024
+    (keys_decision,) = [d for d in response["decisions"] if d["operation"] == "invalidate_keys"]
+    assert all(len(k) < 300 for k in keys_decision["before"]["keys_sample"])
