@@ -209,6 +209,9 @@ class InvalidationReaction:
             return [Intent(**base, target_key=self._target_key(cache.name, "flush", None), operation="flush",
                            params={"cache": cache.name, "confirm": work.confirm})]
         out: list[Intent | Skip] = []
+        if work.sweep:
+            out.append(Intent(**base, target_key=f"redis/{cache.name}/sweep", operation="sweep_purges",
+                              params={"cache": cache.name, "kind": "sweep"}))
         if work.keys:
             out.append(Intent(**base, target_key=self._target_key(cache.name, "keys", None, work.keys),
                               operation="invalidate_keys",
@@ -273,6 +276,12 @@ class InvalidationReaction:
         cache = self._cache(intent.params["cache"], rt)
         if intent.operation == "flush":
             return self._plan_flush(intent, cache)
+        if intent.operation == "sweep_purges":
+            return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
+                          operation=intent.operation, reason=intent.reason, params={"cache": cache.name},
+                          before={"cache": cache.name},
+                          intended={"sweep": "tag purges left behind by failed runs",
+                                    "time_budget_s": cache.continuation.time_budget_s})
         return self._plan_run(intent, cache, rt)
 
     def _plan_flush(self, intent: Intent, cache: CacheConfig) -> Action | Skip:
@@ -356,6 +365,8 @@ class InvalidationReaction:
             self._execute_queue(action, rt)
         elif action.operation == "flush":
             self._execute_flush(action, rt)
+        elif action.operation == "sweep_purges":
+            self._execute_sweep(action, rt)
         else:
             self._execute_run(action, rt)
 
@@ -376,6 +387,27 @@ class InvalidationReaction:
                                                       allowed=cache.allow_flush)
         self._results[action.target_key] = report.as_audit() | {"status": "complete"}
         self._removed_metric(rt, cache, report)
+
+    def _execute_sweep(self, action: Action, rt: ReactionRuntime) -> None:
+        runtime = current_invalidation_runtime()
+        cache = self._cache(action.params["cache"], rt)
+        store = self._progress(rt)
+        now = rt.clock.now().timestamp()
+
+        def live(tag: str, snapshot: str) -> bool:
+            """A purge a run in progress owns (or may be about to create): not an orphan."""
+            current = store.get(self._target_key(cache.name, "tag", tag))
+            if current is None or current.lease_until <= now:
+                return False
+            owned = (current.checkpoint or {}).get("snapshot")
+            return owned is None or owned == snapshot
+
+        budget = runtime.time_budget(cache.continuation.time_budget_s)
+        result = runtime.invalidator(cache, rt).sweep_purges(live, time_budget_s=max(budget, 0.001))
+        self._results[action.target_key] = result
+        if result["removed"]:
+            publish("RedisKeysRemoved", result["removed"], MetricUnit.Count, stage=rt.settings.stage,
+                    cache=cache.name, kind="sweep")
 
     def _execute_run(self, action: Action, rt: ReactionRuntime) -> None:
         from redis.exceptions import RedisError
@@ -410,7 +442,8 @@ class InvalidationReaction:
             if kind == "keys":
                 report = invalidator.delete_keys(keys)
             elif budget > 0 and kind == "pattern":
-                report = invalidator.delete_pattern(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget)
+                report = invalidator.delete_pattern(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget,
+                                                    allow_unanchored=cache.allow_flush)
             elif budget > 0:
                 report = invalidator.delete_tag(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget,
                                                 sscan_count=cache.scan.count)

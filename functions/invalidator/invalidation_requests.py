@@ -15,7 +15,7 @@ payload (`patterns[0]`, `detail.tags`, `paths[2]`); nothing is sent when one is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -50,6 +50,7 @@ class CacheWork:
     tags: tuple[str, ...] = ()
     flush: bool = False
     confirm: str | None = None
+    sweep: bool = False  # also finish tag purges failed runs left behind (a schedule's periodic sweep)
 
 
 @dataclass(frozen=True)
@@ -386,10 +387,13 @@ def schedule_request(trigger: Trigger, config: InvalidationStageConfig) -> Inval
     owner = sched.policy or ""
     if scope == "cache":
         cache = _known_cache(config, owner, "reflex_schedule.policy")
-        spec = next((s.invalidate for s in cache.schedules if s.name == name), None)
-        if spec is None:
+        scheduled = next((s for s in cache.schedules if s.name == name), None)
+        if scheduled is None:
             raise TriggerError([f"reflex_schedule.params.schedule: cache {owner!r} has no schedule {name!r}"])
-        return InvalidationRequest(caches=(spec_cache_work(cache, spec),), reason=f"schedule {name}")
+        work = spec_cache_work(cache, scheduled.invalidate)
+        if scheduled.sweep_purges:
+            work = replace(work, sweep=True)
+        return InvalidationRequest(caches=(work,), reason=f"schedule {name}")
     cdn = _known_cdn(config, owner, "reflex_schedule.policy")
     spec = next((s.invalidate for s in cdn.schedules if s.name == name), None)
     if spec is None:

@@ -640,6 +640,51 @@ class RedisInvalidator:
             raise InvalidationInterrupted(self._report("tag", tag, snapshot(), nodes, complete=False), err) from err
         return self._report("tag", tag, snapshot(), nodes, complete=True)
 
+    def sweep_purges(self, live: Callable[[str, str], bool], *, time_budget_s: float | None = None,
+                     sscan_count: int = DEFAULT_SSCAN_COUNT) -> dict[str, Any]:
+        """Finish every tag purge (`tag:{ns:tag}:purging:<id>`) of this namespace that no run in progress owns
+        (`live(tag, snapshot)`): the periodic sweep behind the next-request rule of `delete_tag`. One SCAN of the
+        keyspace; `complete` is False when the time budget ran out first (the next sweep goes on)."""
+        _check_budget(time_budget_s)
+        start = self._clock()
+        head = f"tag:{{{self.tag_namespace}:"
+        match = _glob_escape(head) + "*}:purging:*"
+        progress = _Progress()
+        found = drained = skipped = 0
+        complete = True
+        try:
+            for node in self._primaries():
+                for raw in node.client.scan_iter(match=match, count=self.scan_count):
+                    key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    cut = key.rfind("}:purging:")
+                    if cut < len(head):
+                        continue
+                    found += 1
+                    tag = key[len(head):cut]
+                    if live(tag, key):
+                        skipped += 1
+                        continue
+                    if time_budget_s is not None and self._clock() - start >= time_budget_s:
+                        complete = False
+                        continue
+                    cursor = None
+                    while cursor != 0 or int(self._client.scard(key)):
+                        next_cursor, members = self._client.sscan(key, cursor=cursor or 0, count=sscan_count)
+                        if members:
+                            self._unlink_routed(list(dict.fromkeys(members)), progress, self.batch_size,
+                                                self.pause_s, forget_from=key)
+                        cursor = int(next_cursor)
+                    self._client.unlink(key)
+                    self._client.srem(f"{key[:cut + 1]}:purging", key)
+                    drained += 1
+        except _redis_errors() as err:
+            return {"status": "interrupted", "found": found, "drained": drained, "skipped_live": skipped,
+                    "removed": progress.removed, "error": f"{type(err).__name__}: {str(err)[:200]}",
+                    "complete": False}
+        return {"status": "complete" if complete else "partial", "found": found, "drained": drained,
+                "skipped_live": skipped, "removed": progress.removed, "complete": complete,
+                "duration_s": round(self._clock() - start, 3)}
+
     def _hand_over(self, set_key: str, snapshot_key: str, registry: str) -> bool:
         """Rename the tag set to this run's private name; False if the tag has no set (nothing to do).
 
@@ -791,6 +836,11 @@ class RedisInvalidator:
         pending.pipe, pending.commands, pending.keys = None, [], 0
         if pause > 0:
             self._sleep(pause)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis glob."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def purge_registry_key(set_key: str) -> str:

@@ -164,6 +164,8 @@ class ScheduledInvalidation(StrictModel):
     cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 3 * * ? *'")
     timezone: str = "UTC"
     invalidate: InvalidationSpec
+    sweep_purges: bool = Field(default=True, description=(
+        "a cache's schedule also finishes tag purges a failed run left behind (tag:{ns:tag}:purging:<id>)"))
 
 
 def _unique_names(items: list[ScheduledInvalidation]) -> list[ScheduledInvalidation]:

@@ -272,3 +272,35 @@ def test_the_largest_valid_request_gets_a_bounded_response(space, clock) -> None
     assert len(json.dumps(response).encode()) < 300 * 1024
     (keys_decision,) = [d for d in response["decisions"] if d["operation"] == "invalidate_keys"]
     assert all(len(k) < 300 for k in keys_decision["before"]["keys_sample"])
+
+
+def test_the_periodic_sweep_finishes_orphaned_purges_and_leaves_a_live_run_alone(space, clock) -> None:
+    from tests.support.events import schedule
+
+    ns = space.namespace
+    orphan = f"tag:{{{ns}:news}}:purging:0ld"  # left by a run of an earlier version (no registry entry)
+    space.fill([f"a{i}" for i in range(50)] + [f"b{i}" for i in range(5)])
+    space.client.sadd(orphan, *[space.key(f"a{i}") for i in range(50)])
+    config = make_config(caches=[cache_entry(namespace=ns, schedules=[
+        {"name": "nightly", "cron": "0 3 * * ? *", "invalidate": {"patterns": [space.key("none:*")]}}])])
+    with invalidation_env(config, clock, space=space) as env:
+        # A tag run in progress owns its snapshot: the sweep must not touch it.
+        live = env.invoke("invalidator", content_changed({"tags": ["live"]}, T0))
+        assert outcomes(live) == ["executed"]  # no set: complete at once; make one that is in progress:
+        from invalidator.invalidation_progress import ProgressStore, RunProgress
+
+        owned = f"tag:{{{ns}:live}}:purging:run1"
+        space.client.sadd(owned, *[space.key(f"b{i}") for i in range(5)])
+        store = ProgressStore(env.world.clients.dynamodb, env.world.settings.state_table)
+        now = clock.now().timestamp()
+        assert store.create("redis/catalog/tag/live", RunProgress(
+            run_id="run1", started_at=now, updated_at=now, lease_until=now + 600,
+            checkpoint={"v": 1, "kind": "tag", "target": "live", "cursors": {"set": "0"}, "snapshot": owned}), now)
+        response = env.invoke("invalidator", schedule("cache-catalog-nightly", "invalidate", T0, policy="catalog",
+                                                      params={"scope": "cache", "schedule": "nightly"}))
+        (sweep,) = [d for d in response["decisions"] if d["operation"] == "sweep_purges"]
+        assert sweep["outcome"] == "executed"
+        assert sweep["after"]["status"] == "complete" and sweep["after"]["drained"] == 1
+        assert sweep["after"]["skipped_live"] == 1 and sweep["after"]["removed"] == 50
+    assert space.count("a*") == 0 and not space.client.exists(orphan)
+    assert space.count("b*") == 5 and space.client.scard(owned) == 5

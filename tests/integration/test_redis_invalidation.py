@@ -35,8 +35,9 @@ pytestmark = pytest.mark.redis
 PORT = int(os.environ.get("REFLEX_REDIS_PORT", "6379"))
 FORBIDDEN = {"KEYS", "FLUSHDB", "FLUSHALL"}
 # Everything the invalidator may send outside `flush`, plus redis-py's connection handshake.
-ALLOWED = {"SCAN", "MULTI", "EXEC", "EVAL", "SRANDMEMBER", "SADD", "EVALSHA", "SCRIPT", "UNLINK", "SSCAN", "SREM", "RENAME", "EXISTS", "INFO",
-           "CLIENT", "HELLO", "AUTH", "SELECT", "PING", "READONLY", "CLUSTER", "COMMAND", "ECHO"}
+ALLOWED = {"SCAN", "MULTI", "EXEC", "EVAL", "SRANDMEMBER", "SADD", "SCARD", "EVALSHA", "SCRIPT", "UNLINK", "SSCAN",
+           "SREM", "RENAME", "EXISTS", "INFO", "CLIENT", "HELLO", "AUTH", "SELECT", "PING", "READONLY", "CLUSTER",
+           "COMMAND", "ECHO"}
 
 
 def _shared_redis_up() -> bool:
