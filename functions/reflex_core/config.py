@@ -28,6 +28,7 @@ from reflex_core.config_base import (
     read_config_data,
     validate_config,
 )
+from reflex_core.database_config import DatabaseStageConfig
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
 from reflex_core.scaling_config import (
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, DatabaseStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 
