@@ -128,6 +128,7 @@ class World:
 
 def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
+    from advisor.advisor_reaction import AdvisorReaction
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
     from invalidator.invalidation_reaction import InvalidationReaction
@@ -138,6 +139,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     models: dict[str, type[StageConfig]] = {
         r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
     }
+    models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
     if model is None:

@@ -180,9 +180,10 @@ BLOAT_MIN_RATIO = 0.3
 
 def _statements(cur: psycopg.Cursor[Any], order: str, n: int) -> list[Statement]:
     cur.execute(_STATEMENTS.replace("{order}", order), {"n": n})
-    return [Statement(**{k: (int(v) if k in ("queryid", "calls", "rows", "shared_blks_read", "shared_blks_hit")
-                             else float(v) if k in ("total_ms", "mean_ms") else v) for k, v in row.items()})
-            for row in cur.fetchall()]
+    return [Statement(queryid=int(r["queryid"]), query=str(r["query"]), calls=int(r["calls"]),
+                      total_ms=float(r["total_ms"]), mean_ms=float(r["mean_ms"]), rows=int(r["rows"]),
+                      shared_blks_read=int(r["shared_blks_read"]), shared_blks_hit=int(r["shared_blks_hit"]))
+            for r in cur.fetchall()]
 
 
 def read_statements(conn: psycopg.Connection[Any], target: DatabaseTarget) -> tuple[list[Statement], ...]:

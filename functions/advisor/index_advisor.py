@@ -15,8 +15,9 @@ statement; we read the predicates off the plan's sequential scans, which is chea
   predicate of a partial index;
 * a candidate whose columns lead an existing valid btree index with the same predicate is not tried (the
   statement is already served);
-* of the indexes that halve the cost, the cheapest plan wins; a multi-column index must beat the best
-  single-column one by 20 % (it costs more to maintain), and within 2 % the narrower, then the partial, wins.
+* of the indexes that halve the cost, the cheapest plan wins; a multi-column index only when the best
+  single-column plan still costs more than `min_statement_cost` and the wider index halves that again
+  (Dexter's bar: a wider index costs more to maintain); within 2 % the narrower, then the partial, wins.
 
 Without HypoPG (`hypopg` extension absent) the same candidates are judged from EXPLAIN alone: an index is
 proposed when the predicates it serves keep at most 5 % of a large table's rows, marked `method: explain`
@@ -38,7 +39,7 @@ from advisor.plans import NotExplainable, Predicate, ScanSite, cost, explain_gen
 from reflex_core.database_config import AdvisorPolicy
 
 EXPLAIN_ONLY_MAX_SELECTIVITY = 0.05
-MULTI_COLUMN_GAIN = 0.8
+MULTI_COLUMN_GAIN = 0.5
 TIE = 1.02
 MAX_COLUMNS = 3
 
@@ -289,7 +290,7 @@ class IndexAdvisor:
             after, new_plan, used = self.hypothetical_cost(st.query, cand)
             if used:
                 tried.append((cand, after, new_plan))
-        best = _choose(tried)
+        best = _choose(tried, self.policy.min_statement_cost)
         if best is None or best[1] > self.policy.min_cost_ratio * before:
             got = f"best {best[1]:.0f}" if best else "no candidate used by the planner"
             done("not-halved", f"cost {before:.0f}: {got}")
@@ -302,7 +303,8 @@ class IndexAdvisor:
                         statements=[info | {"cost_before": before, "cost_after": after}])
 
     def _explain_only(self, st: Statement, plan: dict[str, Any], before: float,
-                      cands: list[tuple[Candidate, ScanSite, TableStats]], info: dict[str, Any], done: Any) -> Proposal | None:
+                      cands: list[tuple[Candidate, ScanSite, TableStats]], info: dict[str, Any],
+                      done: Any) -> Proposal | None:
         scored = sorted(((self.combined_selectivity(c, s, t), len(c.columns), c) for c, s, t in cands),
                         key=lambda x: (x[0], x[1]))
         sel, _, cand = scored[0]
@@ -339,12 +341,16 @@ class IndexAdvisor:
         return True
 
 
-def _choose(tried: list[tuple[Candidate, float, dict[str, Any]]]) -> tuple[Candidate, float, dict[str, Any]] | None:
+def _choose(tried: list[tuple[Candidate, float, dict[str, Any]]],
+            min_cost: float) -> tuple[Candidate, float, dict[str, Any]] | None:
     if not tried:
         return None
     single = [t for t in tried if len(t[0].columns) == 1]
     best_single = min((t[1] for t in single), default=float("inf"))
-    eligible = [t for t in tried if len(t[0].columns) == 1 or t[1] <= MULTI_COLUMN_GAIN * best_single]
+    # Dexter's bar for a wider index: the best single-column plan is still expensive, and the wider index
+    # halves it again.
+    eligible = [t for t in tried if len(t[0].columns) == 1
+                or (best_single > min_cost and t[1] <= MULTI_COLUMN_GAIN * best_single)]
     if not eligible:
         eligible = tried
     lowest = min(t[1] for t in eligible)
