@@ -22,7 +22,7 @@ CREATE EXTENSION IF NOT EXISTS hypopg;
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
 CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, region text NOT NULL, country text);
 CREATE TABLE orders (
-  id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers (id), product_id int NOT NULL,
+  id bigint PRIMARY KEY, customer_id bigint NOT NULL, product_id int NOT NULL,
   store_id int NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL, processed_at timestamptz,
   total numeric(10, 2) NOT NULL);
 CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL, at timestamptz NOT NULL);
@@ -36,6 +36,8 @@ INSERT INTO orders SELECT g, 1 + (g * 7919) %% %(customers)s, 1 + (g * 31) %% 10
   (ARRAY['open', 'paid', 'shipped', 'closed'])[1 + g %% 4], now() - (g %% 365) * interval '1 day',
   CASE WHEN g %% 100 = 0 THEN NULL ELSE now() END, (g %% 500) + 0.99
   FROM generate_series(1, %(orders)s) g;
+-- Added after the rows (one validation scan instead of a check per inserted row).
+ALTER TABLE orders ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customers (id);
 INSERT INTO events SELECT g, 1 + g %% 5000, (ARRAY['view', 'click', 'buy'])[1 + g %% 3], now()
   FROM generate_series(1, %(events)s) g;
 ANALYZE;
