@@ -26,10 +26,21 @@ class DatabaseUnavailable(RuntimeError):
 def connection_kwargs(target: DatabaseTarget, clients: AwsClients) -> dict[str, Any]:
     conn = target.connection
     if isinstance(conn, IamConnection):
-        token = clients.rds.generate_db_auth_token(DBHostname=conn.host, Port=conn.port, DBUsername=conn.user)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            token = clients.rds.generate_db_auth_token(DBHostname=conn.host, Port=conn.port, DBUsername=conn.user)
+        except (ClientError, BotoCoreError) as err:
+            raise DatabaseUnavailable(f"database {target.name}: cannot sign an IAM auth token: {err}") from None
         return {"host": conn.host, "port": conn.port, "dbname": conn.dbname, "user": conn.user,
                 "password": token, "sslmode": conn.sslmode}
-    raw = clients.secretsmanager.get_secret_value(SecretId=conn.secret_arn)["SecretString"]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        raw = clients.secretsmanager.get_secret_value(SecretId=conn.secret_arn)["SecretString"]
+    except (ClientError, BotoCoreError) as err:
+        raise DatabaseUnavailable(f"database {target.name}: cannot read secret {conn.secret_arn}: "
+                                  f"{type(err).__name__} {err}"[:500]) from None
     try:
         secret = json.loads(raw)
         return {"host": secret["host"], "port": int(secret.get("port", 5432)),

@@ -36,7 +36,7 @@ SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
 # events/<function>/ -> the function that the events are for.
-FUNCTIONS = {"scaler", "invalidator", "promoter"}
+FUNCTIONS = {"scaler", "invalidator", "promoter", "advisor"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 
 
@@ -179,6 +179,10 @@ def test_console_event(path: Path, world, invoke, request):
     assert desired(before) == INITIAL
     if function == "invalidator":
         invoke = request.getfixturevalue("invalidator_invoke")
+    if function == "advisor":  # no database in this world: each event shows the decision made before connecting
+        from tests.support.advisor import advisor_invoke
+
+        invoke = advisor_invoke(world, request.getfixturevalue("clock"))
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()

@@ -99,3 +99,14 @@ def make_bench(cluster: Cluster, clock: VirtualClock, databases: list[tuple[str,
                               Overwrite=True)
     os.environ["REFLEX_REPORT_BUCKET"] = BUCKET
     return AdvisorBench(world=world, clock=clock, cluster=cluster, secrets=secrets)
+
+
+def advisor_invoke(world: World, clock: VirtualClock) -> Any:
+    """The real advisor handler in `world` (its function's view of the config), as console events call it."""
+    from advisor.handler import lambda_handler
+
+    def _invoke(event: Any) -> dict[str, Any]:
+        world.activate("advisor", clock)
+        return lambda_handler(event, FakeLambdaContext())
+
+    return _invoke
