@@ -13,6 +13,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from reflex_constructs.advisor_reaction import AdvisorReaction, AdvisorReactionProps
 from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
 from reflex_constructs.invalidation_reaction import InvalidationReaction, InvalidationReactionProps
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
@@ -50,6 +51,10 @@ class ReflexStack(Stack):
         self.invalidation: InvalidationReaction | None = None
         if config.invalidation.enabled:
             self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.advisor: AdvisorReaction | None = None
+        if config.databases and config.databases.targets:
+            self.advisor = AdvisorReaction(self, "Advisor", AdvisorReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 

@@ -154,6 +154,10 @@ class Databases(StrictModel):
             if proxy.database not in known:
                 raise ValueError(f"proxies.{i}.database: no database {proxy.database!r} "
                                  f"(configured: {', '.join(sorted(known)) or 'none'})")
+            db = next(d for d in self.targets if d.name == proxy.database)
+            if db.security_group_id is None or self.network is None:
+                raise ValueError(f"proxies.{i}.database: a proxy runs in `network` and reaches its database through "
+                                 f"the database's security_group_id; set both for {db.name!r}")
         dupes = repeated([p.name for p in self.proxies])
         if dupes:
             raise ValueError(f"proxies: names must be unique; repeated: {', '.join(dupes)}")
