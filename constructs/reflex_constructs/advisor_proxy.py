@@ -76,5 +76,5 @@ class AdvisorProxies(Construct):
         policy.attach_to_role(props.function_role)
         for arn in connect_arns:
             acknowledge(policy, wildcard_resource_rule(self, arn),
-                        "rds-db:connect is scoped to the proxies this construct creates; the database user is chosen by "
-                        "the application's secret, which the stack does not know.")
+                        "rds-db:connect is scoped to the proxies this construct creates; the database user is "
+                        "chosen by the application's secret, which the stack does not know.")
