@@ -7,6 +7,9 @@ unused has not been scanned since then, not necessarily never.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,6 +52,8 @@ class Diagnostics:
     connections: dict[str, Any] = field(default_factory=dict)
     replication: dict[str, Any] = field(default_factory=dict)
     stats_reset: str | None = None
+    # Seconds each part took (the report shows them; the benchmark reads them).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,31 +130,38 @@ ORDER BY pg_relation_size(c.conrelid) DESC
 # average width (pg_stats) plus tuple header and line pointer, packed at the fill factor; the rest is the
 # estimated bloat. Good to a few tens of percent; reported only above both floors below.
 _TABLE_BLOAT = """
-WITH widths AS (
+WITH widths AS MATERIALIZED (
   SELECT s.schemaname, s.tablename, sum((1 - s.null_frac) * s.avg_width) AS width
-  FROM pg_stats s GROUP BY s.schemaname, s.tablename
+  FROM pg_stats s WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema') GROUP BY s.schemaname, s.tablename
+), fill AS MATERIALIZED (
+  SELECT c.oid, coalesce((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
+                          WHERE o LIKE 'fillfactor=%%'), 100) AS fillfactor
+  FROM pg_class c WHERE c.relkind = 'r'
 )
 SELECT n.nspname AS schema, c.relname AS table, c.relpages::bigint * current_setting('block_size')::int AS bytes,
        ceil(c.reltuples * (w.width + 28) / (current_setting('block_size')::int * 0.9
-            * coalesce((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
-                        WHERE o LIKE 'fillfactor=%%'), 100) / 100.0))::bigint
+            * f.fillfactor / 100.0))::bigint
          * current_setting('block_size')::int AS expected_bytes,
        st.n_dead_tup AS dead_rows, st.n_live_tup AS live_rows
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN widths w ON w.schemaname = n.nspname AND w.tablename = c.relname
+JOIN fill f ON f.oid = c.oid
 LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND c.reltuples > 0
 """
 
 _INDEX_BLOAT = """
-WITH cols AS (
+WITH stats AS MATERIALIZED (
+  SELECT schemaname, tablename, attname, avg_width FROM pg_stats
+  WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+), cols AS (
   SELECT i.indexrelid, sum(coalesce(s.avg_width, 8)) AS width
   FROM pg_index i
   JOIN pg_class t ON t.oid = i.indrelid
   JOIN pg_namespace n ON n.oid = t.relnamespace
   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-  LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
+  LEFT JOIN stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
   GROUP BY i.indexrelid
 )
@@ -248,21 +260,30 @@ def diagnose(conn: psycopg.Connection[Any], target: DatabaseTarget,
         head = cur.fetchone()
         assert head is not None
         diag = Diagnostics(database=target.name, server_version=head["v"], in_recovery=head["r"])
-    diag.top_by_total, diag.top_by_mean, diag.top_by_calls = read_statements(conn, target)
+    clock = _Stopwatch(diag.timings)
+    with clock("statements"):
+        diag.top_by_total, diag.top_by_mean, diag.top_by_calls = read_statements(conn, target)
     diag.top_by_total = diag.top_by_total[: policy.top_n]
-    indexes = indexes if indexes is not None else read_indexes(conn)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_SEQ_SCANS, {"rows": policy.large_table.rows, "bytes": policy.large_table.bytes, "n": policy.top_n})
-        diag.seq_scans = list(cur.fetchall())
-        cur.execute(_UNUSED, {"min_bytes": policy.unused_index_min_bytes, "n": policy.top_n})
-        diag.unused_indexes = list(cur.fetchall())
+    with clock("indexes"):
+        indexes = indexes if indexes is not None else read_indexes(conn)
         diag.duplicate_indexes = duplicate_indexes(indexes)
-        cur.execute(_UNINDEXED_FKS)
-        diag.unindexed_foreign_keys = list(cur.fetchall())
-        cur.execute(_TABLE_BLOAT)
-        diag.table_bloat = _bloated(cur.fetchall(), "table")
-        cur.execute(_INDEX_BLOAT)
-        diag.index_bloat = _bloated(cur.fetchall(), "index")
+    with conn.cursor(row_factory=dict_row) as cur:
+        with clock("seq_scans"):
+            cur.execute(_SEQ_SCANS, {"rows": policy.large_table.rows, "bytes": policy.large_table.bytes,
+                                     "n": policy.top_n})
+            diag.seq_scans = list(cur.fetchall())
+        with clock("unused_indexes"):
+            cur.execute(_UNUSED, {"min_bytes": policy.unused_index_min_bytes, "n": policy.top_n})
+            diag.unused_indexes = list(cur.fetchall())
+        with clock("foreign_keys"):
+            cur.execute(_UNINDEXED_FKS)
+            diag.unindexed_foreign_keys = list(cur.fetchall())
+        with clock("table_bloat"):
+            cur.execute(_TABLE_BLOAT)
+            diag.table_bloat = _bloated(cur.fetchall(), "table")
+        with clock("index_bloat"):
+            cur.execute(_INDEX_BLOAT)
+            diag.index_bloat = _bloated(cur.fetchall(), "index")
         cur.execute(_CONNECTIONS)
         row = cur.fetchone()
         assert row is not None
@@ -273,6 +294,19 @@ def diagnose(conn: psycopg.Connection[Any], target: DatabaseTarget,
         reset = cur.fetchone()
         diag.stats_reset = reset["reset"] if reset else None
     return diag
+
+
+class _Stopwatch:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.into[name] = round(time.monotonic() - t0, 4)
 
 
 def _bloated(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
