@@ -244,7 +244,7 @@ def duplicate_indexes(indexes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if a["opclasses"].split()[: len(ka)] != b["opclasses"].split()[: len(ka)]:
                     continue
                 if ka == kb and not (b["is_unique"] or b["is_primary"]) and a["index"] > b["index"]:
-                    continue  # identical pair: report it once, keep the first name
+                    continue  # identical pair: reported once, the name that sorts first as the redundant one
                 out.append({"schema": a["schema"], "table": a["table"], "index": a["index"], "bytes": a["bytes"],
                             "covered_by": b["index"], "kind": "identical" if ka == kb else "prefix",
                             "definition": a["definition"]})
