@@ -128,9 +128,9 @@ class World:
 
 def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
-    from advisor.advisor_reaction import AdvisorReaction
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
+    from advisor.advisor_reaction import AdvisorReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig

@@ -94,10 +94,10 @@ LIMIT %(n)s
 _INDEXES = """
 SELECT n.nspname AS schema, t.relname AS table, c.relname AS index, i.indrelid::bigint AS table_oid,
        string_to_array(i.indkey::text, ' ')::int[] AS keys, i.indclass::text AS opclasses,
-       coalesce(pg_get_expr(i.indexprs, i.indrelid), '') AS exprs,
-       coalesce(pg_get_expr(i.indpred, i.indrelid), '') AS pred,
+       CASE WHEN i.indexprs IS NULL THEN '' ELSE pg_get_expr(i.indexprs, i.indrelid) END AS exprs,
+       CASE WHEN i.indpred IS NULL THEN '' ELSE pg_get_expr(i.indpred, i.indrelid) END AS pred,
        i.indisunique AS is_unique, i.indisprimary AS is_primary, am.amname AS method,
-       pg_relation_size(i.indexrelid) AS bytes, pg_get_indexdef(i.indexrelid) AS definition
+       c.relpages::bigint * current_setting('block_size')::int AS bytes, i.indexrelid::bigint AS index_oid
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_class t ON t.oid = i.indrelid
@@ -247,7 +247,7 @@ def duplicate_indexes(indexes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue  # identical pair: reported once, the name that sorts first as the redundant one
                 out.append({"schema": a["schema"], "table": a["table"], "index": a["index"], "bytes": a["bytes"],
                             "covered_by": b["index"], "kind": "identical" if ka == kb else "prefix",
-                            "definition": a["definition"]})
+                            "definition": a.get("definition"), "index_oid": a.get("index_oid")})
                 break
     return sorted(out, key=lambda d: -d["bytes"])
 
@@ -267,6 +267,7 @@ def diagnose(conn: psycopg.Connection[Any], target: DatabaseTarget,
     with clock("indexes"):
         indexes = indexes if indexes is not None else read_indexes(conn)
         diag.duplicate_indexes = duplicate_indexes(indexes)
+        _definitions(conn, diag.duplicate_indexes)
     with conn.cursor(row_factory=dict_row) as cur:
         with clock("seq_scans"):
             cur.execute(_SEQ_SCANS, {"rows": policy.large_table.rows, "bytes": policy.large_table.bytes,
@@ -294,6 +295,20 @@ def diagnose(conn: psycopg.Connection[Any], target: DatabaseTarget,
         reset = cur.fetchone()
         diag.stats_reset = reset["reset"] if reset else None
     return diag
+
+
+def _definitions(conn: psycopg.Connection[Any], found: list[dict[str, Any]]) -> None:
+    """The CREATE INDEX text of the reported indexes only (pg_get_indexdef is slow over thousands)."""
+    oids = [d["index_oid"] for d in found if d.get("index_oid") is not None and not d.get("definition")]
+    if not oids:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SELECT indexrelid::bigint, pg_get_indexdef(indexrelid) FROM pg_index "
+                    "WHERE indexrelid = ANY(%s)", (oids,))
+        defs = dict(cur.fetchall())
+    for d in found:
+        if d.get("index_oid") in defs:
+            d["definition"] = defs[d["index_oid"]]
 
 
 class _Stopwatch:

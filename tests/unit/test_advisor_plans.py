@@ -90,7 +90,7 @@ def test_partial_predicates_accepted_from_the_console() -> None:
 def _ix(name: str, keys: list[int], *, unique: bool = False, pred: str = "", table: int = 1) -> dict[str, Any]:
     return {"schema": "public", "table": "t", "index": name, "table_oid": table, "keys": keys,
             "opclasses": " ".join(["3124"] * len(keys)), "exprs": "", "pred": pred, "is_unique": unique,
-            "is_primary": False, "method": "btree", "bytes": 100, "definition": name}
+            "is_primary": False, "method": "btree", "bytes": 100, "definition": name, "index_oid": None}
 
 
 def test_duplicate_indexes_identical_and_prefix_never_the_unique_one() -> None:
