@@ -313,10 +313,21 @@ class Sleeper(threading.Thread):
 
 
 def _start(cluster: Cluster, *specs: tuple[str, str]) -> list[Sleeper]:
-    sleepers = [Sleeper(cluster, app, user) for app, user in specs]
-    for s in sleepers:
-        s.start()
-    time.sleep(1.6)  # past the policy's max_runtime_s of 1
+    """Start the sleepers once no other statement runs, and return when each has run past max_runtime_s (1 s)."""
+    active = ("SELECT pid FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' "
+              "AND pid <> pg_backend_pid() AND query_start < now() - interval '1 second'")
+    with cluster.connect() as admin:
+        deadline = time.monotonic() + 20
+        while admin.execute(active).fetchall():  # an earlier test's statements still ending
+            assert time.monotonic() < deadline, "statements of an earlier test still run"
+            time.sleep(0.1)
+        sleepers = [Sleeper(cluster, app, user) for app, user in specs]
+        for s in sleepers:
+            s.start()
+        deadline = time.monotonic() + 20
+        while {r[0] for r in admin.execute(active).fetchall()} != {s.pid for s in sleepers}:
+            assert time.monotonic() < deadline, "the sleepers did not start"
+            time.sleep(0.1)
     return sleepers
 
 
