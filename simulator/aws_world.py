@@ -191,6 +191,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
+    from advisor.advisor_reaction import AdvisorReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
@@ -203,6 +204,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
         for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
                   ReshardingReaction)
     }
+    models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
     if model is None:

@@ -13,6 +13,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from reflex_constructs.advisor_reaction import AdvisorReaction, AdvisorReactionProps
 from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
 from reflex_constructs.invalidation_reaction import InvalidationReaction, InvalidationReactionProps
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
@@ -60,6 +61,10 @@ class ReflexStack(Stack):
         self.resharder: ResharderReaction | None = None
         if config.resharding:
             self.resharder = ResharderReaction(self, "Resharder", ResharderReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.advisor: AdvisorReaction | None = None
+        if config.databases and config.databases.targets:
+            self.advisor = AdvisorReaction(self, "Advisor", AdvisorReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
         self._build_outputs()
 

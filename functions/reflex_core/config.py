@@ -28,6 +28,7 @@ from reflex_core.config_base import (
     read_config_data,
     validate_config,
 )
+from reflex_core.database_config import DatabaseStageConfig
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
 from reflex_core.resharding_config import ReshardingStageConfig
@@ -54,7 +55,8 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig,
+                   DatabaseStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 

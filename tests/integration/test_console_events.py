@@ -36,7 +36,7 @@ SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
 # events/<function>/ -> the function that the events are for.
-FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder"}
+FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder", "advisor"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 RESHARDER_KEYS = {"given", "modified"}  # sidecar keys of events/resharder/ (see tests/support/resharder_events.py)
 
@@ -189,6 +189,10 @@ def test_console_event(path: Path, world, invoke, request):
         from tests.support.shards import shards_invoke
 
         invoke = shards_invoke(world, request.getfixturevalue("clock"))
+    if function == "advisor":  # no database in this world: each event shows the decision made before connecting
+        from tests.support.advisor import advisor_invoke
+
+        invoke = advisor_invoke(world, request.getfixturevalue("clock"))
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()
