@@ -30,6 +30,7 @@ from reflex_core.config_base import (
 )
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
+from reflex_core.recovery_config import RecoveryStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
     AutoScalingGroupTarget,
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, RecoveryStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 
