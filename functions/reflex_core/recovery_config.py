@@ -14,6 +14,7 @@ region, and references to resources that are not configured.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -76,7 +77,7 @@ def max_backup_gap_s(cron: str) -> int:
     minutes = _field_values(minutes_f, 0, 59, "minutes")
     hours = _field_values(hours_f, 0, 23, "hours")
     times = [h * 60 + m for h in hours for m in minutes]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [times[0] + 1440 - times[-1]]
+    gaps = [b - a for a, b in pairwise(times)] + [times[0] + 1440 - times[-1]]
     gap = max(gaps) * 60
     if dom not in ("*", "?"):
         return max(gap, 31 * 86400)
@@ -151,7 +152,7 @@ Expectation = Annotated[WithinPercentOfProduction | FreshWithinRpo | AtLeast | E
 
 class ValidationCheck(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    kind: Literal["sql", "item-count", "object-count", "key-count"]
+    kind: Literal["sql", "item-count", "object-count"]
     query: str | None = Field(default=None, max_length=4000,
                               description="sql: one read-only SELECT returning one value")
     database: str | None = Field(default=None, description="sql: the database to run it in")
@@ -247,16 +248,17 @@ class ProtectedResource(StrictModel):
         if dupes:
             raise ValueError(f"checks: names must be unique; repeated: {', '.join(dupes)}")
         for i, check in enumerate(self.checks):
+            # A restored cache is checked by its status only: the drill function does not reach into its network.
             allowed = {"sql"} if self.kind in SQL_KINDS else {
-                "dynamodb-table": {"item-count"}, "s3-bucket": {"object-count"}, "elasticache": {"key-count"},
+                "dynamodb-table": {"item-count"}, "s3-bucket": {"object-count"}, "elasticache": set(),
             }[self.kind]
             if check.kind not in allowed:
-                raise ValueError(f"checks.{i}.kind: a {self.kind} is checked with {', '.join(sorted(allowed))}, "
-                                 f"not {check.kind}")
+                raise ValueError(f"checks.{i}.kind: a {self.kind} is checked with "
+                                 f"{', '.join(sorted(allowed)) or 'no checks (its status only)'}, not {check.kind}")
         if self.drill is not None and self.kind in SQL_KINDS and self.checks and self.secret_arn is None:
             raise ValueError("secret_arn: sql checks of a drilled database need the secret to run them with")
-        if self.drill is not None and self.kind in ("aurora-cluster", "rds-instance", "elasticache"):
-            if not self.isolation.subnet_group or not self.isolation.security_group_ids:
+        if (self.drill is not None and self.kind in ("aurora-cluster", "rds-instance", "elasticache")
+                and not (self.isolation.subnet_group and self.isolation.security_group_ids)):
                 raise ValueError("isolation: a drilled database or cache needs its own subnet_group and "
                                  "security_group_ids (never production's)")
         if self.identifier.startswith(self.isolation.name_prefix):
