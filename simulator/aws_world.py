@@ -130,13 +130,15 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
+    from drills.drill_reaction import DrillReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
     from scaler.scaling_reaction import ScalingReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction,
+                                               DrillReaction)
     }
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
