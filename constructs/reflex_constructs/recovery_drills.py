@@ -107,7 +107,7 @@ class RecoveryDrills(Construct):
                                     targets=[self.function.event_target()])
         self.schedules = ReactionSchedules(self, "Schedules", ReactionSchedulesProps(
             target=self.function, group=props.schedule_group, schedules=[ScheduleSpec(
-                name="drills-check", operation="check_drills", expression="rate(1 hour)", max_event_age_s=3600,
+                name="check", operation="check_drills", expression="rate(1 hour)", max_event_age_s=3600,
                 description="Hourly: age of the last successful drill per resource, leftover drill copies")]))
         self._permissions(recovery)
         self.alarms = self._alarms(stage, recovery, props.shared)

@@ -320,17 +320,18 @@ def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> 
         (own,) = [r for r in render(as_list(statement["Resource"]), dev.json["Resources"]) if r != prefix + "global"]
         read[own] = sorted(render(as_list(statement["Resource"]), dev.json["Resources"]))
     assert read == {prefix + r: sorted([prefix + "global", prefix + r])
-                    for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health")}
+                    for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health", "drills")}
 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
     tables = set(dev.resources("AWS::DynamoDB::Table"))
     writes = _statements_with(dev, "dynamodb:PutItem")
-    assert len(writes) == 5  # the scaler, the promoter, and the invalidator, CDN batcher and cache health collector
+    # the scaler, the promoter, the invalidator, CDN batcher and cache health collector, and the drills function
+    assert len(writes) == 6
     assert all({r["Fn::GetAtt"][0] for r in as_list(ddb["Resource"])} == tables for ddb in writes)
     put_events = _statements_with(dev, "events:PutEvents")
-    assert len(put_events) == 5
+    assert len(put_events) == 6
     assert all(render(s["Resource"], resources) == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
                for s in put_events)
     assert _statements_with(dev, "sns:Publish")
