@@ -167,7 +167,8 @@ def test_kill_switch_parameters_start_off(dev: Synthesized) -> None:
     params = {p["Properties"]["Name"]: p["Properties"] for p in dev.resources("AWS::SSM::Parameter").values()}
     assert set(params) == {"/reflex/dev/kill-switch/global", "/reflex/dev/kill-switch/scaler",
                            "/reflex/dev/kill-switch/promoter", "/reflex/dev/kill-switch/invalidator",
-                           "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health"}
+                           "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health",
+                           "/reflex/dev/kill-switch/drills"}
     assert all(p["Value"] == "off" and p["Type"] == "String" for p in params.values())
 
 
