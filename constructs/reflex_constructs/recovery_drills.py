@@ -34,6 +34,8 @@ from reflex_constructs.recovery_backup import RecoveryBackup, resource_arn
 from reflex_core.recovery_config import BACKUP_RESOURCE_TYPE, ProtectedResource, Recovery, max_backup_gap_s
 
 REACTION = "drills"
+# Restore jobs have no resource type in IAM: these two actions take Resource "*".
+RECOVERY_UNSCOPED_ACTIONS = frozenset({"backup:DescribeRestoreJob", "backup:PutRestoreValidationResult"})
 
 
 def restore_metadata_overrides(resource: ProtectedResource) -> dict[str, str]:
@@ -119,9 +121,7 @@ class RecoveryDrills(Construct):
             if res.kind in ("aurora-cluster", "rds-instance"):
                 rds_arns.append(resource_arn(stack, res))
         statements = [
-            iam.PolicyStatement(sid="RestoreJobs", actions=["backup:DescribeRestoreJob",
-                                                            "backup:PutRestoreValidationResult"],
-                                resources=["*"]),
+            iam.PolicyStatement(sid="RestoreJobs", actions=sorted(RECOVERY_UNSCOPED_ACTIONS), resources=["*"]),
         ]
         if rds_arns:
             # The copies restore testing makes have names AWS chooses: the cluster and db wildcards cover them.

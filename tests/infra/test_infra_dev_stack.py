@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match
 from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render
 
 from reflex_constructs import PROMOTER_UNSCOPED_ACTIONS, UNSCOPED_ACTIONS
+from reflex_constructs.recovery_drills import RECOVERY_UNSCOPED_ACTIONS
 from reflex_core.settings import RuntimeSettings
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ STATE_MACHINE_LOGGING = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:
                          "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
                          "xray:GetSamplingRules", "xray:GetSamplingTargets"}
 ALLOWED_ON_ANY_RESOURCE = (UNSCOPED_ACTIONS | PROMOTER_UNSCOPED_ACTIONS | STATE_MACHINE_LOGGING
-                           | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+                           | RECOVERY_UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 
 
 def _scaler(resources: dict[str, dict]) -> dict[str, dict]:
@@ -307,7 +308,8 @@ def test_asg_permissions_scoped_to_the_configured_group_name(dev: Synthesized) -
 
 def test_aurora_and_alarm_tag_permissions(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
-    (rds,) = _statements_with(dev, "rds:DescribeDBClusters")
+    # The scaler's (the drills function's own statement, Sid DescribeDatabases, is tested in test_infra_recovery.py)
+    (rds,) = [s for s in _statements_with(dev, "rds:DescribeDBClusters") if s.get("Sid") != "DescribeDatabases"]
     assert render(as_list(rds["Resource"]), resources) == [f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:reporting"]
     (tags,) = _statements_with(dev, "cloudwatch:ListTagsForResource")
     assert render(as_list(tags["Resource"]), resources) == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:*"]
@@ -355,5 +357,10 @@ def test_no_managed_policies_on_any_role(dev: Synthesized) -> None:
     # Redis there; see reaction_function.py).
     vpc_access = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
                                      ":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]]}]
+    # And AWS Backup's own service-role policies on the role AWS Backup assumes (recovery_backup.py).
+    backup = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":iam::aws:policy/service-role/{name}"]]}
+              for name in ("AWSBackupServiceRolePolicyForBackup", "AWSBackupServiceRolePolicyForRestores")]
     for role in dev.resources("AWS::IAM::Role").values():
-        assert role["Properties"].get("ManagedPolicyArns", vpc_access) == vpc_access
+        (trust, *_) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        allowed = backup if trust["Principal"] == {"Service": "backup.amazonaws.com"} else vpc_access
+        assert role["Properties"].get("ManagedPolicyArns", allowed) == allowed
