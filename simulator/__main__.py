@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_drills(args.scenario, args.config, args.out, args.check)
 
+    from simulator.shard_scenario import is_shard_scenario
+
+    if is_shard_scenario(args.scenario):  # `reaction: shards` (see simulator/shard_scenario.py)
+        from simulator.shard_scenario import run as run_shards
+
+        return run_shards(args.scenario, args.out, args.check)
+
     from reflex_core.config import ConfigError
     from simulator.scenario import ScenarioError, run_file
     from simulator.timeline import render

@@ -22,7 +22,9 @@ from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
 from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
+from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
+from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 from reflex_core.config import ReflexConfig
 
@@ -52,6 +54,14 @@ class ReflexStack(Stack):
         self.invalidation: InvalidationReaction | None = None
         if config.invalidation.enabled:
             self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.shards: ShardsReaction | None = None
+        if config.sharding and config.sharding.sets:
+            self.shards = ShardsReaction(self, "Shards", ShardsReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.resharder: ResharderReaction | None = None
+        if config.resharding:
+            self.resharder = ResharderReaction(self, "Resharder", ResharderReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
         self.recovery_backup: RecoveryBackup | None = None
         self.recovery_drills: RecoveryDrills | None = None
@@ -86,3 +96,5 @@ class ReflexStack(Stack):
         if self.promoter is not None:
             CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
             CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)
+        if self.resharder is not None:
+            CfnOutput(self, "ResharderFunctionName", value=self.resharder.function.function.function_name)

@@ -31,6 +31,7 @@ from reflex_core.config_base import (
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
 from reflex_core.recovery_config import RecoveryStageConfig
+from reflex_core.resharding_config import ReshardingStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
     AutoScalingGroupTarget,
@@ -44,6 +45,7 @@ from reflex_core.scaling_config import (
     ScalingTarget,
     StepAdjustment,
 )
+from reflex_core.sharding_config import ShardingStageConfig
 
 __all__ = [
     "AlarmMatch", "AlarmTopic", "AuroraReplicasTarget", "AutoScalingGroupTarget", "Bounds", "ConfigError",
@@ -53,7 +55,8 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, RecoveryStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig,
+                   RecoveryStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 
