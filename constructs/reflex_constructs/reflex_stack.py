@@ -21,6 +21,8 @@ from reflex_constructs.notifications import Notifications, NotificationsProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
+from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
+from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
 from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
 from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
@@ -66,6 +68,14 @@ class ReflexStack(Stack):
         if config.databases and config.databases.targets:
             self.advisor = AdvisorReaction(self, "Advisor", AdvisorReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.recovery_backup: RecoveryBackup | None = None
+        self.recovery_drills: RecoveryDrills | None = None
+        if config.recovery.resources:
+            self.recovery_backup = RecoveryBackup(self, "RecoveryBackup", RecoveryBackupProps(
+                stage=config.stage, recovery=config.recovery))
+            self.recovery_drills = RecoveryDrills(self, "RecoveryDrills", RecoveryDrillsProps(
+                shared=self.shared, recovery=config.recovery, schedule_group=self.schedule_group,
+                backups=self.recovery_backup))
         self._build_outputs()
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:

@@ -31,6 +31,7 @@ from reflex_core.config_base import (
 from reflex_core.database_config import DatabaseStageConfig
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
+from reflex_core.recovery_config import RecoveryStageConfig
 from reflex_core.resharding_config import ReshardingStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
@@ -56,7 +57,7 @@ __all__ = [
 
 
 class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig,
-                   DatabaseStageConfig):
+                   DatabaseStageConfig, RecoveryStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
 
