@@ -58,7 +58,6 @@ def alarm_name(stage: str, resource: str, signal: str) -> str:
 
 
 Name = Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
-Percent = Field(gt=0, le=100)
 
 
 # --------------------------------------------------------------------------- resources
@@ -99,14 +98,14 @@ class EcsServiceResource(StrictModel):
     name: str = Name
     cluster: str = Field(min_length=1)
     service: str = Field(min_length=1)
-    cpu_above_percent: float | None = Percent
-    memory_above_percent: float | None = Percent
+    cpu_above_percent: float | None = Field(default=None, gt=0, le=100)
+    memory_above_percent: float | None = Field(default=None, gt=0, le=100)
 
 
 class AutoScalingGroupResource(StrictModel):
     name: str = Name
     group: str = Field(min_length=1, description="the Auto Scaling group's name")
-    cpu_above_percent: float | None = Percent
+    cpu_above_percent: float | None = Field(default=None, gt=0, le=100)
 
 
 class DatabaseResource(StrictModel):
@@ -117,7 +116,7 @@ class DatabaseResource(StrictModel):
     instance_id: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9\-]{0,62}$")
     engine: Literal["aurora", "rds"] = "aurora"
     role: Literal["app", "shard"] = "app"
-    cpu_above_percent: float | None = Percent
+    cpu_above_percent: float | None = Field(default=None, gt=0, le=100)
     connections_above: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -130,7 +129,7 @@ class DatabaseResource(StrictModel):
 class CacheResource(StrictModel):
     name: str = Name
     cluster_id: str = Field(min_length=1, description="the ElastiCache cache cluster id (a node, e.g. catalog-001)")
-    cpu_above_percent: float | None = Percent
+    cpu_above_percent: float | None = Field(default=None, gt=0, le=100)
     evictions_above: int | None = Field(default=None, ge=0)
 
 
@@ -274,7 +273,7 @@ class Slo(StrictModel):
 class Journey(StrictModel):
     """A critical user journey checked by a CloudWatch Synthetics canary."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,20}$", description="lowercase, at most 21 characters")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,39}$", description="lowercase, at most 40 characters")
     url: str = Field(pattern=r"^https?://[^\s]+$")
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] = "GET"
     expected_status: int = Field(default=200, ge=100, le=599)
