@@ -176,7 +176,7 @@ class StageMonitoring(Construct):
                     metric=self._error_rate(lb, window, f"5xx % over {label}", signal.rsplit("-", 1)[1]),
                     alarm_friendly_name=f"{slo.resource}-{signal}", add_alarm={
                         DISAMBIGUATOR: self._threshold(
-                            slo.resource, signal, a.error_ratio_threshold_percent, comparison=GT, periods=1,
+                            slo.resource, signal, round(a.error_ratio_threshold_percent, 6), comparison=GT, periods=1,
                             datapoints=1, tags=[burn_tag], description=f"{why}, over {label}")})
                 for signal, window, label in ((SIGNAL_BURN_LONG, BURN_LONG, "the last hour"),
                                               (SIGNAL_BURN_SHORT, BURN_SHORT, "the last 5 minutes"))]))
@@ -371,21 +371,16 @@ class StageMonitoring(Construct):
     def _reflex_health(self) -> None:
         stage = self.props.stage
         self.facade.add_large_header(f"Reflex {stage}: Reflex itself")
-        decisions_dims = {"stage": stage, "reaction": "${reaction}", "outcome": "${outcome}", "reason": "${reason}"}
         reactions = [f.reaction for f in self.props.functions]
         circuit = {f"c{i}": cloudwatch.Metric(
             namespace=METRICS_NAMESPACE, metric_name="Decisions", statistic="Sum", period=Duration.minutes(5),
             dimensions_map={"stage": stage, "reaction": reaction, "outcome": "skipped",
                             "reason": "circuit-open-tripped"}) for i, reaction in enumerate(reactions)}
         groups = [
-            cmc.CustomMetricGroup(title="Decisions by outcome", important=True, metrics=[cmc.CustomMetricSearch(
-                namespace=METRICS_NAMESPACE, search_query=f'MetricName="Decisions" stage="{stage}"',
-                dimensions_map=decisions_dims, statistic=cmc.MetricStatistic.SUM, period=Duration.minutes(5),
-                label="${reaction} ${outcome} ${reason}")]),
-            cmc.CustomMetricGroup(title="Failed decisions", metrics=[cmc.CustomMetricSearch(
-                namespace=METRICS_NAMESPACE, search_query=f'MetricName="Decisions" stage="{stage}" outcome="failed"',
-                dimensions_map=decisions_dims, statistic=cmc.MetricStatistic.SUM, period=Duration.minutes(5),
-                label="${reaction} ${reason}")]),
+            cmc.CustomMetricGroup(title="Decisions by outcome", important=True, metrics=[
+                _decisions_search(stage, "", "${PROP('Dim.reaction')} ${PROP('Dim.outcome')} ${PROP('Dim.reason')}")]),
+            cmc.CustomMetricGroup(title="Failed decisions", metrics=[
+                _decisions_search(stage, 'outcome="failed"', "${PROP('Dim.reaction')} ${PROP('Dim.reason')}")]),
         ]
         if circuit:
             expression = " + ".join(f"FILL({k}, 0)" for k in circuit)
@@ -407,6 +402,15 @@ class StageMonitoring(Construct):
             self.facade.monitor_sqs_queue(
                 queue=function.dead_letter_queue, alarm_friendly_name=f"reflex-dlq-{function.reaction}",
                 human_readable_name=f"Reflex {function.reaction} dead-letter queue", add_to_summary_dashboard=False)
+
+
+def _decisions_search(stage: str, extra: str, label: str) -> cloudwatch.MathExpression:
+    """Every series of the EMF metric `Reflex/Decisions` of the stage (dimensions stage, reaction, outcome,
+    reason: reflex_core/audit.py), summed per 5 minutes. A plain SEARCH expression: the library's
+    CustomMetricSearch turns every dimension it lists into a filter, and these dimensions must stay open."""
+    query = f'{{{METRICS_NAMESPACE},stage,reaction,outcome,reason}} MetricName="Decisions" stage="{stage}" {extra}'
+    return cloudwatch.MathExpression(expression=f"SEARCH('{query.strip()}', 'Sum', 300)", using_metrics={},
+                                     label=label, period=Duration.minutes(5))
 
 
 def _slo_description(slo: Slo) -> str:

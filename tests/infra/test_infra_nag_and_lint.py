@@ -24,6 +24,11 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-promotion:*]",
     # the invalidator and cache health collector run in the VPC: Lambda's own policy for network interfaces
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+    # monitoring: the journey canary's artifacts bucket (no access logs), its writes below its prefix, the log
+    # groups of the function Synthetics names with a generated suffix
+    "AwsSolutions-S1",
+    "AwsSolutions-IAM5[Resource::<MonitoringJourneysArtifactsAB0F439E.Arn>/home/*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/cwsyn-*]",
 }
 
 
