@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
@@ -19,7 +19,7 @@ from reflex_constructs.invalidation_reaction import InvalidationReaction, Invali
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
 from reflex_constructs.notifications import Notifications, NotificationsProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
-from reflex_constructs.reaction_function import StageResources
+from reflex_constructs.reaction_function import ReactionFunction, StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
 from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
@@ -28,6 +28,9 @@ from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProp
 from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 from reflex_core.config import ReflexConfig
+
+if TYPE_CHECKING:
+    from reflex_constructs.monitoring import StageMonitoring
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,15 @@ class ReflexStack(Stack):
             self.recovery_drills = RecoveryDrills(self, "RecoveryDrills", RecoveryDrillsProps(
                 shared=self.shared, recovery=config.recovery, schedule_group=self.schedule_group,
                 backups=self.recovery_backup))
+        self.monitoring: StageMonitoring | None = None
+        if config.monitoring is not None:
+            # Imported here: loading cdk-monitoring-constructs (jsii) takes seconds, only stages that use it pay.
+            from reflex_constructs.monitoring import StageMonitoring, StageMonitoringProps
+
+            # Last: it watches every reaction function built above, whichever reactions the stage has.
+            self.monitoring = StageMonitoring(self, "Monitoring", StageMonitoringProps(
+                stage=config.stage, config=config.monitoring, topic=self.shared.notifications.topic,
+                functions=tuple(c for c in self.node.find_all() if isinstance(c, ReactionFunction))))
         self._build_outputs()
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:

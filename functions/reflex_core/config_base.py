@@ -141,7 +141,8 @@ class StageConfig(StrictModel):
 
 # The reaction sections of the stage config, each validated by the functions that use it (and all of them
 # at synth time). tests/unit/test_config.py checks this list against ReflexConfig's fields.
-SECTIONS = ("scaling", "promotions", "invalidation", "sharding", "resharding", "databases", "recovery")
+SECTIONS = ("scaling", "promotions", "invalidation", "sharding", "resharding", "databases", "recovery",
+            "monitoring")
 
 StageConfigT = TypeVar("StageConfigT", bound=StageConfig)
 

@@ -25,7 +25,10 @@ STATE_MACHINE_LOGGING = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:
                          "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
                          "xray:GetSamplingRules", "xray:GetSamplingTargets"}
 ALLOWED_ON_ANY_RESOURCE = (UNSCOPED_ACTIONS | PROMOTER_UNSCOPED_ACTIONS | STATE_MACHINE_LOGGING
-                           | RECOVERY_UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+                           | RECOVERY_UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+                           # the journey canaries' role (Synthetics L2): no resource-level permissions; PutMetricData
+                           # is limited to the CloudWatchSynthetics namespace by a condition
+                           | {"s3:ListAllMyBuckets", "cloudwatch:PutMetricData"})
 
 
 def _scaler(resources: dict[str, dict]) -> dict[str, dict]:

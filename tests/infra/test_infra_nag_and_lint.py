@@ -30,6 +30,11 @@ EXPECTED_ACKNOWLEDGED = {
     # the drills function reads restore testing copies, whose names AWS Backup chooses (read-only)
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:*]",
     "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:eu-west-1:123456789012:table/*]",
+    # monitoring: the journey canary's artifacts bucket (no access logs), its writes below its prefix, the log
+    # groups of the function Synthetics names with a generated suffix
+    "AwsSolutions-S1",
+    "AwsSolutions-IAM5[Resource::<MonitoringJourneysArtifactsAB0F439E.Arn>/home/*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/cwsyn-*]",
 }
 
 
