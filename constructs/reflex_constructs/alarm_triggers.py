@@ -115,24 +115,34 @@ class AlarmTriggers(Construct):
                 self._target.function, dead_letter_queue=self._target.dead_letter_queue))
 
     def _build_custom_event_rules(self, matchers: Sequence[CustomEventMatcher]) -> None:
+        # The application's events arrive on the stage's dedicated bus when there is one (config event_bus).
+        bus = self._target.props.shared.event_bus
         for matcher in matchers:
+            if bus is not None:
+                bus.allow_source(matcher.source)
             self._build_rule(f"EventRule-{_safe_id(matcher.source + '-' + matcher.detail_type)}",
                              matcher.event_pattern(),
-                             f"{matcher.detail_type} events from {matcher.source}")
+                             f"{matcher.detail_type} events from {matcher.source}",
+                             event_bus=bus.bus if bus is not None else None)
 
-    def _build_rule(self, construct_id: str, pattern: dict[str, Any], description: str) -> events.Rule:
+    def _build_rule(self, construct_id: str, pattern: dict[str, Any], description: str,
+                    event_bus: events.IEventBus | None = None) -> events.Rule:
         rule = events.Rule(
             self, construct_id,
             description=description[:512],
-            event_pattern=_event_pattern(pattern),
+            event_pattern=pinned_pattern(self, pattern),
+            event_bus=event_bus,
             targets=[self._target.event_target()],
         )
         self.rules.append(rule)
         return rule
 
 
-def _event_pattern(pattern: dict[str, Any]) -> events.EventPattern:
+def pinned_pattern(scope: Construct, pattern: dict[str, Any]) -> events.EventPattern:
+    """The rule's pattern with `account` pinned to the stack's: an event put on the bus by another account (through
+    a bus policy, or a cross-account target) never triggers a reaction. Every Reflex rule is built with it."""
     return events.EventPattern(
+        account=[Stack.of(scope).account],
         source=pattern["source"],
         detail_type=pattern["detail-type"],
         detail=pattern.get("detail"),

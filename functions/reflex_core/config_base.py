@@ -12,11 +12,14 @@ never imports, builds or validates the models of another reaction's section (doc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reflex_core.identity import OperatorAllowlist
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 
@@ -117,6 +120,28 @@ class AlarmTopic(StrictModel):
     arn: str = Field(pattern=r"^arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-]+$")
 
 
+class EventBusConfig(StrictModel):
+    """Where the application's events to Reflex (ScaleRequested, GreenReady, ContentChanged, ...) are put.
+
+    `dedicated: false` (default): the account's default bus; anyone allowed `events:PutEvents` on it can send them.
+    `dedicated: true`: a bus of the stack, `reflex-<stage>`, whose resource policy lets only `publishers` (IAM
+    principal ARNs of this account, e.g. the deploy pipeline's role) put events, and only with the sources the config
+    listens to. AWS events (alarms, S3) always arrive on the default bus.
+    """
+
+    dedicated: bool = False
+    publishers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _publishers(self) -> EventBusConfig:
+        if self.dedicated and not self.publishers:
+            raise ValueError("publishers: a dedicated bus needs the principals that may put the application's events")
+        for arn in self.publishers:
+            if not re.match(r"^arn:aws[a-z\-]*:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_\-/]+$", arn):
+                raise ValueError(f"publishers: {arn!r} is not an IAM role or user ARN")
+        return self
+
+
 class StageConfig(StrictModel):
     """The part of the stage config every function reads."""
 
@@ -128,6 +153,36 @@ class StageConfig(StrictModel):
     guardrails: Guardrails = Field(default_factory=Guardrails)
     alarm_topics: list[AlarmTopic] = Field(default_factory=list)
     evaluate_every_minutes: int = Field(default=1, ge=1, le=60)
+    # Least privilege and operator identity (docs/security.md).
+    prod_like: bool | None = Field(
+        default=None, description="production rules apply (account and region pinned, notify subscribers, TLS 1.2 "
+                                  "certificates); default: the stage name starts with 'prod'")
+    operators: OperatorAllowlist = Field(default_factory=OperatorAllowlist)
+    reserved_concurrency: dict[str, int] = Field(
+        default_factory=dict, description="reserved concurrency per function (scaler, promoter, ...), overriding "
+                                          "each function's default")
+    event_bus: EventBusConfig = Field(default_factory=lambda: EventBusConfig())
+
+    @field_validator("reserved_concurrency")
+    @classmethod
+    def _concurrency(cls, values: dict[str, int]) -> dict[str, int]:
+        for name, value in values.items():
+            if not 1 <= value <= 1000:
+                raise ValueError(f"{name}: reserved concurrency must be 1-1000, got {value}")
+        return values
+
+    @model_validator(mode="after")
+    def _production_pins(self) -> StageConfig:
+        if self.is_prod_like:
+            missing = [name for name in ("account", "region") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)}: a production stage must pin its account and region "
+                                 "(a deploy with other credentials must fail, not build a second Reflex)")
+        return self
+
+    @property
+    def is_prod_like(self) -> bool:
+        return self.stage.startswith("prod") if self.prod_like is None else self.prod_like
 
     @property
     def own_source(self) -> str:
