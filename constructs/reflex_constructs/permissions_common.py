@@ -61,6 +61,13 @@ RESOURCE_STAR_ALLOWLIST: dict[str, str] = {
     "ec2:DescribeSubnets": "EC2 Describe* support no resource-level permissions (read-only)",
 }
 
+# The only Delete* allowed on Resource "*": Step Functions needs it to manage its own log delivery (the Step Functions
+# guide lists it among the logging permissions); it has no resource type, and it removes a log delivery configuration,
+# never a resource or log data.
+DELETE_ON_STAR_EXCEPTIONS: dict[str, str] = {
+    "logs:DeleteLogDelivery": "Step Functions logging; no resource type; removes a delivery configuration only",
+}
+
 # --------------------------------------------------------------------------- state table key prefixes
 
 # The guardrail items every reaction keeps for its own targets (state_store.py): `<kind>#<target key>`.

@@ -63,7 +63,8 @@ class ReflexStack(Stack):
         return StageResources(
             stage=config.stage,
             code=function_code(FunctionsAssetProps(source_dir=props.functions_dir,
-                                                   requirements_file=props.requirements_file, config=config)),
+                                                   requirements_file=props.requirements_file, config=config,
+                                                   bundling_required=self.bundling_required)),
             tables=tables,
             notifications=Notifications(self, "Notifications", NotificationsProps(
                 topic_name=config.notify.topic_name, emails=list(config.notify.emails))),
