@@ -43,11 +43,19 @@ class AlarmMatcher:
     alarm_names: tuple[str, ...] = ()
     alarm_prefixes: tuple[str, ...] = ()
     by_tags: bool = False
+    # The name prefixes tag-matched alarms must have (AlarmMatch.tag_name_prefixes): the rule is then narrowed.
+    tag_name_prefixes: tuple[str, ...] = ()
+
+    @property
+    def catch_all(self) -> bool:
+        """The rule must receive every alarm state change (tags decide, and no name bounds them)."""
+        return self.by_tags and not self.tag_name_prefixes
 
     def event_pattern(self) -> dict[str, Any]:
         pattern: dict[str, Any] = {"source": [ALARM_SOURCE], "detail-type": [ALARM_DETAIL_TYPE]}
-        if not self.by_tags:
-            pattern["detail"] = {"alarmName": [*self.alarm_names, *({"prefix": p} for p in self.alarm_prefixes)]}
+        if not self.catch_all:
+            prefixes = dict.fromkeys((*self.alarm_prefixes, *(self.tag_name_prefixes if self.by_tags else ())))
+            pattern["detail"] = {"alarmName": [*self.alarm_names, *({"prefix": p} for p in prefixes)]}
         return pattern
 
 
@@ -87,9 +95,10 @@ class AlarmTriggers(Construct):
             key = repr(sorted(pattern.items()))
             if key in built:
                 continue
-            rule_id = "AnyAlarmRule" if matcher.by_tags else f"AlarmRule-{_safe_id(matcher.name)}"
-            description = ("Every alarm state change: a policy matches alarms by tag, which the event lacks"
-                           if matcher.by_tags else f"Alarm state changes of the alarms policy {matcher.name} reacts to")
+            rule_id = "AnyAlarmRule" if matcher.catch_all else f"AlarmRule-{_safe_id(matcher.name)}"
+            description = ("Every alarm state change: a policy matches alarms by tag, which the event lacks (narrow "
+                           "it with tag_name_prefixes)" if matcher.catch_all
+                           else f"Alarm state changes of the alarms policy {matcher.name} reacts to")
             built[key] = self._build_rule(rule_id, pattern, description)
 
     def _build_alarm_action_permissions(self, matchers: Sequence[AlarmMatcher]) -> None:

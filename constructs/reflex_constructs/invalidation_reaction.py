@@ -115,6 +115,7 @@ class InvalidationReaction(Construct):
         self.permissions = InvalidationPermissions(self, "Permissions", InvalidationPermissionsProps(
             invalidation=inv, redis_roles=redis_roles, invalidator_role=self.invalidator.role,
             batcher_role=self.batcher.role if self.batcher else None,
+            collector_role=self.collector.role if self.collector else None,
             managed_secrets=[c.secret for c in self.managed_caches.values()],
             managed_distribution_arns={n: d.distribution.distribution_arn
                                        for n, d in self.managed_distributions.items()}))
@@ -196,7 +197,8 @@ def invalidation_alarm_matchers(inv: InvalidationConfig) -> list[AlarmMatcher]:
         for owner in owners:
             for i, rule in enumerate(owner.on_alarms):
                 out.append(AlarmMatcher(name=f"{kind}-{owner.name}-{i}", alarm_names=tuple(rule.alarms.names),
-                                        alarm_prefixes=tuple(rule.alarms.prefixes), by_tags=bool(rule.alarms.tags)))
+                                        alarm_prefixes=tuple(rule.alarms.prefixes), by_tags=bool(rule.alarms.tags),
+                                        tag_name_prefixes=tuple(rule.alarms.tag_name_prefixes)))
     return out
 
 

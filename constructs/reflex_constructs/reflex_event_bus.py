@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from aws_cdk import Annotations, Lazy, Stack
+import jsii
+from aws_cdk import Annotations, IStableListProducer, Lazy, Stack
 from aws_cdk import aws_events as events
 from constructs import Construct
 
@@ -39,7 +40,7 @@ class ReflexEventBus(Construct):
                     "Sid": f"ApplicationPublisher{i}", "Effect": "Allow", "Principal": {"AWS": publisher},
                     "Action": "events:PutEvents", "Resource": self.bus.event_bus_arn,
                     "Condition": {"StringEquals": {
-                        "events:source": Lazy.list({"produce": lambda: sorted(set(self._sources)) or ["-"]})}},
+                        "events:source": Lazy.list(_RegisteredSources(self._sources))}},
                 })
 
     def allow_source(self, source: str) -> None:
@@ -53,6 +54,17 @@ class ReflexEventBus(Construct):
     @property
     def event_bus_name(self) -> str:
         return self.bus.event_bus_name
+
+
+@jsii.implements(IStableListProducer)
+class _RegisteredSources:
+    """The sources the custom-event rules registered, read when the template is written (after every reaction)."""
+
+    def __init__(self, sources: list[str]) -> None:
+        self._sources = sources
+
+    def produce(self) -> list[str]:
+        return sorted(set(self._sources)) or ["-"]
 
 
 def warn_about_production_gaps(scope: Construct, config: StageConfig) -> None:

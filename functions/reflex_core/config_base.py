@@ -59,19 +59,27 @@ class AlarmMatch(StrictModel):
     names: list[str] = Field(default_factory=list)
     prefixes: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
+    # With tags: only alarms whose names start with one of these can match by tag. The alarm event carries no tags,
+    # so without it the EventBridge rule must receive every alarm state change of the account; with it, the rule is
+    # narrowed to these prefixes (docs/security.md).
+    tag_name_prefixes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_criterion(self) -> AlarmMatch:
         if not (self.names or self.prefixes or self.tags):
             raise ValueError("give at least one of names, prefixes or tags")
-        for name in [*self.names, *self.prefixes]:
+        for name in [*self.names, *self.prefixes, *self.tag_name_prefixes]:
             if not name or len(name) > 255:
                 raise ValueError(f"alarm name or prefix {name!r} must be 1-255 characters")
+        if self.tag_name_prefixes and not self.tags:
+            raise ValueError("tag_name_prefixes narrows matching by tags: give tags too")
         return self
 
     def matches(self, alarm_name: str, tags: dict[str, str] | None) -> bool:
         if alarm_name in self.names or any(alarm_name.startswith(p) for p in self.prefixes):
             return True
+        if self.tag_name_prefixes and not any(alarm_name.startswith(p) for p in self.tag_name_prefixes):
+            return False
         if self.tags and tags is not None:
             return all(tags.get(k) == v for k, v in self.tags.items())
         return False

@@ -170,17 +170,20 @@ def test_iam_is_scoped_to_the_configured_distribution_secret_and_caches(dev: Syn
         "cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"]
     assert render(cloudfront[0]["Resource"], resources) == f"arn:aws:cloudfront::{ACCOUNT}:distribution/E2EXAMPLE0DEV01"
     assert cloudfront[0] in _role_statements(dev, batcher_role)
-    secrets = [s for s in statements if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
-    assert [s["Resource"] for s in secrets] == [
-        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:reflex/dev/catalog-redis-AbCdEf"]
-    (connect,) = [s for s in statements if "elasticache:Connect" in as_list(s["Action"])]
-    assert sorted(connect["Resource"]) == [f"arn:aws:elasticache:{REGION}:{ACCOUNT}:replicationgroup:sessions",
-                                           f"arn:aws:elasticache:{REGION}:{ACCOUNT}:user:reflex-invalidator"]
     (listing,) = [s for s in statements if "s3:ListBucket" in as_list(s["Action"])]
     assert listing["Resource"] == "arn:aws:s3:::shop-dev-site-origin"
-    for role in ("invalidator", "cache_health"):
+    # The invalidator connects with the caches' own credentials; the read-only health collector with the caches'
+    # read-only RBAC users (health_secret_id, health_iam_user_id), and only with those.
+    secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:reflex/dev/catalog-redis"
+    expected = {"invalidator": (f"{secret}-AbCdEf", "reflex-invalidator"),
+                "cache_health": (f"{secret}-health-GhIjKl", "reflex-cache-health")}
+    for role, (secret_arn, user) in expected.items():
         role_id = _function(dev, role)[1]["Properties"]["Role"]["Fn::GetAtt"][0]
-        assert secrets[0] in _role_statements(dev, role_id) and connect in _role_statements(dev, role_id)
+        own = _role_statements(dev, role_id)
+        assert [s["Resource"] for s in own if "secretsmanager:GetSecretValue" in as_list(s["Action"])] == [secret_arn]
+        (connect,) = [s for s in own if "elasticache:Connect" in as_list(s["Action"])]
+        assert sorted(connect["Resource"]) == [f"arn:aws:elasticache:{REGION}:{ACCOUNT}:replicationgroup:sessions",
+                                               f"arn:aws:elasticache:{REGION}:{ACCOUNT}:user:{user}"]
     assert not [s for s in _role_statements(dev, batcher_role) if "secretsmanager:GetSecretValue" in
                 as_list(s["Action"])]
 

@@ -229,7 +229,10 @@ def test_operators_and_read_only_managed_policies_invoke_only_through_the_functi
     for policy in (operators, read_only):
         invoke = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
                   if any(a.startswith("lambda:") for a in as_list(s["Action"]))]
-        assert len(invoke) == 2 * len(urls)
+        targets = sorted(str(u["Properties"]["TargetFunctionArn"]) for u in urls.values())
+        # (CDK merges statements that differ only in their resources)
+        for action in ("lambda:InvokeFunctionUrl", "lambda:InvokeFunction"):
+            assert sorted(str(r) for s in invoke if s["Action"] == action for r in as_list(s["Resource"])) == targets
         for statement in invoke:
             if statement["Action"] == "lambda:InvokeFunction":
                 assert statement["Condition"] == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
@@ -260,3 +263,37 @@ def test_prod_custom_events_arrive_on_the_dedicated_bus_writable_by_the_publishe
     custom = [r for r in prod.resources("AWS::Events::Rule").values()
               if not r["Properties"]["EventPattern"]["source"][0].startswith("aws.")]
     assert custom and all("EventBusName" in r["Properties"] for r in custom)
+
+
+def test_health_collector_connects_as_the_caches_read_only_user() -> None:
+    from pydantic import ValidationError
+
+    from invalidator.redis_connection import RedisConnectionSettings
+
+    secret = RedisConnectionSettings(host="h", auth="secret", secret_id="reflex/catalog", username="invalidator",
+                                     health_secret_id="reflex/catalog-health")
+    reader = secret.for_health_collector()
+    assert (reader.secret_id, reader.username, reader.client_name) == ("reflex/catalog-health", None,
+                                                                       "reflex-cache-health")
+    iam_auth = RedisConnectionSettings(host="h", auth="iam", iam_user_id="reflex-invalidator", iam_cache_name="c",
+                                       health_iam_user_id="reflex-cache-health")
+    assert iam_auth.for_health_collector().iam_user_id == "reflex-cache-health"
+    # Without a read-only user the collector uses the cache's credentials (nothing else is configured).
+    plain = RedisConnectionSettings(host="h", auth="secret", secret_id="reflex/catalog")
+    assert plain.for_health_collector().secret_id == "reflex/catalog"
+    with pytest.raises(ValidationError, match="health_iam_user_id goes with auth 'iam'"):
+        RedisConnectionSettings(host="h", auth="secret", secret_id="s", health_iam_user_id="u")
+
+
+def test_alarm_rules_are_narrowed_to_names_where_the_config_allows(stage: Synthesized) -> None:
+    alarm_rules = [r["Properties"] for r in stage.resources("AWS::Events::Rule").values()
+                   if r["Properties"]["EventPattern"]["source"] == ["aws.cloudwatch"]]
+    assert alarm_rules
+    catch_all = [r for r in alarm_rules if "detail" not in r["EventPattern"]]
+    if stage.stack.node.id == "Reflex-prod":
+        # prod's tag-matched workers alarms are bounded by tag_name_prefixes: no rule gets every alarm.
+        assert catch_all == []
+        assert any({"prefix": "workers-"} in r["EventPattern"]["detail"]["alarmName"] for r in alarm_rules)
+    else:
+        # dev matches some alarms by tag alone: the event has no tags, so one rule receives every alarm change.
+        assert len(catch_all) == 1 and "tag_name_prefixes" in catch_all[0]["Description"]
