@@ -159,9 +159,14 @@ def docker_available(run: Any = subprocess.run) -> bool:
 
 
 @functools.cache
+def _docker() -> bool:
+    """Asked once per process (the asset hash, the local bundler and the Docker options all need it)."""
+    return docker_available()
+
+
 def bundling_choice() -> BundlingChoice:
     requested = os.environ.get(BUNDLING_ENV, "auto").strip() or "auto"
-    docker = requested != "local" and docker_available()
+    docker = requested != "local" and _docker()
     return choose_bundling(docker=docker, compiler=bytecode_python(), requested=requested)
 
 
