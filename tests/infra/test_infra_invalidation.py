@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render, synthesize, write_config
+from synth_support import (
+    ACCOUNT,
+    REGION,
+    Synthesized,
+    as_list,
+    iam_statements,
+    render,
+    synthesize,
+    unpinned,
+    write_config,
+)
 
 from reflex_constructs.invalidation_managed_cache import parameter_group
 from reflex_constructs.invalidation_reaction import (
@@ -106,7 +116,7 @@ def test_event_sources_continue_one_message_at_a_time_and_coalesce_cdn_paths(dev
 
 def test_rules_for_the_configured_events_objects_and_alarms(dev: Synthesized) -> None:
     invalidator, _ = _function(dev, "invalidator")
-    patterns = [r["Properties"]["EventPattern"] for r in _inv(dev, "AWS::Events::Rule").values()
+    patterns = [unpinned(r["Properties"]["EventPattern"]) for r in _inv(dev, "AWS::Events::Rule").values()
                 if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [invalidator, "Arn"]}]
     sources = sorted((p["source"][0], p["detail-type"][0]) for p in patterns if "alarmName" not in p.get("detail", {}))
     assert sources == [("app.content", "ContentChanged"), ("app.deploy", "DeploymentCompleted"),
