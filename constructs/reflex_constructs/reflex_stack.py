@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from reflex_constructs.advisor_reaction import AdvisorReaction, AdvisorReactionProps
 from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
 from reflex_constructs.invalidation_reaction import InvalidationReaction, InvalidationReactionProps
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
@@ -20,7 +21,11 @@ from reflex_constructs.notifications import Notifications, NotificationsProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import ReactionFunction, StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
+from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
+from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
+from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
+from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 from reflex_core.config import ReflexConfig
 
@@ -54,6 +59,26 @@ class ReflexStack(Stack):
         if config.invalidation.enabled:
             self.invalidation = InvalidationReaction(self, "Invalidation", InvalidationReactionProps(
                 shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.shards: ShardsReaction | None = None
+        if config.sharding and config.sharding.sets:
+            self.shards = ShardsReaction(self, "Shards", ShardsReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.resharder: ResharderReaction | None = None
+        if config.resharding:
+            self.resharder = ResharderReaction(self, "Resharder", ResharderReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.advisor: AdvisorReaction | None = None
+        if config.databases and config.databases.targets:
+            self.advisor = AdvisorReaction(self, "Advisor", AdvisorReactionProps(
+                shared=self.shared, config=config, schedule_group=self.schedule_group))
+        self.recovery_backup: RecoveryBackup | None = None
+        self.recovery_drills: RecoveryDrills | None = None
+        if config.recovery.resources:
+            self.recovery_backup = RecoveryBackup(self, "RecoveryBackup", RecoveryBackupProps(
+                stage=config.stage, recovery=config.recovery))
+            self.recovery_drills = RecoveryDrills(self, "RecoveryDrills", RecoveryDrillsProps(
+                shared=self.shared, recovery=config.recovery, schedule_group=self.schedule_group,
+                backups=self.recovery_backup))
         self.monitoring: StageMonitoring | None = None
         if config.monitoring is not None:
             # Imported here: loading cdk-monitoring-constructs (jsii) takes seconds, only stages that use it pay.
@@ -88,3 +113,5 @@ class ReflexStack(Stack):
         if self.promoter is not None:
             CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
             CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)
+        if self.resharder is not None:
+            CfnOutput(self, "ResharderFunctionName", value=self.resharder.function.function.function_name)

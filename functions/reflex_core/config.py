@@ -30,9 +30,12 @@ from reflex_core.config_base import (
     read_config_data,
     validate_config,
 )
+from reflex_core.database_config import DatabaseStageConfig
 from reflex_core.invalidation_config import InvalidationStageConfig
 from reflex_core.monitoring_config import MonitoringStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
+from reflex_core.recovery_config import RecoveryStageConfig
+from reflex_core.resharding_config import ReshardingStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
     AutoScalingGroupTarget,
@@ -46,6 +49,7 @@ from reflex_core.scaling_config import (
     ScalingTarget,
     StepAdjustment,
 )
+from reflex_core.sharding_config import ShardingStageConfig
 
 __all__ = [
     "AlarmMatch", "AlarmTopic", "AuroraReplicasTarget", "AutoScalingGroupTarget", "Bounds", "ConfigError",
@@ -55,7 +59,8 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, MonitoringStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig,
+                   DatabaseStageConfig, RecoveryStageConfig, MonitoringStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
     @model_validator(mode="after")

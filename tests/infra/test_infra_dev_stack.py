@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match
 from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render
 
 from reflex_constructs import PROMOTER_UNSCOPED_ACTIONS, UNSCOPED_ACTIONS
+from reflex_constructs.recovery_drills import RECOVERY_UNSCOPED_ACTIONS
 from reflex_core.settings import RuntimeSettings
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ STATE_MACHINE_LOGGING = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:
                          "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
                          "xray:GetSamplingRules", "xray:GetSamplingTargets"}
 ALLOWED_ON_ANY_RESOURCE = (UNSCOPED_ACTIONS | PROMOTER_UNSCOPED_ACTIONS | STATE_MACHINE_LOGGING
-                           | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+                           | RECOVERY_UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
                            # the journey canaries' role (Synthetics L2): no resource-level permissions; PutMetricData
                            # is limited to the CloudWatchSynthetics namespace by a condition
                            | {"s3:ListAllMyBuckets", "cloudwatch:PutMetricData"})
@@ -170,7 +171,8 @@ def test_kill_switch_parameters_start_off(dev: Synthesized) -> None:
     params = {p["Properties"]["Name"]: p["Properties"] for p in dev.resources("AWS::SSM::Parameter").values()}
     assert set(params) == {"/reflex/dev/kill-switch/global", "/reflex/dev/kill-switch/scaler",
                            "/reflex/dev/kill-switch/promoter", "/reflex/dev/kill-switch/invalidator",
-                           "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health"}
+                           "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health",
+                           "/reflex/dev/kill-switch/advisor", "/reflex/dev/kill-switch/drills"}
     assert all(p["Value"] == "off" and p["Type"] == "String" for p in params.values())
 
 
@@ -309,7 +311,8 @@ def test_asg_permissions_scoped_to_the_configured_group_name(dev: Synthesized) -
 
 def test_aurora_and_alarm_tag_permissions(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
-    (rds,) = _statements_with(dev, "rds:DescribeDBClusters")
+    # The scaler's (the drills function's own statement, Sid DescribeDatabases, is tested in test_infra_recovery.py)
+    (rds,) = [s for s in _statements_with(dev, "rds:DescribeDBClusters") if s.get("Sid") != "DescribeDatabases"]
     assert render(as_list(rds["Resource"]), resources) == [f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:reporting"]
     (tags,) = _statements_with(dev, "cloudwatch:ListTagsForResource")
     assert render(as_list(tags["Resource"]), resources) == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:*"]
@@ -323,17 +326,20 @@ def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> 
         (own,) = [r for r in render(as_list(statement["Resource"]), dev.json["Resources"]) if r != prefix + "global"]
         read[own] = sorted(render(as_list(statement["Resource"]), dev.json["Resources"]))
     assert read == {prefix + r: sorted([prefix + "global", prefix + r])
-                    for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health")}
+                    for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health", "advisor",
+                              "drills")}
 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
     tables = set(dev.resources("AWS::DynamoDB::Table"))
     writes = _statements_with(dev, "dynamodb:PutItem")
-    assert len(writes) == 5  # the scaler, the promoter, and the invalidator, CDN batcher and cache health collector
+    # the scaler, the promoter, the invalidator, CDN batcher and cache health collector, the database advisor and
+    # the drills function
+    assert len(writes) == 6
     assert all({r["Fn::GetAtt"][0] for r in as_list(ddb["Resource"])} == tables for ddb in writes)
     put_events = _statements_with(dev, "events:PutEvents")
-    assert len(put_events) == 5
+    assert len(put_events) == 6
     assert all(render(s["Resource"], resources) == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
                for s in put_events)
     assert _statements_with(dev, "sns:Publish")
@@ -356,5 +362,10 @@ def test_no_managed_policies_on_any_role(dev: Synthesized) -> None:
     # Redis there; see reaction_function.py).
     vpc_access = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
                                      ":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]]}]
+    # And AWS Backup's own service-role policies on the role AWS Backup assumes (recovery_backup.py).
+    backup = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":iam::aws:policy/service-role/{name}"]]}
+              for name in ("AWSBackupServiceRolePolicyForBackup", "AWSBackupServiceRolePolicyForRestores")]
     for role in dev.resources("AWS::IAM::Role").values():
-        assert role["Properties"].get("ManagedPolicyArns", vpc_access) == vpc_access
+        (trust, *_) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        allowed = backup if trust["Principal"] == {"Service": "backup.amazonaws.com"} else vpc_access
+        assert role["Properties"].get("ManagedPolicyArns", allowed) == allowed

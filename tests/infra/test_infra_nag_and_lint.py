@@ -24,6 +24,12 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-promotion:*]",
     # the invalidator and cache health collector run in the VPC: Lambda's own policy for network interfaces
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+    # recovery: AWS Backup's documented service-role policies for the backup/restore role
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForRestores]",
+    # the drills function reads restore testing copies, whose names AWS Backup chooses (read-only)
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:eu-west-1:123456789012:table/*]",
     # monitoring: the journey canary's artifacts bucket (no access logs), its writes below its prefix, the log
     # groups of the function Synthetics names with a generated suffix
     "AwsSolutions-S1",
