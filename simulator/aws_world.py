@@ -192,6 +192,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
     from advisor.advisor_reaction import AdvisorReaction
+    from drills.drill_reaction import DrillReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
@@ -202,7 +203,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     models: dict[str, type[StageConfig]] = {
         r.name: r.config_model
         for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
-                  ReshardingReaction)
+                  ReshardingReaction, DrillReaction)
     }
     models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
