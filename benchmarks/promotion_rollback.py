@@ -7,7 +7,10 @@ Measured on the real promoter handler (`promoter.handler.lambda_handler`) in thi
   the canary (blue 90 / green 10), then hands the handler a guard alarm's "CloudWatch Alarm State
   Change" event. Measured with `time.perf_counter()`: from the call into the handler to the return of
   the ModifyListener call that writes blue 100 / green 0 (the traffic is back), and to the handler's
-  return (audit written, workflow stopped, freeze released). Median, p90 and min over `--runs`.
+  return (audit written, workflow stopped, freeze released). Median, p90 and min over `--runs`. The
+  handler writes the weights first (promoter/fast_rollback.py: kill switch and promotion record in
+  parallel, then the forward action and blue's health in parallel, then the write); the index of the
+  write among the invocation's AWS calls is printed, with the kill switch expired and cached.
 * **AWS calls per step**: every call the handler's clients make (botocore `before-parameter-build`), per
   invocation of a full promotion (GreenReady, every workflow task, the console `promote`) and of the
   rollback, split into what the step needs (traffic, alarms, workflow, promotion record and freeze) and
@@ -200,8 +203,10 @@ def alarm_event(clock: Any) -> dict[str, Any]:
                        "configuration": {"metrics": []}}}
 
 
-def rollback_run() -> tuple[float, float, list[tuple[str, str]], int]:
-    """(ms to the weights write, ms to the handler's return, the calls, calls before the write)."""
+def rollback_run(warm_switch: bool = False) -> tuple[float, float, list[tuple[str, str]], int]:
+    """(ms to the weights write, ms to the handler's return, the calls, calls before the write).
+
+    `warm_switch`: the function read the kill switch less than `kill_switch_cache_s` ago (it is cached)."""
     from moto import mock_aws
 
     with mock_aws():
@@ -209,6 +214,8 @@ def rollback_run() -> tuple[float, float, list[tuple[str, str]], int]:
         b = Bench(world, clock)
         start_promotion(b)
         clock.advance(60)
+        if warm_switch:
+            world.activate("promoter", clock).kill_switch.state()
         event = alarm_event(clock)
         b.written_at = None
         before = len(b.calls)
@@ -272,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     calls, index = last
     print(f"\nAWS calls before the weights write: {index} ({operations(calls[:index])}); the write is call "
           f"{index + 1} of {len(calls)}.")
+    _, _, warm_calls, warm_index = rollback_run(warm_switch=True)
+    print(f"With the kill switch cached (read less than kill_switch_cache_s before): {warm_index} calls before the "
+          f"write ({operations(warm_calls[:warm_index])}); the write is call {warm_index + 1} of {len(warm_calls)}.")
     print(f"After it: {operations(calls[index + 1:])}")
 
     print("\nAWS calls per invocation of a promotion (config/dev.yaml `web`: canary 10 % with approval gate):\n")

@@ -10,8 +10,10 @@ the world's config carries the pair's ARNs as moto created them. Call inside an 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from reflex_core.runtime import Runtime, build_runtime, install_runtime  # noqa:
 from reflex_core.settings import RuntimeSettings  # noqa: E402
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 
 
 _SESSION: Any = None
@@ -49,20 +52,25 @@ def _shared_session() -> Any:
     return _SESSION
 
 
-def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None) -> AwsClients:
+def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None,
+                 injector: Any = None) -> AwsClients:
     """moto-backed clients; a service named in `overrides` (also when added later, e.g. the local workflow
-    driver as `stepfunctions`) is answered by that object instead."""
+    driver as `stepfunctions`) is answered by that object instead. With `injector` (simulator.faults.
+    FaultInjector), every client carries it."""
     from botocore.config import Config
 
     config = Config(region_name=REGION, retries={"mode": "standard", "total_max_attempts": max_attempts})
     session = _shared_session()
+    def client(service: str) -> Any:
+        made = session.client(service, config=config)
+        return injector.attach(made) if injector is not None else made
+
     if overrides is None:
-        return AwsClients(lambda service: session.client(service, config=config))
+        return AwsClients(client)
     swapped = overrides
 
     def make(service: str) -> Any:
-        real = session.client(service, config=config)
-        return _Switchable(service, real, swapped)
+        return _Switchable(service, client(service), swapped)
 
     return AwsClients(make)
 
@@ -107,6 +115,24 @@ class World:
         self.clients.ssm.put_parameter(Name=f"{self.settings.kill_switch_prefix}/{scope}",
                                        Value="on" if on else "off", Type="String", Overwrite=True)
 
+    def set_kill_switch_value(self, scope: str, value: str | None) -> None:
+        """Any raw value (`on`, `off`, `hard-stop`, an invalid one), or None to delete the parameter."""
+        name = f"{self.settings.kill_switch_prefix}/{scope}"
+        if value is None:
+            with contextlib.suppress(self.clients.ssm.exceptions.ParameterNotFound):
+                self.clients.ssm.delete_parameter(Name=name)
+            return
+        self.clients.ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+
+    def invalidate_kill_switch_caches(self) -> None:
+        """Every warm function sees the switch at once (as fresh containers would)."""
+        for rt in self._runtimes.values():
+            rt.kill_switch.invalidate()
+
+    def set_alarm_state(self, name: str, state: str, at: datetime | None = None) -> None:
+        """What CloudWatch reports for the alarm from now on (see `set_alarm_state`)."""
+        set_alarm_state(self.clients, name, state, at)
+
     def audit_records(self) -> list[dict[str, Any]]:
         import json
 
@@ -126,18 +152,60 @@ class World:
         return [m["Body"] for m in resp.get("Messages", [])]
 
 
+def set_alarm_state(clients: AwsClients, name: str, state: str, at: datetime | None = None) -> None:
+    """What CloudWatch reports for the alarm from now on (DescribeAlarms); the event is sent separately.
+
+    Creates the alarm when it does not exist yet. moto stamps the change with the machine's time; `at`
+    (the virtual clock's time of the transition) replaces it, so "OK for long enough" is measured on the
+    scenario's clock, as CloudWatch's StateUpdatedTimestamp would be."""
+    from botocore.exceptions import ClientError
+
+    cloudwatch = clients.cloudwatch
+    try:
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ResourceNotFoundException"):
+            raise
+        cloudwatch.put_metric_alarm(AlarmName=name, MetricName=name, Namespace="Simulated", Statistic="Average",
+                                    Period=60, EvaluationPeriods=1, Threshold=1.0,
+                                    ComparisonOperator="GreaterThanThreshold")
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+    if at is not None:
+        backdate_alarm(name, at)
+
+
+def delete_alarm(clients: AwsClients, name: str) -> None:
+    clients.cloudwatch.delete_alarms(AlarmNames=[name])
+
+
+def backdate_alarm(name: str, at: datetime) -> None:
+    """Set the alarm's StateUpdatedTimestamp in moto's CloudWatch to `at` (moto has no API for it)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    alarm = cloudwatch_backends[ACCOUNT][REGION].alarms.get(name)
+    if alarm is not None:
+        alarm.state_updated_timestamp = at.astimezone(UTC).replace(tzinfo=None)
+
+
 def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
+    from advisor.advisor_reaction import AdvisorReaction
+    from drills.drill_reaction import DrillReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
+    from resharder.resharding_reaction import ReshardingReaction
     from scaler.scaling_reaction import ScalingReaction
+    from shards.shard_reaction import ShardReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+        r.name: r.config_model
+        for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
+                  ReshardingReaction, DrillReaction)
     }
+    models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
     if model is None:
@@ -150,10 +218,10 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
 
 
 def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *,
-                 clients: AwsClients | None = None) -> World:
+                 clients: AwsClients | None = None, injector: Any = None) -> World:
     """Create Reflex's own resources and one resource per configured target (desired from `capacity`)."""
     overrides: dict[str, Any] = {}
-    clients = clients or moto_clients(overrides=overrides)
+    clients = clients or moto_clients(overrides=overrides, injector=injector)
     stage = config.stage
     ddb = clients.dynamodb
     names = {"audit": f"reflex-{stage}-audit", "state": f"reflex-{stage}-state",
@@ -172,7 +240,7 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
     topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
     dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
     prefix = f"/reflex/{stage}/kill-switch"
-    for scope in ("global", "scaler", "promoter"):
+    for scope in ("global", "scaler", "promoter", "shards"):
         clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
 
     capacity = capacity or {}

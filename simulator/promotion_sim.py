@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from simulator.promotion_world import attach_workflows, set_alarm_state
+from simulator.promotion_world import attach_workflows
 
 if TYPE_CHECKING:
     from simulator.scenario import ScenarioRunner, TimelineEntry
@@ -52,11 +52,6 @@ class PromotionSimulation:
     # ------------------------------------------------------------------ events
     def guarded(self, alarm_name: str) -> bool:
         return any(p.guard_alarms.matches(alarm_name, None) for p in self.runner.config.promotions)
-
-    def record_alarm_state(self, alarm_name: str, state: str) -> None:
-        """What DescribeAlarms reports from now on (the workflow's checks read it)."""
-        if self.guarded(alarm_name):
-            set_alarm_state(self.runner.world.clients, alarm_name, state)
 
     # ------------------------------------------------------------------ reading
     def weights(self) -> dict[str, dict[str, Any]]:

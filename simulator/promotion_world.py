@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from reflex_core.aws_clients import AwsClients
@@ -154,9 +155,11 @@ def _guard_alarms(clients: AwsClients, pair: PromotionPair) -> None:
 # --------------------------------------------------------------------------- knobs
 
 
-def set_alarm_state(clients: AwsClients, name: str, state: str) -> None:
+def set_alarm_state(clients: AwsClients, name: str, state: str, at: datetime | None = None) -> None:
     """What CloudWatch reports for the alarm from now on (DescribeAlarms); the event is sent separately."""
-    clients.cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the simulation")
+    from simulator.aws_world import set_alarm_state as put_state
+
+    put_state(clients, name, state, at)
 
 
 def set_healthy_targets(clients: AwsClients, resources: PairResources, colour: str, healthy: int) -> None:

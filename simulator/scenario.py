@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -169,13 +170,89 @@ class AlarmStep(_Strict):
     threshold: float | None = Field(default=None, description="defaults to the alarm definition's threshold")
     via: Via = "eventbridge"
     previous: AlarmState | None = Field(default=None, description="override the state tracked by the simulator")
-    occurred: float | None = Field(default=None, description="offset when the transition happened, for late "
-                                                             "deliveries; defaults to the step's t")
+    occurred: float | None = Field(default=None, description="offset the event is stamped with: earlier than t "
+                                                             "for a late delivery, later for a future-stamped "
+                                                             "(clock-skewed or forged) one; defaults to the step's t")
+    cloudwatch: bool = Field(default=True, description="whether CloudWatch's own state follows this event (false: "
+                                                       "a forged or replayed event CloudWatch never sent)")
 
     @field_validator("occurred", mode="before")
     @classmethod
     def _offset(cls, v: Any) -> float | None:
         return None if v is None else parse_offset(v)
+
+
+class CloudWatchStep(_Strict):
+    """CloudWatch's side only, no event delivered: the alarm's state changes (its event is lost), or the alarm
+    is deleted."""
+
+    alarm: str = Field(min_length=1, max_length=255)
+    state: AlarmState | None = None
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> CloudWatchStep:
+        if (self.state is None) == (not self.delete):
+            raise ValueError("give either `state` (the state changes, its event is lost) or `delete: true`")
+        return self
+
+
+class CapacityStep(_Strict):
+    """Someone outside Reflex changes a target's desired capacity (a hand edit, another tool)."""
+
+    policy: str = Field(min_length=1)
+    desired: int = Field(ge=0)
+
+
+class FreezeStep(_Strict):
+    """A scale-in freeze on a scaling policy, as a promotion places it (holder: the pair's name)."""
+
+    policy: str = Field(min_length=1)
+    holder: str = Field(default="simulated-promotion", min_length=1)
+    for_s: float = Field(default=3600, gt=0)
+
+
+class HealthStep(_Strict):
+    """How many of a colour's targets are healthy from now on."""
+
+    pair: str = Field(min_length=1)
+    colour: Literal["blue", "green"]
+    healthy: int = Field(ge=0)
+
+
+class FaultStep(_Strict):
+    """Inject an AWS fault (simulator.faults): per API (`ecs.UpdateService`, `UpdateService`, `*`) for the next
+    `count` matching calls, the given `calls` (1-based among matching calls), or `for_s` seconds of the clock;
+    `persist`: every attempt fails (botocore's retries too), else only each call's first attempt."""
+
+    operation: str = Field(min_length=1)
+    kind: Literal["throttle", "5xx", "access-denied", "timeout", "lost-response", "crash-after"]
+    count: int | None = Field(default=None, ge=1)
+    calls: list[int] = Field(default_factory=list)
+    for_s: float | None = Field(default=None, gt=0)
+    persist: bool = False
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> FaultStep:
+        if sum([self.count is not None, bool(self.calls), self.for_s is not None]) > 1:
+            raise ValueError("give at most one of count, calls, for_s")
+        return self
+
+
+class ConcurrentDelivery(_Strict):
+    """One of several deliveries made at the same instant, each in its own thread (several Lambda invocations
+    at once against the same state)."""
+
+    console: dict[str, Any] | None = None
+    promoter: dict[str, Any] | None = None
+    event: CustomEventStep | None = None
+    redeliver: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ConcurrentDelivery:
+        if sum(x is not None for x in (self.console, self.promoter, self.event, self.redeliver)) != 1:
+            raise ValueError("each delivery is one of console, promoter, event, redeliver")
+        return self
 
 
 class Redelivery(_Strict):
@@ -184,8 +261,11 @@ class Redelivery(_Strict):
 
 
 class KillSwitchStep(_Strict):
-    scope: Literal["global", "scaler"]
-    on: bool
+    scope: str = Field(pattern=r"^[a-z_]{1,40}$", description="global or a reaction: scaler, promoter, ...")
+    on: bool | None = None
+    value: str | None = Field(default=None, max_length=40, description="the raw parameter value instead of on/off "
+                                                                      "(hard-stop, or an invalid one)")
+    delete: bool = Field(default=False, description="delete the parameter (a missing switch)")
     invalidate_cache: bool = Field(default=False, description="model a fresh Lambda container that has not "
                                                               "cached the switch yet")
 
@@ -196,6 +276,20 @@ class KillSwitchStep(_Strict):
         if isinstance(data, dict) and True in data:
             data = {("on" if k is True else k): v for k, v in data.items()}
         return data
+
+    @model_validator(mode="after")
+    def _one_value(self) -> KillSwitchStep:
+        if sum([self.on is not None, self.value is not None, self.delete]) != 1:
+            raise ValueError("give exactly one of `on`, `value` or `delete: true`")
+        return self
+
+    @property
+    def raw_value(self) -> str | None:
+        if self.delete:
+            return None
+        if self.value is not None:
+            return self.value
+        return "on" if self.on else "off"
 
 
 class CustomEventStep(_Strict):
@@ -210,10 +304,18 @@ class PrewarmStep(_Strict):
 
 
 class HoldLockStep(_Strict):
-    """Another invocation (or one that crashed) holds the target's lock for `lease_s` seconds."""
+    """Another invocation (or one that crashed) holds the target's lock for `lease_s` seconds: a scaling
+    policy's target or a promotion pair."""
 
-    policy: str = Field(min_length=1)
+    policy: str | None = Field(default=None, min_length=1)
+    pair: str | None = Field(default=None, min_length=1)
     lease_s: int = Field(default=120, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HoldLockStep:
+        if (self.policy is None) == (self.pair is None):
+            raise ValueError("give either `policy` or `pair`")
+        return self
 
 
 class GreenReadyStep(_Strict):
@@ -222,10 +324,14 @@ class GreenReadyStep(_Strict):
     pair: str = Field(min_length=1)
     release: str | None = None
     colour: Literal["blue", "green"] | None = None
+    event_id: str | None = Field(default=None, description="the EventBridge id (default: a new one); the same id "
+                                                           "is a redelivery, a new id with the same content a replay")
 
 
 class Expect(_Strict):
     outcome: str | None = Field(default=None, description="some decision of this step has this outcome")
+    absent: str | None = Field(default=None, description="no decision of this step has this outcome")
+    dead_lettered: int | None = Field(default=None, ge=0, description="events in the function's DLQ after the step")
     desired: int | None = Field(default=None, ge=0, description="the policy's desired capacity after the step")
     detail: str | None = Field(default=None, description="some decision's detail contains this text")
     policy: str | None = Field(default=None, description="which policy the checks concern (decisions without a "
@@ -237,13 +343,13 @@ class Expect(_Strict):
     @model_validator(mode="after")
     def _something(self) -> Expect:
         if (self.outcome is None and self.desired is None and self.detail is None and self.weights is None
-                and self.live is None):
-            raise ValueError("give at least one of outcome, desired, detail, weights, live")
+                and self.live is None and self.absent is None and self.dead_lettered is None):
+            raise ValueError("give at least one of outcome, absent, desired, detail, weights, live")
         return self
 
 
 STEP_KINDS = ("alarm", "redeliver", "kill_switch", "evaluate", "console", "event", "prewarm", "hold_lock",
-              "green_ready", "promoter")
+              "green_ready", "promoter", "cloudwatch", "capacity", "freeze", "health", "fault", "concurrent")
 
 
 class Step(OneKindStep):
@@ -262,6 +368,12 @@ class Step(OneKindStep):
     hold_lock: HoldLockStep | None = None
     green_ready: GreenReadyStep | None = None
     promoter: dict[str, Any] | None = Field(default=None, description="a console command for the promoter")
+    cloudwatch: CloudWatchStep | None = None
+    capacity: CapacityStep | None = None
+    freeze: FreezeStep | None = None
+    health: HealthStep | None = None
+    fault: FaultStep | None = None
+    concurrent: list[ConcurrentDelivery] | None = Field(default=None, min_length=2, max_length=16)
     expect: Expect | None = None
 
     @field_validator("t", mode="before")
@@ -308,6 +420,8 @@ class Every(_Strict):
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     description: str = ""
+    async_retries: bool = Field(default=True, description="model Lambda's asynchronous retries (2, ~1 and ~2 minutes "
+                                                          "later) and dead-lettering for events that raise")
     start: datetime
     config: str | None = None
     initial: dict[str, int] = Field(default_factory=dict, description="desired capacity per policy name")
@@ -344,13 +458,12 @@ class Scenario(_Strict):
                 raise ValueError(f"{where}.t: {format_offset(step.t)} is before the previous step "
                                  f"({format_offset(previous_t)}); steps run in time order")
             previous_t = step.t
-            if step.alarm is not None and step.alarm.occurred is not None and step.alarm.occurred > step.t:
-                raise ValueError(f"{where}.alarm.occurred: a transition cannot be delivered before it happens")
             if step.redeliver is not None:
                 original = seen.get(step.redeliver.step)
                 if original is None:
                     raise ValueError(f"{where}.redeliver: no earlier step with id {step.redeliver.step!r}")
-                if original.kind in ("kill_switch", "hold_lock"):
+                if original.kind in ("kill_switch", "hold_lock", "cloudwatch", "capacity", "freeze", "health", "fault",
+                                     "concurrent"):
                     raise ValueError(f"{where}.redeliver: step {original.id!r} sends no event")
                 if step.redeliver.via is not None and original.alarm is None:
                     raise ValueError(f"{where}.redeliver.via: only an alarm transition can take another route")
@@ -448,6 +561,8 @@ def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
         where = f"steps[{i}]" + (f" (id={step.id})" if step.id else "")
         for field_name, policy in (("prewarm.policy", step.prewarm and step.prewarm.policy),
                                    ("hold_lock.policy", step.hold_lock and step.hold_lock.policy),
+                                   ("capacity.policy", step.capacity and step.capacity.policy),
+                                   ("freeze.policy", step.freeze and step.freeze.policy),
                                    ("expect.policy", step.expect and step.expect.policy)):
             if policy and policy not in known:
                 errors.append(f"{where}.{field_name}: no scaling policy {policy!r} (configured: {names})")
@@ -458,6 +573,8 @@ def check_against_config(scenario: Scenario, config: ReflexConfig) -> list[str]:
                               f"{step.prewarm.prewarm!r} (configured: {', '.join(windows) or 'none'})")
         pairs = {p.name for p in config.promotions}
         for field_name, pair in (("green_ready.pair", step.green_ready and step.green_ready.pair),
+                                 ("hold_lock.pair", step.hold_lock and step.hold_lock.pair),
+                                 ("health.pair", step.health and step.health.pair),
                                  ("promoter.pair", step.promoter and step.promoter.get("pair")),
                                  ("expect.pair", step.expect and step.expect.pair)):
             if pair and pair not in pairs:
@@ -639,6 +756,29 @@ class AlarmBook:
             self._state[step.name] = (step.state, occurred, step.value)
         return transition
 
+    def moved_to(self, name: str, state: str, at: datetime) -> bool:
+        """Whether CloudWatch's state is now this one (a late, older transition does not move it)."""
+        current = self._state.get(name)
+        return current is not None and current[:2] == (state, at)
+
+    def forged(self, step: AlarmStep, occurred: datetime) -> AlarmTransition:
+        """An event CloudWatch never sent (a replay, a forgery): CloudWatch's own state does not move."""
+        definition = self.definition(step.name)
+        current, since, last_value = self._state.get(
+            step.name, (definition.initial, self._start - timedelta(hours=1), None))
+        threshold = step.threshold if step.threshold is not None else definition.threshold
+        return AlarmTransition(name=step.name, definition=definition, state=step.state,
+                               previous=step.previous or current, occurred=occurred,
+                               previous_occurred=min(since, occurred), previous_value=last_value,
+                               value=step.value, threshold=threshold)
+
+    def set(self, name: str, state: str, at: datetime) -> None:
+        """CloudWatch's state changed without the event being delivered (or before it is)."""
+        self._state[name] = (state, at, None)
+
+    def initial_states(self) -> dict[str, tuple[str, datetime]]:
+        return {name: (state, since) for name, (state, since, _) in self._state.items()}
+
 
 @dataclass
 class SimulatedContext:
@@ -804,6 +944,24 @@ class _Tick:
     t: float
 
 
+@dataclass
+class _Retry:
+    """Lambda's asynchronous retry of an event whose invocation raised (same event, same request id)."""
+
+    t: float
+    event: dict[str, Any]
+    function: str
+    attempt: int  # 1 or 2 (the first delivery was attempt 0)
+    request_id: str
+    label: str
+    step_id: str | None = None
+
+
+# Lambda retries an asynchronous invocation that raised twice: about 1 minute, then about 2 minutes later;
+# then it sends the event to the function's dead-letter queue (or on-failure destination).
+ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+
+
 class ScenarioRunner:
     """Plays one scenario through the real scaler handler inside an already active `mock_aws()`."""
 
@@ -814,10 +972,19 @@ class ScenarioRunner:
         self.scenario = scenario
         self.config = config
         self.clock = VirtualClock(scenario.start)
-        self.world = create_world(config, dict(scenario.initial))
+        self.injector: Any = None
+        if any(s.fault is not None for s in scenario.steps):
+            from simulator.faults import FaultInjector
+
+            self.injector = FaultInjector(self.clock)
+        self.world = create_world(config, dict(scenario.initial), injector=self.injector)
+        self._retries: list[_Retry] = []
+        self._request_id: str | None = None
         self.runtime = self.world.runtime(self.clock)
         self.watched = watched_policies(scenario, config)
         self.alarms = AlarmBook(scenario.alarms, scenario.start)
+        for name, (state, since) in self.alarms.initial_states().items():
+            self.world.set_alarm_state(name, state, since)  # CloudWatch's side: what DescribeAlarms reports
         self.topic_arn = (config.alarm_topics[0].arn if config.alarm_topics
                           else f"arn:aws:sns:{REGION}:{ACCOUNT}:reflex-{config.stage}-alarms")
         self._sent: dict[str, tuple[dict[str, Any], AlarmTransition | None]] = {}
@@ -859,13 +1026,26 @@ class ScenarioRunner:
         initial = self._capacity()
         entries: list[TimelineEntry] = []
         with self._quiet_powertools():
-            for item in self._plan():
+            planned: list[Step | _Tick | _Retry] = list(self._plan())
+            while planned:
+                if self._retries:  # retries due before the next planned item run in their turn
+                    planned += self._retries
+                    self._retries = []
+                    planned.sort(key=lambda x: (x.t, 2 if isinstance(x, _Retry) else 0 if isinstance(x, _Tick) else 1))
+                item = planned.pop(0)
+                if item.t > self.scenario.duration and isinstance(item, _Retry):
+                    continue  # after the scenario's end
                 when = self.scenario.start + timedelta(seconds=item.t)
                 if self.promotion is not None:  # workflow states due before this item run at their own time
                     entries += self.promotion.until(when)
                 if when > self.clock.now():
                     self.clock.set(when)
-                entries.append(self._tick(item.t) if isinstance(item, _Tick) else self._step(item))
+                if isinstance(item, _Tick):
+                    entries.append(self._tick(item.t))
+                elif isinstance(item, _Retry):
+                    entries.append(self._retry(item))
+                else:
+                    entries.append(self._step(item))
             if self.promotion is not None:
                 entries += self.promotion.until(self.scenario.start + timedelta(seconds=self.scenario.duration))
         return SimulationResult(
@@ -899,17 +1079,23 @@ class ScenarioRunner:
         if step.alarm is not None:
             a = step.alarm
             occurred = self.scenario.start + timedelta(seconds=a.occurred) if a.occurred is not None else now
-            transition = self.alarms.transition(a, occurred)
+            if not a.cloudwatch:
+                transition = self.alarms.forged(a, occurred)
+            else:
+                transition = self.alarms.transition(a, min(occurred, now))
+                # CloudWatch changes state now; the event carries whatever stamp the step gives it.
+                transition = dataclasses.replace(transition, occurred=occurred)
             event = transition.render(a.via, self.topic_arn, now)
-            entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t)
-            if self.promotion is not None and (a.occurred is None or a.occurred >= step.t):
-                self.promotion.record_alarm_state(a.name, a.state)
+            entry.label = _alarm_label(transition, a.via, late=a.occurred is not None and a.occurred < step.t,
+                                       future=occurred > now, forged=not a.cloudwatch)
+            if a.cloudwatch and self.alarms.moved_to(transition.name, a.state, min(occurred, now)):
+                self.world.set_alarm_state(a.name, a.state, min(occurred, now))
         elif step.green_ready is not None:
             g = step.green_ready
             pair = next(p for p in self.config.promotions if p.name == g.pair)
             detail = {"pair": g.pair, **({"release": g.release} if g.release else {}),
                       **({"colour": g.colour} if g.colour else {})}
-            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": pair.green_ready.detail_type,
+            event = {"version": "0", "id": g.event_id or str(uuid.uuid4()), "detail-type": pair.green_ready.detail_type,
                      "source": pair.green_ready.source, "account": ACCOUNT, "time": _eb_time(now), "region": REGION,
                      "resources": [], "detail": detail}
             entry.label = f"{pair.green_ready.detail_type} {g.pair}" + (f" {g.release}" if g.release else "")
@@ -932,28 +1118,89 @@ class ScenarioRunner:
                 entry.label = f"redelivery of '{step.redeliver.step}' (identical event)"
         elif step.kill_switch is not None:
             ks = step.kill_switch
-            self.world.set_kill_switch(ks.scope, ks.on)
+            value = ks.raw_value
+            self.world.set_kill_switch_value(ks.scope, value)
             if ks.invalidate_cache:
-                self.runtime.kill_switch.invalidate()
+                self.world.invalidate_kill_switch_caches()
             name = f"{self.world.settings.kill_switch_prefix}/{ks.scope}"
-            entry.label = f"kill switch {ks.scope} -> {'on' if ks.on else 'off'}"
+            shown = "deleted" if value is None else value
+            entry.label = f"kill switch {ks.scope} -> {shown}"
             entry.status = "ssm"
             entry.decisions.append(DecisionView(
-                outcome="ssm:put-parameter", detail=f"{name} = {'on' if ks.on else 'off'}" + (
+                outcome="ssm:put-parameter" if value is not None else "ssm:delete-parameter",
+                detail=f"{name} = {shown}" + (
                     "; cache invalidated (fresh container)" if ks.invalidate_cache else
                     f"; warm containers see it within {self.config.guardrails.kill_switch_cache_s}s"),
                 audited=False))
         elif step.hold_lock is not None:
             hl = step.hold_lock
-            policy = self.config.scaling_policy(hl.policy)
-            assert policy is not None
-            held = self.runtime.store.acquire_lock(policy.target.key, f"simulated-other-invocation-{uuid.uuid4()}",
-                                                   now, hl.lease_s)
-            entry.label = f"lock on {hl.policy} held elsewhere ({hl.lease_s}s lease)"
+            if hl.pair is not None:
+                key, label = f"promotion/{hl.pair}", hl.pair
+            else:
+                policy = self.config.scaling_policy(hl.policy or "")
+                assert policy is not None
+                key, label = policy.target.key, str(hl.policy)
+            held = self.runtime.store.acquire_lock(key, f"simulated-other-invocation-{uuid.uuid4()}", now, hl.lease_s)
+            entry.label = f"lock on {label} held elsewhere ({hl.lease_s}s lease)"
             entry.status = "state"
             entry.decisions.append(DecisionView(
-                outcome="lock:held" if held else "lock:already-held", policy=hl.policy,
-                detail=f"lock#{policy.target.key} taken by another invocation until +{hl.lease_s}s", audited=False))
+                outcome="lock:held" if held else "lock:already-held", policy=label,
+                detail=f"lock#{key} taken by another invocation until +{hl.lease_s}s", audited=False))
+        elif step.cloudwatch is not None:
+            cw = step.cloudwatch
+            entry.status = "cloudwatch"
+            if cw.delete:
+                from simulator.aws_world import delete_alarm
+
+                delete_alarm(self.world.clients, cw.alarm)
+                entry.label = f"alarm {cw.alarm} deleted in CloudWatch"
+                change = f"{cw.alarm} deleted"
+            else:
+                assert cw.state is not None
+                self.alarms.set(cw.alarm, cw.state, now)
+                self.world.set_alarm_state(cw.alarm, cw.state, now)
+                entry.label = f"{cw.alarm} -> {cw.state} in CloudWatch (event lost)"
+                change = f"{cw.alarm} is {cw.state} per DescribeAlarms; no event delivered"
+            entry.decisions.append(DecisionView(outcome="cloudwatch:changed", detail=change, audited=False))
+        elif step.capacity is not None:
+            cs = step.capacity
+            policy = self.config.scaling_policy(cs.policy)
+            assert policy is not None
+            _set_capacity_outside(self.world.clients, policy, cs.desired)
+            entry.label = f"{cs.policy} desired -> {cs.desired} outside Reflex"
+            entry.status = "outside"
+            entry.decisions.append(DecisionView(outcome="capacity:changed-outside", policy=cs.policy,
+                                                detail=f"desired set to {cs.desired} by hand", audited=False))
+        elif step.freeze is not None:
+            fz = step.freeze
+            self.runtime.store.place_scale_in_freeze(fz.policy, fz.holder, now.timestamp() + fz.for_s)
+            entry.label = f"scale-in of {fz.policy} frozen by {fz.holder} for {fz.for_s:g}s"
+            entry.status = "state"
+            entry.decisions.append(DecisionView(outcome="freeze:placed", policy=fz.policy,
+                                                detail=f"freeze#scale-in#{fz.policy} held by {fz.holder}",
+                                                audited=False))
+        elif step.fault is not None:
+            fs = step.fault
+            assert self.injector is not None
+            end = now + timedelta(seconds=fs.for_s) if fs.for_s is not None else None
+            self.injector.fail(fs.operation, fs.kind, count=fs.count, calls=tuple(fs.calls),
+                               start=now if end is not None else None, end=end, persist=fs.persist)
+            scope = (f"next {fs.count} call(s)" if fs.count else f"calls {fs.calls}" if fs.calls
+                     else f"for {fs.for_s:g}s" if fs.for_s else "every call")
+            entry.label = f"fault {fs.kind} on {fs.operation}, {scope}" + (" (every attempt)" if fs.persist else "")
+            entry.status = "fault"
+            entry.decisions.append(DecisionView(outcome="fault:armed", detail=entry.label, audited=False))
+        elif step.concurrent is not None:
+            return self._concurrent(step, entry)
+        elif step.health is not None:
+            from simulator.promotion_world import set_healthy_targets
+
+            hs = step.health
+            set_healthy_targets(self.world.clients, self.world.pairs[hs.pair], hs.colour, hs.healthy)
+            entry.label = f"{hs.pair} {hs.colour}: {hs.healthy} healthy target(s)"
+            entry.status = "health"
+            entry.decisions.append(DecisionView(outcome="health:set", policy=hs.pair,
+                                                detail=f"{hs.colour} has {hs.healthy} healthy", audited=False))
         elif step.evaluate:
             event = self._schedule_event("evaluate", "evaluate")
             entry.label = "evaluate (schedule)"
@@ -988,6 +1235,102 @@ class ScenarioRunner:
             entry.checks = self._check(step.expect, entry)
         return entry
 
+    def _retry(self, item: _Retry) -> TimelineEntry:
+        entry = TimelineEntry(offset_s=item.t, at=self.clock.now(), origin="step", kind="retry",
+                              label=f"Lambda retry {item.attempt} of: {item.label}", step_id=item.step_id)
+        self._request_id = item.request_id
+        try:
+            return self._invoke(entry, copy.deepcopy(item.event), function=item.function, attempt=item.attempt,
+                                label=item.label, step_id=item.step_id)
+        finally:
+            self._request_id = None
+
+    def _async_failed(self, event: dict[str, Any], function: str, attempt: int, request_id: str, label: str,
+                      step_id: str | None, error: str) -> str:
+        """Schedule Lambda's next retry of an asynchronous event that raised, or dead-letter it after the last."""
+        offset = (self.clock.now() - self.scenario.start).total_seconds()
+        if attempt < len(ASYNC_RETRY_DELAYS_S):
+            due = offset + ASYNC_RETRY_DELAYS_S[attempt]
+            self._retries.append(_Retry(t=due, event=copy.deepcopy(event), function=function, attempt=attempt + 1,
+                                        request_id=request_id, label=label, step_id=step_id))
+            return f"Lambda retries at {format_offset(due)}"
+        self.world.clients.sqs.send_message(
+            QueueUrl=self.world.settings.dead_letter_queue_url, MessageBody=json.dumps(event, default=str),
+            MessageAttributes={"RequestID": {"DataType": "String", "StringValue": request_id},
+                               "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                               "ErrorMessage": {"DataType": "String", "StringValue": error[:256]}})
+        return "retries exhausted: dead-lettered"
+
+    def _concurrent(self, step: Step, entry: TimelineEntry) -> TimelineEntry:
+        """Every delivery of the step at the same instant, each in its own thread, against the same state."""
+        import threading
+
+        assert step.concurrent is not None
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        now = self.clock.now()
+        for d in step.concurrent:
+            if d.console is not None:
+                deliveries.append(("scaler", dict(d.console)))
+            elif d.promoter is not None:
+                deliveries.append(("promoter", dict(d.promoter)))
+            elif d.event is not None:
+                deliveries.append(("scaler", {
+                    "version": "0", "id": str(uuid.uuid4()), "detail-type": d.event.detail_type,
+                    "source": d.event.source, "account": ACCOUNT, "time": _eb_time(now), "region": REGION,
+                    "resources": [], "detail": d.event.detail}))
+            else:
+                original, _ = self._sent[str(d.redeliver)]
+                deliveries.append((self._sent_to.get(str(d.redeliver), "scaler"), copy.deepcopy(original)))
+        functions = {f for f, _ in deliveries}
+        if len(functions) != 1:
+            raise ScenarioError(f"step {step.id or step.t}: concurrent deliveries go to one function (one runtime per "
+                                "process in the simulator)")
+        function = functions.pop()
+        if function == "promoter":
+            from promoter.handler import lambda_handler
+        else:
+            from scaler.handler import lambda_handler
+        self.world.activate(function, self.clock)
+        responses: list[Any] = [None] * len(deliveries)
+        barrier = threading.Barrier(len(deliveries))
+
+        def deliver(i: int, event: dict[str, Any]) -> None:
+            context = SimulatedContext(function_name=f"reflex-{self.config.stage}-{function}")
+            barrier.wait()
+            try:
+                responses[i] = lambda_handler(event, context)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 - shown in the timeline, as Lambda would report it
+                responses[i] = err
+
+        threads = [threading.Thread(target=deliver, args=(i, e)) for i, (_, e) in enumerate(deliveries)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        entry.label = f"{len(deliveries)} deliveries at once to {function}"
+        entry.event = {"concurrent": [e for _, e in deliveries]}
+        raised = [r for r in responses if isinstance(r, BaseException)]
+        entry.status = "ok" if not raised else f"{len(raised)} raised"
+        if raised:
+            entry.error = "; ".join(f"{type(r).__name__}: {str(r)[:200]}" for r in raised)
+        unseen = {r["id"]: r for r in self._audit_since(self.clock.now()) if r["id"] not in self._seen_audit}
+        self._seen_audit.update(unseen)
+        for response in responses:
+            if isinstance(response, dict) and not response.get("duplicate"):
+                for d in response.get("decisions", []):
+                    audit_id = d.get("audit_id")
+                    if audit_id and audit_id in unseen:
+                        entry.decisions.append(DecisionView.from_record(unseen.pop(audit_id)))
+                    elif not audit_id:
+                        entry.decisions.append(DecisionView.from_response(d))
+        leftover = sorted(unseen.values(), key=lambda r: (r["at"], r["id"]))
+        entry.decisions += [DecisionView.from_record(r) for r in leftover]
+        entry.capacity = self._capacity()
+        entry.response = responses
+        if step.expect is not None:
+            entry.checks = self._check(step.expect, entry)
+        return entry
+
     def _schedule_event(self, name: str, operation: str, policy: str | None = None,
                         params: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "operation": operation, "scheduled_time": _eb_time(self.clock.now()),
@@ -999,7 +1342,8 @@ class ScenarioRunner:
         return {"reflex_schedule": body}
 
     def _invoke(self, entry: TimelineEntry, event: dict[str, Any], function: str = "scaler",
-                merge: bool = False) -> TimelineEntry:
+                merge: bool = False, attempt: int = 0, label: str | None = None,
+                step_id: str | None = None) -> TimelineEntry:
         """Invoke `function` (scaler or promoter) with the event; `merge` adds to the entry's decisions."""
         if function == "promoter":
             from promoter.handler import lambda_handler
@@ -1010,6 +1354,8 @@ class ScenarioRunner:
         if not merge:
             entry.event = event
         context = SimulatedContext(function_name=f"reflex-{self.config.stage}-{function}")
+        if self._request_id is not None:
+            context.aws_request_id = self._request_id
         response: dict[str, Any] = {}
         try:
             response = lambda_handler(event, context)  # type: ignore[arg-type]
@@ -1021,6 +1367,11 @@ class ScenarioRunner:
             entry.status = "raised"
             entry.error = f"{type(err).__name__}: {str(err)[:300]}"
             entry.response = err
+            if self.scenario.async_retries and "command" not in event and "reflex_step" not in event:
+                # An asynchronous event (EventBridge, SNS, alarm action, schedule): Lambda retries it.
+                entry.status += "; " + self._async_failed(event, function, attempt, context.aws_request_id,
+                                                          label or entry.label, step_id or entry.step_id,
+                                                          entry.error)
         decisions = self._decisions(response)
         if merge:  # a periodic reconcile with nothing to do is not worth a row
             decisions = [d for d in decisions if d.audited or entry.origin != "tick"]
@@ -1072,6 +1423,16 @@ class ScenarioRunner:
         if expect.outcome is not None:
             outcomes = [d.outcome for d in decisions]
             checks.append(CheckResult("outcome", expect.outcome, outcomes, expect.outcome in outcomes, expect.policy))
+        if expect.dead_lettered is not None:
+            attrs = self.world.clients.sqs.get_queue_attributes(
+                QueueUrl=self.world.settings.dead_letter_queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            count = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+            checks.append(CheckResult("dead_lettered", expect.dead_lettered, count, count == expect.dead_lettered))
+        if expect.absent is not None:
+            outcomes = [d.outcome for d in decisions]
+            checks.append(CheckResult("absent", expect.absent, outcomes, expect.absent not in outcomes,
+                                      expect.policy))
         if expect.detail is not None:
             details = [d.detail for d in decisions]
             checks.append(CheckResult("detail", expect.detail, details,
@@ -1098,12 +1459,36 @@ class ScenarioRunner:
         return checks
 
 
-def _alarm_label(t: AlarmTransition, via: str, late: bool) -> str:
+def _alarm_label(t: AlarmTransition, via: str, late: bool, future: bool = False, forged: bool = False) -> str:
     reading = ""
     if t.value is not None:
         reading = f" {t.value:g}" + (f" vs {t.threshold:g}" if t.threshold is not None else "")
     suffix = f" (happened {t.occurred.strftime('%H:%M:%S')})" if late else ""
+    suffix += f" (stamped {t.occurred.isoformat()}, in the future)" if future else ""
+    suffix += " (not from CloudWatch)" if forged else ""
     return f"{t.name} {t.previous}->{t.state}{reading} via {via}{suffix}"
+
+
+def _set_capacity_outside(clients: Any, policy: ScalingPolicy, desired: int) -> None:
+    """Change a target's desired capacity as someone outside Reflex would (the platform's own limits widened
+    if needed: a hand edit can leave the target outside the policy's bounds)."""
+    from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget
+
+    t = policy.target
+    if isinstance(t, EcsServiceTarget):
+        clients.ecs.update_service(cluster=t.cluster, service=t.service, desiredCount=desired)
+    elif isinstance(t, AutoScalingGroupTarget):
+        group = clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[t.name])[
+            "AutoScalingGroups"][0]
+        clients.autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=t.name, MinSize=min(int(group["MinSize"]), desired),
+            MaxSize=max(int(group["MaxSize"]), desired), DesiredCapacity=desired)
+    elif isinstance(t, AuroraReplicasTarget):
+        st = clients.application_autoscaling.describe_scalable_targets(
+            ServiceNamespace="rds", ResourceIds=[f"cluster:{t.cluster}"])["ScalableTargets"][0]
+        clients.application_autoscaling.register_scalable_target(
+            ServiceNamespace="rds", ResourceId=f"cluster:{t.cluster}", ScalableDimension="rds:cluster:ReadReplicaCount",
+            MinCapacity=desired, MaxCapacity=max(int(st["MaxCapacity"]), desired))
 
 
 def run_scenario(scenario: Scenario, config: ReflexConfig, config_path: str = "") -> SimulationResult:

@@ -40,6 +40,10 @@ MEANINGS = {
     "skipped:no-scale-in": "the policy has no scale_in",
     "skipped:no-policy": "no policy had anything to do with this trigger",
     "skipped:frozen": "scale-in frozen while a promotion may still move traffic back",
+    "skipped:in-alarm": "no decrease while an alarm of the policy is in ALARM (per CloudWatch)",
+    "skipped:capacity-changed": "capacity changed while the request was checked: refused, never guessed",
+    "skipped:alarm-state-unreadable": "CloudWatch unreadable: no action on remembered alarm state",
+    "skipped:release-already-live": "a GreenReady for the release already live (a replay): refused",
     # the promoter (see docs/runbooks/promotion.md)
     "skipped:preflight-refused": "the promotion's preflight refused it; no traffic moved",
     "skipped:promotion-in-flight": "another promotion of the pair is in flight",

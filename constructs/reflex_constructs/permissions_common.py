@@ -59,6 +59,13 @@ RESOURCE_STAR_ALLOWLIST: dict[str, str] = {
     # Functions in a VPC (vpc_network_statements): describing network interfaces and subnets has no resource type.
     "ec2:DescribeNetworkInterfaces": "EC2 Describe* support no resource-level permissions (read-only)",
     "ec2:DescribeSubnets": "EC2 Describe* support no resource-level permissions (read-only)",
+    # Drills (recovery_drills.py): restore jobs are named by AWS Backup at run time.
+    "backup:DescribeRestoreJob": "restore jobs have no resource type (read-only)",
+    "backup:PutRestoreValidationResult": "restore jobs have no resource type; only the validation result is written",
+    # Monitoring's journey canaries (Synthetics L2 role): no resource types; PutMetricData is limited to the
+    # CloudWatchSynthetics namespace by a condition.
+    "s3:ListAllMyBuckets": "no resource type (Synthetics runtime requirement, read-only)",
+    "cloudwatch:PutMetricData": "no resource type; a cloudwatch:namespace condition limits it",
 }
 
 # The only Delete* allowed on Resource "*": Step Functions needs it to manage its own log delivery (the Step Functions

@@ -19,7 +19,8 @@ class PromotionCommand(BaseModel):
     `pause`/`resume` hold the promotion at its current weights; `abort` ends it with all traffic back on
     the colour that was live; `rollback` does the same, also after finalizing, within the retention window."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a string, a string is not a boolean (`"dry_run": "no"` is refused).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     command: Literal["promote", "pause", "resume", "abort", "rollback"]
     pair: str = Field(min_length=1, max_length=40)
@@ -32,7 +33,7 @@ class PromotionCommand(BaseModel):
 class GreenReadyDetail(BaseModel):
     """`detail` of the GreenReady event a team's pipeline sends when the idle colour runs the new release."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     pair: str | None = Field(default=None, min_length=1, max_length=40,
                              description="required when several pairs listen to the same event")

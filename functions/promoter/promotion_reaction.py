@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promoter import workflow_definition as wf
+from promoter.fast_rollback import FastRollback
 from promoter.guard_alarms import read_guard_alarms
 from promoter.promotion_commands import (
     GreenReadyDetail,
@@ -70,7 +71,9 @@ from reflex_core.triggers import Trigger, TriggerError
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[PromotionStageConfig]
 
-SAFETY_OPERATIONS = frozenset({"rollback", "abort"})  # take over the lock, never rate limited
+# Back to the last known-good state: take over the lock, never rate limited, and marked `safety` so that a kill
+# switch at `on` (which stops every forward action) lets them run; only `hard-stop` stops them too.
+SAFETY_OPERATIONS = frozenset({"rollback", "abort"})
 _TOKEN_CACHE = 256
 
 
@@ -92,6 +95,10 @@ class _Context:
 
 
 class PromotionReaction:
+    # Every operation writes a state (weights, the promotion record), so running it again is harmless.
+    idempotent_execute = True
+    # A guard alarm's ALARM delivered after its OK still rolls back: the canary was bad even if it recovered.
+    acts_on_stale_alarm = True
     name = "promoter"
     config_model = PromotionStageConfig
 
@@ -99,6 +106,12 @@ class PromotionReaction:
         # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
         self._tokens: dict[str, str] = {}
         self._tokens_lock = threading.Lock()
+        # A guard alarm's weights, written before the pipeline runs (fast_rollback.py).
+        self.fast_rollback = FastRollback()
+
+    def write_rollback_first(self, event: Any, rt: ReactionRuntime) -> None:
+        """Time to safety: put the traffic back first when `event` is a guard alarm (see fast_rollback.py)."""
+        self.fast_rollback.run(event, rt)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
@@ -209,7 +222,8 @@ class PromotionReaction:
         # reports what it would do, and the execution ends there (DryRun).
         dry_run = (rt.config.dry_run or pair.dry_run) and intent.operation != "start"
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=pair.max_actions_per_hour,
-                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety)
+                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety,
+                             safety=safety)
 
     @staticmethod
     def _pair(name: str, rt: ReactionRuntime) -> PromotionPair:
@@ -290,6 +304,14 @@ class PromotionReaction:
                                                                   "wait for it to end")
         if to == live:
             return self._skip(intent, ctx, "colour-is-live", f"{to} is live; deploy the new release to {other(to)}")
+        release = intent.params.get("release")
+        runs = dict(p.releases) if p is not None else {}
+        if release is not None and runs.get(live) == release:
+            # A replay (or a pipeline re-announcing): promoting it would move traffic to the colour that does not
+            # run it, and end the live release's retention window.
+            return self._skip(intent, ctx, "release-already-live",
+                              f"{release} is already live on {live}; {to} runs {runs.get(to) or 'an unknown release'}"
+                              f" per the promotion record: refused", releases=runs)
         state = {"pair": ctx.pair.name, "promotion_id": name, "to_colour": to, "release": intent.params.get("release")}
         return self._action(intent, "start", ctx.snapshot(), {"promotion": name, "from": live, "to": to},
                             f"start promotion {name}: {live} -> {to}" + (
@@ -478,12 +500,18 @@ class PromotionReaction:
             return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         status = ABORTED if abort else ROLLED_BACK
         reason = self._rollback_reason(intent)
+        first = (self.fast_rollback.take(ctx.pair.name, p.id, intent.params.get("alarm"))
+                 if intent.params.get("cause") == "alarm" else None)
+        if first is not None and current == first.after:
+            # The handler wrote the weights before the pipeline ran: the audit shows what they replaced.
+            current = first.before
+            reason += " (weights written first, before the records)"
         return self._action(intent, "abort" if abort else "rollback",
                             ctx.snapshot(weights=current),
                             {"weights": target, "live": p.from_colour, "status": status,
                              "stop_execution": own is None},
                             f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
-                            why=reason)
+                            why=reason, written_first=first is not None)
 
     def _rollback_unfinished(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
         """A rollback that died after recording itself may have left the freeze or the workflow behind."""
@@ -650,10 +678,15 @@ class PromotionReaction:
                 raise PromotionConflict(f"{pair.name}: promotion {p.id} claimed the pair first")
             if p is not None and p.status == FINALIZED:
                 superseded.append(p)
+            releases = dict(p.releases) if p is not None else {}
+            if p is not None and p.release and p.status in (FINALIZED, "completed") and p.to_colour not in releases:
+                releases[p.to_colour] = p.release  # a record written before `releases` existed
+            if state.release:
+                releases[to] = state.release
             return dataclasses.replace(record, promotion=Promotion(
                 id=state.promotion_id, from_colour=from_, to_colour=to, status=SHIFTING, started_at=now,
                 updated_at=now, execution_arn=execution, weights=all_on(from_), release=state.release,
-                preflight_healthy=action.params.get("healthy"), reason="preflight passed"))
+                preflight_healthy=action.params.get("healthy"), reason="preflight passed", releases=releases))
 
         self._update_record(rt, pair.name, claim)
         for old in superseded:
@@ -718,8 +751,10 @@ class PromotionReaction:
 
     def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                           now: float) -> None:
-        # Traffic first: everything else can wait a few milliseconds.
-        traffic.apply(dict(action.intended["weights"]), current=dict(action.before.get("weights") or {}) or None)
+        # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read (the
+        # write is then a no-op unless someone moved the weights since).
+        before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
+        traffic.apply(dict(action.intended["weights"]), current=before)
         status = str(action.intended["status"])
         why = str(action.params.get("why", action.reason))
         ended: list[Promotion] = []

@@ -37,6 +37,12 @@ class TrafficSwitch(Protocol):
     def write(self, weights: dict[str, int]) -> None:
         """Write both weights in one API call."""
 
+    def snapshot(self) -> tuple[dict[str, int], Any]:
+        """The current weights and what a write needs (the forward actions, the records): one read."""
+
+    def write_over(self, weights: dict[str, int], snapshot: Any) -> None:
+        """Write both weights in one API call, over a `snapshot` just taken (no second read)."""
+
 
 def percentages(raw: dict[str, int]) -> dict[str, int]:
     total = sum(raw.values())
@@ -68,7 +74,14 @@ class AlbForward:
         return forwards[0]
 
     def read(self) -> dict[str, int]:
-        forward = self._forward(self._actions())
+        return self._weights(self._actions())
+
+    def snapshot(self) -> tuple[dict[str, int], Any]:
+        actions = self._actions()
+        return self._weights(actions), actions
+
+    def _weights(self, actions: list[dict[str, Any]]) -> dict[str, int]:
+        forward = self._forward(actions)
         colour_of = self._colour_of()
         groups = forward.get("ForwardConfig", {}).get("TargetGroups") or [
             {"TargetGroupArn": forward.get("TargetGroupArn"), "Weight": 1}]
@@ -82,7 +95,10 @@ class AlbForward:
         return percentages(raw)
 
     def write(self, weights: dict[str, int]) -> None:
-        actions = copy.deepcopy(self._actions())
+        self.write_over(weights, self._actions())
+
+    def write_over(self, weights: dict[str, int], snapshot: Any) -> None:
+        actions = copy.deepcopy(snapshot)
         forward = self._forward(actions)
         forward.pop("TargetGroupArn", None)
         config = dict(forward.get("ForwardConfig") or {})
@@ -118,11 +134,17 @@ class Route53Weighted:
         return found
 
     def read(self) -> dict[str, int]:
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[dict[str, int], Any]:
         records = self._records()
-        return percentages({c: int(records[c].get("Weight", 0)) for c in COLOURS})
+        return percentages({c: int(records[c].get("Weight", 0)) for c in COLOURS}), records
 
     def write(self, weights: dict[str, int]) -> None:
-        records = self._records()
+        self.write_over(weights, self._records())
+
+    def write_over(self, weights: dict[str, int], snapshot: Any) -> None:
+        records = snapshot
         changes = []
         for colour in COLOURS:
             record = copy.deepcopy(records[colour])

@@ -53,6 +53,9 @@ class Skip(BaseModel):
     target_key: str | None = None
     before: dict[str, Any] | None = None
     quiet: bool = False
+    # A refusal that may pass (the target is busy, a read was throttled): the trigger is tried again later,
+    # never answered with this skip.
+    transient: bool = False
 
 
 Outcome = str  # "executed" | "dry-run" | "skipped:<reason>" | "failed:<error>" | "rejected:validation"
@@ -71,8 +74,16 @@ class Decision(BaseModel):
     after: dict[str, Any] | None = None
     audit_id: str | None = None
     quiet: bool = False
+    # Not final: the trigger must be tried again (Lambda's retry, the console's next call); see pipeline.
+    transient: bool = False
+    # Page the humans: e.g. capacity an alarm demands was refused by an open breaker.
+    page: bool = False
+    # The audit record's id and time when they were fixed in advance (the write-ahead intent's), so that a
+    # retried attempt writes the same record instead of a second one.
+    audit_at: str | None = None
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True, exclude={"action", "quiet"}) | (
+        hidden = {"action", "quiet", "page", "audit_at"} | (set() if self.transient else {"transient"})
+        return self.model_dump(mode="json", exclude_none=True, exclude=hidden) | (
             {"intended": self.action.intended, "direction": self.action.direction} if self.action else {}
         )

@@ -9,6 +9,7 @@ A failing sink never undoes or repeats an action: the record is logged in full i
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,22 @@ from reflex_core.observability import NAMESPACE, logger
 from reflex_core.triggers import Trigger
 
 DECISION_DETAIL_TYPE = "Reflex Decision"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, Infinity) as a string: audit records are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON (never a bare NaN or Infinity)."""
+    return json.dumps(json_safe(value), allow_nan=False, default=str, **kwargs)
 
 
 def outcome_class(outcome: str) -> tuple[str, str]:
@@ -43,10 +60,12 @@ class AuditTrail:
 
     def build(self, decision: Decision, trigger: Trigger | None, *, now: datetime, correlation_id: str,
               dry_run: bool, raw_trigger: dict[str, Any] | None = None) -> dict[str, Any]:
-        record_id = str(uuid.uuid4())
+        """The record of `decision`; with the id and time the decision fixed in advance, when it did (a retried
+        attempt then writes the very same record, which the table keeps once)."""
+        record_id = decision.audit_id or str(uuid.uuid4())
         record: dict[str, Any] = {
             "id": record_id,
-            "at": iso(now),
+            "at": decision.audit_at or iso(now),
             "stage": self._stage,
             "reaction": self._reaction,
             "trigger": trigger.summary() if trigger else (raw_trigger or {}),
@@ -62,40 +81,49 @@ class AuditTrail:
             "dry_run": dry_run,
             "correlation_id": correlation_id,
         }
-        return record
+        if decision.page:
+            record["page"] = True
+        return json_safe(record)  # type: ignore[no-any-return]
 
     def write(self, record: dict[str, Any], now: datetime) -> None:
-        self._put_item(record, now)
+        if not self._put_item(record, now):
+            return  # this very record was written by an earlier attempt: its event and notice went out then
         self._put_event(record)
         self._emit_metric(record)
         head, reason = outcome_class(record["outcome"])
-        if head in ("executed", "failed") or reason == "circuit-open-tripped":
+        if head in ("executed", "failed") or reason == "circuit-open-tripped" or record.get("page"):
             self._notify(record)
 
     # ------------------------------------------------------------------ sinks
-    def _put_item(self, record: dict[str, Any], now: datetime) -> None:
+    def _put_item(self, record: dict[str, Any], now: datetime) -> bool:
+        """Add the record (never overwrite one: the trail is append-only). False when it is already there."""
         item = {
             "pk": {"S": f"{self._reaction}#{record['target'] or '-'}"},
             "sk": {"S": f"{record['at']}#{record['id']}"},
             "id": {"S": record["id"]},
             "outcome": {"S": record["outcome"]},
             "trigger_kind": {"S": str(record["trigger"].get("kind", "invalid"))},
-            "record": {"S": json.dumps(record, sort_keys=True, default=str)},
+            "record": {"S": dumps(record, sort_keys=True)},
             "expires_at": {"N": str(int((now + self._ttl).timestamp()))},
         }
         if record["policy"]:
             item["policy"] = {"S": record["policy"]}
         try:
-            self._clients.dynamodb.put_item(TableName=self._table, Item=item)
-        except Exception:  # noqa: BLE001 - the log line below keeps the record
+            self._clients.dynamodb.put_item(TableName=self._table, Item=item,
+                                            ConditionExpression="attribute_not_exists(pk)")
+        except Exception as err:  # noqa: BLE001 - the log line below keeps the record
+            code = getattr(err, "response", {}).get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                return False
             logger.exception("audit table write failed; full record follows", extra={"audit_record": record})
+        return True
 
     def _put_event(self, record: dict[str, Any]) -> None:
         try:
             resp = self._clients.events.put_events(Entries=[{
                 "Source": f"reflex.{self._stage}",
                 "DetailType": DECISION_DETAIL_TYPE,
-                "Detail": json.dumps(record, default=str),
+                "Detail": dumps(record),
                 "EventBusName": self._event_bus,
             }])
             if resp.get("FailedEntryCount"):
@@ -114,12 +142,12 @@ class AuditTrail:
         if not self._topic_arn:
             return
         head, reason = outcome_class(record["outcome"])
-        severity = "PAGE" if reason == "circuit-open-tripped" or head == "failed" else "INFO"
+        severity = "PAGE" if reason == "circuit-open-tripped" or head == "failed" or record.get("page") else "INFO"
         subject = f"[Reflex {self._stage}] {severity} {self._reaction} {record['outcome']} {record['target'] or ''}"
         try:
             self._clients.sns.publish(
                 TopicArn=self._topic_arn, Subject=subject[:99],
-                Message=json.dumps(record, indent=2, default=str),
+                Message=dumps(record, indent=2),
                 MessageAttributes={"severity": {"DataType": "String", "StringValue": severity},
                                    "outcome": {"DataType": "String", "StringValue": head}},
             )

@@ -117,7 +117,11 @@ class Guardrails(StrictModel):
     kill_switch_cache_s: int = Field(default=30, ge=0, le=300)
     # What to do when the kill switch cannot be read: "closed" stops every action (safe default).
     kill_switch_on_error: Literal["closed", "open"] = "closed"
+    # The lock's lease when the invocation's end is unknown (local runs); in Lambda the lease lasts until the
+    # invocation's end plus 10 s, so it always covers the work and never outlives a dead invocation's retry.
     lock_lease_s: int = Field(default=120, ge=10, le=900)
+    # An alarm transition stamped further than this in the future is refused (audited), never remembered.
+    clock_skew_s: int = Field(default=60, ge=0, le=900)
     idempotency_ttl_s: int = Field(default=3600, ge=60)
     audit_ttl_days: int = Field(default=400, ge=1)
 
@@ -200,7 +204,8 @@ class StageConfig(StrictModel):
 
 # The reaction sections of the stage config, each validated by the functions that use it (and all of them
 # at synth time). tests/unit/test_config.py checks this list against ReflexConfig's fields.
-SECTIONS = ("scaling", "promotions", "invalidation")
+SECTIONS = ("scaling", "promotions", "invalidation", "sharding", "resharding", "databases", "recovery",
+            "monitoring")
 
 StageConfigT = TypeVar("StageConfigT", bound=StageConfig)
 

@@ -7,10 +7,11 @@ The pure checks here take plain values so each one is tested on its own.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from reflex_core.clock import Clock, iso
 from reflex_core.state_store import RateWindow
@@ -18,18 +19,34 @@ from reflex_core.state_store import RateWindow
 HOUR = 3600.0
 
 
+KillLevel = Literal["off", "on", "hard-stop"]
+
+
 @dataclass(frozen=True)
 class KillSwitchState:
-    engaged: bool
+    """`level`: "off"; "on" stops every forward action while a rollback to the last known-good state (a safety
+    action) still runs; "hard-stop" stops everything. `transient`: the state could not be read (failing closed
+    means "not now", not "done": the refusal is retried, never stored as an answer)."""
+
+    level: KillLevel
     reason: str
+    transient: bool = False
+
+    @property
+    def engaged(self) -> bool:
+        return self.level != "off"
+
+    def blocks(self, *, safety: bool) -> bool:
+        return self.level == "hard-stop" or (self.level == "on" and not safety)
 
 
 class KillSwitch:
     """A global and a per-reaction switch in SSM Parameter Store, read at run time and cached briefly.
 
-    `<prefix>/global` and `<prefix>/<reaction>`; the value `on` engages the switch (stops every
-    action). A missing parameter means off. A value other than on/off, or an unreadable store,
-    is treated according to `on_error` ("closed" = engaged, the safe default).
+    `<prefix>/global` and `<prefix>/<reaction>`, each `off` (or missing), `on` or `hard-stop`; the stricter of
+    the two applies. A value other than these, or an unreadable store, is treated according to `on_error`:
+    "closed" (the safe default) = `on` (forward actions stop, rollbacks run), marked transient so that the
+    refused trigger is retried rather than answered; "open" = off.
     """
 
     def __init__(self, ssm: Any, prefix: str, reaction: str, clock: Clock, cache_s: int = 30,
@@ -45,11 +62,12 @@ class KillSwitch:
     def state(self) -> KillSwitchState:
         now = self._clock.now().timestamp()
         with self._lock:
-            if self._cached and now - self._cached[0] < self._cache_s:
+            if self._cached and 0 <= now - self._cached[0] < self._cache_s:
                 return self._cached[1]
         state = self._read()
-        with self._lock:
-            self._cached = (now, state)
+        if not state.transient:  # an unreadable store is asked again next time, not remembered
+            with self._lock:
+                self._cached = (now, state)
         return state
 
     def invalidate(self) -> None:
@@ -61,16 +79,26 @@ class KillSwitch:
             resp = self._ssm.get_parameters(Names=self._names)
         except Exception as err:  # noqa: BLE001 - any failure to read is a reason to stop, not to crash
             if self._fail_closed:
-                return KillSwitchState(True, f"kill switch unreadable ({type(err).__name__}); failing closed")
-            return KillSwitchState(False, f"kill switch unreadable ({type(err).__name__}); failing open")
-        for param in resp.get("Parameters", []):
+                return KillSwitchState("on", f"kill switch unreadable ({type(err).__name__}); failing closed",
+                                       transient=True)
+            return KillSwitchState("off", f"kill switch unreadable ({type(err).__name__}); failing open")
+        strictest = KillSwitchState("off", "off")
+        rank = {"off": 0, "on": 1, "hard-stop": 2}
+        for param in sorted(resp.get("Parameters", []), key=lambda p: str(p.get("Name"))):
             value = str(param.get("Value", "")).strip().lower()
-            scope = param["Name"].rsplit("/", 1)[-1]
-            if value == "on":
-                return KillSwitchState(True, f"kill switch '{scope}' is on")
-            if value != "off" and self._fail_closed:
-                return KillSwitchState(True, f"kill switch '{scope}' has unexpected value {value!r}; failing closed")
-        return KillSwitchState(False, "off")
+            scope = str(param["Name"]).rsplit("/", 1)[-1]
+            if value in ("on", "hard-stop"):
+                state = KillSwitchState(value, f"kill switch '{scope}' is {value}")  # type: ignore[arg-type]
+            elif value == "off":
+                continue
+            elif self._fail_closed:
+                state = KillSwitchState("on", f"kill switch '{scope}' has unexpected value {value!r}; failing "
+                                              "closed (expected off, on or hard-stop)")
+            else:
+                continue
+            if rank[state.level] > rank[strictest.level]:
+                strictest = state
+        return strictest
 
 
 def cooldown_block(direction: str | None, last: dict[str, float], now: datetime,
@@ -95,19 +123,56 @@ def cooldown_block(direction: str | None, last: dict[str, float], now: datetime,
     return None
 
 
-def circuit_check(window: RateWindow, now: datetime, max_per_hour: int) -> tuple[str | None, bool]:
-    """(reason to block or None, whether this check trips the breaker now)."""
-    ts = now.timestamp()
-    if window.circuit_open_until > ts:
-        until = datetime.fromtimestamp(window.circuit_open_until, tz=UTC)
-        return f"circuit open until {iso(until)} (rate limit tripped earlier)", False
-    recent = [t for t in window.actions if ts - t < HOUR]
-    if len(recent) >= max_per_hour:
-        return f"rate limit: {len(recent)} actions in the last hour >= {max_per_hour}; circuit opened", True
-    return None, False
+def _reversals(directions: list[str]) -> int:
+    turns = [d for d in directions if d in ("out", "in")]
+    return sum(1 for a, b in itertools.pairwise(turns) if a != b)
 
 
-def record_in_window(window: RateWindow, now: datetime) -> RateWindow:
+@dataclass(frozen=True)
+class CircuitVerdict:
+    reason: str | None  # why the action is refused, or None
+    trips: bool = False  # this action trips a breaker now
+    everything: bool = False  # the trip covers every direction (oscillation)
+
+
+def circuit_check(window: RateWindow, now: datetime, max_per_hour: int, direction: str | None = None,
+                  max_reversals_per_hour: int = 4) -> CircuitVerdict:
+    """Whether the breaker refuses this action, and whether it trips now.
+
+    The breaker exists to stop oscillation and runaway automation, not to hold capacity below demand, so:
+    each direction has its own budget of `max_per_hour` actions (a slow recovery's scale-ins cannot use up the
+    next spike's scale-outs), and the whole target trips when its actions reverse direction more than
+    `max_reversals_per_hour` times within the hour (out, in, out, in... is what oscillation looks like).
+    """
     ts = now.timestamp()
-    return RateWindow(actions=[t for t in window.actions if ts - t < HOUR] + [ts],
-                      circuit_open_until=window.circuit_open_until)
+    d = direction or ""
+    open_until = window.open_for(d)
+    if open_until > ts:
+        until = datetime.fromtimestamp(open_until, tz=UTC)
+        scope = "every direction" if window.open_until.get("", 0.0) > ts else f"direction '{d or 'any'}'"
+        return CircuitVerdict(f"circuit open for {scope} until {iso(until)} (tripped earlier)")
+    recent = [(t, a) for t, a in window.actions if 0 <= ts - t < HOUR]
+    same = [t for t, a in recent if a == d]
+    if len(same) >= max_per_hour:
+        return CircuitVerdict(f"rate limit: {len(same)} {d or 'undirected'} actions in the last hour >= "
+                              f"{max_per_hour}; circuit opened for that direction", trips=True)
+    if d in ("out", "in"):
+        reversals = _reversals([a for _, a in recent] + [d])
+        if reversals > max_reversals_per_hour:
+            return CircuitVerdict(f"oscillation: {reversals} direction reversals in the last hour > "
+                                  f"{max_reversals_per_hour}; circuit opened for every direction",
+                                  trips=True, everything=True)
+    return CircuitVerdict(None)
+
+
+def trip(window: RateWindow, now: datetime, direction: str | None, open_for_s: int, everything: bool) -> RateWindow:
+    scope = "" if everything else (direction or "")
+    opened = dict(window.open_until)
+    opened[scope] = max(opened.get(scope, 0.0), now.timestamp() + open_for_s)
+    return RateWindow(actions=window.actions, open_until=opened, version=window.version)
+
+
+def record_in_window(window: RateWindow, now: datetime, direction: str | None = None) -> RateWindow:
+    ts = now.timestamp()
+    kept = [(t, a) for t, a in window.actions if 0 <= ts - t < HOUR]
+    return RateWindow(actions=[*kept, (ts, direction or "")], open_until=window.open_until, version=window.version)

@@ -1,24 +1,47 @@
 """The one pipeline: parse, validate, (idempotently) apply alarm semantics, match, guard, plan,
-execute, verify, record.
+record the intent, execute, verify, record the decision.
 
 A reaction supplies only what is specific to it (see `Reaction`); every guardrail, the audit
 and the failure handling live here, identical for every trigger, console included.
+
+Failure semantics (docs/architecture.md, "Failure semantics"): every action is decided, written ahead as an
+intent (`intent#<reaction>#<trigger>#<target>`, conditional), executed, and completed with its audit record,
+whose id and time the intent fixes in advance. A retry (Lambda's, a redelivery, the console's) that finds an
+open intent does not plan anew: it reads the target and completes what was applied, re-runs what certainly
+was not, or records that someone else changed the target. A refusal that may pass (the target's lock is held,
+the kill switch is unreadable, a read was throttled) is never stored as the trigger's answer: the trigger is
+retried. Each intent is planned and executed in isolation: one policy's failure is audited and does not stop
+the others.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 from reflex_core.actions import Action, Decision, Intent, Skip
+from reflex_core.audit import dumps
+from reflex_core.clock import iso
 from reflex_core.config_base import StageConfig
-from reflex_core.guardrails import circuit_check, cooldown_block, record_in_window
+from reflex_core.guardrails import circuit_check, cooldown_block, record_in_window, trip
 from reflex_core.observability import logger, metrics
 from reflex_core.runtime import Runtime, current_runtime
-from reflex_core.state_store import AlarmMemory, RateWindow, StaleAlarmEvent
+from reflex_core.state_store import AlarmMemory, IntentRecord, StaleAlarmEvent
 from reflex_core.triggers import Trigger, TriggerError, parse_trigger
+
+# What a retry finds when it reads the target of an open intent (see `Reaction.reconcile`).
+Reconciled = Literal["applied", "not-applied", "unknown"]
+# How long an intent is remembered: longer than Lambda's retries (6 h) and the idempotency window, so a
+# duplicate delivered late still acts once.
+INTENT_TTL_S = 7 * 86400
+# Margin added to the invocation's remaining time for the lock's lease: the work cannot outlive the invocation.
+LEASE_MARGIN_S = 10
+# A response stored for idempotency (and returned) is kept under this size; the audit keeps the details.
+MAX_RESPONSE_BYTES = 64 * 1024
+MAX_REJECTION_ERRORS = 50
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,10 @@ class GuardSettings:
     # The reaction must make the preempted holder's late write harmless (see promoter: the shift re-checks).
     preempt_lock: bool = False
     bypass_rate_limit: bool = False
+    # A rollback to the last known-good state: it runs when the kill switch is `on` (only `hard-stop` stops it).
+    safety: bool = False
+    # More direction reversals than this within an hour is oscillation: the breaker opens for every direction.
+    max_reversals_per_hour: int = 4
 
 
 class Reaction(Protocol):
@@ -64,16 +91,44 @@ class Reaction(Protocol):
         """Re-read what was changed; the result is recorded as `after`."""
 
     def after_executed(self, action: Action, rt: Runtime[Any]) -> None:
-        """Bookkeeping after a successful change (e.g. remember a pre-warm window)."""
+        """Bookkeeping after a successful change (e.g. remember a pre-warm window). Must be idempotent: a retry
+        that completes an interrupted attempt runs it again, with the action as it was first planned."""
+
+    # Optional members (looked up with getattr, defaults in brackets):
+    #   reconcile(action, rt) -> Reconciled      [compare `verify()` with `action.intended`, key by key]
+    #   idempotent_execute: bool                 [False] running the same action twice is harmless, so a
+    #                                            retry that cannot tell whether it was applied runs it again
+    #   acts_on_stale_alarm: bool                [False] an ALARM delivered after a newer state still acts
+    #                                            (a guard alarm: the canary was bad even if it recovered)
+    #   fast_safety(trigger, rt) -> None         an idempotent safety write made before anything else (the
+    #                                            promoter's rollback), then the pipeline runs as usual
 
 
 class ActionFailed(RuntimeError):
     """Raised after auditing when an action failed, so Lambda retries and finally dead-letters the event."""
 
 
+class RetryLater(RuntimeError):
+    """Raised when a refusal may pass (lock held, kill switch unreadable, throttled): Lambda retries the event."""
+
+
 def _skip(skip: Skip, operation: str | None = None) -> Decision:
     return Decision(policy=skip.policy, target_key=skip.target_key, operation=operation,
-                    outcome=f"skipped:{skip.reason}", detail=skip.detail, before=skip.before, quiet=skip.quiet)
+                    outcome=f"skipped:{skip.reason}", detail=skip.detail, before=skip.before, quiet=skip.quiet,
+                    transient=skip.transient)
+
+
+def default_reconcile(action: Action, state: dict[str, Any]) -> Reconciled:
+    """Applied when the target shows every intended value; not applied when it still shows the values read before;
+    unknown otherwise (someone else changed it, or the state does not show what was intended)."""
+    keys = list(action.intended)
+    if not keys or any(k not in state for k in keys):
+        return "unknown"
+    if all(state[k] == action.intended[k] for k in keys):
+        return "applied"
+    if all(k in action.before and state[k] == action.before[k] for k in keys):
+        return "not-applied"
+    return "unknown"
 
 
 class Pipeline:
@@ -93,9 +148,11 @@ class Pipeline:
         except TriggerError as err:
             return self._reject(rt, event, err, request_id)
 
+        self._fast_safety(rt, trigger)
+        deadline = _deadline(rt, context)
         invocation = request_id
         try:
-            result = self._idempotent(rt, trigger, request, invocation, context)
+            result = self._idempotent(rt, trigger, request, invocation, context, deadline)
         except _in_progress_errors() as err:
             logger.info("duplicate delivery while the first is still running", extra={"key": trigger.idempotency_key})
             decision = Decision(outcome="skipped:duplicate-in-progress", detail=str(err)[:200])
@@ -107,13 +164,28 @@ class Pipeline:
                                 detail=f"already handled by invocation {result.get('invocation')}")
             self._record(rt, decision, trigger, dry_run=False)
             return result | {"duplicate": True}
-        if result.get("status") == "failed" and trigger.kind != "console":
-            raise ActionFailed(json.dumps(result["decisions"], default=str)[:2000])
+        if trigger.kind != "console":
+            if result.get("status") == "failed":
+                raise ActionFailed(dumps(result["decisions"])[:2000])
+            if result.get("status") == "retry":
+                raise RetryLater(dumps(result["decisions"])[:2000])
         return result
+
+    def _fast_safety(self, rt: Runtime[Any], trigger: Trigger) -> None:
+        """The reaction's idempotent safety write, before any bookkeeping (time to safety); never fatal."""
+        hook = getattr(self.reaction, "fast_safety", None)
+        if hook is None or trigger.alarm is None or trigger.alarm.state != "ALARM":
+            return
+        try:
+            if rt.kill_switch.state().level == "hard-stop":
+                return
+            hook(trigger, rt)
+        except Exception:  # noqa: BLE001 - the pipeline's own path follows and records whatever happens
+            logger.exception("fast safety path failed; the pipeline's path follows")
 
     # ------------------------------------------------------------------ idempotent section
     def _idempotent(self, rt: Runtime[Any], trigger: Trigger, request: Any, invocation: str,
-                    context: Any) -> dict[str, Any]:
+                    context: Any, deadline: datetime | None) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 
         config = IdempotencyConfig(expires_after_seconds=rt.config.guardrails.idempotency_ttl_s)
@@ -123,9 +195,9 @@ class Pipeline:
 
         @idempotent_function(data_keyword_argument="key", persistence_store=rt.idempotency_store, config=config)
         def run_once(key: dict[str, str]) -> dict[str, Any]:
-            result = self._run(rt, trigger, request, invocation)
-            if result["status"] == "failed":
-                # Raising makes Powertools forget the key, so the retry acts again.
+            result = _bounded(self._run(rt, trigger, request, invocation, deadline))
+            if result["status"] in ("failed", "retry"):
+                # Raising makes Powertools forget the key: a failure or a refusal that may pass is not an answer.
                 raise _FailedRun(result)
             return result
 
@@ -134,86 +206,172 @@ class Pipeline:
         except _FailedRun as failed:
             return failed.result
 
-    def _run(self, rt: Runtime[Any], trigger: Trigger, request: Any, invocation: str) -> dict[str, Any]:
+    def _run(self, rt: Runtime[Any], trigger: Trigger, request: Any, invocation: str,
+             deadline: datetime | None) -> dict[str, Any]:
         previous: AlarmMemory | None = None
         decisions: list[Decision] = []
+        resume_only = ""
         if trigger.alarm is not None:
             alarm = trigger.alarm
-            memory = AlarmMemory(name=alarm.name, state=alarm.state, changed_at=alarm.changed_at.timestamp(),
-                                 breach=alarm.breach)
-            try:
-                previous = rt.store.remember_alarm(memory, self.reaction.alarm_policies(trigger, rt), rt.clock.now())
-            except StaleAlarmEvent:
-                decisions.append(Decision(outcome="skipped:stale-event",
-                                          detail="a newer state of this alarm is already recorded"))
+            skew = rt.config.guardrails.clock_skew_s
+            now = rt.clock.now()
+            if alarm.changed_at > now + timedelta(seconds=skew):
+                # Never remembered: a transition "from the future" would make every real one after it look stale.
+                decisions.append(Decision(outcome="skipped:future-event",
+                                          detail=f"state change stamped {iso(alarm.changed_at)}, more than {skew}s "
+                                                 f"after now ({iso(now)}); refused (clock skew tolerance)"))
             else:
-                # The event's own previous state is authoritative (memory may have missed an OK);
-                # memory decides only for shapes that carry no previous state.
-                if alarm.previous_state is not None:
-                    repeated = alarm.previous_state == "ALARM"
+                memory = AlarmMemory(name=alarm.name, state=alarm.state, changed_at=alarm.changed_at.timestamp(),
+                                     breach=alarm.breach)
+                try:
+                    previous = rt.store.remember_alarm(memory, self.reaction.alarm_policies(trigger, rt), now,
+                                                       reaction=self.reaction.name)
+                except StaleAlarmEvent:
+                    if not (alarm.state == "ALARM" and getattr(self.reaction, "acts_on_stale_alarm", False)):
+                        # Only an action this very transition already decided is completed.
+                        resume_only = "a newer state of this alarm is already recorded"
                 else:
-                    repeated = (previous is not None and previous.state == "ALARM"
-                                and previous.changed_at < memory.changed_at)
-                if alarm.state == "ALARM" and repeated:
-                    decisions.append(Decision(outcome="skipped:duplicate-alarm",
-                                              detail="already in ALARM; only a transition into ALARM acts"))
+                    # The event's own previous state is authoritative (memory may have missed an OK);
+                    # memory decides only for shapes that carry no previous state.
+                    if alarm.previous_state is not None:
+                        repeated = alarm.previous_state == "ALARM"
+                    else:
+                        repeated = (previous is not None and previous.state == "ALARM"
+                                    and previous.changed_at < memory.changed_at)
+                    if alarm.state == "ALARM" and repeated:
+                        decisions.append(Decision(outcome="skipped:duplicate-alarm",
+                                                  detail="already in ALARM; only a transition into ALARM acts"))
 
+        written: set[str] = set()
         if not decisions:
-            items = self.reaction.intents(trigger, request, rt, previous)
-            if not items:
+            try:
+                items = self.reaction.intents(trigger, request, rt, previous)
+            except Exception as err:  # noqa: BLE001 - audited as this trigger's failure; the retry tries again
+                logger.exception("could not work out what the trigger asks for")
+                items = []
+                decisions.append(Decision(outcome=f"failed:{_error_name(err)}", transient=_is_transient(err),
+                                          detail=f"matching the trigger to policies failed: {str(err)[:400]}"))
+            if resume_only:
+                decisions.extend(self._resume(rt, trigger, items, resume_only, deadline, written))
+            elif not items and not decisions:
                 # A scheduled evaluation with nothing to do is not a decision: logged, not audited.
                 decisions.append(Decision(outcome="skipped:no-policy", detail="no policy names this trigger",
                                           quiet=trigger.kind == "schedule"))
-            for item in items:
-                if isinstance(item, Skip):
-                    decisions.append(_skip(item))
-                    continue
-                decision = self._guarded(rt, item)
-                # A periodic check skipped for any reason changed nothing and asked nothing: log it only.
-                decision.quiet = (item.quiet and decision.outcome.startswith("skipped:")
-                                  and decision.outcome != "skipped:circuit-open-tripped")
-                decisions.append(decision)
+            if not resume_only:
+                for item in items:
+                    if isinstance(item, Skip):
+                        decisions.append(_skip(item))
+                        continue
+                    decision = self._isolated(rt, trigger, item, deadline, written)
+                    # A periodic check skipped for any reason changed nothing and asked nothing: log it only.
+                    decision.quiet = (item.quiet and decision.outcome.startswith("skipped:")
+                                      and decision.outcome != "skipped:circuit-open-tripped"
+                                      and not decision.page and not decision.transient)
+                    decisions.append(decision)
 
         for decision in decisions:
             if decision.quiet:
                 logger.debug("nothing to do", extra={"decision": decision.public()})
-            else:
+            elif decision.audit_id is None or decision.audit_id not in written:
                 self._record(rt, decision, trigger, dry_run=decision.outcome == "dry-run")
-        failed = any(d.outcome.startswith("failed:") for d in decisions)
+        status = "ok"
+        if any(d.transient for d in decisions):
+            status = "retry"
+        if any(d.outcome.startswith("failed:") for d in decisions):
+            status = "failed"
         return {
-            "status": "failed" if failed else "ok",
+            "status": status,
             "invocation": invocation,
             "trigger": trigger.summary(),
             "decisions": [d.public() for d in decisions],
         }
 
+    def _resume(self, rt: Runtime[Any], trigger: Trigger, items: list[Intent | Skip], why: str,
+                deadline: datetime | None, written: set[str]) -> list[Decision]:
+        """A stale trigger only completes what it already decided (an interrupted rollback is not cancelled)."""
+        out: list[Decision] = []
+        seen: set[str] = set()
+        for item in items:
+            key = item.target_key
+            if key is None or key in seen or not isinstance(item, Intent):
+                continue
+            seen.add(key)
+            if rt.store.intent(self._intent_pk(trigger, key)) is not None:
+                out.append(self._isolated(rt, trigger, item, deadline, written, resume_only=True))
+        if not any(d.outcome != "skipped:already-done" for d in out):
+            out.append(Decision(outcome="skipped:stale-event", detail=why))
+        return out
+
     # ------------------------------------------------------------------ guardrails around one intent
-    def _guarded(self, rt: Runtime[Any], intent: Intent) -> Decision:
+    def _isolated(self, rt: Runtime[Any], trigger: Trigger, intent: Intent, deadline: datetime | None,
+                  written: set[str], resume_only: bool = False) -> Decision:
+        """One intent, whatever happens to the others: an error becomes this intent's audited `failed:`."""
+        try:
+            return self._guarded(rt, trigger, intent, deadline, written, resume_only)
+        except Exception as err:  # noqa: BLE001 - audited; handle() raises so that the trigger is retried
+            logger.exception("intent failed", extra={"target": intent.target_key, "operation": intent.operation})
+            return Decision(policy=intent.policy, target_key=intent.target_key, operation=intent.operation,
+                            outcome=f"failed:{_error_name(err)}", transient=_is_transient(err),
+                            detail=f"before acting: {str(err)[:480]}")
+
+    def _intent_pk(self, trigger: Trigger, target_key: str) -> str:
+        digest = hashlib.sha256(trigger.idempotency_key.encode()).hexdigest()[:32]
+        return f"intent#{self.reaction.name}#{digest}#{target_key}"
+
+    def _override(self, trigger: Trigger) -> bool:
+        """An operator's console command that explicitly overrides the kill switch (level `on`) for one action."""
+        payload = trigger.payload or {}
+        return (trigger.kind == "console" and payload.get("override_kill_switch") is True
+                and trigger.who != "console:unknown")
+
+    def _guarded(self, rt: Runtime[Any], trigger: Trigger, intent: Intent, deadline: datetime | None,
+                 written: set[str], resume_only: bool) -> Decision:
         key = intent.target_key
         base: dict[str, Any] = {"policy": intent.policy, "target_key": key, "operation": intent.operation}
         if key not in self.reaction.allowed_targets(rt):
             return Decision(**base, outcome="skipped:not-allowlisted", detail=f"{key} is not a configured target")
-        kill = rt.kill_switch.state()
-        if kill.engaged:
-            return Decision(**base, outcome="skipped:kill-switch", detail=kill.reason)
         settings = self.reaction.guard_settings(intent, rt)
+        kill = rt.kill_switch.state()
+        note = ""
+        if kill.blocks(safety=settings.safety):
+            if not (kill.level == "on" and self._override(trigger)):
+                return Decision(**base, outcome="skipped:kill-switch", detail=kill.reason, transient=kill.transient)
+            note = f"; {kill.reason}, overridden for this action by {trigger.who}"
+        elif kill.engaged:
+            note = f"; {kill.reason}, which lets a rollback to the last known-good state run"
         dry_run = settings.dry_run or intent.dry_run
+
+        pk = self._intent_pk(trigger, key)
+        existing = None if dry_run else rt.store.intent(pk)
+        if existing is not None and existing.status == "done":
+            return Decision(**base, outcome="skipped:already-done",
+                            detail=f"this trigger's action on {key} was completed earlier ({existing.outcome}, "
+                                   f"audit {existing.audit_id})")
+        if resume_only and existing is None:
+            return Decision(**base, outcome="skipped:stale-event", detail="a newer state is already recorded")
 
         owner = str(uuid.uuid4())
         preempted = ""
-        if not rt.store.acquire_lock(key, owner, rt.clock.now(), rt.config.guardrails.lock_lease_s):
+        lease = _lease_s(rt, deadline)
+        if not rt.store.acquire_lock(key, owner, rt.clock.now(), lease):
             if not settings.preempt_lock:
-                return Decision(**base, outcome="skipped:locked",
-                                detail="another action on this target holds the lock")
-            rt.store.take_lock(key, owner, rt.clock.now(), rt.config.guardrails.lock_lease_s)
+                return Decision(**base, outcome="skipped:locked", transient=True,
+                                detail="another action on this target holds the lock; the trigger is retried")
+            rt.store.take_lock(key, owner, rt.clock.now(), lease)
             preempted = " (took over the lock another invocation held)"
         try:
+            if existing is not None:
+                return self._complete(rt, trigger, existing, base, settings, written, note + preempted)
             now = rt.clock.now()
             window = rt.store.rate_window(key)
-            if window.circuit_open_until > now.timestamp() and not settings.bypass_rate_limit:
-                reason, _ = circuit_check(window, now, settings.max_actions_per_hour)
-                return Decision(**base, outcome="skipped:circuit-open", detail=reason or "")
-            blocked = cooldown_block(intent.direction, rt.store.last_actions(key), now,
+            direction = intent.direction
+            verdict = circuit_check(window, now, settings.max_actions_per_hour, direction,
+                                    settings.max_reversals_per_hour)
+            if verdict.reason and not verdict.trips and not settings.bypass_rate_limit:
+                # An open breaker refusing capacity an alarm or an operator asks for must page, not stay quiet.
+                return Decision(**base, outcome="skipped:circuit-open", detail=verdict.reason,
+                                page=direction == "out")
+            blocked = cooldown_block(direction, rt.store.last_actions(key), now,
                                      settings.out_cooldown_s, settings.in_cooldown_s)
             if blocked:
                 return Decision(**base, outcome="skipped:cooldown", detail=blocked)
@@ -222,35 +380,127 @@ class Pipeline:
             if isinstance(planned, Skip):
                 return _skip(planned, intent.operation)
             # Only an action that would really run counts against the rate limit and can trip the breaker.
-            reason, trips = circuit_check(window, now, settings.max_actions_per_hour)
-            if reason and not settings.bypass_rate_limit:
-                if trips and not dry_run:
-                    rt.store.save_rate_window(key, RateWindow(
-                        actions=window.actions, circuit_open_until=now.timestamp() + settings.circuit_open_for_s), now)
-                return Decision(**base, outcome="skipped:circuit-open-tripped" if trips else "skipped:circuit-open",
-                                action=planned, before=planned.before, detail=reason)
+            if verdict.reason and not settings.bypass_rate_limit:
+                if verdict.trips and not dry_run:
+                    rt.store.update_rate_window(key, lambda w: trip(
+                        w, now, direction, settings.circuit_open_for_s, verdict.everything), now)
+                return Decision(**base, outcome="skipped:circuit-open-tripped" if verdict.trips
+                                else "skipped:circuit-open", action=planned, before=planned.before,
+                                detail=verdict.reason, page=direction == "out")
             if dry_run:
                 return Decision(**base, outcome="dry-run", action=planned, before=planned.before,
                                 detail=f"would {planned.operation}: {planned.reason}")
+            record = IntentRecord(pk=pk, status="planned", action=planned.model_dump(mode="json"), owner=owner,
+                                  created_at=now.timestamp(), audit_id=str(uuid.uuid4()), audit_at=iso(now))
+            other = rt.store.begin_intent(record, now.timestamp() + INTENT_TTL_S)
+            if other is not None:
+                return self._complete(rt, trigger, other, base, settings, written, note + preempted)
+            return self._execute(rt, trigger, record, planned, base, written, note + preempted)
+        finally:
             try:
-                self.reaction.execute(planned, rt)
-            except Exception as err:  # noqa: BLE001 - every failure is audited, then re-raised by handle()
-                logger.exception("action failed", extra={"target": key, "operation": intent.operation})
-                return Decision(**base, outcome=f"failed:{_error_name(err)}", action=planned,
-                                before=planned.before, detail=str(err)[:500])
-            done = rt.clock.now()
-            if intent.direction:
-                rt.store.record_action_time(key, intent.direction, done)
-            rt.store.save_rate_window(key, record_in_window(rt.store.rate_window(key), done), done)
-            self.reaction.after_executed(planned, rt)
+                rt.store.release_lock(key, owner)
+            except Exception:  # noqa: BLE001 - the lease expires by itself; the decision stands
+                logger.exception("could not release the lock; its lease expires", extra={"target": key})
+
+    # ------------------------------------------------------------------ acting and completing
+    def _state(self, action: Action, rt: Runtime[Any]) -> tuple[Reconciled, dict[str, Any] | None, str]:
+        """What the target shows now, against the action: (verdict, state read, error name if unreadable)."""
+        try:
+            custom = getattr(self.reaction, "reconcile", None)
+            if custom is not None:
+                return custom(action, rt), None, ""
+            state = self.reaction.verify(action, rt)
+        except Exception as err:  # noqa: BLE001 - unreadable: the verdict is unknown
+            return "unknown", None, _error_name(err)
+        return default_reconcile(action, state), state, ""
+
+    def _execute(self, rt: Runtime[Any], trigger: Trigger, record: IntentRecord, action: Action,
+                 base: dict[str, Any], written: set[str], note: str) -> Decision:
+        try:
+            self.reaction.execute(action, rt)
+        except Exception as err:  # noqa: BLE001 - every failure is audited, then re-raised by handle()
+            logger.exception("action failed", extra={"target": action.target_key, "operation": action.operation})
+            verdict, state, _ = self._state(action, rt)
+            if verdict == "applied":
+                # The change landed and only its answer failed: a retry must not step again from the new state.
+                note += f" (the call answered {_error_name(err)}, but the change is in place)"
+                return self._finish(rt, trigger, record, action, base, written, note, after=state)
+            if verdict == "not-applied":
+                rt.store.drop_intent(record.pk)  # certainly not done: the retry plans anew
+                return Decision(**base, outcome=f"failed:{_error_name(err)}", action=action, before=action.before,
+                                detail=str(err)[:500], transient=_is_transient(err))
+            return Decision(**base, outcome=f"failed:{_error_name(err)}", action=action, before=action.before,
+                            detail=f"{str(err)[:400]}; whether the change landed is unknown: the retry reads the "
+                                   "target and completes or repeats it")
+        rt.store.advance_intent(record.pk, "applied")
+        return self._finish(rt, trigger, record, action, base, written, note)
+
+    def _complete(self, rt: Runtime[Any], trigger: Trigger, record: IntentRecord, base: dict[str, Any],
+                  settings: GuardSettings, written: set[str], note: str) -> Decision:
+        """An earlier attempt of this trigger decided `record.action`: complete it, never plan anew."""
+        action = Action.model_validate(record.action)
+        if record.status == "applied":
+            return self._finish(rt, trigger, record, action, base, written, note + " (completed after an "
+                                "interrupted attempt)")
+        verdict, state, error = self._state(action, rt)
+        if verdict == "applied":
+            rt.store.advance_intent(record.pk, "applied")
+            return self._finish(rt, trigger, record, action, base, written,
+                                note + " (found applied by an interrupted attempt; completed)", after=state)
+        if verdict == "not-applied" or (verdict == "unknown" and not error
+                                        and getattr(self.reaction, "idempotent_execute", False)):
+            return self._execute(rt, trigger, record, action, base, written, note + " (retried the action an "
+                                 "interrupted attempt decided)")
+        if error:
+            return Decision(**base, outcome=f"failed:{error}", action=action, before=action.before, transient=True,
+                            detail="could not read the target to complete an interrupted attempt; retried later")
+        detail = (f"an interrupted attempt decided {action.operation} {action.intended}, but the target now shows "
+                  f"{state}: changed by someone else; not acting on a stale decision")
+        rt.store.advance_intent(record.pk, "done", "skipped:target-changed")
+        return Decision(**base, outcome="skipped:target-changed", action=action, before=action.before,
+                        after=state, detail=detail, page=True)
+
+    def _finish(self, rt: Runtime[Any], trigger: Trigger, record: IntentRecord, action: Action,
+                base: dict[str, Any], written: set[str], note: str, after: dict[str, Any] | None = None) -> Decision:
+        """Bookkeeping, audit, completion. Each step may fail on its own; the change is then still audited, and
+        the intent stays open so the retry completes what is missing (every step is idempotent)."""
+        done = datetime.fromtimestamp(record.created_at, tz=rt.clock.now().tzinfo)
+        missing: list[str] = []
+        key = action.target_key
+        if action.direction:
             try:
-                after = self.reaction.verify(planned, rt)
+                rt.store.record_action_time(key, action.direction, done)
+            except Exception as err:  # noqa: BLE001
+                missing.append(f"cooldown ({_error_name(err)})")
+        try:
+            rt.store.update_rate_window(key, lambda w: w if (record.created_at, action.direction or "") in w.actions
+                                        else record_in_window(w, done, action.direction), rt.clock.now())
+        except Exception as err:  # noqa: BLE001
+            missing.append(f"rate window ({_error_name(err)})")
+        try:
+            self.reaction.after_executed(action, rt)
+        except Exception as err:  # noqa: BLE001
+            missing.append(f"bookkeeping ({_error_name(err)})")
+        if after is None:
+            try:
+                after = self.reaction.verify(action, rt)
             except Exception as err:  # noqa: BLE001 - the change happened; a failed re-read must not hide it
                 after = {"verify_error": _error_name(err)}
-            return Decision(**base, outcome="executed", action=planned, before=planned.before, after=after,
-                            detail=planned.reason + preempted)
-        finally:
-            rt.store.release_lock(key, owner)
+        detail = action.reason + note
+        if missing:
+            detail += f"; not yet recorded: {', '.join(missing)} (the retry completes them)"
+        decision = Decision(**base, outcome="executed", action=action, before=action.before, after=after,
+                            detail=detail, audit_id=record.audit_id, audit_at=record.audit_at,
+                            transient=bool(missing))
+        self._record(rt, decision, trigger, dry_run=False)
+        written.add(record.audit_id)
+        if not missing:
+            try:
+                rt.store.advance_intent(record.pk, "done", "executed")
+            except Exception:  # noqa: BLE001 - the retry finds it applied and completes it (same audit record)
+                logger.exception("could not close the intent", extra={"intent": record.pk})
+                decision.transient = True
+        return decision
 
     # ------------------------------------------------------------------ audit + rejection
     def _record(self, rt: Runtime[Any], decision: Decision, trigger: Trigger | None, *, dry_run: bool,
@@ -268,8 +518,12 @@ class Pipeline:
 
         is_console = isinstance(event, dict) and "command" in event
         ref = raw_reference(event)
-        logger.warning("rejected malformed trigger", extra={"errors": err.errors, "raw_ref": ref})
-        decision = Decision(outcome="rejected:validation", detail="; ".join(err.errors)[:1000])
+        errors = err.errors[:MAX_REJECTION_ERRORS]
+        if len(err.errors) > MAX_REJECTION_ERRORS:
+            errors.append(f"... and {len(err.errors) - MAX_REJECTION_ERRORS} more errors")
+        errors = [e[:500] for e in errors]
+        logger.warning("rejected malformed trigger", extra={"errors": errors, "raw_ref": ref})
+        decision = Decision(outcome="rejected:validation", detail="; ".join(errors)[:1000])
         self._record(rt, decision, None, dry_run=False,
                      raw={"kind": "invalid", "raw_ref": ref, "request_id": request_id})
         parked = False
@@ -277,11 +531,13 @@ class Pipeline:
             # An asynchronous event that can never parse is parked in the DLQ, so nothing is lost.
             try:
                 rt.clients.sqs.send_message(QueueUrl=rt.settings.dead_letter_queue_url,
-                                            MessageBody=_parked_message(event, err.errors, ref))
+                                            MessageBody=_parked_message(event, errors, ref))
                 parked = True
-            except Exception:  # noqa: BLE001
-                logger.exception("could not park the rejected event; it is in this log line", extra={"event": event})
-        return {"status": "rejected", "errors": err.errors, "parked_in_dlq": parked, "audit_id": decision.audit_id}
+            except Exception as park_err:
+                logger.exception("could not park the rejected event; raising so Lambda retries and finally "
+                                 "dead-letters it", extra={"raw_ref": ref})
+                raise RetryLater(f"rejected event {ref} could not be parked in the DLQ") from park_err
+        return {"status": "rejected", "errors": errors, "parked_in_dlq": parked, "audit_id": decision.audit_id}
 
 
 SQS_MAX_BODY = 256 * 1024
@@ -293,15 +549,15 @@ def _parked_message(event: Any, errors: list[str], ref: str) -> str:
     An event too large to park whole keeps its errors, fingerprint and a readable prefix of its text.
     """
     body = {"reason": "rejected:validation", "errors": errors, "raw_ref": ref, "event": event}
-    text = json.dumps(body, default=str)
+    text = dumps(body)
     if len(text.encode()) <= SQS_MAX_BODY - 1024:
         return text
-    raw = json.dumps(event, default=str)
+    raw = dumps(event)
     body["event"] = None
     body["event_truncated"] = True
-    budget = SQS_MAX_BODY - 4096 - len(json.dumps(body, default=str).encode())
+    budget = SQS_MAX_BODY - 4096 - len(dumps(body).encode())
     body["event_prefix"] = raw.encode()[: max(budget // 2, 0)].decode(errors="ignore")
-    return json.dumps(body, default=str)
+    return dumps(body)
 
 
 class _FailedRun(Exception):
@@ -310,8 +566,59 @@ class _FailedRun(Exception):
         self.result = result
 
 
+def _deadline(rt: Runtime[Any], context: Any) -> datetime | None:
+    """When this invocation ends (Lambda kills it then), on the runtime's clock; None when unknown."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        ms = int(remaining())
+    except Exception:  # noqa: BLE001 - a context without a deadline
+        return None
+    return rt.clock.now() + timedelta(milliseconds=max(ms, 0))
+
+
+def _lease_s(rt: Runtime[Any], deadline: datetime | None) -> int:
+    """The lock's lease: until the invocation's end plus a margin (the work cannot outlive it, and Lambda's retry
+    of a timed-out invocation must not find the dead one's lock); the configured lease when the end is unknown."""
+    if deadline is None:
+        return rt.config.guardrails.lock_lease_s
+    left = (deadline - rt.clock.now()).total_seconds()
+    return max(int(left) + LEASE_MARGIN_S, LEASE_MARGIN_S)
+
+
+TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
+    "ProvisionedThroughputExceededException", "RequestThrottled", "RequestThrottledException", "SlowDown",
+    "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
+    "InternalServerError", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+    "TransactionInProgressException", "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
+    "ConnectionClosedError",
+})
+
+
+def _is_transient(err: Exception) -> bool:
+    return _error_name(err) in TRANSIENT_CODES
+
+
+def _bounded(result: dict[str, Any]) -> dict[str, Any]:
+    """The response within MAX_RESPONSE_BYTES (DynamoDB keeps the idempotency record under its 400 KB item limit;
+    Lambda's response under 6 MB): decisions keep their outcome, ids and the start of their detail."""
+    if len(dumps(result).encode()) <= MAX_RESPONSE_BYTES:
+        return result
+    keep = ("policy", "target_key", "operation", "outcome", "audit_id", "transient")
+    slim = [{k: d[k] for k in keep if k in d} | {"detail": str(d.get("detail", ""))[:200]}
+            for d in result.get("decisions", [])]
+    bounded = result | {"decisions": slim, "truncated": "details are in the audit records (audit_id)"}
+    while len(dumps(bounded).encode()) > MAX_RESPONSE_BYTES and len(slim) > 1:
+        slim = slim[: len(slim) // 2]
+        bounded = bounded | {"decisions": slim, "decisions_total": len(result.get("decisions", []))}
+    return bounded
+
+
 def _error_name(err: Exception) -> str:
-    code = getattr(err, "response", {}).get("Error", {}).get("Code") if hasattr(err, "response") else None
+    response = getattr(err, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     return str(code or type(err).__name__)
 
 

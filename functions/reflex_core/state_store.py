@@ -2,10 +2,14 @@
 
 Item kinds, by `pk` prefix:
   lock#<target>          lease-based lock (conditional write; expires if its holder dies)
-  cooldown#<target>      time of the last action per direction
-  rate#<target>          times of recent actions, and the circuit breaker's open-until
-  alarm#<name>           last known state of an alarm (never overwritten by an older event)
-  policyalarms#<policy>  names of the alarms seen for a policy
+  cooldown#<target>      time of the last action per direction (only ever moves forward)
+  rate#<target>          recent actions with their direction, the breakers' open-until (versioned writes)
+  alarm#<reaction>#<name>  last known state of an alarm as this reaction saw it (never overwritten by an
+                         older event); each reaction has its own, so one reaction's OK cannot make another's
+                         ALARM stale
+  policyalarms#<reaction>#<policy>  names of the alarms seen for a policy
+  intent#<reaction>#<trigger digest>#<target>  the write-ahead record of one decided action: planned ->
+                         applied -> done (docs/architecture.md, "Failure semantics")
   prewarm#<target>       the active pre-warm floor and when it ends
   promotion#<pair>       the pair's live colour and its current (or last) promotion; never expires,
                          written conditionally on its version (optimistic concurrency)
@@ -40,8 +44,40 @@ class AlarmMemory:
 
 @dataclass
 class RateWindow:
-    actions: list[float] = field(default_factory=list)
-    circuit_open_until: float = 0.0
+    """Recent actions on a target as (time, direction) pairs ("" for operations without a direction), and until
+    when each direction's breaker is open ("" = every direction: an oscillation trip). `version` makes the
+    read-modify-write of the window conditional."""
+
+    actions: list[tuple[float, str]] = field(default_factory=list)
+    open_until: dict[str, float] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def circuit_open_until(self) -> float:
+        return max(self.open_until.values(), default=0.0)
+
+    def open_for(self, direction: str | None) -> float:
+        """Until when an action in `direction` is refused by an open breaker (0 when closed)."""
+        return max(self.open_until.get("", 0.0), self.open_until.get(direction or "", 0.0))
+
+
+class RateWindowConflict(Exception):
+    """The rate window changed since it was read."""
+
+
+@dataclass
+class IntentRecord:
+    """The write-ahead record of one decided action (see `StateStore.begin_intent`)."""
+
+    pk: str
+    status: str  # planned | applied | done
+    action: dict[str, Any]
+    owner: str
+    created_at: float
+    audit_id: str
+    audit_at: str
+    outcome: str = ""
+    version: int = 1
 
 
 @dataclass
@@ -65,6 +101,9 @@ class Promotion:
     preflight_healthy: int | None = None
     release: str | None = None  # what was deployed (from the GreenReady event), for the audit and notices
     reason: str = ""
+    # What each colour runs as far as Reflex knows ({"blue": "v6", "green": "v7"}), carried from promotion to
+    # promotion: a replayed GreenReady for a release already live is refused (issue 8 #4).
+    releases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,9 +130,10 @@ class PrewarmWindow:
 
 
 class StateStore:
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, reaction: str = "") -> None:
         self._db = dynamodb
         self._table = table
+        self._reaction = reaction
 
     # ------------------------------------------------------------------ generic
     def _get(self, pk: str) -> dict[str, Any] | None:
@@ -123,9 +163,16 @@ class StateStore:
             )
         except ClientError as err:
             if _is_conditional_failure(err):
-                return False
+                # When the first attempt landed but its answer was lost, botocore's retry fails the condition
+                # against our own item: the lock is ours.
+                return self.lock_owner(key) == owner
             raise
         return True
+
+    def lock_owner(self, key: str) -> str | None:
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"lock#{key}"}},
+                                 ConsistentRead=True).get("Item")
+        return item["owner"]["S"] if item and "owner" in item else None
 
     def take_lock(self, key: str, owner: str, now: datetime, lease_s: int) -> None:
         """Take the lock whoever holds it (for safety actions only; the holder's release then leaves ours)."""
@@ -147,30 +194,81 @@ class StateStore:
 
     # ------------------------------------------------------------------ cooldown
     def last_actions(self, key: str) -> dict[str, float]:
-        return self._get(f"cooldown#{key}") or {}
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"cooldown#{key}"}},
+                                 ConsistentRead=True).get("Item") or {}
+        return {d: float(item[f"at_{d}"]["N"]) for d in ("out", "in") if f"at_{d}" in item}
 
     def record_action_time(self, key: str, direction: str, now: datetime) -> None:
-        doc = self.last_actions(key)
-        doc[direction] = now.timestamp()
-        self._put(f"cooldown#{key}", doc, now.timestamp() + 30 * _DAY)
+        """Remember when the last action in `direction` happened. The time only moves forward (a late writer with
+        an older time leaves the newer one), so concurrent writers cannot shorten a cooldown."""
+        attr = f"at_{direction}"
+        try:
+            self._db.update_item(
+                TableName=self._table, Key={"pk": {"S": f"cooldown#{key}"}},
+                UpdateExpression="SET #a = :t, expires_at = :e",
+                ConditionExpression="attribute_not_exists(#a) OR #a < :t",
+                ExpressionAttributeNames={"#a": attr},
+                ExpressionAttributeValues={":t": {"N": f"{now.timestamp():.3f}"},
+                                           ":e": {"N": str(int(now.timestamp() + 30 * _DAY))}},
+            )
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
 
     # ------------------------------------------------------------------ rate limit / circuit breaker
     def rate_window(self, key: str) -> RateWindow:
-        doc = self._get(f"rate#{key}") or {}
-        return RateWindow(actions=list(doc.get("actions", [])), circuit_open_until=float(doc.get("open_until", 0)))
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"rate#{key}"}},
+                                 ConsistentRead=True).get("Item")
+        if not item:
+            return RateWindow()
+        doc = json.loads(item["doc"]["S"])
+        actions = [(float(a[0]), str(a[1])) if isinstance(a, list) else (float(a), "") for a in doc.get("actions", [])]
+        open_until = doc.get("open_until", {})
+        if not isinstance(open_until, dict):  # written before breakers were per direction
+            open_until = {"": float(open_until)}
+        return RateWindow(actions=actions, open_until={k: float(v) for k, v in open_until.items()},
+                          version=int(item.get("version", {}).get("N", "0")))
 
-    def save_rate_window(self, key: str, window: RateWindow, now: datetime) -> None:
-        self._put(f"rate#{key}", {"actions": window.actions, "open_until": window.circuit_open_until},
-                  max(now.timestamp(), window.circuit_open_until) + 2 * _DAY)
+    def save_rate_window(self, key: str, window: RateWindow, now: datetime) -> RateWindow:
+        """Write the window if nobody wrote it since it was read; raise `RateWindowConflict` otherwise."""
+        doc = {"actions": [list(a) for a in window.actions], "open_until": window.open_until}
+        new_version = window.version + 1
+        expires = max(now.timestamp(), window.circuit_open_until) + 2 * _DAY
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={"pk": {"S": f"rate#{key}"}, "doc": {"S": json.dumps(doc, sort_keys=True)},
+                      "version": {"N": str(new_version)}, "expires_at": {"N": str(int(expires))}},
+                ConditionExpression="attribute_not_exists(pk) OR version = :v",
+                ExpressionAttributeValues={":v": {"N": str(window.version)}},
+            )
+        except ClientError as err:
+            if _is_conditional_failure(err):
+                raise RateWindowConflict(key) from None
+            raise
+        return RateWindow(actions=window.actions, open_until=window.open_until, version=new_version)
+
+    def update_rate_window(self, key: str, change: Any, now: datetime, attempts: int = 5) -> RateWindow:
+        """Read, apply `change(window) -> window`, write conditionally; again on a concurrent write."""
+        for _ in range(attempts - 1):
+            try:
+                return self.save_rate_window(key, change(self.rate_window(key)), now)
+            except RateWindowConflict:
+                continue
+        return self.save_rate_window(key, change(self.rate_window(key)), now)
 
     # ------------------------------------------------------------------ alarm memory
-    def remember_alarm(self, memory: AlarmMemory, policies: list[str], now: datetime) -> AlarmMemory | None:
-        """Store the alarm's state unless a newer one is stored; return what was stored before.
+    def _alarm_pk(self, name: str, reaction: str | None) -> str:
+        return f"alarm#{reaction or self._reaction}#{name}"
+
+    def remember_alarm(self, memory: AlarmMemory, policies: list[str], now: datetime,
+                       reaction: str | None = None) -> AlarmMemory | None:
+        """Store the alarm's state, as `reaction` saw it, unless a newer one is stored; return what was stored before.
 
         Conditional on `changed_at`, so an older event delivered late never overwrites a newer state.
         Raises `StaleAlarmEvent` when the stored state is newer.
         """
-        pk = f"alarm#{memory.name}"
+        pk = self._alarm_pk(memory.name, reaction)
         previous = self._get(pk)
         doc = {"state": memory.state, "changed_at": memory.changed_at, "breach": memory.breach}
         try:
@@ -187,7 +285,7 @@ class StateStore:
             raise
         for policy in policies:
             self._db.update_item(
-                TableName=self._table, Key={"pk": {"S": f"policyalarms#{policy}"}},
+                TableName=self._table, Key={"pk": {"S": f"policyalarms#{reaction or self._reaction}#{policy}"}},
                 UpdateExpression="ADD alarm_names :n SET expires_at = :e",
                 ExpressionAttributeValues={":n": {"SS": [memory.name]},
                                            ":e": {"N": str(int(now.timestamp() + 30 * _DAY))}},
@@ -197,17 +295,72 @@ class StateStore:
         return AlarmMemory(name=memory.name, state=previous["state"], changed_at=float(previous["changed_at"]),
                            breach=previous.get("breach"))
 
-    def alarms_for_policy(self, policy: str) -> list[AlarmMemory]:
-        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"policyalarms#{policy}"}},
+    def alarms_for_policy(self, policy: str, reaction: str | None = None) -> list[AlarmMemory]:
+        item = self._db.get_item(TableName=self._table,
+                                 Key={"pk": {"S": f"policyalarms#{reaction or self._reaction}#{policy}"}},
                                  ConsistentRead=True).get("Item")
         names = sorted(item["alarm_names"]["SS"]) if item and "alarm_names" in item else []
         out = []
         for name in names:
-            doc = self._get(f"alarm#{name}")
+            doc = self._get(self._alarm_pk(name, reaction))
             if doc is not None:
                 out.append(AlarmMemory(name=name, state=doc["state"], changed_at=float(doc["changed_at"]),
                                        breach=doc.get("breach")))
         return out
+
+    # ------------------------------------------------------------------ write-ahead intents
+    @staticmethod
+    def _intent_record(item: dict[str, Any]) -> IntentRecord:
+        return IntentRecord(pk=item["pk"]["S"], status=item["status"]["S"], action=json.loads(item["action"]["S"]),
+                            owner=item["owner"]["S"], created_at=float(item["created_at"]["N"]),
+                            audit_id=item["audit_id"]["S"], audit_at=item["audit_at"]["S"],
+                            outcome=item.get("outcome", {}).get("S", ""), version=int(item["version"]["N"]))
+
+    def intent(self, pk: str) -> IntentRecord | None:
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
+        return self._intent_record(item) if item else None
+
+    def begin_intent(self, record: IntentRecord, expires_at: float) -> IntentRecord | None:
+        """Record a decided action before acting. Returns None when written; the existing record when another
+        attempt already wrote one (then that attempt's action is completed, not planned anew)."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={"pk": {"S": record.pk}, "status": {"S": record.status},
+                      "action": {"S": json.dumps(record.action, sort_keys=True)}, "owner": {"S": record.owner},
+                      "created_at": {"N": f"{record.created_at:.3f}"}, "audit_id": {"S": record.audit_id},
+                      "audit_at": {"S": record.audit_at}, "version": {"N": "1"},
+                      "expires_at": {"N": str(int(expires_at))}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
+            existing = self.intent(record.pk)
+            if existing is not None and existing.owner == record.owner:
+                return None  # our own write landed and its answer was lost
+            return existing
+        return None
+
+    def advance_intent(self, pk: str, status: str, outcome: str = "") -> None:
+        """planned -> applied -> done; never backwards (a late writer cannot reopen a completed intent)."""
+        order = {"planned": 1, "applied": 2, "done": 3}
+        try:
+            self._db.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="SET #s = :s, #o = :o, version = :r",
+                ConditionExpression="attribute_exists(pk) AND version < :r",
+                ExpressionAttributeNames={"#s": "status", "#o": "outcome"},
+                ExpressionAttributeValues={":s": {"S": status}, ":o": {"S": outcome},
+                                           ":r": {"N": str(order[status])}},
+            )
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
+
+    def drop_intent(self, pk: str) -> None:
+        """Forget a planned intent whose action certainly did not happen (the next attempt plans anew)."""
+        self._delete(pk)
 
     # ------------------------------------------------------------------ pre-warm
     def prewarm(self, key: str) -> PrewarmWindow | None:

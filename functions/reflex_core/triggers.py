@@ -24,7 +24,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsModel
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reflex_core.clock import iso
@@ -140,6 +140,27 @@ class ClassicAlarmNotification(_Wire):
     @classmethod
     def _ts(cls, v: Any) -> datetime:
         return _parse_alarm_time(v)
+
+
+class _SnsMessageWire(_Wire):
+    """The fields of an SNS delivery Reflex uses. Others (signature, certificate and unsubscribe URLs) are not
+    checked: the Lambda console's own SNS template has `"EXAMPLE"` there, and Lambda is the one that received
+    the delivery from SNS."""
+
+    MessageId: str = Field(min_length=1, max_length=256)
+    TopicArn: str = Field(min_length=1, max_length=1024)
+    Message: str
+    Subject: str | None = None
+    Timestamp: str | None = None
+
+
+class _SnsRecordWire(_Wire):
+    EventSource: Literal["aws:sns"]
+    Sns: _SnsMessageWire
+
+
+class SnsEventWire(_Wire):
+    Records: list[_SnsRecordWire] = Field(min_length=1)
 
 
 class ScheduleWire(BaseModel):
@@ -453,7 +474,11 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
 
 
 def _parse_sns(event: dict[str, Any], now: datetime, ref: str) -> Trigger:
-    sns: SnsModel = _validate(SnsModel, event, "")
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict) and "s3" in records[0]:
+        raise TriggerError(["Records.0: an S3 notification record; this function takes S3 events through "
+                            "EventBridge (\"Object Created\", source aws.s3) or an SNS topic, not directly"])
+    sns: SnsEventWire = _validate(SnsEventWire, event, "")
     if len(sns.Records) != 1:
         raise TriggerError([f"Records: expected exactly one SNS record, got {len(sns.Records)}"])
     note = sns.Records[0].Sns
@@ -480,7 +505,7 @@ def _value_from_reason(reason: str) -> float | None:
         return None
     token = reason[start + 1:].split(" ", 1)[0].rstrip("],")
     try:
-        return float(token)
+        return _finite(float(token))  # "Infinity" or "NaN" in the prose is no datapoint
     except ValueError:
         return None
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from reflex_core.actions import Action, Intent, Skip
+from reflex_core.actions import Action, Direction, Intent, Skip
 from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.scaling_config import ScalingPolicy, ScalingStageConfig
 from reflex_core.state_store import AlarmMemory, PrewarmWindow
 from reflex_core.triggers import Trigger, TriggerError
+from scaler.alarm_states import actual_alarms
 from scaler.capacity_targets import capacity_target
-from scaler.step_sizing import scale_in_target, scale_out_target
+from scaler.step_sizing import counted_change, scale_in_target, scale_out_target
 
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[ScalingStageConfig]
@@ -33,7 +35,8 @@ ReactionRuntime = Runtime[ScalingStageConfig]
 
 class _Command(BaseModel):
     # Built at the first console payload, not at import: most processes never see one (docs/benchmarks.md).
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # strict: a boolean is not a number and a string is neither (`"desired": true` would scale to 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True)
 
     policy: str = Field(min_length=1)
     reason: str = Field(min_length=3, max_length=500)
@@ -42,15 +45,22 @@ class _Command(BaseModel):
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
-class ScaleOutCommand(_Command):
+class _CapacityCommand(_Command):
+    # An operator's explicit override of the cooldowns and of the "no decrease while an alarm is in ALARM"
+    # rule, for one action; console commands only (an application's event never overrides), audited.
+    # Never overrides a promotion's scale-in freeze, the bounds or the kill switch.
+    override: bool = False
+
+
+class ScaleOutCommand(_CapacityCommand):
     command: Literal["scale_out"]
 
 
-class ScaleInCommand(_Command):
+class ScaleInCommand(_CapacityCommand):
     command: Literal["scale_in"]
 
 
-class SetCapacityCommand(_Command):
+class SetCapacityCommand(_CapacityCommand):
     command: Literal["set_capacity"]
     desired: int = Field(ge=0, le=10_000)
 
@@ -114,6 +124,9 @@ class ScalingReaction:
             if self._event_policies(trigger, rt):
                 cmd = _validate_command(trigger.event.detail, "detail.", require_operator=False)
                 self._known_policy(cmd, rt, "detail.policy")
+                if getattr(cmd, "override", False):
+                    raise TriggerError(["detail.override: only an operator's console command may override the "
+                                        "cooldowns and the scale-in rules; an event is an automated actor"])
                 return cmd
             return None
         if trigger.kind == "schedule" and trigger.schedule is not None:
@@ -210,17 +223,29 @@ class ScalingReaction:
         policy = rt.config.scaling_policy(cmd.policy)
         assert policy is not None
         why = f"{cmd.command} requested: {cmd.reason}"
+        override = bool(getattr(cmd, "override", False))
+        if override:
+            why += f" (OVERRIDE by operator {cmd.operator}: cooldowns and the in-ALARM scale-in rule waived)"
         if isinstance(cmd, ScaleOutCommand):
             intent: Intent | Skip = self._scale_out_intent(policy, None, why)
         elif isinstance(cmd, ScaleInCommand):
             intent = self._scale_in_intent(policy, why)
         elif isinstance(cmd, SetCapacityCommand):
+            # Whoever asks, a change of capacity has a direction: the sign of the change, read now (and again
+            # under the lock by the planner). It decides which cooldown applies and whether the scale-in rules do.
+            current = capacity_target(rt.clients, policy).read().desired
+            direction: Direction | None = ("out" if cmd.desired > current else "in" if cmd.desired < current
+                                           else None)
             intent = Intent(policy=policy.name, target_key=policy.target.key, target=policy.target.model_dump(),
-                            operation="set_capacity", params={"desired": cmd.desired}, reason=why)
+                            operation="set_capacity", direction=direction,
+                            params={"desired": cmd.desired, "read_desired": current}, reason=why)
         else:
             intent = self._prewarm_intent(policy, cmd.prewarm, rt.clock.now(), rt)
-        if isinstance(intent, Intent) and cmd.dry_run:
-            intent = intent.model_copy(update={"dry_run": True})
+        if isinstance(intent, Intent) and (cmd.dry_run or override):
+            update: dict[str, Any] = {"dry_run": cmd.dry_run}
+            if override:
+                update["params"] = {**intent.params, "override": cmd.operator}
+            intent = intent.model_copy(update=update)
         return [intent]
 
     def _scale_out_intent(self, policy: ScalingPolicy, breach: float | None, reason: str) -> Intent:
@@ -255,36 +280,55 @@ class ScalingReaction:
             out.append(Intent(policy=policy.name, target_key=key, target=policy.target.model_dump(),
                               operation="prewarm_end", params={"prewarm": window.name},
                               reason=f"pre-warm {window.name} window ended"))
-        alarms = rt.store.alarms_for_policy(policy.name)
+        remembered = rt.store.alarms_for_policy(policy.name)
+        decided = self._evaluate_alarms(policy, remembered, now, quiet)
+        if isinstance(decided, Intent) and policy.scale_out is not None:
+            # Remembered state alone never justifies an action: CloudWatch's actual state decides.
+            try:
+                alarms = actual_alarms(rt.clients.cloudwatch, policy.scale_out.alarms,
+                                       [a.name for a in remembered], self._alarm_tags)
+            except (ClientError, BotoCoreError) as err:
+                decided = Skip(reason="alarm-state-unreadable", policy=policy.name, target_key=key,
+                               detail=f"DescribeAlarms failed ({_error_code(err)}); no action on remembered state")
+            else:
+                decided = self._evaluate_alarms(policy, alarms, now, quiet, source="CloudWatch")
+        if decided is not None:
+            out.append(decided)
+        return out
+
+    def _evaluate_alarms(self, policy: ScalingPolicy, alarms: list[AlarmMemory], now: datetime, quiet: bool,
+                         source: str = "alarm memory") -> Intent | Skip | None:
+        """What the alarms ask of the policy: a repeated scale-out, a scale-in, or a (quiet) wait that says why."""
+        key = policy.target.key
+
+        def wait(reason: str, detail: str) -> Skip:
+            return Skip(reason=reason, policy=policy.name, target_key=key, detail=detail, quiet=quiet)
+
         in_alarm = [a for a in alarms if a.state == "ALARM"]
         if in_alarm and policy.scale_out and policy.scale_out.repeat_while_alarm:
             # The breach recorded at the transition is stale by now: repeat with the smallest step.
             names = ", ".join(a.name for a in in_alarm)
-            out.append(self._scale_out_intent(policy, None, f"{names} still in ALARM; smallest step"))
-            return out
-        if policy.scale_in is None or in_alarm:
-            return out
+            where = " (per CloudWatch)" if source == "CloudWatch" else ""
+            return self._scale_out_intent(policy, None, f"{names} still in ALARM{where}; smallest step")
+        if policy.scale_in is None:
+            return None
+        if in_alarm:
+            return wait("in-alarm", f"{', '.join(a.name for a in in_alarm)} in ALARM ({source}); never scales in")
         if not alarms:
-            if not quiet:
-                out.append(Skip(reason="no-alarm-data", policy=policy.name, target_key=key,
-                                detail="no alarm state recorded yet; never scales in without data"))
-            return out
+            return wait("no-alarm-data", f"no alarm of the policy found ({source}); never scales in without data")
         if any(a.state != "OK" for a in alarms):
-            if not quiet:
-                out.append(Skip(reason="insufficient-data", policy=policy.name, target_key=key,
-                                detail="an alarm has INSUFFICIENT_DATA; never scales in on missing data"))
-            return out
+            return wait("insufficient-data", f"an alarm has INSUFFICIENT_DATA ({source}); never scales in on "
+                                             "missing data")
         ok_for = now.timestamp() - max(a.changed_at for a in alarms)
         if ok_for < policy.scale_in.when_ok_for_s:
-            if not quiet:
-                out.append(Skip(reason="stabilizing", policy=policy.name, target_key=key,
-                                detail=f"OK for {ok_for:.0f}s < {policy.scale_in.when_ok_for_s}s"))
-            return out
-        intent = self._scale_in_intent(policy, f"all alarms OK for {ok_for:.0f}s")
+            remaining = policy.scale_in.when_ok_for_s - ok_for
+            return wait("stabilizing", f"all alarms OK for {ok_for:.0f}s ({source}); scale-in possible in "
+                                       f"{remaining:.0f}s (after {policy.scale_in.when_ok_for_s}s of OK)")
+        where = " per CloudWatch" if source == "CloudWatch" else ""
+        intent = self._scale_in_intent(policy, f"all alarms OK for {ok_for:.0f}s{where}")
         if isinstance(intent, Intent) and quiet:
             intent = intent.model_copy(update={"quiet": True})
-        out.append(intent)
-        return out
+        return intent
 
     # ------------------------------------------------------------------ guard settings
     def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
@@ -292,9 +336,12 @@ class ScalingReaction:
 
     def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         policy = self._policy(intent, rt)
+        # Every command with a direction obeys the cooldowns (set_capacity too: its direction is the sign of
+        # the change), except an operator's explicit console override, which is audited as such.
+        waived = bool(intent.params.get("override"))
         return GuardSettings(
-            out_cooldown_s=policy.scale_out.cooldown_s if policy.scale_out else 0,
-            in_cooldown_s=policy.scale_in.cooldown_s if policy.scale_in else 0,
+            out_cooldown_s=0 if waived or not policy.scale_out else policy.scale_out.cooldown_s,
+            in_cooldown_s=0 if waived or not policy.scale_in else policy.scale_in.cooldown_s,
             max_actions_per_hour=policy.rate_limit.max_actions_per_hour,
             circuit_open_for_s=policy.rate_limit.open_for_s,
             dry_run=rt.config.dry_run or policy.dry_run,
@@ -332,16 +379,12 @@ class ScalingReaction:
                 return skip("at-max", f"desired {cap.desired} is already at the maximum {bounds.max}")
             intended = {"desired": new}
         elif intent.operation == "scale_in":
-            # A blue/green promotion keeps the colour traffic moves away from at full size until it can no
-            # longer be rolled back (promoter: freeze_scale_in).
-            frozen = rt.store.active_scale_in_freeze(policy.name, rt.clock.now())
-            if frozen is not None:
-                holder, until = frozen
-                return skip("frozen", f"scale-in frozen by promotion {holder} until "
-                                      f"{datetime.fromtimestamp(until, tz=UTC).isoformat()}")
             new = scale_in_target(cap.desired, int(intent.params["step"]), bounds, floor)
             if new >= cap.desired:
                 return skip("at-min", f"desired {cap.desired} is at the floor {floor}")
+            refused = self._decrease_refused(policy, intent, rt)
+            if refused:
+                return skip(*refused)
             intended = {"desired": new}
         elif intent.operation == "set_capacity":
             new = int(intent.params["desired"])
@@ -349,10 +392,24 @@ class ScalingReaction:
                 return skip("out-of-bounds", f"desired {new} is outside bounds [{bounds.min}, {bounds.max}]")
             if new < floor:
                 return skip("below-floor", f"desired {new} is below the active floor {floor}")
-            if abs(new - cap.desired) > bounds.max_step:
-                return skip("step-too-large", f"change {cap.desired}->{new} exceeds max_step {bounds.max_step}")
+            # A target that drifted outside its bounds (changed by hand, a lowered max) may be brought back
+            # inside in one step: only the part of the change within the bounds counts against max_step.
+            inside = min(max(cap.desired, bounds.min), bounds.max)
+            if counted_change(cap.desired, new, bounds) > bounds.max_step:
+                drift = f" (from {inside}, the nearest bound)" if inside != cap.desired else ""
+                return skip("step-too-large", f"change {cap.desired}->{new} exceeds max_step {bounds.max_step}"
+                                              + drift)
             if new == cap.desired:
                 return skip("no-change", f"desired is already {new}")
+            direction = "out" if new > cap.desired else "in"
+            if direction != intent.direction:
+                # The cooldown was checked for the direction read before the lock: refuse, never guess.
+                return skip("capacity-changed", f"desired changed from {intent.params.get('read_desired')} to "
+                                                f"{cap.desired} while the request was checked; send it again")
+            if direction == "in":
+                refused = self._decrease_refused(policy, intent, rt)
+                if refused:
+                    return skip(*refused)
             intended = {"desired": new}
         elif intent.operation == "prewarm_start":
             pw_floor = int(intent.params["floor"])
@@ -368,6 +425,33 @@ class ScalingReaction:
         return Action(policy=policy.name, target_key=policy.target.key, target=intent.target,
                       operation=intent.operation, direction=intent.direction, params=intent.params,
                       before=before, intended=intended, reason=intent.reason)
+
+    def _decrease_refused(self, policy: ScalingPolicy, intent: Intent, rt: ReactionRuntime) -> tuple[str, str] | None:
+        """Why a decrease of the policy's target is refused now, whatever command asks for it, or None.
+
+        * A promotion's scale-in freeze forbids every decrease (an operator's override included): the colour
+          traffic moves away from stays at full size until the promotion can no longer be rolled back.
+        * No decrease while one of the policy's alarms is in ALARM, per CloudWatch (not per alarm memory),
+          unless an operator's console command overrides explicitly.
+        """
+        frozen = rt.store.active_scale_in_freeze(policy.name, rt.clock.now())
+        if frozen is not None:
+            holder, until = frozen
+            return "frozen", (f"scale-in frozen by promotion {holder} until "
+                              f"{datetime.fromtimestamp(until, tz=UTC).isoformat()}: no decrease of "
+                              f"{policy.target.key}, whatever the command")
+        if intent.params.get("override") or policy.scale_out is None:
+            return None
+        try:
+            alarms = actual_alarms(rt.clients.cloudwatch, policy.scale_out.alarms,
+                                   [a.name for a in rt.store.alarms_for_policy(policy.name)], self._alarm_tags)
+        except (ClientError, BotoCoreError) as err:
+            return "alarm-state-unreadable", f"DescribeAlarms failed ({_error_code(err)}); no decrease unchecked"
+        breaching = [a.name for a in alarms if a.state == "ALARM"]
+        if breaching:
+            return "in-alarm", (f"{', '.join(breaching)} in ALARM (CloudWatch): no decrease while an alarm of the "
+                                "policy is in ALARM (an operator may override explicitly)")
+        return None
 
     def execute(self, action: Action, rt: ReactionRuntime) -> None:
         policy = self._policy_for_action(action, rt)
@@ -407,6 +491,12 @@ def _one_step() -> list[Any]:
     from reflex_core.scaling_config import StepAdjustment
 
     return [StepAdjustment(breach_from=0.0, add_percent=25)]
+
+
+def _error_code(err: Exception) -> str:
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code") or type(err).__name__)
+    return type(err).__name__
 
 
 def _fmt(breach: float | None) -> str:

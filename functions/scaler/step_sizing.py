@@ -31,3 +31,12 @@ def scale_in_target(current: int, step: int, bounds: Bounds, floor: int) -> int:
     """One step down (at most max_step), never below the effective floor."""
     step = min(step, bounds.max_step)
     return min(current, max(current - step, floor))
+
+
+def counted_change(current: int, new: int, bounds: Bounds) -> int:
+    """How much of a move from `current` to `new` counts against max_step: only the part within the bounds.
+
+    A target that drifted outside its bounds (55 with max 40) can be brought back inside in one step; a move
+    beyond the nearest bound counts from that bound."""
+    inside = min(max(current, bounds.min), bounds.max)
+    return abs(new - inside)

@@ -16,9 +16,16 @@ import pytest
 
 from tests.conftest import T0, FakeLambdaContext
 from tests.support import events as ev
+from tests.support.cloudwatch import mirroring_invoke
 from tests.support.queues import subscribe_notices
 
 API_KEY = "ecs-service/web/api"
+
+
+@pytest.fixture
+def invoke(world):
+    """The real scaler handler; each alarm transition sent is CloudWatch's state first (DescribeAlarms)."""
+    return mirroring_invoke(world)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -80,16 +87,17 @@ def test_kill_switch_blocks_every_action(scope, world, invoke, clock):
 
 
 def test_kill_switch_is_read_at_run_time(world, invoke, clock):
-    assert decided(console(invoke, "set_capacity", desired=5)) == ["executed"]
+    # override: the operator waives the cooldown, so only the kill switch stands in the way.
+    assert decided(console(invoke, "set_capacity", desired=5, override=True)) == ["executed"]
     world.set_kill_switch("global", True)
     clock.advance(world.config.guardrails.kill_switch_cache_s + 1)  # the cached value expires
 
-    assert decided(console(invoke, "set_capacity", desired=6)) == ["skipped:kill-switch"]
+    assert decided(console(invoke, "set_capacity", desired=6, override=True)) == ["skipped:kill-switch"]
     assert api_desired(world) == 5
 
     world.set_kill_switch("global", False)
     clock.advance(world.config.guardrails.kill_switch_cache_s + 1)
-    assert decided(console(invoke, "set_capacity", desired=6)) == ["executed"]
+    assert decided(console(invoke, "set_capacity", desired=6, override=True)) == ["executed"]
     assert api_desired(world) == 6
 
 
@@ -340,14 +348,14 @@ def test_rate_limit_trips_the_circuit_breaker_pages_and_reopens_after_open_for_s
     limit, open_for = policy.rate_limit.max_actions_per_hour, policy.rate_limit.open_for_s
     notices = subscribe_notices(world)
 
-    # set_capacity has no direction, so no cooldown: only the rate limit stands in the way.
+    # An operator's override waives the cooldowns, never the rate limit: only it stands in the way.
     for i in range(limit):
-        assert decided(console(invoke, "set_capacity", desired=5 + i % 2)) == ["executed"]
+        assert decided(console(invoke, "set_capacity", desired=5 + i % 2, override=True)) == ["executed"]
         clock.advance(10)
     last = api_desired(world)
     notices()
 
-    tripped = console(invoke, "set_capacity", desired=9)
+    tripped = console(invoke, "set_capacity", desired=9, override=True)
     assert decided(tripped) == ["skipped:circuit-open-tripped"]
     assert api_desired(world) == last
     page = [n for n in notices() if n["outcome"] == "skipped:circuit-open-tripped"]

@@ -153,18 +153,31 @@ def test_rollback_is_never_rate_limited(make) -> None:
     from reflex_core.state_store import RateWindow
 
     now = b.clock.now().timestamp()
-    rt.store.save_rate_window("promotion/web", RateWindow(actions=[now - 1] * 500, circuit_open_until=now + 600),
+    rt.store.save_rate_window("promotion/web", RateWindow(actions=[(now - 1, "")] * 500, open_until={"": now + 600}),
                               b.clock.now())
     assert b.alarm(LATENCY, "ALARM")["decisions"][0]["outcome"] == "executed"
     assert b.weights() == {"blue": 100, "green": 0}
 
 
-def test_kill_switch_stops_even_the_rollback(make) -> None:
-    # "Stop everything" means everything: the operator who pulled the switch owns the traffic split.
+def test_kill_switch_on_still_lets_the_rollback_to_the_known_good_colour_run(make) -> None:
+    # Issue 8 #5: `on` stops every forward action; getting users back to safety is not one of them.
     b = make()
     at_canary(b)
     b.world.set_kill_switch("promoter", True)
     b.world.activate("promoter", b.clock).kill_switch.invalidate()
+    (decision,) = b.alarm(LATENCY, "ALARM")["decisions"]
+    assert decision["outcome"] == "executed" and "lets a rollback" in decision["detail"]
+    assert b.weights() == {"blue": 100, "green": 0}
+
+
+def test_kill_switch_hard_stop_stops_even_the_rollback(make) -> None:
+    # "hard-stop" means everything: the operator who pulled it owns the traffic split.
+    b = make()
+    at_canary(b)
+    rt = b.world.activate("promoter", b.clock)
+    rt.clients.ssm.put_parameter(Name=f"{b.world.settings.kill_switch_prefix}/promoter", Value="hard-stop",
+                                 Type="String", Overwrite=True)
+    rt.kill_switch.invalidate()
     assert b.alarm(LATENCY, "ALARM")["decisions"][0]["outcome"] == "skipped:kill-switch"
     assert b.weights() == {"blue": 90, "green": 10}
 

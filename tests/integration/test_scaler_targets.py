@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import T0
 from tests.support import events as ev
+from tests.support.cloudwatch import mirroring_invoke
+
+
+@pytest.fixture
+def invoke(world):
+    """The real scaler handler; each alarm transition sent is CloudWatch's state first (DescribeAlarms)."""
+    return mirroring_invoke(world)
 
 
 def asg(world) -> dict:
@@ -99,9 +108,10 @@ def test_late_prewarm_run_after_its_window_does_not_scale(world, invoke, clock):
 
 
 def test_reused_console_request_id_with_another_command_still_acts(world, invoke):
-    first = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42"))
+    # override: the second change follows the first within the scale-out cooldown.
+    first = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42", override=True))
     assert first["decisions"][0]["outcome"] == "executed"
-    again = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42"))
+    again = invoke(ev.console("set_capacity", "api", desired=6, request_id="change-42", override=True))
     assert again.get("duplicate") is True
-    other = invoke(ev.console("set_capacity", "api", desired=7, request_id="change-42"))
+    other = invoke(ev.console("set_capacity", "api", desired=7, request_id="change-42", override=True))
     assert other["decisions"][0]["outcome"] == "executed" and other["decisions"][0]["after"]["desired"] == 7

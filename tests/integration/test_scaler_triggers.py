@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import T0
 from tests.support import events as ev
+from tests.support.cloudwatch import mirroring_invoke
+
+
+@pytest.fixture
+def invoke(world):
+    """The real scaler handler; each alarm transition sent is CloudWatch's state first (DescribeAlarms)."""
+    return mirroring_invoke(world)
 
 
 def desired(world, cluster="web", service="api") -> int:

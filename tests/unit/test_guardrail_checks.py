@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from reflex_core.clock import VirtualClock
-from reflex_core.guardrails import KillSwitch, circuit_check, cooldown_block, record_in_window
+from reflex_core.guardrails import KillSwitch, circuit_check, cooldown_block, record_in_window, trip
 from reflex_core.state_store import RateWindow
 from tests.conftest import T0
 
@@ -34,21 +34,43 @@ def test_no_direction_no_cooldown():
 def test_circuit_trips_at_the_limit_and_stays_open():
     window = RateWindow()
     for i in range(3):
-        assert circuit_check(window, T0, 3) == (None, False)
-        window = record_in_window(window, T0 + timedelta(seconds=i))
-    reason, trips = circuit_check(window, T0 + timedelta(seconds=5), 3)
-    assert trips and "rate limit" in reason
-    opened = RateWindow(actions=window.actions, circuit_open_until=T0.timestamp() + 3600)
-    reason, trips = circuit_check(opened, T0 + timedelta(minutes=30), 3)
-    assert not trips and "circuit open" in reason
+        assert circuit_check(window, T0, 3, "out").reason is None
+        window = record_in_window(window, T0 + timedelta(seconds=i), "out")
+    verdict = circuit_check(window, T0 + timedelta(seconds=5), 3, "out")
+    assert verdict.trips and not verdict.everything and "rate limit" in verdict.reason
+    opened = trip(window, T0 + timedelta(seconds=5), "out", 3600, everything=False)
+    verdict = circuit_check(opened, T0 + timedelta(minutes=30), 3, "out")
+    assert not verdict.trips and "circuit open" in verdict.reason
     # Once open_until has passed and the hour has rolled over, the breaker closes by itself.
-    assert circuit_check(opened, T0 + timedelta(minutes=61), 3) == (None, False)
+    assert circuit_check(opened, T0 + timedelta(minutes=61), 3, "out").reason is None
+
+
+def test_each_direction_has_its_own_budget_so_a_slow_recovery_cannot_block_the_next_spike():
+    """Issue 8 #6: one-task scale-ins every 300 s used up the hour's budget; the next scale-out was refused."""
+    window = RateWindow()
+    for i in range(12):
+        window = record_in_window(window, T0 + timedelta(seconds=300 * i / 4), "in")
+    now = T0 + timedelta(minutes=16)
+    assert circuit_check(window, now, 12, "in").trips
+    tripped = trip(window, now, "in", 3600, everything=False)
+    assert circuit_check(tripped, now, 12, "out").reason is None  # the spike's scale-out still runs
+    assert "circuit open" in (circuit_check(tripped, now, 12, "in").reason or "")
+
+
+def test_direction_reversals_are_oscillation_and_trip_every_direction():
+    window = RateWindow()
+    for i, direction in enumerate(["out", "in", "out", "in", "out"]):
+        window = record_in_window(window, T0 + timedelta(minutes=i), direction)
+    verdict = circuit_check(window, T0 + timedelta(minutes=6), 12, "in", max_reversals_per_hour=4)
+    assert verdict.trips and verdict.everything and "oscillation" in verdict.reason
+    tripped = trip(window, T0 + timedelta(minutes=6), "in", 3600, everything=True)
+    assert "every direction" in (circuit_check(tripped, T0 + timedelta(minutes=7), 12, "out").reason or "")
 
 
 def test_rate_window_forgets_actions_older_than_an_hour():
-    window = RateWindow(actions=[T0.timestamp() - 4000, T0.timestamp() - 3700])
-    assert circuit_check(window, T0, 2) == (None, False)
-    assert record_in_window(window, T0).actions == [T0.timestamp()]
+    window = RateWindow(actions=[(T0.timestamp() - 4000, "out"), (T0.timestamp() - 3700, "out")])
+    assert circuit_check(window, T0, 2, "out").reason is None
+    assert record_in_window(window, T0, "out").actions == [(T0.timestamp(), "out")]
 
 
 class FakeSsm:
@@ -70,10 +92,35 @@ class FakeSsm:
     ({"/k/global": "on"}, True),
     ({"/k/scaler": "ON "}, True),
     ({"/k/global": "maybe"}, True),  # unexpected value fails closed
+    ({"/k/scaler": "hard-stop"}, True),
 ])
 def test_kill_switch_values(values, engaged):
     ks = KillSwitch(FakeSsm(values), "/k", "scaler", VirtualClock(T0))
     assert ks.state().engaged is engaged
+
+
+@pytest.mark.parametrize(("values", "level", "blocks_forward", "blocks_rollback"), [
+    ({"/k/global": "on"}, "on", True, False),
+    ({"/k/global": "on", "/k/scaler": "hard-stop"}, "hard-stop", True, True),
+    ({"/k/global": "hard-stop", "/k/scaler": "off"}, "hard-stop", True, True),
+    ({"/k/global": "maybe"}, "on", True, False),
+])
+def test_kill_switch_levels_on_stops_forward_actions_and_hard_stop_everything(values, level, blocks_forward,
+                                                                              blocks_rollback):
+    state = KillSwitch(FakeSsm(values), "/k", "scaler", VirtualClock(T0)).state()
+    assert state.level == level
+    assert state.blocks(safety=False) is blocks_forward
+    assert state.blocks(safety=True) is blocks_rollback
+
+
+def test_an_unreadable_switch_is_a_transient_refusal_and_not_cached():
+    """Issue 13 #6: failing closed means "not now": the refusal is retried, and the next call asks SSM again."""
+    ssm = FakeSsm(fail=True)
+    ks = KillSwitch(ssm, "/k", "scaler", VirtualClock(T0), cache_s=30)
+    state = ks.state()
+    assert state.engaged and state.transient
+    ssm.fail = False
+    assert not ks.state().engaged and ssm.calls == 2
 
 
 def test_kill_switch_fails_closed_when_unreadable_and_open_if_configured():
