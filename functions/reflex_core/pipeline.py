@@ -296,7 +296,7 @@ class Pipeline:
             if key is None or key in seen or not isinstance(item, Intent):
                 continue
             seen.add(key)
-            if rt.store.intent(self._intent_pk(trigger, key)) is not None:
+            if rt.store.intent(self._intent_pk(trigger, key, item.operation)) is not None:
                 out.append(self._isolated(rt, trigger, item, deadline, written, resume_only=True))
         if not any(d.outcome != "skipped:already-done" for d in out):
             out.append(Decision(outcome="skipped:stale-event", detail=why))
@@ -314,9 +314,10 @@ class Pipeline:
                             outcome=f"failed:{_error_name(err)}", transient=_is_transient(err),
                             detail=f"before acting: {str(err)[:480]}")
 
-    def _intent_pk(self, trigger: Trigger, target_key: str) -> str:
+    def _intent_pk(self, trigger: Trigger, target_key: str, operation: str) -> str:
+        """One intent per trigger, target and operation (an evaluation may end a pre-warm and scale in)."""
         digest = hashlib.sha256(trigger.idempotency_key.encode()).hexdigest()[:32]
-        return f"intent#{self.reaction.name}#{digest}#{target_key}"
+        return f"intent#{self.reaction.name}#{digest}#{target_key}#{operation}"
 
     def _override(self, trigger: Trigger) -> bool:
         """An operator's console command that explicitly overrides the kill switch (level `on`) for one action."""
@@ -341,7 +342,7 @@ class Pipeline:
             note = f"; {kill.reason}, which lets a rollback to the last known-good state run"
         dry_run = settings.dry_run or intent.dry_run
 
-        pk = self._intent_pk(trigger, key)
+        pk = self._intent_pk(trigger, key, intent.operation)
         existing = None if dry_run else rt.store.intent(pk)
         if existing is not None and existing.status == "done":
             return Decision(**base, outcome="skipped:already-done",

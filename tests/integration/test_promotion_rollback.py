@@ -153,8 +153,8 @@ def test_rollback_is_never_rate_limited(make) -> None:
     from reflex_core.state_store import RateWindow
 
     now = b.clock.now().timestamp()
-    rt.store.save_rate_window("promotion/web", RateWindow(actions=[(now - 1, "")] * 500, open_until={"": now + 600}),
-                              b.clock.now())
+    rt.store.update_rate_window("promotion/web", lambda w: RateWindow(
+        actions=[(now - 1, "")] * 500, open_until={"": now + 600}, version=w.version), b.clock.now())
     assert b.alarm(LATENCY, "ALARM")["decisions"][0]["outcome"] == "executed"
     assert b.weights() == {"blue": 100, "green": 0}
 
