@@ -41,6 +41,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_invalidation(args.scenario, args.config, args.out, args.check)
 
+    from simulator.drill_scenario import is_drill_scenario
+
+    if is_drill_scenario(args.scenario):  # `reaction: drills` (see simulator/drill_scenario.py)
+        from simulator.drill_scenario import main as run_drills
+
+        return run_drills(args.scenario, args.config, args.out, args.check)
+
+    from simulator.shard_scenario import is_shard_scenario
+
+    if is_shard_scenario(args.scenario):  # `reaction: shards` (see simulator/shard_scenario.py)
+        from simulator.shard_scenario import run as run_shards
+
+        return run_shards(args.scenario, args.out, args.check)
+
     from reflex_core.config import ConfigError
     from simulator.scenario import ScenarioError, run_file
     from simulator.timeline import render

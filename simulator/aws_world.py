@@ -191,14 +191,21 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     """The config a deployed `reaction` function validates: the common part and its own sections."""
     from cdn_batcher.cdn_batch_reaction import CdnBatchReaction
 
+    from advisor.advisor_reaction import AdvisorReaction
+    from drills.drill_reaction import DrillReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
+    from resharder.resharding_reaction import ReshardingReaction
     from scaler.scaling_reaction import ScalingReaction
+    from shards.shard_reaction import ShardReaction
 
     models: dict[str, type[StageConfig]] = {
-        r.name: r.config_model for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction)
+        r.name: r.config_model
+        for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
+                  ReshardingReaction, DrillReaction)
     }
+    models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction
     model = models.get(reaction)
     if model is None:
@@ -233,7 +240,7 @@ def create_world(config: ReflexConfig, capacity: dict[str, int] | None = None, *
     topic_arn = clients.sns.create_topic(Name=config.notify.topic_name)["TopicArn"]
     dlq_url = clients.sqs.create_queue(QueueName=f"reflex-{stage}-dlq")["QueueUrl"]
     prefix = f"/reflex/{stage}/kill-switch"
-    for scope in ("global", "scaler", "promoter"):
+    for scope in ("global", "scaler", "promoter", "shards"):
         clients.ssm.put_parameter(Name=f"{prefix}/{scope}", Value="off", Type="String", Overwrite=True)
 
     capacity = capacity or {}

@@ -15,6 +15,7 @@ visible again.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,19 @@ HANDLERS = {"invalidator": "invalidator.handler", "cdn_batcher": "cdn_batcher.ha
             "cache_health": "cache_health.handler"}
 
 
+_CLOUDFRONT_PATH_CHARS = re.compile(r"^[A-Za-z0-9/~!$&'()+,;=:@\-._*%]*$")
+
+
+def invalid_cdn_path(path: str) -> bool:
+    """CloudFront's documented rule: non-ASCII and RFC 1738 unsafe characters must be URL-encoded; `%` only in a
+    valid `%XX` escape. `#tag` items are not paths."""
+    if path.startswith("#"):
+        return False
+    if not _CLOUDFRONT_PATH_CHARS.match(path):
+        return True
+    return bool(re.search(r"%(?![0-9A-Fa-f]{2})", path))
+
+
 class CloudFrontInProgress:
     """A CloudFront client whose invalidations stay InProgress for `seconds` of `clock`, and which refuses the
     next creates with the codes queued in `refuse` (e.g. TooManyInvalidationsInProgress)."""
@@ -49,6 +63,8 @@ class CloudFrontInProgress:
         self._clock = clock
         self.seconds = seconds
         self.refuse: list[str] = []
+        self.refuse_paths: set[str] = set()  # paths refused for any other reason CloudFront may have
+        self.refused: list[list[str]] = []
         self.created: dict[str, datetime] = {}
         self.requests: list[dict[str, Any]] = []
 
@@ -62,6 +78,13 @@ class CloudFrontInProgress:
         if self.refuse:
             code = self.refuse.pop(0)
             raise ClientError({"Error": {"Code": code, "Message": f"simulated {code}"}}, "CreateInvalidation")
+        items = list(kwargs["InvalidationBatch"]["Paths"].get("Items", []))
+        invalid = [p for p in items if invalid_cdn_path(p) or p in self.refuse_paths]
+        if invalid:
+            # What CloudFront documents (moto accepts anything): an invalid path fails the whole request.
+            self.refused.append(invalid)
+            raise ClientError({"Error": {"Code": "InvalidArgument", "Message": (
+                "Your request contains one or more invalid invalidation paths.")}}, "CreateInvalidation")
         resp: dict[str, Any] = self._real.create_invalidation(**kwargs)
         inv = resp["Invalidation"]
         self.created.setdefault(inv["Id"], self._clock.now())

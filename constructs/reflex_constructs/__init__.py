@@ -14,12 +14,14 @@ from reflex_constructs.promotion_workflow import PromotionWorkflow, PromotionWor
 from reflex_constructs.reaction_function import ReactionFunction, ReactionFunctionProps, StageResources
 from reflex_constructs.reaction_schedules import ReactionSchedules, ReactionSchedulesProps, ScheduleGroup, ScheduleSpec
 from reflex_constructs.reflex_stack import ReflexStack, ReflexStackProps
+from reflex_constructs.resharder_reaction import RESHARDER_ACTIONS, ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_permissions import UNSCOPED_ACTIONS, ScalerPermissions, ScalerPermissionsProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
 from reflex_constructs.tables import ReflexTables, ReflexTablesProps
 
 __all__ = [
     "PROMOTER_UNSCOPED_ACTIONS",
+    "RESHARDER_ACTIONS",
     "UNSCOPED_ACTIONS",
     "AlarmMatcher",
     "AlarmTriggers",
@@ -45,6 +47,8 @@ __all__ = [
     "ReflexStackProps",
     "ReflexTables",
     "ReflexTablesProps",
+    "ResharderReaction",
+    "ResharderReactionProps",
     "ScalerPermissions",
     "ScalerPermissionsProps",
     "ScalerReaction",

@@ -16,6 +16,7 @@ rate limit with circuit breaker, dry-run, audit).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cdn_batcher.cloudfront_invalidations import (
     MAX_PATHS_IN_FLIGHT,
     BilledPaths,
-    create_invalidation,
+    create_isolating,
     estimate_cost,
     in_flight,
 )
@@ -36,6 +37,7 @@ from invalidator.invalidation_metrics import publish
 from invalidator.invalidation_runtime import current_invalidation_runtime
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.invalidation_config import CdnConfig, InvalidationStageConfig
+from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
@@ -187,27 +189,52 @@ class CdnBatchReaction:
         cdn = self._cdn(action.params["cdn"], rt)
         distribution = action.params["distribution_id"]
         now_items, later_paths, later_wildcards = self._payload.pop(action.target_key)
-        invalidation = create_invalidation(rt.clients.cloudfront, distribution, now_items,
-                                           action.params["caller_reference"], sleep=runtime.sleep)
+        made, refused, error = create_isolating(rt.clients.cloudfront, distribution, now_items,
+                                                action.params["caller_reference"], sleep=runtime.sleep)
         now = rt.clock.now()
         queue_url = runtime.cdn_queue_url(cdn.name)
+        if refused:
+            self._park_refused(cdn.name, distribution, refused, error, action, rt)
         if later_paths or later_wildcards:
             send_bodies(rt.clients.sqs, queue_url, paths_messages(
                 cdn.name, later_paths, later_wildcards, requested_by="cdn_batcher: beyond this request's room",
                 request=action.params["caller_reference"]))
-        track = CdnTrackMessage(cdn=cdn.name, distribution_id=distribution, invalidation_id=invalidation["Id"],
-                                created_at=now.timestamp(), not_before=now.timestamp() + cdn.tracking.poll_s,
-                                path_count=len(now_items))
-        send_bodies(rt.clients.sqs, queue_url, [track.model_dump_json()], delay_s=runtime.delay(cdn.tracking.poll_s))
-        BilledPaths(rt.clients.dynamodb, rt.settings.state_table).add(now, len(now_items))
+        sent = len(now_items) - len(refused)
+        tracks = [CdnTrackMessage(cdn=cdn.name, distribution_id=distribution, invalidation_id=inv["Id"],
+                                  created_at=now.timestamp(), not_before=now.timestamp() + cdn.tracking.poll_s,
+                                  path_count=len(inv.get("InvalidationBatch", {}).get("Paths", {}).get("Items", [])
+                                                 or []) or sent).model_dump_json() for inv in made]
+        if tracks:
+            send_bodies(rt.clients.sqs, queue_url, tracks, delay_s=runtime.delay(cdn.tracking.poll_s))
+        BilledPaths(rt.clients.dynamodb, rt.settings.state_table).add(now, sent)
         stage = rt.settings.stage
         publish("CdnPathsRequested", action.params["requested_paths"], MetricUnit.Count, stage=stage, cdn=cdn.name)
-        publish("CdnPathsSent", len(now_items), MetricUnit.Count, stage=stage, cdn=cdn.name)
-        self._results[action.target_key] = {
-            "invalidation_id": invalidation["Id"], "status": invalidation.get("Status"),
-            "paths_sent": len(now_items), "paths_sample": now_items[:SAMPLE],
+        publish("CdnPathsSent", sent, MetricUnit.Count, stage=stage, cdn=cdn.name)
+        result: dict[str, Any] = {
+            "invalidation_id": made[0]["Id"] if made else None, "status": made[0].get("Status") if made else None,
+            "paths_sent": sent, "paths_sample": [p for p in now_items if p not in set(refused)][:SAMPLE],
             "deferred_to_queue": len(later_paths) + len(later_wildcards),
             "tracking": f"checked every {cdn.tracking.poll_s}s until Completed"}
+        if len(made) > 1:
+            result["invalidation_ids"] = [inv["Id"] for inv in made][:SAMPLE]
+        if refused:
+            publish("CdnPathsRefused", len(refused), MetricUnit.Count, stage=stage, cdn=cdn.name)
+            result |= {"refused_paths": len(refused), "refused_sample": [p[:200] for p in refused[:SAMPLE]],
+                       "refused_reason": error, "refused_parked": "dead-letter queue"}
+        self._results[action.target_key] = result
+
+    @staticmethod
+    def _park_refused(cdn: str, distribution: str, refused: list[str], error: str, action: Action,
+                      rt: Runtime[InvalidationStageConfig]) -> None:
+        """Paths CloudFront refused, isolated from their batch: parked with the reason (the DLQ), and logged."""
+        logger.warning("CloudFront refused paths; the rest of the batch was sent", extra={
+            "cdn": cdn, "refused": refused[:SAMPLE], "count": len(refused), "error": error})
+        if not rt.settings.dead_letter_queue_url:
+            return
+        for start in range(0, len(refused), 500):
+            rt.clients.sqs.send_message(QueueUrl=rt.settings.dead_letter_queue_url, MessageBody=json.dumps({
+                "reason": "cdn-path-refused", "cdn": cdn, "distribution_id": distribution, "error": error,
+                "paths": refused[start:start + 500], "request": action.params["caller_reference"]}))
 
     def after_executed(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         return None

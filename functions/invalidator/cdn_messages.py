@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from invalidator.cdn_path_planner import CLOUDFRONT_MAX_WILDCARDS_IN_FLIGHT, PlanInputError, plan_invalidation
-from reflex_core.invalidation_config import CdnConfig
+from reflex_core.invalidation_config import CdnConfig, encode_cdn_path
 
 PATHS_PER_MESSAGE = 500  # ~50 KB at most: well within SQS's 256 KB
 SQS_BATCH = 10
@@ -74,6 +74,15 @@ def validate_cdn_paths(cdn: CdnConfig, paths: Sequence[Any], wildcards: Sequence
         raise PathsError([f"{prefix}paths: {total} paths, more than the {cdn.max_paths_per_request} allowed per "
                           f"request for cdn {cdn.name!r}"])
     errors: list[str] = []
+    for name, items in (("paths", paths), ("wildcards", wildcards)):
+        for i, item in enumerate(items):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                errors.append(f"{prefix}{name}[{i}]: is not valid Unicode (a lone surrogate); a path must be "
+                              "encodable as UTF-8")
+    if errors:
+        raise PathsError(errors)
     for i, w in enumerate(wildcards):
         if not w.startswith("/") or not w.endswith("*") or "*" in w[:-1] or _BAD_WILDCARD_CHAR.search(w):
             errors.append(f"{prefix}wildcards[{i}]: a wildcard path starts with '/', ends with its only '*' and "
@@ -83,13 +92,18 @@ def validate_cdn_paths(cdn: CdnConfig, paths: Sequence[Any], wildcards: Sequence
                       f"{cdn.max_wildcards} allowed for cdn {cdn.name!r}")
     if errors:
         raise PathsError(errors)
+    # CloudFront refuses unsafe and non-ASCII characters unless URL-encoded: encode them as the S3-key mapping
+    # does (after the checks above, so whitespace and control characters are still refused, not encoded).
+    encoded = [encode_cdn_path(p) for p in paths]
+    encoded_wildcards = [encode_cdn_path(w, wildcard=True) for w in wildcards]
     if paths:
         try:
             # The planner's own validation (without an inventory planning is trivial): one rule everywhere.
             plan_invalidation(list(paths), config=cdn.planner_config())
+            plan_invalidation(encoded, config=cdn.planner_config())  # the encoded length counts
         except PlanInputError as err:
             raise PathsError([f"{prefix}{err}"]) from None
-    return list(dict.fromkeys(paths)), list(dict.fromkeys(wildcards))
+    return list(dict.fromkeys(encoded)), list(dict.fromkeys(encoded_wildcards))
 
 
 def paths_messages(cdn: str, paths: Sequence[str], wildcards: Sequence[str], *, requested_by: str,

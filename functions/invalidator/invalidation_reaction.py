@@ -6,8 +6,9 @@ One intent per unit of work, each with its own lock (target key):
   list) run for at most the invocation's time budget; what is left continues through the continuation queue
   with its checkpoint (`after.status: continuing`), a Redis failure resumes from the last checkpoint after a
   delay (`retrying`) until `continuation.max_retries`, then the run is audited `failed:RetriesExhausted` with the
-  counts so far. A second identical request while a run is in progress is `skipped:already-running`
-  (see invalidation_progress.py).
+  counts so far. A second identical request while a run is in progress is coalesced (`skipped:coalesced`): the
+  running one, when it ends, starts a follow-up run from the beginning that covers it (see
+  invalidation_progress.py). Key lists travel by reference (state-table items), so any continuation fits SQS.
 * `redis/<cache>/flush`: only when the cache's policy allows it and the request repeats the cache's name;
   otherwise `skipped:flush-refused`.
 * `cdn/<name>/queue`: CDN paths go to the distribution's coalescing queue; the batcher (functions/cdn_batcher)
@@ -78,6 +79,11 @@ class _UnderConfigured(set[str]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and any(key.startswith(prefix) for prefix in iter(self))
+
+
+def _sample(text: str) -> str:
+    """One item of a response's sample: bounded (the full list is in the audit's trigger and the logs)."""
+    return text if len(text) <= _LABEL_MAX else text[:_LABEL_MAX] + f"...(+{len(text) - _LABEL_MAX} chars)"
 
 
 def _label(text: str) -> str:
@@ -160,7 +166,8 @@ class InvalidationReaction:
         if request.continuation is not None:
             c = request.continuation
             cache = self._cache(c.cache, rt)
-            key = self._target_key(cache.name, c.operation, c.target if c.operation != "keys" else None, c.keys)
+            key = self._target_key(cache.name, c.operation, c.target if c.operation != "keys" else None, c.keys,
+                                   label=c.keys_label)
             items.append(Intent(policy=_policy(cache), target_key=key, target={"cache": cache.name},
                                 operation=f"invalidate_{c.operation}", reason=request.reason,
                                 params={"cache": cache.name, "kind": c.operation, "target": c.target,
@@ -187,9 +194,10 @@ class InvalidationReaction:
         return out
 
     @staticmethod
-    def _target_key(cache: str, kind: str, target: str | None, keys: tuple[str, ...] | list[str] = ()) -> str:
+    def _target_key(cache: str, kind: str, target: str | None, keys: tuple[str, ...] | list[str] = (),
+                    label: str = "") -> str:
         if kind == "keys":
-            return f"redis/{cache}/keys/{_keys_label(keys)}"
+            return f"redis/{cache}/keys/{label or _keys_label(keys)}"
         if kind == "flush":
             return f"redis/{cache}/flush"
         assert target is not None
@@ -203,6 +211,9 @@ class InvalidationReaction:
             return [Intent(**base, target_key=self._target_key(cache.name, "flush", None), operation="flush",
                            params={"cache": cache.name, "confirm": work.confirm})]
         out: list[Intent | Skip] = []
+        if work.sweep:
+            out.append(Intent(**base, target_key=f"redis/{cache.name}/sweep", operation="sweep_purges",
+                              params={"cache": cache.name, "kind": "sweep"}))
         if work.keys:
             out.append(Intent(**base, target_key=self._target_key(cache.name, "keys", None, work.keys),
                               operation="invalidate_keys",
@@ -233,11 +244,14 @@ class InvalidationReaction:
         # A continuation was admitted with its first run, and queueing paths is not the CloudFront action:
         # neither may be refused by a lock another invocation holds, nor count against the breaker.
         follow_up = intent.params.get("continuation") is not None or intent.operation == "queue_cdn_paths"
+        # A run's real lock is its progress item (created conditionally, see plan): a request arriving while
+        # another invocation holds the core's lock must be coalesced into a follow-up, never `skipped:locked`.
+        run = intent.operation in ("invalidate_pattern", "invalidate_tag", "invalidate_keys")
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0,
                              max_actions_per_hour=owner.rate_limit.max_actions_per_hour,
                              circuit_open_for_s=owner.rate_limit.open_for_s,
                              dry_run=rt.config.dry_run or owner.dry_run,
-                             preempt_lock=follow_up, bypass_rate_limit=follow_up)
+                             preempt_lock=follow_up or run, bypass_rate_limit=follow_up)
 
     @staticmethod
     def _cache(name: str, rt: ReactionRuntime) -> CacheConfig:
@@ -264,6 +278,12 @@ class InvalidationReaction:
         cache = self._cache(intent.params["cache"], rt)
         if intent.operation == "flush":
             return self._plan_flush(intent, cache)
+        if intent.operation == "sweep_purges":
+            return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
+                          operation=intent.operation, reason=intent.reason, params={"cache": cache.name},
+                          before={"cache": cache.name},
+                          intended={"sweep": "tag purges left behind by failed runs",
+                                    "time_budget_s": cache.continuation.time_budget_s})
         return self._plan_run(intent, cache, rt)
 
     def _plan_flush(self, intent: Intent, cache: CacheConfig) -> Action | Skip:
@@ -290,21 +310,30 @@ class InvalidationReaction:
                                    "or replaced by a newer run")
             run = current
         else:
-            if current is not None and current.lease_until > now:
-                return Skip(reason="already-running", policy=intent.policy, target_key=intent.target_key,
-                            before={"run": current.run_id, "runs": current.runs, "removed_so_far": current.removed},
-                            detail=f"an identical invalidation is in progress: {current.describe()}")
+            dry = intent.dry_run or rt.config.dry_run or cache.dry_run
+            for _ in range(3):
+                if current is None or current.lease_until <= now:
+                    break
+                if dry:
+                    return Skip(reason="coalesced", policy=intent.policy, target_key=intent.target_key,
+                                before={"run": current.run_id},
+                                detail=f"dry run: would be coalesced into a follow-up of {current.describe()}")
+                if store.mark_pending(intent.target_key, current.run_id, str(params.get("requested_by", "")), now):
+                    return _coalesced(intent, current)
+                current = store.get(intent.target_key)  # it ended or was replaced meanwhile: look again
             run = RunProgress(run_id=uuid.uuid4().hex, started_at=now, updated_at=now,
                               lease_until=now + _lease_s(cache), requested_by=str(params.get("requested_by", "")))
         kind = params["kind"]
         keys = list(params.get("keys") or [])
+        if not keys and kind == "keys" and run.keys_ref:
+            keys = store.get_keys(run.keys_ref)
         if keys:
             self._payload[intent.target_key] = keys
         before = {"cache": cache.name, "kind": kind, "target": params["target"], "run": run.run_id,
                   "runs_done": run.runs, "attempt": run.attempt, "matched_so_far": run.matched,
                   "removed_so_far": run.removed, "resume_from_checkpoint": run.checkpoint is not None}
         if keys:
-            before["keys_sample"] = keys[:SAMPLE]
+            before["keys_sample"] = [_sample(k) for k in keys[:SAMPLE]]
         intended = {"invalidate": kind, "target": params["target"],
                     "time_budget_s": cache.continuation.time_budget_s}
         return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
@@ -312,7 +341,8 @@ class InvalidationReaction:
                       params={"cache": cache.name, "kind": kind, "target": params["target"],
                               "run": {"run_id": run.run_id, "started_at": run.started_at, "runs": run.runs,
                                       "attempt": run.attempt, "matched": run.matched, "removed": run.removed,
-                                      "checkpoint": run.checkpoint, "requested_by": run.requested_by},
+                                      "checkpoint": run.checkpoint, "requested_by": run.requested_by,
+                                      "keys_ref": run.keys_ref},
                               "new_run": follow is None})
 
     def _plan_queue(self, intent: Intent, rt: ReactionRuntime) -> Action:
@@ -326,7 +356,8 @@ class InvalidationReaction:
                               "requested_by": intent.params.get("requested_by", ""),
                               "request": intent.params.get("request", "")},
                       before={"cdn": cdn.name, "paths_requested": len(paths) + len(wildcards),
-                              "paths_sample": paths[:SAMPLE], "wildcards": wildcards},
+                              "paths_sample": [_sample(p) for p in paths[:SAMPLE]],
+                              "wildcards": [_sample(w) for w in wildcards[:SAMPLE]]},
                       intended={"queue": f"coalescing queue of {cdn.name}", "paths": len(paths),
                                 "wildcards": len(wildcards), "coalesce_window_s": cdn.coalesce_window_s})
 
@@ -336,6 +367,8 @@ class InvalidationReaction:
             self._execute_queue(action, rt)
         elif action.operation == "flush":
             self._execute_flush(action, rt)
+        elif action.operation == "sweep_purges":
+            self._execute_sweep(action, rt)
         else:
             self._execute_run(action, rt)
 
@@ -357,6 +390,27 @@ class InvalidationReaction:
         self._results[action.target_key] = report.as_audit() | {"status": "complete"}
         self._removed_metric(rt, cache, report)
 
+    def _execute_sweep(self, action: Action, rt: ReactionRuntime) -> None:
+        runtime = current_invalidation_runtime()
+        cache = self._cache(action.params["cache"], rt)
+        store = self._progress(rt)
+        now = rt.clock.now().timestamp()
+
+        def live(tag: str, snapshot: str) -> bool:
+            """A purge a run in progress owns (or may be about to create): not an orphan."""
+            current = store.get(self._target_key(cache.name, "tag", tag))
+            if current is None or current.lease_until <= now:
+                return False
+            owned = (current.checkpoint or {}).get("snapshot")
+            return owned is None or owned == snapshot
+
+        budget = runtime.time_budget(cache.continuation.time_budget_s)
+        result = runtime.invalidator(cache, rt).sweep_purges(live, time_budget_s=max(budget, 0.001))
+        self._results[action.target_key] = result
+        if result["removed"]:
+            publish("RedisKeysRemoved", result["removed"], MetricUnit.Count, stage=rt.settings.stage,
+                    cache=cache.name, kind="sweep")
+
     def _execute_run(self, action: Action, rt: ReactionRuntime) -> None:
         from redis.exceptions import RedisError
 
@@ -369,16 +423,29 @@ class InvalidationReaction:
         keys = self._payload.pop(action.target_key, [])
         store = self._progress(rt)
         self._touch(run, cache, rt)
-        store.save(action.target_key, run)  # from here on an identical request is refused
+        new_run = bool(action.params["new_run"])
+        # From here on an identical request is coalesced into a follow-up of this run.
+        if new_run and not store.create(action.target_key, run, rt.clock.now().timestamp()):
+            current = store.get(action.target_key)
+            if current is not None and store.mark_pending(action.target_key, current.run_id, run.requested_by,
+                                                          rt.clock.now().timestamp()):
+                self._results[action.target_key] = {"status": "coalesced", "into_run": current.run_id,
+                                                    "detail": "a run started meanwhile; its follow-up covers this"}
+                return
+            raise RuntimeError(f"{action.target_key}: could neither start a run nor join the one in progress")
+        if not new_run and not store.save(action.target_key, run):
+            self._results[action.target_key] = {"status": "superseded", "run": run.run_id,
+                                                "detail": "a newer run of this target replaced this one"}
+            return
         budget = runtime.time_budget(cache.continuation.time_budget_s)
         report: InvalidationReport | None = None
-        new_run = bool(action.params["new_run"])
         try:
             invalidator = runtime.invalidator(cache, rt)
             if kind == "keys":
                 report = invalidator.delete_keys(keys)
             elif budget > 0 and kind == "pattern":
-                report = invalidator.delete_pattern(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget)
+                report = invalidator.delete_pattern(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget,
+                                                    allow_unanchored=cache.allow_flush)
             elif budget > 0:
                 report = invalidator.delete_tag(target, cursor_checkpoint=run.checkpoint, time_budget_s=budget,
                                                 sscan_count=cache.scan.count)
@@ -392,15 +459,16 @@ class InvalidationReaction:
             # Not a Redis failure (a bad checkpoint, the secret unreadable): the trigger is retried as a whole,
             # so leave the run as it was found, or a retried first request would find itself "already running".
             if new_run:
-                store.clear(action.target_key, run.run_id)
+                self._end(action, cache, run, keys, rt)
             else:
                 store.save(action.target_key, previous)
             raise
         if report is not None and report.complete:
             run.matched, run.removed = report.matched, report.removed
-            store.clear(action.target_key, run.run_id)
+            follow_up = self._end(action, cache, run, keys, rt)
             self._results[action.target_key] = report.as_audit() | {
-                "status": "complete", "run": run.run_id, "runs": run.runs + 1}
+                "status": "complete", "run": run.run_id, "runs": run.runs + 1} | (
+                {"follow_up": follow_up} if follow_up else {})
             self._removed_metric(rt, cache, report)
             return
         # Out of time: checkpoint and continue in a fresh invocation.
@@ -410,7 +478,7 @@ class InvalidationReaction:
             run.attempt = 0
         run.runs += 1
         if run.runs >= cache.continuation.max_runs:
-            store.clear(action.target_key, run.run_id)
+            self._end(action, cache, run, keys, rt)
             mark_final_failure(action.target_key)
             raise RunLimitReached(f"{kind} {target!r} not finished after {run.runs} runs (continuation.max_runs): "
                                   f"{run.matched} matched, {run.removed} removed so far")
@@ -437,7 +505,7 @@ class InvalidationReaction:
         logger.warning("redis failed during an invalidation", extra={
             "target": action.target_key, "attempt": run.attempt, "error": type(cause).__name__})
         if run.attempt > cache.continuation.max_retries:
-            self._progress(rt).clear(action.target_key, run.run_id)
+            self._end(action, cache, run, keys, rt)
             mark_final_failure(action.target_key)
             publish("InvalidationsFailed", 1, MetricUnit.Count, stage=rt.settings.stage, cache=cache.name)
             raise RetriesExhausted(
@@ -458,27 +526,62 @@ class InvalidationReaction:
                   previous: RunProgress) -> None:
         """Save the run's progress, then queue its next step; undo the save if the message cannot be queued
         (so the retried trigger finds the run as it was)."""
-        runtime = current_invalidation_runtime()
         store = self._progress(rt)
         self._touch(run, cache, rt, extra_s=delay_s)
-        store.save(action.target_key, run)
-        message = ContinuationMessage(cache=cache.name, operation=action.params["kind"],
-                                      target=action.params["target"], run_id=run.run_id, runs=run.runs,
-                                      attempt=run.attempt, reason=reason,
-                                      keys=keys if action.params["kind"] == "keys" else [],
-                                      requested_by=run.requested_by)
+        self._store_keys(run, keys, rt)
+        if not store.save(action.target_key, run):
+            return  # a newer run of this target replaced this one: it covers what is left
         try:
-            if not runtime.settings.continuation_queue_url:
-                raise RuntimeError("no continuation queue is configured")
-            rt.clients.sqs.send_message(QueueUrl=runtime.settings.continuation_queue_url,
-                                        MessageBody=message.model_dump_json(),
-                                        DelaySeconds=runtime.delay(delay_s))
+            self._send(action, cache, run, reason, delay_s, rt)
         except Exception:
             if new_run:
                 store.clear(action.target_key, run.run_id)
             else:
                 store.save(action.target_key, previous)
             raise
+
+    def _store_keys(self, run: RunProgress, keys: list[str], rt: ReactionRuntime) -> None:
+        """A key list travels by reference: stored once per run (chunked items), never in a message."""
+        if keys and run.keys_ref is None:
+            run.keys_ref = run.run_id
+            self._progress(rt).put_keys(run.run_id, keys, run.lease_until + 7 * 86400)
+
+    def _send(self, action: Action, cache: CacheConfig, run: RunProgress,
+              reason: Literal["time-budget", "retry", "follow-up"], delay_s: int, rt: ReactionRuntime) -> None:
+        runtime = current_invalidation_runtime()
+        kind = action.params["kind"]
+        message = ContinuationMessage(cache=cache.name, operation=kind, target=action.params["target"],
+                                      run_id=run.run_id, runs=run.runs, attempt=run.attempt, reason=reason,
+                                      keys_label=action.target_key.rsplit("/", 1)[-1] if kind == "keys" else "",
+                                      requested_by=run.requested_by[:300])
+        if not runtime.settings.continuation_queue_url:
+            raise RuntimeError("no continuation queue is configured")
+        rt.clients.sqs.send_message(QueueUrl=runtime.settings.continuation_queue_url,
+                                    MessageBody=message.model_dump_json(), DelaySeconds=runtime.delay(delay_s))
+
+    def _end(self, action: Action, cache: CacheConfig, run: RunProgress, keys: list[str],
+             rt: ReactionRuntime) -> str | None:
+        """The run is over (complete, failed, or given up): forget it, unless requests arrived while it ran;
+        then start their follow-up run, from the beginning, and return its id."""
+        store = self._progress(rt)
+        pending = store.finish(action.target_key, run.run_id)
+        if pending is None:
+            return None
+        now = rt.clock.now().timestamp()
+        who = pending.requested_by + (f" (+{pending.count - 1} more)" if pending.count > 1 else "")
+        follow = RunProgress(run_id=uuid.uuid4().hex, started_at=now, updated_at=now,
+                             lease_until=now + _lease_s(cache), requested_by=who[:300], keys_ref=run.keys_ref)
+        self._store_keys(follow, keys, rt)
+        if not store.replace(action.target_key, run.run_id, follow):
+            return None
+        try:
+            self._send(action, cache, follow, "follow-up", 0, rt)
+        except Exception:
+            store.clear(action.target_key, follow.run_id)
+            raise
+        logger.info("follow-up run queued", extra={"target": action.target_key, "run": follow.run_id,
+                                                   "pending": pending.count})
+        return follow.run_id
 
     @staticmethod
     def _touch(run: RunProgress, cache: CacheConfig, rt: ReactionRuntime, extra_s: float = 0) -> None:
@@ -498,6 +601,13 @@ class InvalidationReaction:
     def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         """What the run did (counts per pattern, tag or key list; or what was queued)."""
         return self._results.pop(action.target_key, {})
+
+
+def _coalesced(intent: Intent, current: RunProgress) -> Skip:
+    return Skip(reason="coalesced", policy=intent.policy, target_key=intent.target_key,
+                before={"run": current.run_id, "runs": current.runs, "removed_so_far": current.removed},
+                detail=f"an identical invalidation is in progress ({current.describe()}): when it ends, a "
+                       "follow-up run starts from the beginning and covers this request")
 
 
 def _policy(owner: CacheConfig | CdnConfig) -> str:

@@ -15,7 +15,7 @@ payload (`patterns[0]`, `detail.tags`, `paths[2]`); nothing is sent when one is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -50,6 +50,7 @@ class CacheWork:
     tags: tuple[str, ...] = ()
     flush: bool = False
     confirm: str | None = None
+    sweep: bool = False  # also finish tag purges failed runs left behind (a schedule's periodic sweep)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Continuation:
     reason: str
     keys: tuple[str, ...] = ()
     requested_by: str = ""
+    keys_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,22 @@ def _known_cdn(config: InvalidationStageConfig, name: str, field_name: str) -> C
 
 # --------------------------------------------------------------------------- content validation
 
+# Payload limits, part of validation (errors name the field): a request the invalidator accepts is one whose
+# decisions, audit and continuations stay within DynamoDB's and SQS's item limits.
+MAX_KEY_BYTES = 1024
+MAX_KEYS_BYTES = 4 * 1024 * 1024
+MAX_PATTERNS_PER_REQUEST = 50
+MAX_TAGS_PER_REQUEST = 100
+_MAX_ERRORS = 20
+
+
+def _utf8_size(text: str) -> int | None:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
 
 def cache_work(cache: CacheConfig, keys: Any, patterns: Any, tags: Any, *, prefix: str) -> CacheWork:
     """Validate what to invalidate in one cache. A list given but empty is an error, not a no-op."""
@@ -189,15 +207,35 @@ def cache_work(cache: CacheConfig, keys: Any, patterns: Any, tags: Any, *, prefi
     if errors:
         raise TriggerError(errors)
     key_list = [k for k in keys or []]
+    total_bytes = 0
     for i, key in enumerate(key_list):
         if not isinstance(key, str) or not key:
             errors.append(f"{prefix}keys[{i}]: must be a non-empty string")
+            continue
+        size = _utf8_size(key)
+        if size is None:
+            errors.append(f"{prefix}keys[{i}]: is not valid Unicode (a lone surrogate such as \\ud800); a key must "
+                          "be encodable as UTF-8")
+        elif size > MAX_KEY_BYTES:
+            errors.append(f"{prefix}keys[{i}]: is {size} bytes, more than the {MAX_KEY_BYTES} allowed per key")
+        else:
+            total_bytes += size
+        if len(errors) >= _MAX_ERRORS:
+            break
     if len(set(map(str, key_list))) > cache.max_keys_per_request:
         errors.append(f"{prefix}keys: {len(set(map(str, key_list)))} keys, more than the "
                       f"{cache.max_keys_per_request} allowed per request for cache {cache.name!r}")
+    if total_bytes > MAX_KEYS_BYTES:
+        errors.append(f"{prefix}keys: {total_bytes} bytes in all, more than the {MAX_KEYS_BYTES} allowed per request")
+    for name, value, most in (("patterns", patterns, MAX_PATTERNS_PER_REQUEST), ("tags", tags, MAX_TAGS_PER_REQUEST)):
+        if value and len(value) > most:
+            errors.append(f"{prefix}{name}: {len(value)} {name}, more than the {most} allowed per request "
+                          "(split the request, or use a pattern or a tag that covers them)")
+    if errors:
+        raise TriggerError(errors)
     for i, pattern in enumerate(patterns or []):
         try:
-            validate_pattern(pattern, field=f"{prefix}patterns[{i}]")
+            validate_pattern(pattern, field=f"{prefix}patterns[{i}]", allow_unanchored=cache.allow_flush)
         except InvalidationInputError as err:
             errors.append(str(err))
     for i, tag in enumerate(tags or []):
@@ -349,10 +387,13 @@ def schedule_request(trigger: Trigger, config: InvalidationStageConfig) -> Inval
     owner = sched.policy or ""
     if scope == "cache":
         cache = _known_cache(config, owner, "reflex_schedule.policy")
-        spec = next((s.invalidate for s in cache.schedules if s.name == name), None)
-        if spec is None:
+        scheduled = next((s for s in cache.schedules if s.name == name), None)
+        if scheduled is None:
             raise TriggerError([f"reflex_schedule.params.schedule: cache {owner!r} has no schedule {name!r}"])
-        return InvalidationRequest(caches=(spec_cache_work(cache, spec),), reason=f"schedule {name}")
+        work = spec_cache_work(cache, scheduled.invalidate)
+        if scheduled.sweep_purges:
+            work = replace(work, sweep=True)
+        return InvalidationRequest(caches=(work,), reason=f"schedule {name}")
     cdn = _known_cdn(config, owner, "reflex_schedule.policy")
     spec = next((s.invalidate for s in cdn.schedules if s.name == name), None)
     if spec is None:
@@ -375,8 +416,11 @@ class ContinuationMessage(BaseModel):
     run_id: str = Field(min_length=1, max_length=64)
     runs: int = Field(ge=0)
     attempt: int = Field(ge=0)
-    reason: Literal["time-budget", "retry"]
+    reason: Literal["time-budget", "retry", "follow-up"]
+    # Key lists travel by reference (in the state table, see ProgressStore.put_keys); `keys` is read for
+    # messages queued before that. `keys_label` names the list's target (`redis/<cache>/keys/<label>`).
     keys: list[str] = Field(default_factory=list)
+    keys_label: str = Field(default="", max_length=64)
     requested_by: str = Field(default="", max_length=300)
 
 
@@ -392,5 +436,6 @@ def continuation_request(trigger: Trigger, config: InvalidationStageConfig) -> I
     _known_cache(config, msg.cache, "reflex_queue.body.cache")
     return InvalidationRequest(continuation=Continuation(
         cache=msg.cache, operation=msg.operation, target=msg.target, run_id=msg.run_id, runs=msg.runs,
-        attempt=msg.attempt, reason=msg.reason, keys=tuple(msg.keys), requested_by=msg.requested_by),
+        attempt=msg.attempt, reason=msg.reason, keys=tuple(msg.keys), requested_by=msg.requested_by,
+        keys_label=msg.keys_label),
         reason=f"continuation ({msg.reason}) of run {msg.run_id[:8]}")

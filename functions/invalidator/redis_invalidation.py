@@ -54,8 +54,17 @@ Strategy = Literal["server", "client"]
 
 # One SCAN page and the UNLINK of what it matched, run inside Redis: the keys never cross the network
 # and the page is atomic (done entirely or not at all). ARGV: cursor, pattern, COUNT, keys per UNLINK.
+# Each page also returns the identity (`INFO server` run_id) of the server that ran it: a SCAN cursor is only
+# meaningful on the server that issued it (see `delete_pattern`).
+_RUN_ID_LUA = """
+local function _server_id()
+  local info = redis.pcall('INFO', 'server')
+  if type(info) ~= 'string' then return '' end
+  return string.match(info, 'run_id:(%x+)') or ''
+end
+"""
 # Standalone: multi-key UNLINKs of up to KEYS_PER_UNLINK keys (cheaper per key than one call each).
-_PAGE_SCRIPT_STANDALONE = """
+_PAGE_SCRIPT_STANDALONE = _RUN_ID_LUA + """
 local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = page[2]
 local n = #keys
@@ -64,21 +73,21 @@ local chunk = tonumber(ARGV[4])
 for i = 1, n, chunk do
   removed = removed + redis.call('UNLINK', unpack(keys, i, math.min(i + chunk - 1, n)))
 end
-return {page[1], n, removed}
+return {page[1], n, removed, _server_id()}
 """
 # Cluster: one UNLINK per key, so no command spans two slots (a script cannot compute a key's slot
 # cheaply); every key is local to the node that returned it. Redis 7 also checks that a script touches
 # one slot unless it declares `allow-cross-slot-keys`; Redis 6 has neither the check nor the flags syntax.
-_PAGE_SCRIPT_CLUSTER_BODY = """
+_PAGE_SCRIPT_CLUSTER_BODY = _RUN_ID_LUA + """
 local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = page[2]
 local removed = 0
 for i = 1, #keys do
   removed = removed + redis.call('UNLINK', keys[i])
 end
-return {page[1], #keys, removed}
+return {page[1], #keys, removed, _server_id()}
 """
-_PAGE_SCRIPT_CLUSTER_V7 = "#!lua flags=allow-cross-slot-keys" + _PAGE_SCRIPT_CLUSTER_BODY
+_PAGE_SCRIPT_CLUSTER_V7 = "#!lua flags=allow-cross-slot-keys\n" + _PAGE_SCRIPT_CLUSTER_BODY
 _PAGE_SCRIPT_CLUSTER_V6 = _PAGE_SCRIPT_CLUSTER_BODY
 Key = str | bytes
 
@@ -114,11 +123,15 @@ class InvalidationInterrupted(RuntimeError):
 # --------------------------------------------------------------------------- validation
 
 
-def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all: bool = False) -> str:
+def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all: bool = False,
+                     allow_unanchored: bool = False) -> str:
     """Check a Redis glob: non-empty, balanced `[...]`, no dangling escape, no match-everything.
 
     A pattern made only of `*` and `?` matches (nearly) every key: that is a flush, refused here unless
-    `allow_match_all` (see `check_flush_allowed`).
+    `allow_match_all` (see `check_flush_allowed`). A pattern must also be anchored: it starts with a non-empty
+    literal prefix, and when it has a `:` its first segment (before the first `:`) is entirely literal.
+    `[^~]*`, `[é-~]*` (Redis compares bytes: é is 0xC3 0xA9), `?*`, `a*:x` are refused unless
+    `allow_unanchored` (the cache's policy allows flushing it).
     """
     if not isinstance(pattern, str):
         raise InvalidationInputError(field, f"must be a string, got {type(pattern).__name__}")
@@ -127,7 +140,7 @@ def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidationInputError(field, f"is longer than {MAX_PATTERN_LENGTH} characters")
     if any(not ch.isprintable() for ch in pattern if ch != " "):
-        raise InvalidationInputError(field, "must not contain control characters")
+        raise InvalidationInputError(field, "must not contain control characters or lone surrogates")
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
@@ -153,7 +166,48 @@ def validate_pattern(pattern: object, *, field: str = "pattern", allow_match_all
     if "*" in pattern and set(pattern) <= {"*", "?"} and not allow_match_all:
         raise InvalidationInputError(
             field, f"{pattern!r} matches every key; flushing a cache needs the flush operation and its confirmation")
+    if not (allow_match_all or allow_unanchored):
+        literal, first_meta = literal_prefix(pattern)
+        if not literal:
+            raise InvalidationInputError(
+                field, f"{pattern[:80]!r} does not start with a literal prefix (it may match nearly every key: Redis "
+                "compares bytes, so [^~] or [\u00e9-~] spans almost the whole keyspace); start the pattern "
+                "with its key prefix, e.g. 'page:*', or flush the cache with its confirmation")
+        colon = _first_unescaped(pattern, ":")
+        if first_meta is not None and colon is not None and colon > first_meta:
+            raise InvalidationInputError(
+                field, f"{pattern[:80]!r}: its first segment (before the first ':') must be literal, no '*', '?' or "
+                "'[' before it")
     return pattern
+
+
+def _first_unescaped(pattern: str, char: str) -> int | None:
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == char:
+            return i
+        i += 1
+    return None
+
+
+def literal_prefix(pattern: str) -> tuple[str, int | None]:
+    """The literal text a glob starts with (escapes resolved) and the index of its first `*`, `?` or `[`."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in "*?[":
+            return "".join(out), i
+        out.append(ch)
+        i += 1
+    return "".join(out), None
 
 
 def check_flush_allowed(*, confirm_name: str | None, cache_name: str, allowed: bool) -> None:
@@ -207,6 +261,10 @@ class ScanCheckpoint:
     elapsed_s: float = 0.0
     runs: int = 0
     snapshot: str | None = None  # tag runs: the private name the tag set was renamed to
+    # Pattern runs: the server (`INFO server` run_id) each node's cursor (or finished scan) belongs to, and how
+    # many times a node's scan started again from 0 because its server changed (restart, failover).
+    servers: Mapping[str, str] = field(default_factory=dict)
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -218,6 +276,10 @@ class ScanCheckpoint:
         }
         if self.snapshot is not None:
             data["snapshot"] = self.snapshot
+        if self.servers:
+            data["servers"] = dict(self.servers)
+        if self.restarts:
+            data["restarts"] = self.restarts
         return data
 
     @classmethod
@@ -238,7 +300,9 @@ class ScanCheckpoint:
                        done=tuple(str(d) for d in data.get("done", ())),
                        matched=int(data.get("matched", 0)), removed=int(data.get("removed", 0)),
                        batches=int(data.get("batches", 0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
-                       runs=int(data.get("runs", 0)), snapshot=snapshot)
+                       runs=int(data.get("runs", 0)), snapshot=snapshot,
+                       servers={str(k): str(v) for k, v in dict(data.get("servers") or {}).items()},
+                       restarts=int(data.get("restarts", 0)))
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidationInputError("checkpoint", f"is not a valid checkpoint: {err}") from None
 
@@ -263,12 +327,13 @@ class InvalidationReport:
     nodes: int = 1
     runs: int = 1
     checkpoint: ScanCheckpoint | None = None
+    restarts: int = 0  # node scans started again from 0 because their server changed (restart, failover)
 
     def as_audit(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "kind": self.kind, "target": self.target, "matched": self.matched, "removed": self.removed,
             "batches": self.batches, "duration_s": round(self.duration_s, 3), "complete": self.complete,
-            "nodes": self.nodes, "runs": self.runs,
+            "nodes": self.nodes, "runs": self.runs, "restarts": self.restarts,
         }
         if self.checkpoint is not None:
             data["checkpoint"] = self.checkpoint.to_dict()
@@ -361,7 +426,8 @@ class RedisInvalidator:
     def delete_pattern(self, pattern: str, *, scan_count: int | None = None, batch_size: int | None = None,
                        cursor_checkpoint: ScanCheckpoint | Mapping[str, Any] | None = None,
                        time_budget_s: float | None = None, pause_s: float | None = None,
-                       strategy: Strategy | None = None, allow_match_all: bool = False) -> InvalidationReport:
+                       strategy: Strategy | None = None, allow_match_all: bool = False,
+                       allow_unanchored: bool = False) -> InvalidationReport:
         """SCAN every primary for `pattern` and UNLINK what matches, until done or out of time.
 
         `strategy` "server" (default) runs each page's SCAN + UNLINK as one small script inside Redis;
@@ -370,7 +436,7 @@ class RedisInvalidator:
         `InvalidationInterrupted` carries. `allow_match_all` lets `*` through: only after
         `check_flush_allowed` passed.
         """
-        validate_pattern(pattern, allow_match_all=allow_match_all)
+        validate_pattern(pattern, allow_match_all=allow_match_all, allow_unanchored=allow_unanchored)
         count = _positive_int(self.scan_count if scan_count is None else scan_count, "scan_count", 100_000)
         batch = _positive_int(self.batch_size if batch_size is None else batch_size, "batch_size", 10_000)
         pause = self.pause_s if pause_s is None else pause_s
@@ -382,39 +448,86 @@ class RedisInvalidator:
         nodes = {node.name: node for node in self._primaries()}
         cursors, done = _resume_cursors(checkpoint, nodes)
         base = checkpoint or ScanCheckpoint(kind="pattern", target=pattern, cursors={})
+        servers = {name: sid for name, sid in base.servers.items() if name in nodes}
         progress = _Progress(base.matched, base.removed, base.batches)
+        restarts = base.restarts
         start = self._clock()
 
         def snapshot() -> ScanCheckpoint:
             return replace(base, cursors=dict(cursors), done=tuple(sorted(done)), matched=progress.matched,
                            removed=progress.removed, batches=progress.batches,
-                           elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1)
+                           elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1,
+                           servers=dict(servers), restarts=restarts)
 
         try:
-            while cursors:
-                for name in sorted(cursors):  # one page per node per round: spreads the load
-                    node = nodes[name]
-                    if how == "server":
-                        next_cursor = self._scan_unlink_page(node, cursors[name], pattern, count, progress, pause)
-                    else:
-                        next_cursor, keys = node.client.scan(cursor=cursors[name], match=pattern, count=count)
-                        if keys:
-                            self._unlink_on_node(node, list(dict.fromkeys(keys)), progress, batch, pause)
-                    # The cursor advances only now that every key of its page is gone.
-                    if int(next_cursor) == 0:
-                        del cursors[name]
-                        done.add(name)
-                    else:
-                        cursors[name] = int(next_cursor)
-                    if cursors and time_budget_s is not None and self._clock() - start >= time_budget_s:
-                        return self._report("pattern", pattern, snapshot(), len(nodes), complete=False)
+            while True:
+                while cursors:
+                    for name in sorted(cursors):  # one page per node per round: spreads the load
+                        node = nodes[name]
+                        cursor = cursors[name]
+                        if how == "server":
+                            next_cursor, server = self._scan_unlink_page(node, cursor, pattern, count, progress,
+                                                                         pause)
+                        else:
+                            next_cursor, keys, server = self._scan_page(node, cursor, pattern, count)
+                            if keys:
+                                self._unlink_on_node(node, list(dict.fromkeys(keys)), progress, batch, pause)
+                        if cursor != 0 and servers.get(name) != server:
+                            # A cursor is only meaningful on the server that issued it: this page ran on another
+                            # one (restart, failover onto the same address). Scan this node again from 0.
+                            cursors[name] = 0
+                            servers.pop(name, None)
+                            restarts += 1
+                        else:
+                            servers[name] = server
+                            # The cursor advances only now that every key of its page is gone.
+                            if int(next_cursor) == 0:
+                                del cursors[name]
+                                done.add(name)
+                            else:
+                                cursors[name] = int(next_cursor)
+                        if cursors and time_budget_s is not None and self._clock() - start >= time_budget_s:
+                            return self._report("pattern", pattern, snapshot(), len(nodes), complete=False)
+                # Complete only if every finished node is still the server that finished it.
+                changed = [name for name in sorted(done) if self._server_id(nodes[name]) != servers.get(name)]
+                if not changed:
+                    break
+                for name in changed:
+                    done.discard(name)
+                    servers.pop(name, None)
+                    cursors[name] = 0
+                    restarts += 1
         except _redis_errors() as err:
             raise InvalidationInterrupted(
                 self._report("pattern", pattern, snapshot(), len(nodes), complete=False), err) from err
         return self._report("pattern", pattern, snapshot(), len(nodes), complete=True)
 
+    @staticmethod
+    def _server_id(node: _Node) -> str:
+        from redis.exceptions import ResponseError
+
+        try:
+            return str(node.client.info("server").get("run_id", ""))
+        except ResponseError:  # INFO denied by an ACL: the identity cannot be checked
+            return ""
+
+    @staticmethod
+    def _scan_page(node: _Node, cursor: int, pattern: str, count: int) -> tuple[int, list[Key], str]:
+        """One SCAN page and the identity of the server that ran it (MULTI: the same server for both)."""
+        from redis.exceptions import ResponseError
+
+        pipe = node.client.pipeline(transaction=True)
+        pipe.info("server")
+        pipe.scan(cursor=cursor, match=pattern, count=count)
+        try:
+            info, (next_cursor, keys) = pipe.execute()
+        except ResponseError:  # INFO denied by an ACL
+            next_cursor, keys = node.client.scan(cursor=cursor, match=pattern, count=count)
+            return int(next_cursor), list(keys), ""
+        return int(next_cursor), list(keys), str(info.get("run_id", ""))
+
     def _scan_unlink_page(self, node: _Node, cursor: int, pattern: str, count: int, progress: _Progress,
-                          pause: float) -> int:
+                          pause: float) -> tuple[int, str]:
         from redis.exceptions import NoScriptError
 
         script = self._page_script(node)
@@ -425,12 +538,13 @@ class RedisInvalidator:
             node.client.script_load(script)
             reply = node.client.evalsha(sha, 0, cursor, pattern, count, KEYS_PER_UNLINK)
         next_cursor, matched, removed = int(reply[0]), int(reply[1]), int(reply[2])
+        server = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
         progress.matched += matched
         progress.removed += removed
         progress.batches += 1
         if pause > 0:
             self._sleep(pause)
-        return next_cursor
+        return next_cursor, server
 
     def _page_script(self, node: _Node) -> str:
         script = self._scripts.get(node.name)
@@ -468,63 +582,142 @@ class RedisInvalidator:
             raise InvalidationInputError("checkpoint", "its snapshot is not a purge of this tag's set")
         start = self._clock()
         nodes = len(self._primaries())
+        registry = purge_registry_key(set_key)
         base = resumed or ScanCheckpoint(kind="tag", target=tag, cursors={_HANDOVER: 0},
                                          snapshot=f"{set_key}:purging:{uuid.uuid4().hex}")
         assert base.snapshot is not None
+
+        def failed_early(err: BaseException) -> InvalidationInterrupted:
+            failed = replace(base, runs=base.runs + 1, elapsed_s=base.elapsed_s + self._clock() - start)
+            return InvalidationInterrupted(self._report("tag", tag, failed, nodes, complete=False), err)
+
         if _HANDOVER in base.cursors:
             try:
-                drained = not self._hand_over(set_key, base.snapshot)
+                handed_over = self._hand_over(set_key, base.snapshot, registry)
+                # Purges of earlier runs that never finished (retries exhausted, Redis restarted): this run
+                # finishes them too, after its own snapshot.
+                orphan = None if handed_over else self._next_orphan(set_key, registry, base.snapshot)
             except _redis_errors() as err:
-                failed = replace(base, runs=base.runs + 1, elapsed_s=base.elapsed_s + self._clock() - start)
-                raise InvalidationInterrupted(self._report("tag", tag, failed, nodes, complete=False), err) from err
-            if drained:
+                raise failed_early(err) from err
+            if not handed_over and orphan is None:
                 return InvalidationReport(kind="tag", target=tag, matched=base.matched, removed=base.removed,
                                           batches=base.batches, duration_s=base.elapsed_s + self._clock() - start,
                                           complete=True, nodes=nodes, runs=base.runs + 1)
-            base = replace(base, cursors={"set": 0})
+            base = replace(base, cursors={"set": 0}, snapshot=base.snapshot if handed_over else orphan)
         snapshot_key = base.snapshot or ""
         cursor = base.cursors.get("set", 0)
         finished = not base.cursors  # the members were drained; only the set's removal may remain
         progress = _Progress(base.matched, base.removed, base.batches)
+        orphans = 0
 
         def snapshot() -> ScanCheckpoint:
             return replace(base, cursors={} if finished else {"set": cursor}, matched=progress.matched,
-                           removed=progress.removed, batches=progress.batches,
+                           removed=progress.removed, batches=progress.batches, snapshot=snapshot_key,
                            elapsed_s=base.elapsed_s + (self._clock() - start), runs=base.runs + 1)
 
         try:
-            while not finished:
-                next_cursor, members = self._client.sscan(snapshot_key, cursor=cursor, count=count)
-                if members:
-                    # Members leave the snapshot once unlinked, so a resumed page does not count them twice.
-                    self._unlink_routed(list(dict.fromkeys(members)), progress, batch, pause,
-                                        forget_from=snapshot_key)
-                cursor = int(next_cursor)
-                finished = cursor == 0
-                if not finished and time_budget_s is not None and self._clock() - start >= time_budget_s:
-                    return self._report("tag", tag, snapshot(), nodes, complete=False)
-            self._client.unlink(snapshot_key)
+            while True:
+                while not finished:
+                    next_cursor, members = self._client.sscan(snapshot_key, cursor=cursor, count=count)
+                    if members:
+                        # Members leave the snapshot once unlinked, so a resumed page does not count them twice.
+                        self._unlink_routed(list(dict.fromkeys(members)), progress, batch, pause,
+                                            forget_from=snapshot_key)
+                    cursor = int(next_cursor)
+                    # A cursor from another server (restart, failover) may skip members: what was unlinked
+                    # left the set, so the set is empty exactly when the drain is complete.
+                    finished = cursor == 0 and int(self._client.scard(snapshot_key)) == 0
+                    if not finished and time_budget_s is not None and self._clock() - start >= time_budget_s:
+                        return self._report("tag", tag, snapshot(), nodes, complete=False)
+                self._client.unlink(snapshot_key)
+                self._client.srem(registry, snapshot_key)
+                orphan = self._next_orphan(set_key, registry, snapshot_key)
+                if orphan is None:
+                    break
+                snapshot_key, cursor, finished = orphan, 0, False
+                orphans += 1
         except _redis_errors() as err:
             raise InvalidationInterrupted(self._report("tag", tag, snapshot(), nodes, complete=False), err) from err
         return self._report("tag", tag, snapshot(), nodes, complete=True)
 
-    def _hand_over(self, set_key: str, snapshot_key: str) -> bool:
+    def sweep_purges(self, live: Callable[[str, str], bool], *, time_budget_s: float | None = None,
+                     sscan_count: int = DEFAULT_SSCAN_COUNT) -> dict[str, Any]:
+        """Finish every tag purge (`tag:{ns:tag}:purging:<id>`) of this namespace that no run in progress owns
+        (`live(tag, snapshot)`): the periodic sweep behind the next-request rule of `delete_tag`. One SCAN of the
+        keyspace; `complete` is False when the time budget ran out first (the next sweep goes on)."""
+        _check_budget(time_budget_s)
+        start = self._clock()
+        head = f"tag:{{{self.tag_namespace}:"
+        match = _glob_escape(head) + "*}:purging:*"
+        progress = _Progress()
+        found = drained = skipped = 0
+        complete = True
+        try:
+            for node in self._primaries():
+                for raw in node.client.scan_iter(match=match, count=self.scan_count):
+                    key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    cut = key.rfind("}:purging:")
+                    if cut < len(head):
+                        continue
+                    found += 1
+                    tag = key[len(head):cut]
+                    if live(tag, key):
+                        skipped += 1
+                        continue
+                    if time_budget_s is not None and self._clock() - start >= time_budget_s:
+                        complete = False
+                        continue
+                    cursor = None
+                    while cursor != 0 or int(self._client.scard(key)):
+                        next_cursor, members = self._client.sscan(key, cursor=cursor or 0, count=sscan_count)
+                        if members:
+                            self._unlink_routed(list(dict.fromkeys(members)), progress, self.batch_size,
+                                                self.pause_s, forget_from=key)
+                        cursor = int(next_cursor)
+                    self._client.unlink(key)
+                    self._client.srem(f"{key[:cut + 1]}:purging", key)
+                    drained += 1
+        except _redis_errors() as err:
+            return {"status": "interrupted", "found": found, "drained": drained, "skipped_live": skipped,
+                    "removed": progress.removed, "error": f"{type(err).__name__}: {str(err)[:200]}",
+                    "complete": False}
+        return {"status": "complete" if complete else "partial", "found": found, "drained": drained,
+                "skipped_live": skipped, "removed": progress.removed, "complete": complete,
+                "duration_s": round(self._clock() - start, 3)}
+
+    def _hand_over(self, set_key: str, snapshot_key: str, registry: str) -> bool:
         """Rename the tag set to this run's private name; False if the tag has no set (nothing to do).
 
-        Atomic: entries tagged from now on go to a fresh set, this run drains the old one. Safe to repeat
-        after a failure that hid whether the rename happened: an existing snapshot means it did.
+        Atomic: entries tagged from now on go to a fresh set, this run drains the old one. The snapshot is
+        registered first (`registry`, same slot), so a purge that never finishes is found by the next run of
+        the tag. Safe to repeat after a failure that hid whether the rename happened: an existing snapshot
+        means it did.
         """
         from redis.exceptions import ResponseError
 
         if self._client.exists(snapshot_key):
             return True
+        self._client.sadd(registry, snapshot_key)
         try:
             self._client.rename(set_key, snapshot_key)
         except ResponseError as err:
             if "no such key" in str(err).lower():
+                self._client.srem(registry, snapshot_key)
                 return False
             raise
         return True
+
+    def _next_orphan(self, set_key: str, registry: str, current: str) -> str | None:
+        """A registered purge other than `current` still to finish (its run is gone), or None."""
+        for _ in range(100):
+            member = self._client.srandmember(registry)
+            if member is None:
+                return None
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            if name != current and name.startswith(f"{set_key}:purging:") and self._client.exists(name):
+                return name
+            self._client.srem(registry, member)  # finished, or not a purge of this tag: forget it
+        return None
 
     def delete_tags(self, tags: Sequence[str], **options: Any) -> list[InvalidationReport]:
         """`delete_tag` for each tag in turn (validated all first: one bad tag means nothing is sent)."""
@@ -565,7 +758,7 @@ class RedisInvalidator:
     def _report(kind: Kind, target: str, cp: ScanCheckpoint, nodes: int, *, complete: bool) -> InvalidationReport:
         return InvalidationReport(kind=kind, target=target, matched=cp.matched, removed=cp.removed,
                                   batches=cp.batches, duration_s=cp.elapsed_s, complete=complete, nodes=nodes,
-                                  runs=cp.runs, checkpoint=None if complete else cp)
+                                  runs=cp.runs, checkpoint=None if complete else cp, restarts=cp.restarts)
 
     def _unlink_on_node(self, node: _Node, keys: list[Key], progress: _Progress, batch: int, pause: float) -> None:
         """Unlink keys found on `node` through that node's own connection, one slot per command."""
@@ -643,6 +836,16 @@ class RedisInvalidator:
         pending.pipe, pending.commands, pending.keys = None, [], 0
         if pause > 0:
             self._sleep(pause)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis glob."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def purge_registry_key(set_key: str) -> str:
+    """The set naming every purge of a tag in progress (`tag:{ns:tag}:purging`, the tag set's slot)."""
+    return f"{set_key}:purging"
 
 
 def _chunks(items: Sequence[Key], size: int) -> Iterator[Sequence[Key]]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, model_validator
+
 from reflex_core.config_base import (
     AlarmMatch,
     AlarmTopic,
@@ -28,8 +30,12 @@ from reflex_core.config_base import (
     read_config_data,
     validate_config,
 )
+from reflex_core.database_config import DatabaseStageConfig
 from reflex_core.invalidation_config import InvalidationStageConfig
+from reflex_core.monitoring_config import MonitoringStageConfig
 from reflex_core.promotion_config import PromotionStageConfig
+from reflex_core.recovery_config import RecoveryStageConfig
+from reflex_core.resharding_config import ReshardingStageConfig
 from reflex_core.scaling_config import (
     AuroraReplicasTarget,
     AutoScalingGroupTarget,
@@ -43,6 +49,7 @@ from reflex_core.scaling_config import (
     ScalingTarget,
     StepAdjustment,
 )
+from reflex_core.sharding_config import ShardingStageConfig
 
 __all__ = [
     "AlarmMatch", "AlarmTopic", "AuroraReplicasTarget", "AutoScalingGroupTarget", "Bounds", "ConfigError",
@@ -52,8 +59,47 @@ __all__ = [
 ]
 
 
-class ReflexConfig(InvalidationStageConfig, PromotionStageConfig):
+class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageConfig, ReshardingStageConfig,
+                   DatabaseStageConfig, RecoveryStageConfig, MonitoringStageConfig):
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
+
+    @model_validator(mode="after")
+    def _named_alarms_exist(self) -> ReflexConfig:
+        """With a `monitoring:` section, every alarm a policy names exactly must be created by it or be
+        declared in `monitoring.external_alarms` (a typo or a removed SLO would leave a policy deaf)."""
+        if self.monitoring is None:
+            return self
+        known = set(self.monitoring.alarm_names(self.stage)) | set(self.monitoring.external_alarms)
+        problems = [
+            f"{path}.names: {name!r} is neither created by monitoring (an SLO, journey or resource alarm) nor "
+            "declared in monitoring.external_alarms"
+            for path, match in alarm_matches(self) for name in match.names if name not in known
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def alarm_matches(model: BaseModel, path: str = "") -> list[tuple[str, AlarmMatch]]:
+    """Every `AlarmMatch` in the config with its field path (e.g. `scaling.0.scale_out.alarms`), whatever the
+    section: a new reaction's alarm matches are checked without changing this function."""
+    found: list[tuple[str, AlarmMatch]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, AlarmMatch):
+            found.append((where, value))
+        elif isinstance(value, BaseModel):
+            for field in type(value).model_fields:
+                walk(getattr(value, field), f"{where}.{field}" if where else field)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{where}.{i}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+
+    walk(model, path)
+    return found
 
 
 def parse_config(data: Any, source: str) -> ReflexConfig:

@@ -48,6 +48,20 @@ _PATH_SAFE = "/~!$&'()+,;=:@-._"
 _OWN_SOURCE_PREFIX = "reflex."
 
 
+_ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
+
+
+def encode_cdn_path(path: str, *, wildcard: bool = False) -> str:
+    """A CDN path as CloudFront requires it: RFC 1738 unsafe and non-ASCII characters percent-encoded (UTF-8),
+    exactly as the S3-key mapping does; valid `%XX` escapes are kept (encoding twice changes nothing), a lone
+    `%` becomes `%25`, and a wildcard keeps its trailing `*`. `#tag` items are left as they are."""
+    if path.startswith("#"):
+        return path
+    body, star = (path[:-1], "*") if wildcard and path.endswith("*") else (path, "")
+    parts = _ESCAPE.split(body)
+    return "".join(part if i % 2 else quote(part, safe=_PATH_SAFE) for i, part in enumerate(parts)) + star
+
+
 def _check_paths(paths: list[str], field: str) -> list[str]:
     for i, path in enumerate(paths):
         if not path.startswith(("/", "#")):
@@ -150,6 +164,8 @@ class ScheduledInvalidation(StrictModel):
     cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 3 * * ? *'")
     timezone: str = "UTC"
     invalidate: InvalidationSpec
+    sweep_purges: bool = Field(default=True, description=(
+        "a cache's schedule also finishes tag purges a failed run left behind (tag:{ns:tag}:purging:<id>)"))
 
 
 def _unique_names(items: list[ScheduledInvalidation]) -> list[ScheduledInvalidation]:
@@ -287,7 +303,7 @@ class PathRule(StrictModel):
             for suffix in self.pretty_suffixes:
                 if path.endswith(suffix) and len(path) > len(suffix) + 1:
                     out.append(path[: -len(suffix)])
-        return [quote(p, safe=_PATH_SAFE) for p in dict.fromkeys(out)]
+        return [encode_cdn_path(p.replace("%", "%25")) for p in dict.fromkeys(out)]
 
 
 class CdnOrigin(StrictModel):

@@ -36,8 +36,9 @@ SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
 # events/<function>/ -> the function that the events are for.
-FUNCTIONS = {"scaler", "invalidator", "promoter"}
+FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder", "advisor", "drills"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
+RESHARDER_KEYS = {"given", "modified"}  # sidecar keys of events/resharder/ (see tests/support/resharder_events.py)
 
 
 def event_files() -> list[Path]:
@@ -102,7 +103,7 @@ def test_every_event_has_a_valid_sidecar(path):
     assert expected.get("status") in ("ok", "rejected"), "status must be 'ok' or 'rejected'"
     if expected["status"] == "ok":
         assert isinstance(expected.get("outcomes"), list), "an ok event lists its audited outcomes"
-        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS
+        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS | RESHARDER_KEYS
         assert set(expected.get("capacity", {})) <= set(INITIAL)
     else:
         assert expected.get("error_fields"), "a rejected event names the field(s) its errors must mention"
@@ -173,12 +174,30 @@ def test_console_event(path: Path, world, invoke, request):
 
         check_promoter_event(path, world, request.getfixturevalue("clock"), expected)
         return
+    if function == "drills":  # the restore job the event names, stubbed; its copy in moto
+        from tests.support.drills_events import check_drills_event
+
+        check_drills_event(path, world, request.getfixturevalue("clock"), expected)
+        return
+    if function == "resharder":  # the replication group before the event (`given`) and the change sent
+        from tests.support.resharder_events import check_resharder_event
+
+        check_resharder_event(path, world, request.getfixturevalue("clock"), expected)
+        return
     event = json.loads(path.read_text(encoding="utf-8"))
 
     before = target_state(world)
     assert desired(before) == INITIAL
     if function == "invalidator":
         invoke = request.getfixturevalue("invalidator_invoke")
+    if function == "shards":
+        from tests.support.shards import shards_invoke
+
+        invoke = shards_invoke(world, request.getfixturevalue("clock"))
+    if function == "advisor":  # no database in this world: each event shows the decision made before connecting
+        from tests.support.advisor import advisor_invoke
+
+        invoke = advisor_invoke(world, request.getfixturevalue("clock"))
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()

@@ -178,3 +178,39 @@ def test_the_kill_switch_holds_paths_in_the_queue(clock, scope) -> None:
         env.world.activate("cdn_batcher", clock).kill_switch.invalidate()
         assert _batch(env) == {"batchItemFailures": []}
         assert _sent(env) == ["/held"]
+
+
+# --------------------------------------------------------------------------- issue 14 #5: unsafe paths
+
+
+def test_unsafe_and_non_ascii_paths_are_url_encoded_like_s3_keys(clock) -> None:
+    raw = ["/test[1].html", "/café.html", '/a"b.html', "/100%.html", "/ok%20already.html"]
+    with invalidation_env(_config(), clock) as env:
+        response = env.invoke("invalidator", console("invalidate_paths", cdn="site", paths=raw,
+                                                     wildcards=["/pré/*"]))
+        assert outcomes(response) == ["executed"]
+        assert _batch(env) == {"batchItemFailures": []}
+        assert env.cloudfront.refused == []  # CloudFront (modelled) accepted every path
+        (request,) = env.cloudfront.requests
+        assert sorted(request["paths"]) == sorted(["/test%5B1%5D.html", "/caf%C3%A9.html", "/a%22b.html",
+                                                   "/100%25.html", "/ok%20already.html", "/pr%C3%A9/*"])
+        # The same object through the S3-key mapping gets the same path.
+        from reflex_core.invalidation_config import PathRule
+
+        assert PathRule(key_prefix="site/").paths_for("site/café.html")[0] == "/caf%C3%A9.html"
+
+
+def test_a_path_cloudfront_refuses_is_isolated_and_parked_not_the_whole_batch(clock) -> None:
+    with invalidation_env(_config(), clock) as env:
+        env.cloudfront.refuse_paths.add("/bad/2")
+        for i in range(8):
+            env.invoke("invalidator", content_changed({"paths": [f"/bad/{i}"]}, T0))
+        assert _batch(env) == {"batchItemFailures": []}
+        sent = sorted(_sent(env))
+        assert sent == [f"/bad/{i}" for i in range(8) if i != 2]
+        (record,) = audit_by_operation(env, "create_invalidation")
+        assert record["outcome"] == "executed"
+        assert record["after"]["refused_paths"] == 1 and record["after"]["refused_sample"] == ["/bad/2"]
+        assert "InvalidArgument" in record["after"]["refused_reason"]
+        parked = env.queue_bodies(env.world.settings.dead_letter_queue_url)
+        assert [(p["reason"], p["paths"]) for p in parked] == [("cdn-path-refused", ["/bad/2"])]

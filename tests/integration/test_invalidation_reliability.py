@@ -99,27 +99,31 @@ def test_a_long_scan_continues_from_its_checkpoint_until_done(space, clock) -> N
 
 
 @needs_shared
-def test_a_second_identical_request_while_one_runs_starts_no_second_scan(space, clock) -> None:
+def test_a_second_identical_request_while_one_runs_is_coalesced_into_one_follow_up(space, clock) -> None:
     space.fill([f"item:{i}" for i in range(3000)])
     pattern = space.key("item:*")
     with invalidation_env(_pattern_config(space, time_budget_s=0.001), clock) as env:
         env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))
         second = env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))
-        assert outcomes(second) == ["skipped:already-running"]
-        assert "in progress" in second["decisions"][0]["detail"]
+        assert outcomes(second) == ["skipped:coalesced"]
+        assert "follow-up run" in second["decisions"][0]["detail"]
         other = env.invoke("invalidator", content_changed({"patterns": [space.key("other:*")]}, T0))
         assert outcomes(other) == ["executed"]  # a different pattern is another target
-        # The same request inside one invocation's window: the target's lock refuses it.
+        # The same request inside one invocation's window (the core's lock held): coalesced too, not dropped.
         rt = env.world.activate("invalidator", clock)
         assert rt.store.acquire_lock(f"redis/catalog/pattern/{pattern}", "someone-else", clock.now(), 60)
         locked = env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))
-        assert outcomes(locked) == ["skipped:locked"]
+        assert outcomes(locked) == ["skipped:coalesced"]
         rt.store.release_lock(f"redis/catalog/pattern/{pattern}", "someone-else")
         env.run_continuations()
         assert len(env.queue_bodies(env.continuation_url)) == 0
-        # A redelivered continuation of a finished step does nothing.
-        assert all(r["outcome"] in ("executed", "skipped:already-running", "skipped:locked")
-                   for r in env.world.audit_records())
+        runs = audit_by_operation(env, "invalidate_pattern")
+        complete = [r for r in runs
+                    if (r["after"] or {}).get("status") == "complete" and r["after"]["target"] == pattern]
+        # The first run, then ONE follow-up for both coalesced requests, started after them.
+        assert len(complete) == 2
+        first, follow_up = sorted(complete, key=lambda r: "follow_up" not in r["after"])
+        assert first["after"]["follow_up"] == follow_up["after"]["run"] and "follow_up" not in follow_up["after"]
         again = env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))
         assert outcomes(again) == ["executed"]  # done: a new request runs again
     assert space.count() == 0

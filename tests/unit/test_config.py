@@ -190,6 +190,8 @@ def test_promotion_view_keeps_the_cross_check_against_scaling_policies(tmp_path)
     ("invalidator", {"invalidation_config"}),
     ("cdn_batcher", {"invalidation_config"}),
     ("cache_health", {"invalidation_config"}),
+    ("advisor", {"database_config"}),
+    ("drills", {"recovery_config"}),
 ])
 def test_a_handler_imports_only_the_config_models_of_its_sections(function, sections):
     """Cold start: no handler imports the whole config or another reaction's section (docs/architecture.md)."""

@@ -1,0 +1,31 @@
+"""Lambda entry point of the `drills` reaction (handler: drills.handler.lambda_handler).
+
+Invoked by the EventBridge rule on AWS Backup "Restore Job State Change" (COMPLETED, FAILED) of restore testing
+jobs, by its `check_drills` schedule and from the console (events/drills/).
+"""
+
+from __future__ import annotations
+
+import gc
+
+# Importing builds modules and pydantic models and makes no garbage worth collecting: collections during
+# import are wasted cold-start time (docs/benchmarks.md, "Cold start").
+gc.disable()
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from drills.drill_reaction import DrillReaction
+from reflex_core.observability import lambda_entry
+from reflex_core.pipeline import Pipeline
+
+PIPELINE = Pipeline(DrillReaction())
+# Everything built so far lives as long as the process: keep it out of every later collection.
+gc.freeze()
+gc.enable()
+
+
+@lambda_entry
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return PIPELINE.handle(event, context)

@@ -1,0 +1,1 @@
+"""The resharder: ElastiCache (Redis OSS / Valkey) cluster-mode shards added, removed and rebalanced."""

@@ -1,0 +1,694 @@
+"""The mover: moves hash buckets of a shard set from one PostgreSQL shard to another, online, exactly once.
+
+A move is a record (shard_map.MoveRecord) advanced one step at a time by `Mover.step(move_id)`; each
+step reads the record, does the work of its phase, and saves the next phase conditionally on the
+record's version. Every step is idempotent: a crash anywhere, a timeout or a duplicate delivery re-runs
+the phase's work harmlessly (CREATE ... when absent, fences set to a state, copy chunks committed with
+their cursor in the target's own transaction, map writes conditional on its version and checked for
+"already done by this move").
+
+    block_writes:  claimed -> prepared -> fenced -> copied -> verified -> switched -(grace)-> done
+    online:        claimed -> prepared -> replicating -> caught_up -> fenced -> copied -> verified
+                   -> switched -(grace, reverse replication)-> done
+    abort, a verification mismatch or a catch-up timeout:  ... -> rolling_back -> rolled_back
+
+* prepare: install the reflex schema, fence rows and triggers on both shards (pg.py); the target's fence
+  for the moving buckets is `incoming` (applications are refused there); leftovers of an earlier attempt
+  in the target are deleted.
+* online replicate: a publication on the source filtered to the moving buckets (row filter = the bucket
+  function), a slot, a subscription on the target (initial copy, then changes).
+* fence: the source's fence rows become `fenced` (waits for in-flight writers; later writers are refused
+  with SQLSTATE RX409). The fence's duration is measured from here to the switch.
+* copy (block_writes): binary COPY streamed from the source to the target, chunked by primary key,
+  each chunk committed with its cursor in reflex.copy_progress; online: a marker row inserted on the
+  source after the fence and awaited on the target (apply is in commit order: when it is there, so is
+  everything before it).
+* verify: per bucket, row count and a checksum (sum of md5 of each row's text) on both sides.
+* switch: forward replication torn down, reverse replication (target -> source) started (online),
+  target fence `open`, map updated (conditional, versioned), source fence `moved`, ShardMoved published.
+* after the grace period: reverse replication dropped, the source rows deleted in batches; done.
+* rollback (any time before done): the map, the fences and the rows go back to the source; after a switch
+  the target is fenced first and the source brought current (reverse replication drained, or, for
+  block_writes, the rows copied back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from reflex_core.sharding_config import Shard, ShardSet
+from shards import pg
+from shards.buckets import bucket_filter_sql, bucket_sql, quote_ident, ranges
+from shards.shard_map import BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
+
+ACTIVE_PHASES = ("claimed", "prepared", "replicating", "caught_up", "fenced", "copied", "verified", "switched",
+                 "rolling_back")
+MARKER_WAIT_S = 30.0
+FENCED_CHAIN = ("fenced", "copied", "verified")
+CATCH_UP_POLL_S = 1.0
+
+
+class MoveRefused(ValueError):
+    """A move that must not start (or a command on a move that cannot apply); `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class _OutOfBudget(Exception):
+    """The step's time budget ran out between two committed copy chunks: the next step resumes."""
+
+
+class InjectedCrash(RuntimeError):
+    """Raised by a test's crash hook at a named point."""
+
+
+@dataclass
+class StepResult:
+    move_id: str
+    phase: str
+    wait_s: float = 0.0
+    detail: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("done", "rolled_back")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"move_id": self.move_id, "phase": self.phase, "wait_s": self.wait_s, "done": self.done,
+                "detail": self.detail}
+
+
+def _short(*parts: str) -> str:
+    return hashlib.md5("/".join(parts).encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+class Mover:
+    def __init__(self, shard_set: ShardSet, store: ShardMapStore, connect: pg.Connect, *,
+                 conninfo: Callable[[Shard], str] | None = None, now: Callable[[], float] = time.time,
+                 on_switched: Callable[[MoveRecord], None] | None = None,
+                 crash: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 step_budget_s: float | None = None) -> None:
+        self.set = shard_set
+        self.store = store
+        self._connect = connect
+        self._conninfo = conninfo or pg.replication_conninfo
+        self._now = now
+        self._on_switched = on_switched
+        self._crash = crash or (lambda point: None)
+        self._sleep = sleep
+        # A step that copies stops after this long (between committed chunks) and the next one resumes: a
+        # Lambda step stays well inside its timeout and the set's lock lease whatever the bucket's size.
+        self._budget = step_budget_s
+        self._deadline: float | None = None
+        self._open: dict[str, psycopg.Connection[Any]] = {}
+        self._in_step = False
+
+    # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _conn(self, shard_name: str) -> Iterator[psycopg.Connection[Any]]:
+        shard = self.set.shard(shard_name)
+        if shard is None:
+            raise MoveRefused("shard", f"no shard {shard_name!r} in set {self.set.name}")
+        cached = self._open.get(shard_name)
+        if cached is not None and not cached.closed:
+            yield cached  # one connection per shard for the whole step (closed when the step ends)
+            return
+        conn = self._connect(shard)
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET DateStyle = 'ISO, YMD'")
+        conn.execute("SET extra_float_digits = 3")
+        if self._in_step:
+            self._open[shard_name] = conn
+            yield conn
+            return
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _close_all(self) -> None:
+        for conn in self._open.values():
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        self._open.clear()
+
+    def map(self) -> ShardMap:
+        return self.store.ensure(self.set.name, self.set.buckets, self.set.key.type, self.set.initial_assignment())
+
+    def _update_map(self, change: str, edit: Callable[[ShardMap], bool]) -> ShardMap:
+        """Apply `edit` to the current map and save it; `edit` returns False when there is nothing to do."""
+        for _ in range(20):
+            current = self.map()
+            if not edit(current):
+                return current
+            try:
+                return self.store.save(current, change)
+            except MapConflict:
+                continue
+        raise MapConflict(f"shard map {self.set.name}: too many concurrent changes")
+
+    def _filter(self, key_column: str, buckets: list[int]) -> str:
+        return bucket_filter_sql(quote_ident(key_column), self.set.buckets, self.set.key.type, buckets)
+
+    def _save(self, move: MoveRecord, phase: str, note: str) -> MoveRecord:
+        move.phase = phase
+        return self.store.save_move(move, note)
+
+    def load(self, move_id: str) -> MoveRecord:
+        move = self.store.load_move(self.set.name, move_id)
+        if move is None:
+            raise MoveRefused("move_id", f"no move {move_id!r} in set {self.set.name}")
+        return move
+
+    # ------------------------------------------------------------------ start
+    def start(self, buckets: list[int], source: str, target: str, *, move_id: str | None = None,
+              mode: str | None = None, reason: str = "") -> MoveRecord:
+        """Claim the buckets in the map and create the move record. Idempotent for a given move_id."""
+        move_id = move_id or uuid.uuid4().hex[:16]
+        existing = self.store.load_move(self.set.name, move_id)
+        if existing is not None:
+            return existing
+        src, tgt = self.set.shard(source), self.set.shard(target)
+        if src is None:
+            raise MoveRefused("source", f"no shard {source!r} in set {self.set.name}")
+        if tgt is None:
+            raise MoveRefused("target", f"no shard {target!r} in set {self.set.name}")
+        if source == target:
+            raise MoveRefused("target", "the target is the source")
+        if not tgt.accepting:
+            raise MoveRefused("target", f"shard {target} does not accept buckets (accepting: false)")
+        if not buckets:
+            raise MoveRefused("buckets", "no bucket to move")
+        bad = [b for b in buckets if not 0 <= b < self.set.buckets]
+        if bad:
+            raise MoveRefused("buckets", f"outside 0-{self.set.buckets - 1}: {bad[:10]}")
+        wanted = sorted(set(buckets))
+        current = self.map()
+        mine = {b for b, s in current.states.items() if s.move_id == move_id}
+        if not mine:
+            busy = [b for b in wanted if b in current.states]
+            if busy:
+                raise MoveRefused("buckets", f"already moving: {ranges(busy)}")
+            elsewhere = [b for b in wanted if current.owners[b] != source]
+            if elsewhere:
+                raise MoveRefused("buckets", f"not on {source}: {ranges(elsewhere)}")
+            running = self.store.moves(self.set.name)
+            for shard in (src, tgt):
+                n = sum(1 for m in running if shard.name in (m.source, m.target))
+                if n >= shard.max_concurrent_moves:
+                    raise MoveRefused("target" if shard is tgt else "source",
+                                      f"shard {shard.name} already runs {n} move(s) "
+                                      f"(max_concurrent_moves {shard.max_concurrent_moves})")
+
+        def claim(m: ShardMap) -> bool:
+            if all(m.states.get(b) is not None and m.states[b].move_id == move_id for b in wanted):
+                return False
+            for b in wanted:
+                if b in m.states and m.states[b].move_id != move_id:
+                    raise MapConflict(f"bucket {b} was claimed by move {m.states[b].move_id}")
+                if m.owners[b] != source:
+                    raise MapConflict(f"bucket {b} is no longer on {source}")
+                m.states[b] = BucketState("copying", move_id, source, target)
+            return True
+
+        self._update_map(f"move {move_id}: claim {ranges(wanted)} {source} -> {target}", claim)
+        self._crash("start:claimed")
+        now = self._now()
+        move = MoveRecord(id=move_id, set_name=self.set.name, buckets=wanted, source=source, target=target,
+                          mode=mode or self.set.transfer, created_at=now, reason=reason)
+        try:
+            return self.store.save_move(move, f"claimed {ranges(wanted)}")
+        except MapConflict:
+            return self.load(move_id)
+
+    # ------------------------------------------------------------------ step
+    def step(self, move_id: str) -> StepResult:
+        move = self.load(move_id)
+        if move.finished:
+            return StepResult(move.id, move.phase, detail="finished")
+        if move.abort_requested and move.phase != "rolling_back" and move.phase in ACTIVE_PHASES:
+                move = self._save(move, "rolling_back", f"abort: {move.abort_requested}")
+        if move.paused and move.phase not in ("fenced", "copied", "verified", "rolling_back"):
+            return StepResult(move.id, move.phase, wait_s=30.0, detail="paused")
+        handler = getattr(self, f"_from_{move.phase}")
+        self._deadline = time.monotonic() + self._budget if self._budget else None
+        self._in_step = True
+        try:
+            result: StepResult = handler(move)
+            self._crash(f"step:{result.phase}")
+            # Once fenced, go straight on (copy or final catch-up, verify, switch) in this invocation: every
+            # step between the fence and the switch is write unavailability for the moving buckets.
+            while result.phase in FENCED_CHAIN and not result.wait_s:
+                move = self.load(move_id)
+                if move.abort_requested:
+                    break
+                result = getattr(self, f"_from_{move.phase}")(move)
+                self._crash(f"step:{result.phase}")
+        except _OutOfBudget:
+            return StepResult(move_id, self.load(move_id).phase, detail="copy continues in the next step")
+        finally:
+            self._in_step = False
+            self._close_all()
+        return result
+
+    def run(self, move_id: str, *, max_steps: int = 1000, wait: bool = True) -> StepResult:
+        """Step until finished (locally, tests, the simulator); honours waits (grace, catch-up polls)."""
+        result = StepResult(move_id, "?")
+        for _ in range(max_steps):
+            result = self.step(move_id)
+            if result.done:
+                return result
+            if result.wait_s and wait:
+                self._sleep(result.wait_s)
+            elif result.wait_s and result.phase == "switched":
+                return result
+        return result
+
+    def request_abort(self, move_id: str, reason: str) -> MoveRecord:
+        move = self.load(move_id)
+        if move.phase == "done":
+            raise MoveRefused("move_id", f"move {move_id} is done (source rows deleted): move the buckets back "
+                                         "with a new move")
+        if move.finished:
+            return move
+        move.abort_requested = reason or "abort requested"
+        return self.store.save_move(move, f"abort requested: {move.abort_requested}")
+
+    def set_paused(self, move_id: str, paused: bool) -> MoveRecord:
+        move = self.load(move_id)
+        if move.finished:
+            raise MoveRefused("move_id", f"move {move_id} is {move.phase}")
+        move.paused = paused
+        return self.store.save_move(move, "paused" if paused else "resumed")
+
+    # ------------------------------------------------------------------ phases
+    def _from_claimed(self, move: MoveRecord) -> StepResult:
+        owners = self.map().owners
+        with self._conn(move.source) as src, self._conn(move.target) as tgt:
+            for conn, shard in ((src, move.source), (tgt, move.target)):
+                pg.install(conn, self.set, {b for b, s in enumerate(owners) if s == shard})
+                for t in self.set.tables:
+                    _, pk = pg.table_columns(conn, t.name)
+                    if not pk:
+                        raise MoveRefused("tables", f"{t.name} has no primary key on {shard}")
+            pg.set_fence(tgt, self.set.name, move.buckets, "incoming", move.id)
+            self._delete_rows(tgt, move.buckets)
+            tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id = %s", (move.id,))
+        self._crash("prepare:done")
+        return StepResult(move.id, self._save(move, "prepared", "prepared both shards").phase)
+
+    def _from_prepared(self, move: MoveRecord) -> StepResult:
+        if move.mode == "block_writes":
+            self._fence(move)
+            return StepResult(move.id, move.phase)
+        self._replicate(move, move.source, move.target, forward=True)
+        return StepResult(move.id, self._save(move, "replicating", "replication started").phase)
+
+    def _from_replicating(self, move: MoveRecord) -> StepResult:
+        names = self._names(move, forward=True)
+        with self._conn(move.target) as tgt:
+            row = tgt.execute(
+                "SELECT count(*), count(*) FILTER (WHERE r.srsubstate <> 'r') FROM pg_subscription_rel r "
+                "JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = %s", (names["sub"],)).fetchone()
+        total, pending = (int(row[0]), int(row[1])) if row else (0, 0)
+        if total == len(self.set.tables) + 1 and pending == 0:
+            return StepResult(move.id, self._save(move, "caught_up", "initial copy done, streaming").phase)
+        if self._now() - move.created_at > self.set.catch_up_timeout_s:
+            move.error = f"catch-up timeout after {self.set.catch_up_timeout_s}s"
+            return StepResult(move.id, self._save(move, "rolling_back", move.error).phase)
+        return StepResult(move.id, move.phase, wait_s=CATCH_UP_POLL_S, detail=f"{pending}/{total} tables syncing")
+
+    def _from_caught_up(self, move: MoveRecord) -> StepResult:
+        self._fence(move)
+        return StepResult(move.id, move.phase)
+
+    def _fence(self, move: MoveRecord) -> None:
+        if move.fence_started_at is None:
+            move.fence_started_at = time.time()  # wall time: the fence is real whatever clock drives the grace
+            move = self.store.save_move(move)
+        with self._conn(move.source) as src:
+            pg.set_fence(src, self.set.name, move.buckets, "fenced", move.id,
+                         lock_timeout_ms=self.set.fence_lock_timeout_ms)
+        self._crash("fence:db")
+
+        def mark(m: ShardMap) -> bool:
+            changed = False
+            for b in move.buckets:
+                s = m.states.get(b)
+                if s is not None and s.move_id == move.id and s.state == "copying":
+                    s.state = "fenced"
+                    changed = True
+            return changed
+
+        self._update_map(f"move {move.id}: fence {ranges(move.buckets)}", mark)
+        self._save(move, "fenced", "source fenced")
+
+    def _from_fenced(self, move: MoveRecord) -> StepResult:
+        if move.mode == "block_writes":
+            with self._conn(move.source) as src, self._conn(move.target) as tgt:
+                rows = self._copy(src, tgt, move.buckets, move.id)
+            move.copy_rows = rows
+            return StepResult(move.id, self._save(move, "copied", f"copied {sum(rows.values())} rows").phase)
+        with self._conn(move.source) as src, self._conn(move.target) as tgt:
+            if not self._await_marker(src, tgt, move.id, MARKER_WAIT_S):
+                return StepResult(move.id, move.phase, wait_s=1.0, detail="final catch-up not reached yet")
+        return StepResult(move.id, self._save(move, "copied", "final catch-up reached").phase)
+
+    def _from_copied(self, move: MoveRecord) -> StepResult:
+        with self._conn(move.source) as src, self._conn(move.target) as tgt:
+            report = self._verify(src, tgt, move.buckets)
+        move.verify = report
+        if report["mismatched_buckets"]:
+            move.error = f"verification mismatch in buckets {ranges(report['mismatched_buckets'])}"
+            return StepResult(move.id, self._save(move, "rolling_back", move.error).phase)
+        return StepResult(move.id, self._save(move, "verified", f"verified {report['rows']} rows").phase)
+
+    def _from_verified(self, move: MoveRecord) -> StepResult:
+        if move.mode == "online":
+            # The forward stream stops (nothing is left in it: the source is fenced and drained) before the
+            # reverse one starts, so a change never travels back and forth; it is dropped after the switch.
+            self._stop_stream(move, forward=True)
+            self._replicate(move, move.target, move.source, forward=False)
+        self._crash("switch:replication")
+        with self._conn(move.target) as tgt:
+            pg.set_fence(tgt, self.set.name, move.buckets, "open", move.id)
+
+        def switch(m: ShardMap) -> bool:
+            changed = False
+            for b in move.buckets:
+                s = m.states.get(b)
+                if s is not None and s.move_id == move.id and s.state != "switched":
+                    m.owners[b] = move.target
+                    s.state = "switched"
+                    changed = True
+            return changed
+
+        self._update_map(f"move {move.id}: switch {ranges(move.buckets)} to {move.target}", switch)
+        now = self._now()
+        if move.switched_at is None:
+            move.switched_at = now
+            wall = time.time()
+            move.fence_ms = round((wall - (move.fence_started_at or wall)) * 1000, 1)
+            move.grace_until = now + self.set.grace_period_s
+        self._crash("switch:map")
+        with self._conn(move.source) as src:
+            pg.set_fence(src, self.set.name, move.buckets, "moved", move.id)
+        if move.mode == "online":
+            self._teardown(move, forward=True)
+        move = self._save(move, "switched", f"switched to {move.target}; fence {move.fence_ms} ms")
+        if self._on_switched is not None:
+            self._on_switched(move)
+        return StepResult(move.id, move.phase, wait_s=max(0.0, (move.grace_until or now) - now))
+
+    def _from_switched(self, move: MoveRecord) -> StepResult:
+        now = self._now()
+        if move.grace_until is not None and now < move.grace_until:
+            return StepResult(move.id, move.phase, wait_s=move.grace_until - now, detail="grace period")
+        if move.mode == "online":
+            self._teardown(move, forward=False)
+        with self._conn(move.source) as src:
+            deleted = self._delete_rows(src, move.buckets)
+        self._crash("cleanup:deleted")
+        with self._conn(move.target) as tgt:
+            tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
+
+        def settle(m: ShardMap) -> bool:
+            mine = [b for b in move.buckets if m.states.get(b) is not None and m.states[b].move_id == move.id]
+            for b in mine:
+                del m.states[b]
+            return bool(mine)
+
+        self._update_map(f"move {move.id}: done", settle)
+        return StepResult(move.id, self._save(move, "done", f"source rows deleted ({deleted})").phase)
+
+    def _from_rolling_back(self, move: MoveRecord) -> StepResult:
+        self._rollback(move)
+        return StepResult(move.id, move.phase)
+
+    # ------------------------------------------------------------------ rollback
+    def _rollback(self, move: MoveRecord) -> None:
+        m = self.map()
+        switched = any(m.owners[b] == move.target and m.states.get(b) is not None
+                       and m.states[b].move_id == move.id for b in move.buckets)
+        if switched:
+            with self._conn(move.target) as tgt:
+                pg.set_fence(tgt, self.set.name, move.buckets, "fenced", move.id,
+                             lock_timeout_ms=self.set.fence_lock_timeout_ms)
+            if move.mode == "online":
+                with self._conn(move.target) as tgt, self._conn(move.source) as src:
+                    if not self._await_marker(tgt, src, move.id + "-r", MARKER_WAIT_S):
+                        raise RuntimeError("reverse replication did not catch up; retry the rollback")
+                self._teardown(move, forward=False)
+            else:
+                with self._conn(move.target) as tgt, self._conn(move.source) as src:
+                    if not src.execute("SELECT 1 FROM reflex.copy_progress WHERE move_id = %s",
+                                       (move.id + "-back",)).fetchone():
+                        self._delete_rows(src, move.buckets)
+                    self._copy(tgt, src, move.buckets, move.id + "-back")
+                    report = self._verify(tgt, src, move.buckets)
+                    if report["mismatched_buckets"]:
+                        raise RuntimeError(f"copy back mismatch in {ranges(report['mismatched_buckets'])}")
+            self._crash("rollback:source-current")
+        else:
+            self._teardown(move, forward=True)
+        with self._conn(move.source) as src:
+            pg.set_fence(src, self.set.name, move.buckets, "open", None)
+            src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
+
+        def back(mp: ShardMap) -> bool:
+            mine = [b for b in move.buckets if mp.states.get(b) is not None and mp.states[b].move_id == move.id]
+            for b in mine:
+                mp.owners[b] = move.source
+                del mp.states[b]
+            return bool(mine)
+
+        self._update_map(f"move {move.id}: rolled back", back)
+        self._crash("rollback:map")
+        with self._conn(move.target) as tgt:
+            pg.set_fence(tgt, self.set.name, move.buckets, "moved", None)
+            self._delete_rows(tgt, move.buckets)
+            tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
+        if move.fence_started_at is not None and move.fence_ms is None:
+            move.fence_ms = round((time.time() - move.fence_started_at) * 1000, 1)
+        self._save(move, "rolled_back", move.error or move.abort_requested or "rolled back")
+
+    # ------------------------------------------------------------------ data
+    def _delete_rows(self, conn: psycopg.Connection[Any], buckets: list[int]) -> int:
+        """Delete the buckets' rows in batches (the mover passes the fence)."""
+        total = 0
+        for t in self.set.tables:
+            table = quote_ident(t.name)
+            while True:
+                with conn.transaction():
+                    conn.execute("SET LOCAL reflex.mover = 'on'")
+                    cur = conn.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+                                       f"WHERE {self._filter(t.key_column, buckets)} "
+                                       f"LIMIT {self.set.delete_batch_rows}))")
+                    n = cur.rowcount
+                total += n
+                if n < self.set.delete_batch_rows:
+                    break
+        return total
+
+    def _copy(self, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], buckets: list[int],
+              progress_id: str) -> dict[str, int]:
+        """Binary COPY of the buckets' rows, chunked by primary key; resumable from the last committed chunk."""
+        copied: dict[str, int] = {}
+        for t in self.set.tables:
+            cols, pk = pg.table_columns(src, t.name)
+            table = quote_ident(t.name)
+            col_list = ", ".join(quote_ident(c) for c in cols)
+            pk_list = ", ".join(quote_ident(c) for c, _ in pk)
+            where = self._filter(t.key_column, buckets)
+            row = dst.execute("SELECT cursor, rows, done FROM reflex.copy_progress WHERE move_id = %s AND tbl = %s",
+                              (progress_id, t.name)).fetchone()
+            cursor: list[Any] | None = row[0] if row else None
+            rows = int(row[1]) if row else 0
+            done = bool(row[2]) if row else False
+            while not done:
+                after, params = "", []
+                if cursor is not None:
+                    after = f" AND ({pk_list}) > ({', '.join(f'%s::{typ}' for _, typ in pk)})"
+                    params = list(cursor)
+                end = src.execute(f"SELECT {pk_list} FROM {table} WHERE {where.replace('%', '%%')}{after} "
+                                  f"ORDER BY {pk_list} OFFSET {self.set.copy_chunk_rows - 1} LIMIT 1",
+                                  params).fetchone()
+                upto = ""
+                if end is not None:
+                    upto = f" AND ({pk_list}) <= ({', '.join(f'%s::{typ}' for _, typ in pk)})"
+                bound = [*params, *(end or ())]
+                select = f"SELECT {col_list} FROM {table} WHERE {where}{_literals(src, after + upto, bound)}"
+                with dst.transaction():
+                    dst.execute("SET LOCAL reflex.mover = 'on'")
+                    with src.cursor() as sc, dst.cursor() as dc:
+                        with sc.copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as out, \
+                                dc.copy(f"COPY {table} ({col_list}) FROM STDIN (FORMAT BINARY)") as into:
+                            for data in out:
+                                into.write(data)
+                        n = max(dc.rowcount, 0)
+                    rows += n
+                    cursor = [_jsonable(v) for v in end] if end is not None else cursor
+                    done = end is None
+                    dst.execute("INSERT INTO reflex.copy_progress (move_id, tbl, cursor, rows, done) "
+                                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (move_id, tbl) DO UPDATE SET "
+                                "cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, done = EXCLUDED.done",
+                                (progress_id, t.name, Jsonb(cursor), rows, done))
+                self._crash("copy:chunk")
+                if not done and self._deadline is not None and time.monotonic() > self._deadline:
+                    raise _OutOfBudget()
+            copied[t.name] = rows
+        return copied
+
+    def _verify(self, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], buckets: list[int]
+                ) -> dict[str, Any]:
+        """Per bucket and table: row count and checksum (sum of the first 60 bits of md5 of each row's text)."""
+        mismatched: set[int] = set()
+        total = 0
+        per_table: dict[str, int] = {}
+        for t in self.set.tables:
+            cols, _ = pg.table_columns(src, t.name)
+            row_text = "ROW(" + ", ".join(quote_ident(c) for c in cols) + ")::text"
+            b = bucket_sql(quote_ident(t.key_column), self.set.buckets, self.set.key.type)
+            checksum = f"coalesce(sum(('x' || substr(md5({row_text}), 1, 15))::bit(60)::bigint), 0)"
+            q = (f"SELECT {b} AS b, count(*), {checksum}"
+                 f" FROM {quote_ident(t.name)} WHERE {self._filter(t.key_column, buckets)} GROUP BY 1")
+            left = {int(r[0]): (int(r[1]), str(r[2])) for r in src.execute(q).fetchall()}
+            right = {int(r[0]): (int(r[1]), str(r[2])) for r in dst.execute(q).fetchall()}
+            for bucket in set(left) | set(right):
+                if left.get(bucket) != right.get(bucket):
+                    mismatched.add(bucket)
+            per_table[t.name] = sum(c for c, _ in left.values())
+            total += per_table[t.name]
+        return {"rows": total, "rows_per_table": per_table, "mismatched_buckets": sorted(mismatched)}
+
+    # ------------------------------------------------------------------ logical replication (online)
+    def _names(self, move: MoveRecord, *, forward: bool) -> dict[str, str]:
+        base = f"rx_{_short(self.set.name, move.id)}{'' if forward else '_r'}"
+        return {"pub": base, "slot": base, "sub": base, "marker": move.id if forward else move.id + "-r"}
+
+    def _replicate(self, move: MoveRecord, source: str, target: str, *, forward: bool) -> None:
+        """Publication (row-filtered to the buckets) + slot on `source`, subscription on `target`. Idempotent.
+
+        The subscription is created without connecting (connect = false) and the slot by hand: that also
+        works when both databases are in one cluster, where CREATE SUBSCRIPTION would wait on itself."""
+        names = self._names(move, forward=forward)
+        src_shard = self.set.shard(source)
+        assert src_shard is not None
+        with self._conn(source) as src:
+            if not src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (names["pub"],)).fetchone():
+                tables = [f"{quote_ident(t.name)} WHERE {self._filter(t.key_column, move.buckets)}"
+                          for t in self.set.tables]
+                tables.append(f"reflex.marker WHERE (move_id = {_lit(names['marker'])})")
+                src.execute(f"CREATE PUBLICATION {names['pub']} FOR TABLE {', '.join(tables)} "
+                            "WITH (publish = 'insert, update, delete, truncate')")
+            if not src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (names["slot"],)).fetchone():
+                src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (names["slot"],))
+        self._crash("replicate:source")
+        conninfo = self._conninfo(src_shard)
+        with self._conn(target) as tgt:
+            row = tgt.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", (names["sub"],)).fetchone()
+            if row is None:
+                tgt.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = false, "
+                                    "slot_name = {})").format(sql.Identifier(names["sub"]), sql.Literal(conninfo),
+                                                             sql.Identifier(names["pub"]),
+                                                             sql.Literal(names["slot"])))
+            if row is None or not row[0]:
+                tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} ENABLE")
+            tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} REFRESH PUBLICATION "
+                        f"WITH (copy_data = {'true' if forward else 'false'})")
+
+    def _teardown(self, move: MoveRecord, *, forward: bool) -> None:
+        """Drop the subscription (without touching the slot remotely), then the slot and the publication."""
+        names = self._names(move, forward=forward)
+        source, target = (move.source, move.target) if forward else (move.target, move.source)
+        sub_oid: int | None = None
+        with self._conn(target) as tgt:
+            row = tgt.execute("SELECT oid FROM pg_subscription WHERE subname = %s", (names["sub"],)).fetchone()
+            if row is not None:
+                sub_oid = int(row[0])
+                tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} DISABLE")
+                tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} SET (slot_name = NONE)")
+                tgt.execute(f"DROP SUBSCRIPTION {names['sub']}")
+        with self._conn(source) as src:
+            patterns = [names["slot"]] + ([f"pg_{sub_oid}_sync_%"] if sub_oid else [])
+            deadline = time.monotonic() + 30
+            while True:
+                slots = src.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE slot_name = %s "
+                                    "OR slot_name LIKE ANY(%s)", (names["slot"], patterns[1:] or ["-"])).fetchall()
+                for _slot, pid in slots:
+                    if pid is not None:
+                        src.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                active = []
+                for slot, _ in slots:
+                    try:
+                        src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    except psycopg.errors.ObjectInUse:
+                        active.append(slot)
+                    except psycopg.errors.UndefinedObject:
+                        pass
+                if not active or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            src.execute(f"DROP PUBLICATION IF EXISTS {names['pub']}")
+
+    def _stop_stream(self, move: MoveRecord, *, forward: bool) -> None:
+        """Disable the subscription and wait until its sender has let go of the slot. Idempotent."""
+        names = self._names(move, forward=forward)
+        source, target = (move.source, move.target) if forward else (move.target, move.source)
+        with self._conn(target) as tgt:
+            row = tgt.execute("SELECT subenabled FROM pg_subscription WHERE subname = %s", (names["sub"],)).fetchone()
+            if row is not None and row[0]:
+                tgt.execute(f"ALTER SUBSCRIPTION {names['sub']} DISABLE")
+        with self._conn(source) as src:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = src.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                  (names["slot"],)).fetchone()
+                if row is None or row[0] is None:
+                    return
+                if time.monotonic() > deadline - 9:
+                    src.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                time.sleep(0.005)
+            raise RuntimeError(f"the sender of slot {names['slot']} did not stop; retry")
+
+    def _await_marker(self, src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], marker: str,
+                      timeout_s: float) -> bool:
+        """Insert a marker on `src` and wait until replication has applied it on `tgt` (commit order)."""
+        token = uuid.uuid4().hex
+        src.execute("INSERT INTO reflex.marker (move_id, token) VALUES (%s, %s)", (marker, token))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if tgt.execute("SELECT 1 FROM reflex.marker WHERE move_id = %s AND token = %s",
+                           (marker, token)).fetchone():
+                return True
+            time.sleep(0.005)
+        return False
+
+
+def _literals(conn: psycopg.Connection[Any], text: str, params: list[Any]) -> str:
+    """COPY takes no parameters: bind them client-side as quoted literals (text has only %s placeholders)."""
+    parts = text.split("%s")
+    out = [parts[0]]
+    for value, rest in zip(params, parts[1:], strict=True):
+        out += [sql.Literal(value).as_string(conn), rest]
+    return "".join(out)
+
+
+def _jsonable(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,146 @@
+"""What the shard reaction accepts, as typed models: console commands, the ShardAdded event's detail and
+the move workflow's state. A payload that does not validate is rejected with the field named."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reflex_core.config_base import format_validation_error
+from reflex_core.sharding_config import ShardingStageConfig, ShardSet
+from reflex_core.triggers import TriggerError
+
+COMMAND_NAMES = ("plan", "rebalance", "drain", "add_shard", "move", "pause", "resume", "abort", "status")
+PLANNING = frozenset({"plan", "rebalance", "drain", "add_shard"})
+ADVANCE = "advance"
+
+
+class ShardCommand(BaseModel):
+    """A console command on one shard set.
+
+    plan: the rebalance plan, printed, nothing moved (a dry run by definition); rebalance: plan and start the
+    moves; drain: move every bucket off `shard`; add_shard: `shard` (configured, accepting) takes its share;
+    move: move the named `buckets` to `target`; pause/resume/abort: one move (`move_id`) or every move of the
+    set; status: the map and the moves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Literal["plan", "rebalance", "drain", "add_shard", "move", "pause", "resume", "abort", "status"]
+    set: str = Field(min_length=1, max_length=40)
+    shard: str | None = Field(default=None, min_length=1, max_length=40, description="drain, add_shard")
+    buckets: list[int | str] | None = Field(default=None, min_length=1, max_length=65536,
+                                            description='move: bucket numbers or ranges ("0-15")')
+    target: str | None = Field(default=None, min_length=1, max_length=40, description="move")
+    move_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    mode: Literal["online", "block_writes"] | None = None
+    reason: str = Field(min_length=3, max_length=500)
+    operator: str = Field(min_length=1, max_length=128)
+    dry_run: bool = False
+    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, v: list[int | str] | None) -> list[int | str] | None:
+        for item in v or []:
+            if isinstance(item, str) and not re.fullmatch(r"\d+(-\d+)?", item.strip()):
+                raise ValueError(f"{item!r} is not a bucket number or range a-b")
+        return v
+
+    def bucket_numbers(self) -> list[int]:
+        out: set[int] = set()
+        for item in self.buckets or []:
+            if isinstance(item, int):
+                out.add(item)
+                continue
+            lo, _, hi = item.strip().partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+        return sorted(out)
+
+
+class ShardAddedDetail(BaseModel):
+    """`detail` of the ShardAdded event: a configured shard is ready to take its share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    set: str = Field(min_length=1, max_length=40)
+    shard: str = Field(min_length=1, max_length=40)
+
+
+class MoveState(BaseModel):
+    """The move workflow's state (`reflex_step.input`), set by the reaction when it starts the execution."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    set: str = Field(min_length=1, max_length=40)
+    move_id: str = Field(min_length=1, max_length=64)
+
+
+def _known_set(name: str, config: ShardingStageConfig, field: str) -> ShardSet:
+    sets = config.sharding.sets if config.sharding else []
+    found = next((s for s in sets if s.name == name), None)
+    if found is None:
+        known = ", ".join(s.name for s in sets) or "none"
+        raise TriggerError([f"{field}: no shard set {name!r} (configured: {known})"])
+    return found
+
+
+def _known_shard(sset: ShardSet, name: str, field: str) -> None:
+    if sset.shard(name) is None:
+        raise TriggerError([f"{field}: no shard {name!r} in set {sset.name} "
+                            f"(configured: {', '.join(s.name for s in sset.shards)})"])
+
+
+def validate_command(data: Any, config: ShardingStageConfig) -> ShardCommand:
+    if not isinstance(data, dict):
+        raise TriggerError(["<root>: expected a JSON object with a 'command'"])
+    command = data.get("command")
+    if command not in COMMAND_NAMES:
+        raise TriggerError([f"command: unknown command {command!r}; expected one of {', '.join(COMMAND_NAMES)}"])
+    try:
+        cmd = ShardCommand.model_validate(data)
+    except ValidationError as err:
+        raise TriggerError(format_validation_error(err)) from None
+    sset = _known_set(cmd.set, config, "set")
+    if cmd.command in ("drain", "add_shard"):
+        if cmd.shard is None:
+            raise TriggerError([f"shard: required for {cmd.command}"])
+        _known_shard(sset, cmd.shard, "shard")
+        if cmd.command == "drain" and not [s for s in sset.shards if s.name != cmd.shard and s.accepting]:
+            raise TriggerError([f"shard: {cmd.shard} is the last shard of set {sset.name} that accepts buckets; "
+                                "there is nowhere to drain it to"])
+        shard = sset.shard(cmd.shard)
+        if cmd.command == "add_shard" and shard is not None and not shard.accepting:
+            raise TriggerError([f"shard: {cmd.shard} does not accept buckets (accepting: false)"])
+    if cmd.command == "move":
+        if cmd.target is None:
+            raise TriggerError(["target: required for move"])
+        if not cmd.buckets:
+            raise TriggerError(["buckets: required for move"])
+        _known_shard(sset, cmd.target, "target")
+        bad = [b for b in cmd.bucket_numbers() if b >= sset.buckets]
+        if bad:
+            raise TriggerError([f"buckets: outside 0-{sset.buckets - 1}: {bad[:10]}"])
+    elif cmd.buckets is not None or cmd.target is not None:
+        raise TriggerError([f"{'buckets' if cmd.buckets is not None else 'target'}: only for move"])
+    return cmd
+
+
+def validate_shard_added(detail: dict[str, Any], config: ShardingStageConfig) -> ShardAddedDetail:
+    try:
+        added = ShardAddedDetail.model_validate(detail)
+    except ValidationError as err:
+        raise TriggerError(format_validation_error(err, "detail.")) from None
+    sset = _known_set(added.set, config, "detail.set")
+    _known_shard(sset, added.shard, "detail.shard")
+    return added
+
+
+def validate_move_state(data: dict[str, Any], config: ShardingStageConfig) -> MoveState:
+    try:
+        state = MoveState.model_validate(data)
+    except ValidationError as err:
+        raise TriggerError(format_validation_error(err, "reflex_step.input.")) from None
+    _known_set(state.set, config, "reflex_step.input.set")
+    return state

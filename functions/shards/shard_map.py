@@ -1,0 +1,232 @@
+"""The shard map (bucket -> shard, per-bucket move state) and the move records, in DynamoDB.
+
+Items in the state table (partition key `pk`), next to the guardrails' own:
+  shardmap#<set>               the live map: version, bucket count, key type, owners (run-length encoded),
+                               the states of buckets that are moving; written only conditionally on its version
+  shardmap#<set>#v<version>    history: the map as each version left it, with what changed it (never expires)
+  shardmove#<set>#<move>       one move: buckets, source, target, mode, phase, fence timings, copy cursors,
+                               verification, written conditionally on its own version
+We keep them in the state table (not a table of their own): the same backups, encryption and IAM as the
+rest of Reflex's durable state, and a map is one small item (4,096 buckets run-length encode to a few
+hundred bytes while they stay in ranges; at worst ~60 KB, under DynamoDB's 400 KB item limit).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+BucketStateName = Literal["copying", "fenced", "switched"]
+
+
+class MapConflict(RuntimeError):
+    """The map (or a move record) changed since it was read: re-read and retry."""
+
+
+@dataclass
+class BucketState:
+    state: BucketStateName
+    move_id: str
+    source: str
+    target: str
+
+
+@dataclass
+class ShardMap:
+    set_name: str
+    buckets: int
+    key_type: str
+    owners: list[str]
+    version: int = 0
+    states: dict[int, BucketState] = field(default_factory=dict)
+    updated_at: float = 0.0
+    change: str = ""
+
+    def shard_of(self, bucket: int) -> str:
+        return self.owners[bucket]
+
+    def buckets_of(self, shard: str) -> list[int]:
+        return [b for b, s in enumerate(self.owners) if s == shard]
+
+    def moving(self) -> dict[int, BucketState]:
+        return dict(self.states)
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "pk": {"S": f"shardmap#{self.set_name}"},
+            "version": {"N": str(self.version)},
+            "buckets": {"N": str(self.buckets)},
+            "key_type": {"S": self.key_type},
+            "owners": {"S": json.dumps(encode_owners(self.owners))},
+            "states": {"S": json.dumps({str(b): asdict(s) for b, s in sorted(self.states.items())})},
+            "updated_at": {"N": repr(self.updated_at)},
+            "change": {"S": self.change or "-"},
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> ShardMap:
+        states = {int(b): BucketState(**s) for b, s in json.loads(item["states"]["S"]).items()}
+        return cls(set_name=item["pk"]["S"].split("#", 1)[1], buckets=int(item["buckets"]["N"]),
+                   key_type=item["key_type"]["S"], owners=decode_owners(json.loads(item["owners"]["S"])),
+                   version=int(item["version"]["N"]), states=states, updated_at=float(item["updated_at"]["N"]),
+                   change=item.get("change", {}).get("S", ""))
+
+
+def encode_owners(owners: list[str]) -> list[list[Any]]:
+    """Run-length: [[shard, count], ...] in bucket order."""
+    out: list[list[Any]] = []
+    for s in owners:
+        if out and out[-1][0] == s:
+            out[-1][1] += 1
+        else:
+            out.append([s, 1])
+    return out
+
+
+def decode_owners(runs: list[list[Any]]) -> list[str]:
+    return [str(s) for s, n in runs for _ in range(int(n))]
+
+
+@dataclass
+class MoveRecord:
+    """One move of buckets from a source shard to a target shard, and how far it got."""
+
+    id: str
+    set_name: str
+    buckets: list[int]
+    source: str
+    target: str
+    mode: str
+    phase: str = "claimed"
+    version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    paused: bool = False
+    abort_requested: str = ""
+    fence_started_at: float | None = None
+    fence_ms: float | None = None
+    switched_at: float | None = None
+    grace_until: float | None = None
+    copy_rows: dict[str, int] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    history: list[list[Any]] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("done", "rolled_back")
+
+    def to_item(self) -> dict[str, Any]:
+        return {"pk": {"S": f"shardmove#{self.set_name}#{self.id}"}, "version": {"N": str(self.version)},
+                "body": {"S": json.dumps(asdict(self), default=str)},
+                "finished": {"BOOL": self.finished}}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> MoveRecord:
+        return cls(**json.loads(item["body"]["S"]))
+
+
+def _conditional(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class ShardMapStore:
+    """Reads and conditionally writes maps and move records (one boto3 DynamoDB client, the state table)."""
+
+    def __init__(self, dynamodb: Any, table: str, clock: Any = None) -> None:
+        self.db = dynamodb
+        self.table = table
+        self._now = (lambda: clock.now().timestamp()) if clock is not None else time.time
+
+    # ------------------------------------------------------------------ map
+    def load(self, set_name: str) -> ShardMap | None:
+        resp = self.db.get_item(TableName=self.table, Key={"pk": {"S": f"shardmap#{set_name}"}}, ConsistentRead=True)
+        item = resp.get("Item")
+        return ShardMap.from_item(item) if item else None
+
+    def ensure(self, set_name: str, buckets: int, key_type: str, owners: list[str]) -> ShardMap:
+        """The set's map, created from the initial placement the first time (version 1)."""
+        current = self.load(set_name)
+        if current is not None:
+            return current
+        fresh = ShardMap(set_name=set_name, buckets=buckets, key_type=key_type, owners=list(owners))
+        try:
+            return self.save(fresh, "created from the configured placement")
+        except MapConflict:
+            loaded = self.load(set_name)
+            assert loaded is not None
+            return loaded
+
+    def save(self, new: ShardMap, change: str) -> ShardMap:
+        """Write `new` as version+1 if the stored version is still `new.version`; record the history."""
+        expected = new.version
+        saved = ShardMap(set_name=new.set_name, buckets=new.buckets, key_type=new.key_type, owners=list(new.owners),
+                         version=expected + 1, states=dict(new.states), updated_at=self._now(), change=change)
+        cond: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"} if expected == 0 else
+            {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(expected)}}})
+        try:
+            self.db.put_item(TableName=self.table, Item=saved.to_item(), **cond)
+        except ClientError as err:
+            if _conditional(err):
+                raise MapConflict(f"shard map {new.set_name} changed since version {expected}") from None
+            raise
+        history = saved.to_item() | {"pk": {"S": f"shardmap#{new.set_name}#v{saved.version}"}}
+        self.db.put_item(TableName=self.table, Item=history)
+        return saved
+
+    def history(self, set_name: str, version: int) -> ShardMap | None:
+        resp = self.db.get_item(TableName=self.table, Key={"pk": {"S": f"shardmap#{set_name}#v{version}"}},
+                                ConsistentRead=True)
+        item = resp.get("Item")
+        if not item:
+            return None
+        item = item | {"pk": {"S": f"shardmap#{set_name}"}}
+        return ShardMap.from_item(item)
+
+    # ------------------------------------------------------------------ moves
+    def load_move(self, set_name: str, move_id: str) -> MoveRecord | None:
+        resp = self.db.get_item(TableName=self.table, Key={"pk": {"S": f"shardmove#{set_name}#{move_id}"}},
+                                ConsistentRead=True)
+        item = resp.get("Item")
+        return MoveRecord.from_item(item) if item else None
+
+    def save_move(self, move: MoveRecord, note: str = "") -> MoveRecord:
+        expected = move.version
+        move.version = expected + 1
+        move.updated_at = self._now()
+        if note:
+            move.history.append([round(move.updated_at, 3), move.phase, note[:300]])
+            del move.history[:-100]
+        cond: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"} if expected == 0 else
+            {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(expected)}}})
+        try:
+            self.db.put_item(TableName=self.table, Item=move.to_item(), **cond)
+        except ClientError as err:
+            move.version = expected
+            if _conditional(err):
+                raise MapConflict(f"move {move.id} changed since version {expected}") from None
+            raise
+        return move
+
+    def moves(self, set_name: str, *, unfinished_only: bool = True) -> list[MoveRecord]:
+        """The set's move records (a scan by key prefix: moves are few; the table is small)."""
+        out: list[MoveRecord] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": {"S": f"shardmove#{set_name}#"}}, "ConsistentRead": True}
+        while True:
+            resp = self.db.scan(**kwargs)
+            out.extend(MoveRecord.from_item(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        if unfinished_only:
+            out = [m for m in out if not m.finished]
+        return sorted(out, key=lambda m: (m.created_at, m.id))

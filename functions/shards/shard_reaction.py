@@ -1,0 +1,385 @@
+"""The shard reaction: PostgreSQL shard rebalancing on the shared pipeline.
+
+Triggers and what they ask for (every one passes the same guardrails and leaves an audit record; the lock
+is the shard set's, so one set is planned or stepped by one invocation at a time):
+
+* A CloudWatch alarm entering ALARM on a shard database (the set's `alarms` or a shard's) -> `rebalance`.
+* The schedule (`balance_check`, every `balance_check_every_minutes`) -> `rebalance`, quiet when balanced.
+* The ShardAdded event (detail {set, shard}) -> `add_shard`: the shard takes its weighted share.
+* Console: plan (always a dry run: the plan is the decision's `intended`), rebalance, drain, add_shard,
+  move (named buckets), pause, resume, abort, status.
+* The move workflow's steps (`reflex_step`, step `advance`) -> one idempotent mover step.
+
+Planning uses `shards.planner` (plan_rebalance / plan_drain), imported when a plan is needed. Moves start
+within each shard's `max_concurrent_moves`; the rest wait for the next balance check. Each started move
+gets its own workflow execution, named after the move (a redelivered start starts nothing new).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from reflex_core.actions import Action, Direction, Intent, Skip
+from reflex_core.observability import logger
+from reflex_core.pipeline import GuardSettings
+from reflex_core.runtime import Runtime
+from reflex_core.sharding_config import ShardingStageConfig, ShardSet
+from reflex_core.state_store import AlarmMemory
+from reflex_core.triggers import Trigger, TriggerError
+from shards import pg
+from shards import workflow_definition as wf
+from shards.buckets import ranges
+from shards.mover import Mover, MoveRefused, StepResult
+from shards.shard_commands import (
+    MoveState,
+    ShardAddedDetail,
+    ShardCommand,
+    validate_command,
+    validate_move_state,
+    validate_shard_added,
+)
+from shards.shard_map import MoveRecord, ShardMapStore
+
+ReactionRuntime = Runtime[ShardingStageConfig]
+SAFETY = frozenset({"abort", "pause", "resume", "advance", "status"})
+STEP_BUDGET_S = 60.0
+
+
+def _key(sset: ShardSet) -> str:
+    return f"shardset/{sset.name}"
+
+
+class ShardReaction:
+    name = "shards"
+    config_model = ShardingStageConfig
+    # Starting a move (named after the trigger), a mover step, pause/resume/abort: running one twice is harmless,
+    # so a retry that cannot tell whether it was applied runs it again.
+    idempotent_execute = True
+
+    def __init__(self, connect: pg.Connect | None = None, step_budget_s: float = STEP_BUDGET_S) -> None:
+        self._connect = connect
+        self._budget = step_budget_s
+        self._results: dict[str, StepResult] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _sets(self, rt: ReactionRuntime) -> list[ShardSet]:
+        return rt.config.sharding.sets if rt.config.sharding else []
+
+    def _set(self, rt: ReactionRuntime, name: str) -> ShardSet:
+        found = next((s for s in self._sets(rt) if s.name == name), None)
+        assert found is not None, name
+        return found
+
+    def mover(self, sset: ShardSet, rt: ReactionRuntime) -> Mover:
+        connect = self._connect or pg.connector(rt.clients)
+
+        def published(move: MoveRecord) -> None:
+            self._publish_moved(move, sset, rt)
+
+        return Mover(sset, ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock), connect,
+                     conninfo=lambda shard: pg.replication_conninfo(shard, rt.clients),
+                     now=lambda: rt.clock.now().timestamp(), on_switched=published, step_budget_s=self._budget)
+
+    def _publish_moved(self, move: MoveRecord, sset: ShardSet, rt: ReactionRuntime) -> None:
+        """ShardMoved: the application's caches drop what they cached per moved bucket (tag shard:<set>:<b>)."""
+        detail = {"set": sset.name, "move_id": move.id, "source": move.source, "target": move.target,
+                  "buckets": move.buckets, "bucket_ranges": ranges(move.buckets), "fence_ms": move.fence_ms,
+                  "tags": [f"shard:{sset.name}:{b}" for b in move.buckets]}
+        rt.clients.events.put_events(Entries=[{
+            "Source": rt.config.shard_moved_source, "DetailType": rt.config.shard_moved_detail_type,
+            "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
+        if trigger.kind == "console":
+            return validate_command(trigger.payload, rt.config)
+        if trigger.kind == "event" and trigger.event is not None:
+            ev = trigger.event
+            listening = [s for s in self._sets(rt)
+                         if any(m.source == ev.source and m.detail_type == ev.detail_type for m in s.on_events)]
+            return validate_shard_added(ev.detail, rt.config) if listening else None
+        if trigger.kind == "schedule" and trigger.schedule is not None:
+            if trigger.schedule.operation != "balance_check":
+                raise TriggerError([f"reflex_schedule.operation: unknown operation {trigger.schedule.operation!r} "
+                                    "(balance_check)"])
+            return None
+        if trigger.kind == "step" and trigger.step is not None:
+            if trigger.step.step not in wf.STEPS:
+                raise TriggerError([f"reflex_step.step: unknown step {trigger.step.step!r}; expected advance"])
+            return validate_move_state(trigger.step.input, rt.config)
+        return None
+
+    def _alarm_sets(self, alarm_name: str, rt: ReactionRuntime) -> list[tuple[ShardSet, str | None]]:
+        out: list[tuple[ShardSet, str | None]] = []
+        for s in self._sets(rt):
+            hot = next((sh.name for sh in s.shards if sh.alarms and sh.alarms.matches(alarm_name, None)), None)
+            if hot or (s.alarms and s.alarms.matches(alarm_name, None)):
+                out.append((s, hot))
+        return out
+
+    def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
+        assert trigger.alarm is not None
+        return [s.name for s, _ in self._alarm_sets(trigger.alarm.name, rt)]
+
+    # ------------------------------------------------------------------ intents
+    def intents(self, trigger: Trigger, request: Any, rt: ReactionRuntime,
+                previous: AlarmMemory | None) -> list[Intent | Skip]:
+        if trigger.kind == "alarm":
+            alarm = trigger.alarm
+            assert alarm is not None
+            out: list[Intent | Skip] = []
+            for sset, hot in self._alarm_sets(alarm.name, rt):
+                if alarm.state != "ALARM":
+                    out.append(Skip(reason="alarm-not-breaching", policy=sset.name, target_key=_key(sset),
+                                    detail=f"{alarm.name} {alarm.transition}: only an alarm entering ALARM acts"))
+                    continue
+                out.append(self._intent(sset, "rebalance", f"alarm {alarm.name} {alarm.transition}"
+                                        + (f" on {hot}" if hot else ""), base=trigger.event_id, hot=hot))
+            return out
+        if trigger.kind == "schedule":
+            return [self._intent(s, "rebalance", "periodic balance check", quiet=True, base=trigger.event_id)
+                    for s in self._sets(rt) if s.balance_check_every_minutes]
+        if request is None:
+            return []
+        if isinstance(request, ShardAddedDetail):
+            sset = self._set(rt, request.set)
+            return [self._intent(sset, "add_shard", f"ShardAdded {request.shard} from {trigger.who}",
+                                 shard=request.shard, base=trigger.event_id)]
+        if isinstance(request, ShardCommand):
+            sset = self._set(rt, request.set)
+            intent = self._intent(sset, request.command, f"{request.command} by {request.operator}: {request.reason}",
+                                  base=trigger.event_id, operator=request.operator, shard=request.shard,
+                                  target_shard=request.target, buckets=request.bucket_numbers() or None,
+                                  move_id=request.move_id, mode=request.mode)
+            return [intent.model_copy(update={"dry_run": request.dry_run or request.command == "plan"})]
+        assert isinstance(request, MoveState)
+        sset = self._set(rt, request.set)
+        return [self._intent(sset, "advance", f"workflow step of move {request.move_id}", move_id=request.move_id)]
+
+    @staticmethod
+    def _intent(sset: ShardSet, operation: str, reason: str, quiet: bool = False, **params: Any) -> Intent:
+        direction: Direction | None = "out" if operation in ("rebalance", "drain", "add_shard", "move") else None
+        return Intent(policy=sset.name, target_key=_key(sset), target={"set": sset.name}, operation=operation,
+                      direction=direction, params={k: v for k, v in params.items() if v is not None},
+                      reason=reason, quiet=quiet)
+
+    def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
+        return {_key(s) for s in self._sets(rt)}
+
+    def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
+        sset = self._set(rt, intent.target["set"])
+        return GuardSettings(out_cooldown_s=sset.cooldown_s, in_cooldown_s=0,
+                             max_actions_per_hour=sset.rate_limit.max_actions_per_hour,
+                             circuit_open_for_s=sset.rate_limit.open_for_s,
+                             dry_run=rt.config.dry_run or sset.dry_run or intent.operation == "plan",
+                             preempt_lock=intent.operation == "abort",
+                             bypass_rate_limit=intent.operation in SAFETY)
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
+        sset = self._set(rt, intent.target["set"])
+        mover = self.mover(sset, rt)
+        op = intent.operation
+        p = intent.params
+        shard_map = mover.map()
+        running = mover.store.moves(sset.name)
+        before = {"map_version": shard_map.version, "moving": [_summary(m) for m in running]}
+
+        def skip(reason: str, detail: str) -> Skip:
+            return Skip(reason=reason, detail=detail, policy=sset.name, target_key=_key(sset), before=before,
+                        quiet=intent.quiet)
+
+        if op == "advance":
+            move = mover.store.load_move(sset.name, p["move_id"])
+            if move is None:
+                return skip("no-move", f"no move {p['move_id']}")
+            if move.finished:
+                return Skip(reason="move-finished", detail=f"move {move.id} is {move.phase}", policy=sset.name,
+                            target_key=_key(sset), before={"phase": move.phase})
+            return self._action(intent, before, {"step": {"move_id": move.id, "from_phase": move.phase}})
+        if op == "status":
+            counts: dict[str, int] = {}
+            for owner in shard_map.owners:
+                counts[owner] = counts.get(owner, 0) + 1
+            return skip("status", json.dumps({"map_version": shard_map.version, "buckets_per_shard": counts,
+                                              "moves": [_summary(m) for m in running]})[:1800])
+        if op in ("pause", "resume", "abort"):
+            targets = [m for m in running if p.get("move_id") in (None, m.id)]
+            if not targets:
+                return skip("no-move", f"no unfinished move{' ' + p['move_id'] if p.get('move_id') else ''} "
+                                       f"in set {sset.name}")
+            return self._action(intent, before, {"moves": {m.id: op for m in targets}})
+        if op == "move":
+            buckets = list(p["buckets"])
+            target = p["target_shard"]
+            sources = {shard_map.owners[b] for b in buckets}
+            if len(sources) != 1:
+                return skip("bad-move", "buckets: the named buckets are on several shards "
+                                        f"({', '.join(sorted(sources))}); one move has one source")
+            source = sources.pop()
+            refusal = self._capacity(sset, mover, target, buckets)
+            if refusal:
+                return skip("target-at-capacity", refusal)
+            moves = [{"id": _move_id(p["base"], 0), "buckets": buckets, "source": source, "target": target,
+                      "mode": p.get("mode") or sset.transfer}]
+            problem = self._refusal(mover, moves)
+            if problem:
+                return skip("move-refused", problem)
+            return self._action(intent, before, {"moves": moves})
+        # plan / rebalance / drain / add_shard
+        if op != "plan" and running:
+            return skip("set-moving", f"set {sset.name} has {len(running)} unfinished move(s): "
+                                      f"{', '.join(m.id for m in running)}; plan again when they end")
+        try:
+            plan = self._planner_plan(sset, mover, op, p, shard_map)
+        except ImportError as err:
+            return skip("planner-unavailable", f"shards.planner is not installed: {err}")
+        moves = [{"id": _move_id(p["base"], i), "buckets": [m.bucket], "source": m.source, "target": m.target,
+                  "bytes": m.bytes, "mode": sset.transfer, "reason": m.reason} for i, m in enumerate(plan.moves)]
+        intended = {"moves": _group(moves), "plan": plan.to_dict()}
+        if not moves:
+            return skip("balanced", "; ".join(plan.explanation)[:1000] or "every shard is within tolerance")
+        return self._action(intent, before, intended)
+
+    def _planner_plan(self, sset: ShardSet, mover: Mover, op: str, p: dict[str, Any], shard_map: Any) -> Any:
+        from shards.inventory import bucket_bytes
+        from shards.planner import BucketInfo, PlanSettings, ShardInfo, plan_drain, plan_rebalance
+
+        connect = mover._connect
+        sizes = bucket_bytes(sset, shard_map, connect)
+        buckets = [BucketInfo(bucket=b, shard=shard_map.owners[b], bytes=n) for b, n in sizes.items()]
+        shards = [ShardInfo(name=s.name, weight=s.weight, accepting=s.accepting,
+                            max_concurrent_moves=s.max_concurrent_moves) for s in sset.shards]
+        settings = PlanSettings(tolerance=sset.tolerance, improvement_threshold=sset.improvement_threshold,
+                                max_moves=sset.max_moves_per_plan, metric=sset.metric,
+                                throughput_bytes_per_s=sset.throughput_bytes_per_s)
+        if op == "drain":
+            return plan_drain(buckets, shards, p["shard"], settings)
+        return plan_rebalance(buckets, shards, settings)
+
+    def _capacity(self, sset: ShardSet, mover: Mover, target: str, buckets: list[int]) -> str:
+        shard = sset.shard(target)
+        if shard is None or shard.max_bytes is None:
+            return ""
+        from shards.inventory import bucket_bytes
+
+        sizes = bucket_bytes(sset, mover.map(), mover._connect)
+        now_bytes = sum(n for b, n in sizes.items() if mover.map().owners[b] == target)
+        moving = sum(sizes[b] for b in buckets)
+        if now_bytes + moving > shard.max_bytes:
+            return (f"target: {target} holds {now_bytes} bytes; with {moving} more it would exceed max_bytes "
+                    f"{shard.max_bytes}")
+        return ""
+
+    @staticmethod
+    def _refusal(mover: Mover, moves: list[dict[str, Any]]) -> str:
+        m = mover.map()
+        for mv in moves:
+            busy = [b for b in mv["buckets"] if b in m.states]
+            if busy:
+                return f"buckets: already moving: {ranges(busy)}"
+            if mv["source"] == mv["target"]:
+                return f"target: the buckets are already on {mv['target']}"
+            tgt = mover.set.shard(mv["target"])
+            if tgt is not None and not tgt.accepting:
+                return f"target: shard {mv['target']} does not accept buckets (accepting: false)"
+        return ""
+
+    @staticmethod
+    def _action(intent: Intent, before: dict[str, Any], intended: dict[str, Any]) -> Action:
+        return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
+                      operation=intent.operation, direction=intent.direction, params=intent.params, before=before,
+                      intended=intended, reason=intent.reason)
+
+    # ------------------------------------------------------------------ execute / verify
+    def execute(self, action: Action, rt: ReactionRuntime) -> None:
+        sset = self._set(rt, action.target["set"])
+        mover = self.mover(sset, rt)
+        op = action.operation
+        if op == "advance":
+            self._results[action.params["move_id"]] = mover.step(action.params["move_id"])
+            return
+        if op in ("pause", "resume", "abort"):
+            for move_id in action.intended["moves"]:
+                if op == "abort":
+                    mover.request_abort(move_id, action.reason)
+                else:
+                    mover.set_paused(move_id, op == "pause")
+            return
+        started: list[str] = []
+        for mv in action.intended["moves"]:
+            try:
+                record = mover.start(mv["buckets"], mv["source"], mv["target"], move_id=mv["id"], mode=mv["mode"],
+                                     reason=action.reason)
+            except MoveRefused as err:
+                if op == "move":
+                    raise
+                logger.info("move deferred to the next balance check", extra={"move": mv, "why": str(err)})
+                continue
+            started.append(record.id)
+            self._start_workflow(rt, sset, record.id)
+
+    @staticmethod
+    def _start_workflow(rt: ReactionRuntime, sset: ShardSet, move_id: str) -> None:
+        if not rt.settings.workflow_arn:
+            return  # local runs drive the mover themselves (simulator, tests)
+        from botocore.exceptions import ClientError
+
+        try:
+            rt.clients.stepfunctions.start_execution(
+                stateMachineArn=rt.settings.workflow_arn, name=f"{sset.name}-{move_id}"[:80],
+                input=json.dumps({"set": sset.name, "move_id": move_id}))
+        except ClientError as err:
+            # A redelivered start: the execution named after the move runs already.
+            if err.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+
+    def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
+        sset = self._set(rt, action.target["set"])
+        mover = self.mover(sset, rt)
+        op = action.operation
+        if op == "advance":
+            result = self._results.pop(action.params["move_id"], None)
+            move = mover.load(action.params["move_id"])
+            return {"step": (result.to_dict() if result else {"move_id": move.id, "phase": move.phase,
+                                                              "wait_s": 1, "done": move.finished})
+                    | {"from_phase": action.intended["step"]["from_phase"], "fence_ms": move.fence_ms}}
+        if op in ("pause", "resume", "abort"):
+            out: dict[str, str] = {}
+            for move_id in action.intended["moves"]:
+                m = mover.load(move_id)
+                out[move_id] = "abort" if m.abort_requested else ("pause" if m.paused else "resume")
+            return {"moves": out}
+        records = [mover.store.load_move(sset.name, mv["id"]) for mv in action.intended["moves"]]
+        after: dict[str, Any] = {"moves": [mv | {"phase": r.phase} if r else mv | {"phase": "deferred"}
+                                           for mv, r in zip(action.intended["moves"], records, strict=True)]}
+        if "plan" in action.intended:
+            after["plan"] = action.intended["plan"]
+        return after
+
+    def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
+        return None
+
+
+def _move_id(base: str, index: int) -> str:
+    return f"mv{hashlib.sha256(base.encode()).hexdigest()[:10]}-{index}"
+
+
+def _group(moves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Moves with the same source and target become one move of several buckets (one fence, one switch)."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for mv in moves:
+        key = (mv["source"], mv["target"])
+        if key in grouped:
+            grouped[key]["buckets"] = sorted(grouped[key]["buckets"] + mv["buckets"])
+            grouped[key]["bytes"] = grouped[key].get("bytes", 0) + mv.get("bytes", 0)
+        else:
+            grouped[key] = dict(mv)
+    return list(grouped.values())
+
+
+def _summary(m: MoveRecord) -> dict[str, Any]:
+    return {"id": m.id, "buckets": ranges(m.buckets), "source": m.source, "target": m.target, "phase": m.phase,
+            "paused": m.paused, "fence_ms": m.fence_ms}

@@ -1,0 +1,245 @@
+"""The mover on real PostgreSQL (a throw-away cluster with wal_level=logical): moves under a concurrent write
+workload lose and duplicate nothing, crashes at every step boundary converge, stale routers are refused."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from moto import mock_aws
+
+from shards.buckets import bucket_of, bucket_sql
+from shards.mover import InjectedCrash, MoveRefused
+from shards.router import FENCE_SQLSTATE
+from simulator.pg_cluster import PostgresCluster, postgres_available
+from tests.support.shards import (
+    Workload,
+    check_placement,
+    make_mover,
+    reset_databases,
+    router_for,
+    seed,
+    shard_set,
+    state_table,
+)
+
+pytestmark = [pytest.mark.postgres,
+              pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries not installed")]
+DBS = ["shard_a", "shard_b", "shard_c"]
+
+
+@pytest.fixture(scope="module")
+def pgc() -> Iterator[PostgresCluster]:
+    with PostgresCluster(DBS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def env(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
+    reset_databases(pgc, DBS)
+    with mock_aws():
+        yield {"pgc": pgc, "ddb": state_table()}
+
+
+def _tenants_in(mover: Any, sset: Any, shard: str, count: int) -> tuple[list[int], list[str]]:
+    """`count` buckets of `shard` that hold seeded tenants, and those tenants."""
+    owners = mover.map().owners
+    tenants = [f"tenant-{t}" for t in range(60)]
+    buckets = sorted({bucket_of(t, sset.buckets) for t in tenants if owners[bucket_of(t, sset.buckets)] == shard})
+    chosen = buckets[:count]
+    return chosen, [t for t in tenants if bucket_of(t, sset.buckets) in chosen]
+
+
+def test_bucket_function_is_the_same_in_python_and_sql(pgc: PostgresCluster) -> None:
+    rnd = random.Random(7)
+    texts = [f"tenant-{i}" for i in range(300)] + ["", "é", "日本", "a'b", "x" * 300]
+    ints = [rnd.randint(-(2**62), 2**62) for _ in range(300)] + [0, -1, 4095, 4096]
+    with psycopg.connect(pgc.dsn("postgres"), autocommit=True) as conn:
+        for n in (1, 64, 4096, 65536):
+            sql_text = conn.execute(f"SELECT {bucket_sql('k', n, 'text').replace('%', '%%')} FROM unnest(%s::text[]) k",
+                                    (texts,)).fetchall()
+            assert [r[0] for r in sql_text] == [bucket_of(t, n) for t in texts]
+            expr = bucket_sql("k", n, "integer").replace("%", "%%")
+            sql_int = conn.execute(f"SELECT {expr} FROM unnest(%s::bigint[]) k", (ints,)).fetchall()
+            assert [r[0] for r in sql_int] == [bucket_of(i, n, "integer") for i in ints]
+
+
+@pytest.mark.parametrize("mode", ["block_writes", "online"])
+def test_move_under_concurrent_writes_loses_and_duplicates_nothing(env: dict[str, Any], mode: str) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer=mode, grace_period_s=1)
+    switched: list[Any] = []
+    mover = make_mover(sset, env["ddb"], on_switched=switched.append)
+    expected = seed(env["pgc"], sset, mover)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 4)
+    others = [f"tenant-{t}" for t in range(60) if f"tenant-{t}" not in tenants][:6]
+    work = Workload(sset, router_for(env["ddb"]), tenants + others, expected, threads=3)
+
+    def move() -> Any:
+        m = mover.start(buckets, "shard-a", "shard-b", move_id="m1")
+        return mover.run(m.id)
+
+    result = work.run(move)
+    assert not work.errors, work.errors
+    # the workload really wrote while the buckets moved: it met the fence (router wait or database refusal)
+    assert work.waited + work.refused > 0, (work.waited, work.refused)
+    assert result.phase == "done"
+    assert work.acked > 50
+    record = mover.load("m1")
+    assert record.fence_ms is not None and record.fence_ms >= 0
+    assert record.verify["mismatched_buckets"] == []
+    assert [m.id for m in switched] == ["m1"]
+    owners = mover.map().owners
+    assert all(owners[b] == "shard-b" for b in buckets)
+    assert not mover.map().states
+    check_placement(sset, mover, expected)
+
+
+def test_stale_router_is_refused_by_the_source(env: dict[str, Any]) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", grace_period_s=3600)
+    stops: list[str] = []
+
+    def stop_when_fenced(at: str) -> None:  # the fenced phases run in one step: stop it right after the fence
+        if at == "step:fenced" and not stops:
+            stops.append(at)
+            raise InjectedCrash(at)
+
+    mover = make_mover(sset, env["ddb"], crash=stop_when_fenced)
+    seed(env["pgc"], sset, mover)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-stale")
+    mover.step("m-stale")  # prepared
+    with pytest.raises(InjectedCrash):
+        mover.step("m-stale")  # fenced, then "crashes"
+    assert mover.load("m-stale").phase == "fenced"
+    with psycopg.connect(sset.shards[0].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+        for stmt in ("INSERT INTO orders (tenant, id, v) VALUES (%s, 999, 1)",
+                     "UPDATE orders SET v = 5 WHERE tenant = %s", "DELETE FROM orders WHERE tenant = %s"):
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(stmt, (tenants[0],))
+            assert refused.value.sqlstate == FENCE_SQLSTATE
+            assert "is fenced" in str(refused.value)
+        result = mover.run("m-stale", wait=False)
+        assert result.phase == "switched"
+        with pytest.raises(psycopg.Error) as moved:
+            conn.execute("UPDATE orders SET v = 5 WHERE tenant = %s", (tenants[0],))
+        assert moved.value.sqlstate == FENCE_SQLSTATE and "is moved" in str(moved.value)
+        # buckets the source still owns are writable
+        free = next(f"tenant-{t}" for t in range(60)
+                    if mover.map().owners[bucket_of(f"tenant-{t}", sset.buckets)] == "shard-a")
+        conn.execute("UPDATE orders SET v = v WHERE tenant = %s", (free,))
+
+
+CRASH_POINTS_BLOCK = ["start:claimed", "prepare:done", "fence:db", "copy:chunk", "switch:map", "cleanup:deleted",
+                      "step:prepared", "step:fenced", "step:copied", "step:verified", "step:switched"]
+CRASH_POINTS_ONLINE = ["replicate:source", "step:replicating", "step:caught_up", "switch:replication",
+                       "switch:map", "cleanup:deleted"]
+
+
+@pytest.mark.parametrize(("mode", "point"), [("block_writes", p) for p in CRASH_POINTS_BLOCK]
+                         + [("online", p) for p in CRASH_POINTS_ONLINE])
+def test_a_crash_at_every_step_boundary_converges(env: dict[str, Any], mode: str, point: str) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer=mode)
+    fired: list[str] = []
+
+    def crash(at: str) -> None:
+        if at == point and not fired:
+            fired.append(at)
+            raise InjectedCrash(at)
+
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover, tenants=40, orders_per_tenant=30)
+    buckets, _ = _tenants_in(mover, sset, "shard-a", 3)
+    for _attempt in range(3):
+        try:
+            mover.start(buckets, "shard-a", "shard-b", move_id="m-crash")
+            result = mover.run("m-crash")
+            break
+        except InjectedCrash:
+            continue
+    assert fired == [point]
+    assert result.phase == "done"
+    # duplicate delivery of a finished step changes nothing
+    assert mover.step("m-crash").phase == "done"
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-crash")
+    check_placement(sset, mover, expected)
+
+
+@pytest.mark.parametrize("mode", ["block_writes", "online"])
+def test_abort_after_the_switch_returns_everything_to_the_source(env: dict[str, Any], mode: str) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer=mode, grace_period_s=3600)
+    mover = make_mover(sset, env["ddb"])
+    expected = seed(env["pgc"], sset, mover)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-back")
+    assert mover.run("m-back", wait=False).phase == "switched"
+    # the application writes to the new owner during the grace period
+    with psycopg.connect(sset.shards[1].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+        conn.execute("UPDATE orders SET v = 4242 WHERE tenant = %s AND id = 3", (tenants[0],))
+        conn.execute("INSERT INTO orders (tenant, id, v) VALUES (%s, 777, 7)", (tenants[0],))
+        conn.execute("DELETE FROM orders WHERE tenant = %s AND id = 4", (tenants[0],))
+    expected[(tenants[0], 3)] = 4242
+    expected[(tenants[0], 777)] = 7
+    del expected[(tenants[0], 4)]
+    mover.request_abort("m-back", "operator abort")
+    assert mover.run("m-back").phase == "rolled_back"
+    assert all(mover.map().owners[b] == "shard-a" for b in buckets)
+    check_placement(sset, mover, expected)
+    with psycopg.connect(sset.shards[1].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("INSERT INTO orders (tenant, id, v) VALUES (%s, 778, 7)", (tenants[0],))
+        assert refused.value.sqlstate == FENCE_SQLSTATE
+
+
+def test_a_verification_mismatch_rolls_back(env: dict[str, Any]) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes")
+
+    moving: list[str] = []
+
+    def tamper(at: str) -> None:
+        if at == "step:copied":
+            with psycopg.connect(sset.shards[1].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+                conn.execute("SET reflex.mover = 'on'")
+                assert conn.execute("UPDATE orders SET v = v + 1 WHERE tenant = %s AND id = 0",
+                                    (moving[0],)).rowcount == 1
+
+    mover = make_mover(sset, env["ddb"], crash=tamper)
+    expected = seed(env["pgc"], sset, mover)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
+    moving.extend(tenants)
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-bad")
+    assert mover.run("m-bad").phase == "rolled_back"
+    record = mover.load("m-bad")
+    assert "verification mismatch" in record.error and record.verify["mismatched_buckets"]
+    assert all(mover.map().owners[b] == "shard-a" for b in buckets)
+    check_placement(sset, mover, expected)
+
+
+def test_bad_moves_are_refused_naming_the_field(env: dict[str, Any]) -> None:
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes")
+    mover = make_mover(sset, env["ddb"])
+    seed(env["pgc"], sset, mover, tenants=5, orders_per_tenant=1)
+    a_buckets = mover.map().buckets_of("shard-a")
+    b_buckets = mover.map().buckets_of("shard-b")
+    cases = [
+        (dict(buckets=a_buckets[:1], source="nope", target="shard-b"), "source"),
+        (dict(buckets=a_buckets[:1], source="shard-a", target="nope"), "target"),
+        (dict(buckets=a_buckets[:1], source="shard-a", target="shard-a"), "target"),
+        (dict(buckets=[], source="shard-a", target="shard-b"), "buckets"),
+        (dict(buckets=[64], source="shard-a", target="shard-b"), "buckets"),
+        (dict(buckets=b_buckets[:1], source="shard-a", target="shard-c"), "buckets"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(MoveRefused) as refused:
+            mover.start(**kwargs)  # type: ignore[arg-type]
+        assert refused.value.field == field
+    mover.start(a_buckets[:1], "shard-a", "shard-b", move_id="first")
+    with pytest.raises(MoveRefused) as busy:
+        mover.start(a_buckets[:1], "shard-a", "shard-c")
+    assert busy.value.field == "buckets" and "already moving" in str(busy.value)
+    with pytest.raises(MoveRefused) as capped:
+        mover.start(a_buckets[1:2], "shard-a", "shard-c")
+    assert capped.value.field == "source" and "max_concurrent_moves" in str(capped.value)
+    assert set(mover.map().states) == {a_buckets[0]}
