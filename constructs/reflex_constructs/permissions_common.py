@@ -75,21 +75,31 @@ DELETE_ON_STAR_EXCEPTIONS: dict[str, str] = {
     "logs:DeleteLogDelivery": "Step Functions logging; no resource type; removes a delivery configuration only",
 }
 
+# AWS managed policies a role of the stack may carry, each with why (tests fail on any other). Function roles carry
+# none (not even AWSLambdaVPCAccessExecutionRole: vpc_network_statements).
+AWS_MANAGED_POLICY_ALLOWLIST: dict[str, str] = {
+    "service-role/AWSBackupServiceRolePolicyForBackup": "AWS Backup's documented service role (recovery_backup.py)",
+    "service-role/AWSBackupServiceRolePolicyForRestores": "AWS Backup's documented service role (restore drills)",
+    "service-role/AWSBackupServiceRolePolicyForS3Backup": "AWS Backup's documented service role for S3 backups",
+    "service-role/AWSBackupServiceRolePolicyForS3Restore": "AWS Backup's documented service role for S3 restores",
+}
+
 # --------------------------------------------------------------------------- state table key prefixes
 
 # The guardrail items every reaction keeps for its own targets (state_store.py): `<kind>#<target key>`.
 GUARDRAIL_KINDS = ("lock", "cooldown", "rate")
-# Alarm memory (`alarm#<name>`, `policyalarms#<policy>`) is shared by name today; the core is moving it to
-# `alarm#<reaction>#<name>` (and intent records to `run#<reaction>#...`): both are in every reaction's default.
-SHARED_ALARM_MEMORY = ("alarm#*", "policyalarms#*")
 
 
 @dataclass(frozen=True)
 class StateKeys:
-    """The leading keys (`pk` patterns, `*` wildcards) a function may read and write in the state table."""
+    """The leading keys (`pk` patterns, `*` wildcards) a function may read and write in the state table.
+
+    `scan`: the function also scans the table (read-only). LeadingKeys cannot limit a Scan (it names no key, and
+    ForAllValues over no keys is true), so a scan is a separate, unconditioned, read-only grant, listed here."""
 
     write: tuple[str, ...]
     read_only: tuple[str, ...] = ()
+    scan: bool = False
 
     @property
     def read(self) -> tuple[str, ...]:
@@ -102,8 +112,15 @@ def guardrail_keys(target_prefixes: Iterable[str]) -> tuple[str, ...]:
 
 
 def reaction_keys(reaction: str) -> tuple[str, ...]:
-    """What the core keeps per reaction (intent records, per-reaction alarm memory): `run#<reaction>#...`."""
-    return (f"run#{reaction}#*", f"alarm#{reaction}#*", f"policyalarms#{reaction}#*")
+    """What the core keeps per reaction (state_store.py): intent records `intent#<reaction>#...`, alarm memory
+    `alarm#<reaction>#<name>` and `policyalarms#<reaction>#<policy>` (and `run#<reaction>#...`)."""
+    return (f"intent#{reaction}#*", f"alarm#{reaction}#*", f"policyalarms#{reaction}#*", f"run#{reaction}#*")
+
+
+def default_state_keys(reaction: str) -> StateKeys:
+    """For a reaction not in `STATE_KEYS`: the guardrails of any target, the core's per-reaction items, its own
+    records (`<reaction>#...`). List the reaction in `STATE_KEYS` to narrow it to its own target kinds."""
+    return StateKeys(write=(*guardrail_keys(("",)), *reaction_keys(reaction), f"{reaction}#*"))
 
 
 # THE place where each function's state keys are listed. Target keys come from the config models (`key`
@@ -111,31 +128,26 @@ def reaction_keys(reaction: str) -> tuple[str, ...]:
 # `redis/`, `cdn/<name>/queue`; CDN batcher `cdn/<name>`. A reaction not listed gets `default_state_keys`.
 STATE_KEYS: dict[str, StateKeys] = {
     "scaler": StateKeys(
-        write=(*guardrail_keys(("ecs-service/", "asg/", "aurora-replicas/")), *SHARED_ALARM_MEMORY,
-               *reaction_keys("scaler"), "prewarm#*"),
+        write=(*guardrail_keys(("ecs-service/", "asg/", "aurora-replicas/")), *reaction_keys("scaler"), "prewarm#*"),
         # Promotions freeze scale-in of the policies serving the old colour; the scaler only reads the freezes.
         read_only=("freeze#scale-in#*",)),
     "promoter": StateKeys(
-        write=(*guardrail_keys(("alb/", "route53/")), *SHARED_ALARM_MEMORY, *reaction_keys("promoter"),
-               "promotion#*", "freeze#scale-in#*")),
+        write=(*guardrail_keys(("alb/", "route53/")), *reaction_keys("promoter"), "promotion#*",
+               "freeze#scale-in#*")),
     "invalidator": StateKeys(
-        write=(*guardrail_keys(("redis/", "cdn/")), *SHARED_ALARM_MEMORY, *reaction_keys("invalidator"),
-               "invalidation#*")),
-    "cdn_batcher": StateKeys(
-        write=(*guardrail_keys(("cdn/",)), *reaction_keys("cdn_batcher"), "cdnpaths#*")),
+        write=(*guardrail_keys(("redis/", "cdn/")), *reaction_keys("invalidator"), "invalidation#*",
+               "invalidation-keys#*")),
+    "cdn_batcher": StateKeys(write=(*guardrail_keys(("cdn/",)), *reaction_keys("cdn_batcher"), "cdnpaths#*")),
     "cache_health": StateKeys(write=("cachehealth#*",)),
+    # Shard moves: the shard map and move records; the unfinished moves are found with a scan (shard_map.py).
+    "shards": StateKeys(write=(*default_state_keys("shards").write, "shardmap#*", "shardmove#*"), scan=True),
+    "drills": StateKeys(write=(*default_state_keys("drills").write, "drill:*")),
 }
-
-
-def default_state_keys(reaction: str) -> StateKeys:
-    """For a reaction not in `STATE_KEYS`: the guardrails of any target, shared alarm memory, its own records
-    (`<reaction>#...`). List the reaction in `STATE_KEYS` to narrow it to its own target kinds."""
-    return StateKeys(write=(*guardrail_keys(("",)), *SHARED_ALARM_MEMORY, *reaction_keys(reaction), f"{reaction}#*"))
 
 
 def state_keys_for(reaction: str, extra: Sequence[str] = ()) -> StateKeys:
     keys = STATE_KEYS.get(reaction) or default_state_keys(reaction)
-    return StateKeys(write=tuple(dict.fromkeys((*keys.write, *extra))), read_only=keys.read_only)
+    return StateKeys(write=tuple(dict.fromkeys((*keys.write, *extra))), read_only=keys.read_only, scan=keys.scan)
 
 
 # --------------------------------------------------------------------------- grants
@@ -163,6 +175,9 @@ def grant_state_access(role: iam.IRole, table: dynamodb.ITable, keys: StateKeys)
     role.add_to_principal_policy(iam.PolicyStatement(
         sid="StateRead", actions=list(STATE_READ_ACTIONS), resources=[table.table_arn],
         conditions=_leading_keys(keys.read)))
+    if keys.scan:
+        role.add_to_principal_policy(iam.PolicyStatement(
+            sid="StateScan", actions=["dynamodb:Scan"], resources=[table.table_arn]))
     role.add_to_principal_policy(iam.PolicyStatement(
         sid="StateWrite", actions=list(STATE_WRITE_ACTIONS), resources=[table.table_arn],
         conditions=_leading_keys(keys.write)))

@@ -475,9 +475,11 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
 
 def _parse_sns(event: dict[str, Any], now: datetime, ref: str) -> Trigger:
     records = event.get("Records")
-    if isinstance(records, list) and records and isinstance(records[0], dict) and "s3" in records[0]:
-        raise TriggerError(["Records.0: an S3 notification record; this function takes S3 events through "
-                            "EventBridge (\"Object Created\", source aws.s3) or an SNS topic, not directly"])
+    if isinstance(records, list) and records and isinstance(records[0], dict) and (
+            records[0].get("eventSource") == "aws:s3" or "s3" in records[0]):
+        raise TriggerError(["Records.0.eventSource: an S3 event notification sent straight to the function; Reflex "
+                            "takes S3 object events through EventBridge (source aws.s3, detail-type Object Created / "
+                            "Object Deleted): enable EventBridge notifications on the bucket"])
     sns: SnsEventWire = _validate(SnsEventWire, event, "")
     if len(sns.Records) != 1:
         raise TriggerError([f"Records: expected exactly one SNS record, got {len(sns.Records)}"])

@@ -42,6 +42,16 @@ ACKNOWLEDGED: dict[tuple[str, str], str] = {
         "application-autoscaling:RegisterScalableTarget can only be scoped to a scalable-target ARN with a "
         "service-generated id and has no condition key but tags: Resource '*' (permissions_common."
         "RESOURCE_STAR_ALLOWLIST); the scaler's allowlist limits it to configured Aurora clusters."),
+    # prod only (resources the stack creates for `create:` blocks):
+    ("CKV_AWS_149", "AWS::SecretsManager::Secret"): (
+        "The managed cache's AUTH token secret uses the AWS managed key aws/secretsmanager; who may read it is decided "
+        "by IAM (the invalidator's and the health collector's roles only), which a customer managed key would repeat."),
+    ("CKV_AWS_18", "AWS::S3::Bucket"): (
+        "The only bucket is the distribution's access-log bucket: logging access to it would only log the log writes "
+        "(cdk-nag S1 acknowledged for the same reason in invalidation_managed_cdn.py)."),
+    ("CKV_AWS_21", "AWS::S3::Bucket"): (
+        "The access-log bucket receives objects CloudFront writes once and a lifecycle rule expires after 90 days; "
+        "versioning would only keep expired logs. Block public access and TLS-only are on."),
 }
 
 

@@ -282,9 +282,13 @@ def _statements_with(dev: Synthesized, action: str) -> list[dict]:
 
 def test_ecs_permissions_scoped_to_the_configured_service(dev: Synthesized) -> None:
     (statement,) = _statements_with(dev, "ecs:UpdateService")
-    assert sorted(as_list(statement["Action"])) == ["ecs:DescribeServices", "ecs:UpdateService"]
-    assert render(as_list(statement["Resource"]), dev.json["Resources"]) == [
-        f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/web/api"]
+    assert as_list(statement["Action"]) == ["ecs:UpdateService"]  # desired count only: see its conditions
+    (describe,) = _statements_with(dev, "ecs:DescribeServices")
+    for s in (statement, describe):
+        assert render(as_list(s["Resource"]), dev.json["Resources"]) == [
+            f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/web/api"]
+    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/web"
+    assert as_list(statement["Condition"]["ArnEquals"]["ecs:cluster"]) == [cluster]
 
 
 def test_asg_permissions_scoped_to_the_configured_group_name(dev: Synthesized) -> None:

@@ -7,12 +7,14 @@ a new reaction inherits these guarantees (or fails here until it argues for an e
 from __future__ import annotations
 
 import fnmatch
+import json
 from typing import Any
 
 import pytest
 from synth_support import ACCOUNT, REGION, Synthesized, as_list, render
 
 from reflex_constructs.permissions_common import (
+    AWS_MANAGED_POLICY_ALLOWLIST,
     DELETE_ON_STAR_EXCEPTIONS,
     RESOURCE_STAR_ALLOWLIST,
     STATE_KEYS,
@@ -104,6 +106,8 @@ def test_state_and_idempotency_access_is_item_level_and_limited_to_leading_keys(
             continue
         if logical_id.startswith("OperatorAccess"):
             continue
+        if _actions(statement) == ["dynamodb:Scan"]:
+            continue  # a read-only scan, granted only to reactions STATE_KEYS lists with scan=True
         assert set(_actions(statement)) <= {"dynamodb:GetItem", "dynamodb:ConditionCheckItem", "dynamodb:PutItem",
                                             "dynamodb:UpdateItem", "dynamodb:DeleteItem"}, statement
         patterns = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
@@ -114,8 +118,12 @@ def test_state_and_idempotency_access_is_item_level_and_limited_to_leading_keys(
 
 def test_state_keys_of_known_reactions_are_narrower_than_any_key() -> None:
     for reaction, keys in STATE_KEYS.items():
-        assert "*" not in keys.write and "lock#*" not in keys.write, reaction
+        assert "*" not in keys.write, reaction
         assert state_keys_for(reaction) == keys
+        # The core's items of other reactions are out of reach.
+        assert not any(fnmatch.fnmatch(f"intent#{reaction}x#d#t", k) for k in keys.read), reaction
+    for reaction in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health"):
+        assert "lock#*" not in STATE_KEYS[reaction].write, reaction  # its own target kinds only
     # The scaler may read the promoter's scale-in freezes but not write them, nor touch promotion records.
     scaler = state_keys_for("scaler")
     assert "freeze#scale-in#*" in scaler.read and not any(fnmatch.fnmatch("freeze#scale-in#api", k)
@@ -166,11 +174,14 @@ def test_every_function_has_reserved_concurrency(stage: Synthesized) -> None:
         assert fn["Properties"].get("ReservedConcurrentExecutions", 0) >= 1, logical_id
 
 
-def test_no_aws_managed_policy_on_any_role(stage: Synthesized) -> None:
+def test_no_aws_managed_policy_on_any_role_but_the_allowlisted_service_roles(stage: Synthesized) -> None:
     # AWSLambdaVPCAccessExecutionRole included: functions in a VPC get scoped inline statements instead.
     for logical_id, role in stage.resources("AWS::IAM::Role").items():
-        assert "ManagedPolicyArns" not in role["Properties"] or all(
-            "iam::aws:policy" not in str(arn) for arn in role["Properties"]["ManagedPolicyArns"]), logical_id
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            rendered = str(render(arn, stage.json["Resources"]))
+            if ":iam::aws:policy/" in rendered:
+                assert rendered.split(":iam::aws:policy/", 1)[1] in AWS_MANAGED_POLICY_ALLOWLIST, (logical_id, rendered)
+                assert "lambda.amazonaws.com" not in json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
 
 
 def test_vpc_functions_manage_network_interfaces_of_their_vpc_only(dev: Synthesized) -> None:
