@@ -20,7 +20,9 @@ lists what was created and tests compare both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cdk_monitoring_constructs as cmc
 from aws_cdk import Duration
@@ -200,7 +202,7 @@ class StageMonitoring(Construct):
                 symptoms.extend(self.journey_alarms[journey.name])
         self._page(slo.resource, symptoms)
 
-    def _page(self, resource: str, symptoms: list[cloudwatch.IAlarm]) -> None:
+    def _page(self, resource: str, symptoms: Sequence[cloudwatch.IAlarm]) -> None:
         # Hand-built: the facade's composites (create_composite_alarm_using_*) aggregate only its metric alarms,
         # and this one must also take the availability composite and the journeys' alarms.
         name = self._name(resource, SIGNAL_PAGE)
@@ -350,7 +352,7 @@ class StageMonitoring(Construct):
             max_connection_count=db.connections_above, alarm_name_override=self._name(db.name, SIGNAL_CONNECTIONS),
             action_override=self.no_action)} if db.connections_above is not None else None)
         label = f"{'Shard database' if db.role == 'shard' else 'Database'} {db.cluster_id or db.instance_id}"
-        common = {"alarm_friendly_name": f"db-{db.name}", "human_readable_name": label,
+        common: dict[str, Any] = {"alarm_friendly_name": f"db-{db.name}", "human_readable_name": label,
                   "add_cpu_usage_alarm": cpu, "add_max_connection_count_alarm": connections}
         if db.cluster_id is not None:
             cluster = rds.DatabaseCluster.from_database_cluster_attributes(
