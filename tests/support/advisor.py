@@ -92,6 +92,10 @@ def make_bench(cluster: Cluster, clock: VirtualClock, databases: list[tuple[str,
                for name, dbname, _ in databases}
     data = read_config_data(ROOT / "config" / "dev.yaml")
     data["databases"] = {"targets": [database_entry(name, secrets[name], **over) for name, _, over in databases]}
+    # Alarms a policy names must be created by monitoring or declared external (the synth-time check).
+    names = {n for t in data["databases"]["targets"] for n in t["runaway"]["alarms"].get("names", [])}
+    if "monitoring" in data:
+        data["monitoring"]["external_alarms"] = sorted(set(data["monitoring"].get("external_alarms", [])) | names)
     config: ReflexConfig = parse_config(data, "test")
     world = create_world(config, {"api": 4, "workers": 2, "reporting-db": 1}, clients=clients)
     clients.s3.create_bucket(Bucket=BUCKET)
