@@ -8,7 +8,7 @@ SCENARIO ?= scenarios/traffic_spike.yaml
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup services synth lint typecheck test demo bench schema clean fault-matrix
+.PHONY: setup services synth lint typecheck test demo bench schema clean fault-matrix checkov
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required ($(PYTHON) not found)"; exit 1; }
@@ -17,12 +17,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# checkov (IaC scanner) lives in its own virtualenv: its pins conflict with the project's (requirements-checkov.txt).
+.venv-checkov/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+	.venv-checkov/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "Node.js 20+ and npm are required for the CDK CLI"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed .venv-checkov/.installed
 
 services:
 	@scripts/ensure_services.sh
@@ -55,3 +62,7 @@ bench: setup
 
 clean:
 	rm -rf cdk.out out .pytest_cache .mypy_cache .ruff_cache
+
+# The IaC scanner on the templates of `make synth` (the test suite runs it on both stages in-process).
+checkov: setup synth
+	.venv-checkov/bin/checkov -d cdk.out --framework cloudformation --compact --quiet

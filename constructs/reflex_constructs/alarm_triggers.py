@@ -43,11 +43,19 @@ class AlarmMatcher:
     alarm_names: tuple[str, ...] = ()
     alarm_prefixes: tuple[str, ...] = ()
     by_tags: bool = False
+    # The name prefixes tag-matched alarms must have (AlarmMatch.tag_name_prefixes): the rule is then narrowed.
+    tag_name_prefixes: tuple[str, ...] = ()
+
+    @property
+    def catch_all(self) -> bool:
+        """The rule must receive every alarm state change (tags decide, and no name bounds them)."""
+        return self.by_tags and not self.tag_name_prefixes
 
     def event_pattern(self) -> dict[str, Any]:
         pattern: dict[str, Any] = {"source": [ALARM_SOURCE], "detail-type": [ALARM_DETAIL_TYPE]}
-        if not self.by_tags:
-            pattern["detail"] = {"alarmName": [*self.alarm_names, *({"prefix": p} for p in self.alarm_prefixes)]}
+        if not self.catch_all:
+            prefixes = dict.fromkeys((*self.alarm_prefixes, *(self.tag_name_prefixes if self.by_tags else ())))
+            pattern["detail"] = {"alarmName": [*self.alarm_names, *({"prefix": p} for p in prefixes)]}
         return pattern
 
 
@@ -87,9 +95,10 @@ class AlarmTriggers(Construct):
             key = repr(sorted(pattern.items()))
             if key in built:
                 continue
-            rule_id = "AnyAlarmRule" if matcher.by_tags else f"AlarmRule-{_safe_id(matcher.name)}"
-            description = ("Every alarm state change: a policy matches alarms by tag, which the event lacks"
-                           if matcher.by_tags else f"Alarm state changes of the alarms policy {matcher.name} reacts to")
+            rule_id = "AnyAlarmRule" if matcher.catch_all else f"AlarmRule-{_safe_id(matcher.name)}"
+            description = ("Every alarm state change: a policy matches alarms by tag, which the event lacks (narrow "
+                           "it with tag_name_prefixes)" if matcher.catch_all
+                           else f"Alarm state changes of the alarms policy {matcher.name} reacts to")
             built[key] = self._build_rule(rule_id, pattern, description)
 
     def _build_alarm_action_permissions(self, matchers: Sequence[AlarmMatcher]) -> None:
@@ -115,24 +124,34 @@ class AlarmTriggers(Construct):
                 self._target.function, dead_letter_queue=self._target.dead_letter_queue))
 
     def _build_custom_event_rules(self, matchers: Sequence[CustomEventMatcher]) -> None:
+        # The application's events arrive on the stage's dedicated bus when there is one (config event_bus).
+        bus = self._target.props.shared.event_bus
         for matcher in matchers:
+            if bus is not None:
+                bus.allow_source(matcher.source)
             self._build_rule(f"EventRule-{_safe_id(matcher.source + '-' + matcher.detail_type)}",
                              matcher.event_pattern(),
-                             f"{matcher.detail_type} events from {matcher.source}")
+                             f"{matcher.detail_type} events from {matcher.source}",
+                             event_bus=bus.bus if bus is not None else None)
 
-    def _build_rule(self, construct_id: str, pattern: dict[str, Any], description: str) -> events.Rule:
+    def _build_rule(self, construct_id: str, pattern: dict[str, Any], description: str,
+                    event_bus: events.IEventBus | None = None) -> events.Rule:
         rule = events.Rule(
             self, construct_id,
             description=description[:512],
-            event_pattern=_event_pattern(pattern),
+            event_pattern=pinned_pattern(self, pattern),
+            event_bus=event_bus,
             targets=[self._target.event_target()],
         )
         self.rules.append(rule)
         return rule
 
 
-def _event_pattern(pattern: dict[str, Any]) -> events.EventPattern:
+def pinned_pattern(scope: Construct, pattern: dict[str, Any]) -> events.EventPattern:
+    """The rule's pattern with `account` pinned to the stack's: an event put on the bus by another account (through
+    a bus policy, or a cross-account target) never triggers a reaction. Every Reflex rule is built with it."""
     return events.EventPattern(
+        account=[Stack.of(scope).account],
         source=pattern["source"],
         detail_type=pattern["detail-type"],
         detail=pattern.get("detail"),

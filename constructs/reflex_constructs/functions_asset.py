@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
@@ -111,9 +111,70 @@ def compile_bytecode(package_dir: Path, python: str) -> int:
     return sum(1 for _ in package_dir.rglob("*.pyc"))
 
 
+# --------------------------------------------------------------------------- where the package is built
+
+BUNDLING_ENV = "REFLEX_BUNDLING"  # auto (default) | docker | local
+BundlingKind = Literal["docker", "local-python", "sources"]
+
+
+@dataclass(frozen=True)
+class BundlingChoice:
+    """How the asset is built (CDK's convention): in the runtime's build image when Docker is available, else with a
+    local Python of the runtime's version, else as sources (dependencies still installed, no bytecode)."""
+
+    kind: BundlingKind
+    compiler: tuple[str, str] | None  # (interpreter, version) for "local-python"
+    reason: str
+
+
+def choose_bundling(*, docker: bool, compiler: tuple[str, str] | None, requested: str = "auto") -> BundlingChoice:
+    """The pure decision (tests/infra/test_infra_bundling.py). `requested` is `REFLEX_BUNDLING`."""
+    if requested not in ("auto", "docker", "local"):
+        raise ValueError(f"{BUNDLING_ENV}={requested!r}: expected auto, docker or local")
+    if requested == "docker" and not docker:
+        raise RuntimeError(f"{BUNDLING_ENV}=docker but Docker is not available (docker version failed)")
+    if docker and requested != "local":
+        return BundlingChoice("docker", None, f"Docker is available: bundling in {RUNTIME_IMAGE_NOTE}")
+    if compiler is not None:
+        return BundlingChoice("local-python", compiler, f"no Docker: bundling locally, compiled with Python "
+                                                        f"{compiler[1]} ({compiler[0]})")
+    return BundlingChoice("sources", None, f"no Docker and no Python {TARGET_PYTHON} (put python{TARGET_PYTHON} on "
+                                           f"PATH or set {BYTECODE_PYTHON_ENV}): the package ships without bytecode, "
+                                           "so every cold start compiles it (about 0.2-0.3 s)")
+
+
+RUNTIME_IMAGE_NOTE = f"the python{TARGET_PYTHON} runtime's build image"
+
+
+def docker_available(run: Any = subprocess.run) -> bool:
+    """Docker CLI present and its daemon answering (what CDK needs to run a bundling image)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
+                    check=False, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and bool(probe.stdout.strip())
+
+
+@functools.cache
+def _docker() -> bool:
+    """Asked once per process (the asset hash, the local bundler and the Docker options all need it)."""
+    return docker_available()
+
+
+def bundling_choice() -> BundlingChoice:
+    requested = os.environ.get(BUNDLING_ENV, "auto").strip() or "auto"
+    docker = requested != "local" and _docker()
+    return choose_bundling(docker=docker, compiler=bytecode_python(), requested=requested)
+
+
 def _recipe() -> str:
-    compiler = bytecode_python()
-    return f"{_RECIPE}; bytecode={compiler[1] if compiler else 'none'}"
+    choice = bundling_choice()
+    if choice.kind == "docker":
+        return f"{_RECIPE}; bytecode=docker:{lambda_.Runtime.PYTHON_3_14.name}"
+    return f"{_RECIPE}; bytecode={choice.compiler[1] if choice.compiler else 'none'}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +182,8 @@ class FunctionsAssetProps:
     source_dir: Path
     requirements_file: Path
     config: ReflexConfig
+    # False when the stack is not bundled (`cdk synth` of other stacks, the infra tests): nothing is resolved.
+    bundling_required: bool = True
 
 
 def function_code(props: FunctionsAssetProps) -> lambda_.Code:
@@ -132,12 +195,39 @@ def function_code(props: FunctionsAssetProps) -> lambda_.Code:
         asset_hash=asset_hash(props),
         exclude=[f"**/{name}" for name in _IGNORED_NAMES] + [f"**/*{s}" for s in _IGNORED_SUFFIXES],
         bundling=BundlingOptions(
-            # Only used if local bundling declines, which it never does: it raises instead, so a broken
-            # dependency install fails the synth rather than silently falling back to Docker.
+            # Local bundling declines only when Docker is chosen (bundling_choice); a failing local install raises,
+            # so it never silently falls back to Docker.
             image=lambda_.Runtime.PYTHON_3_14.bundling_image,
             local=LocalPipBundling(props),
+            **docker_bundling(props),
         ),
     )
+
+
+DOCKER_SCRIPT = """set -eu
+tar -C /asset-input --exclude=__pycache__ --exclude='*.pyc' --exclude=.mypy_cache --exclude=.pytest_cache \\
+    --exclude=.ruff_cache -cf - . | tar -C /asset-output -xf -
+if [ -n "$REFLEX_PINS" ]; then
+  pip install --disable-pip-version-check --no-input --quiet --no-deps --no-compile --target /asset-output \\
+    --platform manylinux2014_aarch64 --only-binary=:all: --implementation cp $REFLEX_PINS
+fi
+printf '%s' "$REFLEX_CONFIG_JSON" > /asset-output/reflex_config.json
+python -m compileall -q -j 0 --invalidation-mode unchecked-hash /asset-output
+"""
+
+
+def docker_bundling(props: FunctionsAssetProps) -> dict[str, Any]:
+    """The Docker half of the bundling options: only when Docker is the choice (the pins are resolved on this
+    machine, for the target platform, so the image installs exactly what local bundling would)."""
+    choice = bundling_choice()
+    if choice.kind != "docker" or not props.bundling_required:
+        return {}
+    sys.stderr.write(f"reflex: {choice.reason}\n")
+    return {
+        "command": ["bash", "-c", DOCKER_SCRIPT],
+        "environment": {"REFLEX_PINS": " ".join(LocalPipBundling(props).resolve()),
+                        "REFLEX_CONFIG_JSON": config_json(props.config)},
+    }
 
 
 def config_json(config: ReflexConfig) -> str:
@@ -173,6 +263,8 @@ class LocalPipBundling:
         self._props = props
 
     def try_bundle(self, output_dir: str, options: Any = None, **_kwargs: Any) -> bool:
+        if bundling_choice().kind == "docker":
+            return False  # CDK then bundles in the runtime's build image (docker_bundling)
         out = Path(output_dir)
         self._copy_sources(out)
         self._install_dependencies(out)
@@ -181,13 +273,11 @@ class LocalPipBundling:
         return True
 
     def _compile(self, out: Path) -> None:
-        compiler = bytecode_python()
-        if compiler is None:
-            sys.stderr.write(f"reflex: no Python {TARGET_PYTHON} to compile the Lambda package with (put python"
-                             f"{TARGET_PYTHON} on PATH or set {BYTECODE_PYTHON_ENV}): it ships without bytecode, "
-                             "so every cold start compiles it (about 0.2-0.3 s)\n")
+        choice = bundling_choice()
+        sys.stderr.write(f"reflex: {choice.reason}\n")
+        if choice.compiler is None:
             return
-        compile_bytecode(out, compiler[0])
+        compile_bytecode(out, choice.compiler[0])
 
     def _copy_sources(self, out: Path) -> None:
         for path in _source_files(self._props.source_dir):
@@ -196,11 +286,11 @@ class LocalPipBundling:
             shutil.copy2(path, dest)
 
     def _install_dependencies(self, out: Path) -> None:
-        pins = self._resolve()
+        pins = self.resolve()
         if pins:
             _pip("install", "--no-deps", "--no-compile", "--target", str(out), *_platform_args(), *pins)
 
-    def _resolve(self) -> list[str]:
+    def resolve(self) -> list[str]:
         """`name==version` for every dependency the functions need that the runtime does not provide."""
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "report.json"

@@ -30,6 +30,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from reflex_constructs.nag_acknowledgements import acknowledge
+from reflex_core.config_base import ConfigError
 from reflex_core.invalidation_config import CdnConfig
 
 _PRICE_CLASSES = {"PriceClass_100": cloudfront.PriceClass.PRICE_CLASS_100,
@@ -46,6 +47,9 @@ _WASM_FUNCTION = """function handler(event) {
 class ManagedDistributionProps:
     stage: str
     cdn: CdnConfig
+    # A production-like stage (StageConfig.is_prod_like) must give a certificate: TLS 1.2 minimum, never the
+    # *.cloudfront.net default (TLSv1).
+    prod_like: bool = False
 
 
 class ManagedDistribution(Construct):
@@ -54,6 +58,10 @@ class ManagedDistribution(Construct):
         cdn = props.cdn
         create = cdn.create
         assert create is not None and cdn.origin is not None
+        if props.prod_like and not create.certificate_arn:
+            raise ConfigError(f"invalidation.cdn.{cdn.name}.create.certificate_arn: a production stage's distribution "
+                              "needs its own certificate and domain_names (TLS 1.2 minimum); the default "
+                              "*.cloudfront.net certificate allows TLS 1.0")
         bucket = s3.Bucket.from_bucket_name(self, "OriginBucket", cdn.origin.bucket)
         origin = origins.S3BucketOrigin.with_origin_access_control(bucket)
         html = self._policy("Html", f"reflex-{props.stage}-{cdn.name}-html", create.html_ttl_s, create.html_ttl_s,

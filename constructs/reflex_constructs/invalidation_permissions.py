@@ -23,6 +23,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from invalidator.redis_connection import RedisConnectionSettings
 from reflex_constructs.nag_acknowledgements import acknowledge, wildcard_resource_rule
 from reflex_core.invalidation_config import MANAGED, InvalidationConfig
 
@@ -37,6 +38,8 @@ class InvalidationPermissionsProps:
     batcher_role: iam.IRole | None
     managed_secrets: Sequence[secretsmanager.ISecret] = ()
     managed_distribution_arns: Mapping[str, str] | None = None
+    # The cache health collector's role (one of redis_roles), which uses the caches' read-only users if configured.
+    collector_role: iam.IRole | None = None
 
 
 class InvalidationPermissions(Construct):
@@ -44,11 +47,16 @@ class InvalidationPermissions(Construct):
         super().__init__(scope, construct_id)
         self._stack = Stack.of(self)
         inv = props.invalidation
-        redis_statements = [*self._secret_statements(inv), *self._iam_auth_statements(inv)]
         self.policies: list[iam.Policy] = []
-        if redis_statements and props.redis_roles:
-            self.policies.append(iam.Policy(self, "RedisAccess", statements=redis_statements,
-                                            roles=list(props.redis_roles)))
+        # The collector connects as each cache's read-only RBAC user when one is configured (health_secret_id,
+        # health_iam_user_id): it then gets that user's credentials only, not the invalidator's.
+        collector = props.collector_role
+        for construct_id, roles, for_collector in (
+                ("RedisAccess", [r for r in props.redis_roles if r is not collector], False),
+                ("HealthRedisAccess", [r for r in props.redis_roles if r is collector], True)):
+            statements = [*self._secret_statements(inv, for_collector), *self._iam_auth_statements(inv, for_collector)]
+            if statements and roles:
+                self.policies.append(iam.Policy(self, construct_id, statements=statements, roles=roles))
         for role in props.redis_roles:
             for secret in props.managed_secrets:
                 secret.grant_read(role)
@@ -66,9 +74,10 @@ class InvalidationPermissions(Construct):
             statements = self._cdn_statements(inv, props.managed_distribution_arns or {})
             self.policies.append(iam.Policy(self, "CdnAccess", roles=[props.batcher_role], statements=statements))
 
-    def _secret_statements(self, inv: InvalidationConfig) -> list[iam.PolicyStatement]:
-        arns = sorted({self._secret_arn(c.redis.secret_id) for c in inv.caches
-                       if c.redis is not None and c.redis.auth == "secret" and c.redis.secret_id})
+    def _secret_statements(self, inv: InvalidationConfig, for_collector: bool = False) -> list[iam.PolicyStatement]:
+        arns = sorted({self._secret_arn(redis.secret_id) for c in inv.caches
+                       if (redis := _as_seen_by(c.redis, for_collector)) is not None and redis.auth == "secret"
+                       and redis.secret_id})
         if not arns:
             return []
         return [iam.PolicyStatement(sid="RedisAuthSecrets", actions=["secretsmanager:GetSecretValue"],
@@ -80,10 +89,10 @@ class InvalidationPermissions(Construct):
         return self._stack.format_arn(service="secretsmanager", resource="secret", resource_name=f"{secret_id}-??????",
                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)
 
-    def _iam_auth_statements(self, inv: InvalidationConfig) -> list[iam.PolicyStatement]:
+    def _iam_auth_statements(self, inv: InvalidationConfig, for_collector: bool = False) -> list[iam.PolicyStatement]:
         resources: set[str] = set()
         for cache in inv.caches:
-            redis = cache.redis
+            redis = _as_seen_by(cache.redis, for_collector)
             if redis is None or redis.auth != "iam":
                 continue
             assert redis.iam_cache_name and redis.iam_user_id
@@ -118,3 +127,7 @@ class InvalidationPermissions(Construct):
                 sid="OriginInventory", actions=["s3:ListBucket"],
                 resources=[self._stack.format_arn(service="s3", region="", account="", resource=b) for b in buckets]))
         return statements
+
+
+def _as_seen_by(redis: RedisConnectionSettings | None, for_collector: bool) -> RedisConnectionSettings | None:
+    return redis.for_health_collector() if redis is not None and for_collector else redis

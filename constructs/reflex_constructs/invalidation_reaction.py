@@ -25,7 +25,13 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_lambda_event_sources as event_sources
 from constructs import Construct
 
-from reflex_constructs.alarm_triggers import AlarmMatcher, AlarmTriggers, AlarmTriggersProps, CustomEventMatcher
+from reflex_constructs.alarm_triggers import (
+    AlarmMatcher,
+    AlarmTriggers,
+    AlarmTriggersProps,
+    CustomEventMatcher,
+    pinned_pattern,
+)
 from reflex_constructs.invalidation_health import CacheHealthAlarms, CacheHealthAlarmsProps
 from reflex_constructs.invalidation_managed_cache import ManagedCacheProps, ManagedReplicationGroup
 from reflex_constructs.invalidation_managed_cdn import ManagedDistribution, ManagedDistributionProps
@@ -71,7 +77,7 @@ class InvalidationReaction(Construct):
             stage=stage, cache=c, network=self.network)) for c in inv.caches if c.create is not None
             and self.network is not None}
         self.managed_distributions = {c.name: ManagedDistribution(self, f"Cdn-{c.name}", ManagedDistributionProps(
-            stage=stage, cdn=c)) for c in inv.cdn if c.create is not None}
+            stage=stage, cdn=c, prod_like=config.is_prod_like)) for c in inv.cdn if c.create is not None}
         network: dict[str, Any] = {} if self.network is None else {
             "vpc": self.network.vpc, "vpc_subnets": self.network.subnets,
             "security_groups": (self.network.functions_group,)}
@@ -109,6 +115,7 @@ class InvalidationReaction(Construct):
         self.permissions = InvalidationPermissions(self, "Permissions", InvalidationPermissionsProps(
             invalidation=inv, redis_roles=redis_roles, invalidator_role=self.invalidator.role,
             batcher_role=self.batcher.role if self.batcher else None,
+            collector_role=self.collector.role if self.collector else None,
             managed_secrets=[c.secret for c in self.managed_caches.values()],
             managed_distribution_arns={n: d.distribution.distribution_arn
                                        for n, d in self.managed_distributions.items()}))
@@ -162,8 +169,8 @@ class InvalidationReaction(Construct):
             return None
         return events.Rule(
             self, "OriginObjectsRule", description="Object created/deleted in an origin bucket: invalidate its paths",
-            event_pattern=events.EventPattern(source=[S3_SOURCE], detail_type=list(S3_DETAIL_TYPES),
-                                              detail={"bucket": {"name": buckets}}),
+            event_pattern=pinned_pattern(self, {"source": [S3_SOURCE], "detail-type": list(S3_DETAIL_TYPES),
+                                                "detail": {"bucket": {"name": buckets}}}),
             targets=[self.invalidator.event_target()])
 
     def _outputs(self) -> None:
@@ -190,7 +197,8 @@ def invalidation_alarm_matchers(inv: InvalidationConfig) -> list[AlarmMatcher]:
         for owner in owners:
             for i, rule in enumerate(owner.on_alarms):
                 out.append(AlarmMatcher(name=f"{kind}-{owner.name}-{i}", alarm_names=tuple(rule.alarms.names),
-                                        alarm_prefixes=tuple(rule.alarms.prefixes), by_tags=bool(rule.alarms.tags)))
+                                        alarm_prefixes=tuple(rule.alarms.prefixes), by_tags=bool(rule.alarms.tags),
+                                        tag_name_prefixes=tuple(rule.alarms.tag_name_prefixes)))
     return out
 
 

@@ -40,12 +40,15 @@ class Notifications(Construct):
             removal_policy=RemovalPolicy.DESTROY,
             pending_window=Duration.days(7),
         )
-        # In a key policy, Resource "*" means "this key".
+        # In a key policy, Resource "*" means "this key". The same confused-deputy conditions as the topic policy:
+        # only CloudWatch alarms of this account and region may use the key.
+        stack = Stack.of(self)
         key.add_to_resource_policy(iam.PolicyStatement(
             sid="CloudWatchAlarmsPublishToEncryptedTopic",
             principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             resources=["*"],
+            conditions=alarm_source_conditions(stack),
         ))
         return key
 
@@ -57,11 +60,15 @@ class Notifications(Construct):
             principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
             actions=["sns:Publish"],
             resources=[topic.topic_arn],
-            conditions={
-                "StringEquals": {"aws:SourceAccount": stack.account},
-                "ArnLike": {"aws:SourceArn": stack.format_arn(service="cloudwatch", resource="alarm",
-                                                              resource_name="*",
-                                                              arn_format=ArnFormat.COLON_RESOURCE_NAME)},
-            },
+            conditions=alarm_source_conditions(stack),
         ))
         return topic
+
+
+def alarm_source_conditions(stack: Stack) -> dict[str, dict[str, str]]:
+    """CloudWatch acting for an alarm of this account and region only (aws:SourceAccount, aws:SourceArn)."""
+    return {
+        "StringEquals": {"aws:SourceAccount": stack.account},
+        "ArnLike": {"aws:SourceArn": stack.format_arn(service="cloudwatch", resource="alarm", resource_name="*",
+                                                      arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+    }

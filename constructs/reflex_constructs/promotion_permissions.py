@@ -64,9 +64,14 @@ class PromotionPermissions(Construct):
         out = []
         listeners = sorted({t.listener_arn for t in targets if t.listener_arn})
         rules = sorted({t.rule_arn for t in targets if t.rule_arn})
+        # The promoter only rewrites the forward action's weights. ELB has no condition key for target groups or
+        # weights; the keys it has (set only when the request carries them) refuse a change of the listener's
+        # protocol or TLS policy. docs/security.md lists what remains (the code refuses other target groups).
+        unchanged_listener = {"Null": {"elasticloadbalancing:ListenerProtocol": "true",
+                                       "elasticloadbalancing:SecurityPolicy": "true"}}
         if listeners:
             out.append(iam.PolicyStatement(sid="ShiftListenerWeights", actions=["elasticloadbalancing:ModifyListener"],
-                                           resources=listeners))
+                                           resources=listeners, conditions=unchanged_listener))
         if rules:
             out.append(iam.PolicyStatement(sid="ShiftRuleWeights", actions=["elasticloadbalancing:ModifyRule"],
                                            resources=rules))

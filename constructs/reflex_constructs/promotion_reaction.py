@@ -51,6 +51,8 @@ class PromoterReaction(Construct):
         machine_arn = state_machine_arn(self, config.stage)
         self.function = ReactionFunction(self, "Function", ReactionFunctionProps(
             reaction=REACTION, shared=props.shared, workflow_arn=machine_arn,
+            # The DeploymentCompleted event each pair publishes when it finalizes (in the deploying team's source).
+            emits=tuple(dict.fromkeys((p.completed.source, p.completed.detail_type) for p in config.promotions)),
             description=f"Reflex promoter ({config.stage}): blue/green promotion and rollback"))
         self.workflow = PromotionWorkflow(self, "Workflow", PromotionWorkflowProps(
             stage=config.stage, function_arn=self.function.function.function_arn,

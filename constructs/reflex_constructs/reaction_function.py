@@ -8,13 +8,13 @@ runtime settings without a value here fails the synth instead of the first cold 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from aws_cdk import CfnResource, Duration
+from aws_cdk import ArnFormat, CfnResource, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -26,6 +26,17 @@ from reflex_constructs.functions_asset import CONFIG_FILE_NAME
 from reflex_constructs.kill_switches import KillSwitches
 from reflex_constructs.nag_acknowledgements import acknowledge, wildcard_action_rule, wildcard_resource_rule
 from reflex_constructs.notifications import Notifications
+from reflex_constructs.operator_access import OperatorAccess
+from reflex_constructs.permissions_common import (
+    DECISION_DETAIL_TYPE,
+    grant_audit_append,
+    grant_idempotency,
+    grant_put_events,
+    grant_state_access,
+    state_keys_for,
+    vpc_network_statements,
+)
+from reflex_constructs.reflex_event_bus import ReflexEventBus
 from reflex_constructs.tables import ReflexTables
 from reflex_core.settings import RuntimeSettings
 
@@ -42,6 +53,20 @@ class StageResources:
     tables: ReflexTables
     notifications: Notifications
     kill_switches: KillSwitches
+    # Reserved concurrency per function (config `reserved_concurrency`), overriding each function's default.
+    reserved_concurrency: Mapping[str, int] = field(default_factory=dict)
+    # The bus the application's events and Reflex's own arrive on (config `event_bus`); None: the default bus.
+    event_bus: ReflexEventBus | None = None
+    # The operators' entry point (function URLs) and managed policies; None: no function URL is created.
+    operator_access: OperatorAccess | None = None
+
+    @property
+    def own_source(self) -> str:
+        return f"reflex.{self.stage}"
+
+    @property
+    def event_bus_name(self) -> str:
+        return self.event_bus.event_bus_name if self.event_bus is not None else DEFAULT_EVENT_BUS
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,16 @@ class ReactionFunctionProps:
     vpc: ec2.IVpc | None = None
     vpc_subnets: ec2.SubnetSelection | None = None
     security_groups: tuple[ec2.ISecurityGroup, ...] = ()
+    # Reserved concurrency unless the config names one for this function: Reflex is never starved by other
+    # workloads of the account, nor able to run away with its concurrency.
+    reserved_concurrency: int = 5
+    # Events the function puts besides its own decisions ((source, detail-type) pairs), e.g. the promoter's
+    # DeploymentCompleted; its PutEvents permission is limited to exactly these.
+    emits: tuple[tuple[str, str], ...] = ()
+    # State-table key patterns besides the reaction's own (permissions_common.STATE_KEYS).
+    state_keys: tuple[str, ...] = ()
+    # An IAM-authenticated function URL for console commands from verified operators (reflex_core.identity).
+    console_url: bool = True
 
 
 class ReactionFunction(Construct):
@@ -83,6 +118,9 @@ class ReactionFunction(Construct):
         self.log_group = logs.LogGroup(self, "Logs", retention=props.log_retention)
         self.function = self._build_function()
         self._grant_runtime_access()
+        self.function_url: lambda_.FunctionUrl | None = None
+        if props.console_url and shared.operator_access is not None:
+            self.function_url = shared.operator_access.add_function(self.reaction, self.function)
         self.alarms = self._build_alarms()
 
     # ------------------------------------------------------------------ wiring used by trigger constructs
@@ -136,6 +174,8 @@ class ReactionFunction(Construct):
             dead_letter_queue=self.dead_letter_queue,
             retry_attempts=props.async_retry_attempts,
             max_event_age=Duration.seconds(props.max_event_age_s),
+            reserved_concurrent_executions=shared.reserved_concurrency.get(props.reaction,
+                                                                           props.reserved_concurrency),
             vpc=props.vpc,
             vpc_subnets=props.vpc_subnets if props.vpc is not None else None,
             security_groups=list(props.security_groups) if props.vpc is not None else None,
@@ -158,7 +198,7 @@ class ReactionFunction(Construct):
             state_table=shared.tables.state.table_name,
             idempotency_table=shared.tables.idempotency.table_name,
             notify_topic_arn=shared.notifications.topic.topic_arn,
-            event_bus_name=DEFAULT_EVENT_BUS,
+            event_bus_name=shared.event_bus_name,
             kill_switch_prefix=shared.kill_switches.prefix,
             dead_letter_queue_url=self.dead_letter_queue.queue_url,
             workflow_arn=self.props.workflow_arn,
@@ -172,29 +212,43 @@ class ReactionFunction(Construct):
 
     def _grant_runtime_access(self) -> None:
         shared = self.props.shared
+        stack = Stack.of(self)
         self.log_group.grant_write(self.role)
-        shared.tables.grant_read_write(self.role)
+        tables = shared.tables
+        grant_audit_append(self.role, tables.audit, self.reaction)
+        grant_state_access(self.role, tables.state, state_keys_for(self.reaction, self.props.state_keys))
+        grant_idempotency(self.role, tables.idempotency, f"reflex-{shared.stage}-{self.reaction}")
         shared.notifications.topic.grant_publish(self.role)
         acknowledge(self.role, wildcard_action_rule("kms:GenerateDataKey*"),
                     "Publishing to the KMS-encrypted topic needs a data key: grant_publish allows the "
                     "kms:GenerateDataKey* family on the topic's key only (Resource is that key's ARN).")
-        events.EventBus.from_event_bus_name(self, "DefaultBus", DEFAULT_EVENT_BUS).grant_put_events_to(self.role)
+        bus_arn = (shared.event_bus.event_bus_arn if shared.event_bus is not None else stack.format_arn(
+            service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME))
+        grant_put_events(self.role, bus_arn, [(shared.own_source, DECISION_DETAIL_TYPE), *self.props.emits])
         # The function parks malformed asynchronous events in its DLQ itself (Lambda only parks failures).
         self.dead_letter_queue.grant_send_messages(self.role)
         shared.kill_switches.grant_read(self.role, self.kill_switch)
         if self.props.vpc is not None:
-            # Lambda attaches this policy only to a role it creates; ours is explicit, so it is added here.
-            self.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(
-                "service-role/AWSLambdaVPCAccessExecutionRole"))
-            acknowledge(self.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                                   "AWSLambdaVPCAccessExecutionRole]",
-                        "A function in a VPC must create, describe and delete its network interfaces; "
-                        "AWSLambdaVPCAccessExecutionRole is the policy Lambda documents for exactly that.")
+            # Instead of AWSLambdaVPCAccessExecutionRole (logs and network interfaces on "*"): the network
+            # interfaces of this VPC, subnets and security groups only (permissions_common.vpc_network_statements).
+            subnets = self.props.vpc_subnets.subnets if self.props.vpc_subnets is not None else None
+            for statement in vpc_network_statements(
+                    self, self.props.vpc.vpc_id, [s.subnet_id for s in subnets or []],
+                    [g.security_group_id for g in self.props.security_groups]):
+                self.role.add_to_principal_policy(statement)
+            acknowledge(self.role, wildcard_resource_rule(self, stack.format_arn(
+                service="ec2", resource="network-interface", resource_name="*",
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME)),
+                        "Lambda creates the function's network interfaces with ids unknown in advance: "
+                        "network-interface/* limited by the ec2:Vpc condition to the configured VPC (create also "
+                        "names the subnets and security groups).")
         # X-Ray PutTraceSegments/PutTelemetryRecords (added by Tracing.ACTIVE) have no resource-level
         # permissions: the Service Authorization Reference lists no resource type for them.
         acknowledge(self.role, wildcard_resource_rule(self, "*"),
-                    "xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) support no "
-                    "resource-level permissions, so their statement must use Resource '*'.")
+                    "xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) and, in a VPC, "
+                    "ec2:DescribeNetworkInterfaces and ec2:DescribeSubnets support no resource-level permissions, "
+                    "so their statements must use Resource '*' (permissions_common.RESOURCE_STAR_ALLOWLIST).")
 
     def _build_alarms(self) -> list[cloudwatch.Alarm]:
         stage = self.props.shared.stage

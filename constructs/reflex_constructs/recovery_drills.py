@@ -22,6 +22,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from reflex_constructs.alarm_triggers import pinned_pattern
 from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
 from reflex_constructs.reaction_function import (
     METRICS_NAMESPACE,
@@ -104,8 +105,8 @@ class RecoveryDrills(Construct):
             self.plans[res.name] = plan
         if self.plans:
             self.rule = events.Rule(self, "RestoreJobs", description=f"Reflex {stage}: restore testing jobs",
-                                    event_pattern=events.EventPattern(**_pattern_kwargs(drill_rule_pattern(
-                                        [p.attr_restore_testing_plan_arn for p in self.plans.values()]))),
+                                    event_pattern=pinned_pattern(self, drill_rule_pattern(
+                                        [p.attr_restore_testing_plan_arn for p in self.plans.values()])),
                                     targets=[self.function.event_target()])
         self.schedules = ReactionSchedules(self, "Schedules", ReactionSchedulesProps(
             target=self.function, group=props.schedule_group, schedules=[ScheduleSpec(

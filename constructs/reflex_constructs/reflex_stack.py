@@ -18,11 +18,13 @@ from reflex_constructs.functions_asset import FunctionsAssetProps, function_code
 from reflex_constructs.invalidation_reaction import InvalidationReaction, InvalidationReactionProps
 from reflex_constructs.kill_switches import KillSwitches, KillSwitchesProps
 from reflex_constructs.notifications import Notifications, NotificationsProps
+from reflex_constructs.operator_access import OperatorAccess, OperatorAccessProps
 from reflex_constructs.promotion_reaction import PromoterReaction, PromoterReactionProps
 from reflex_constructs.reaction_function import ReactionFunction, StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
 from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
+from reflex_constructs.reflex_event_bus import ReflexEventBus, ReflexEventBusProps, warn_about_production_gaps
 from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
 from reflex_constructs.shards_reaction import ShardsReaction, ShardsReactionProps
@@ -92,14 +94,24 @@ class ReflexStack(Stack):
 
     def _build_shared(self, props: ReflexStackProps) -> StageResources:
         config = props.config
+        tables = ReflexTables(self, "Tables", ReflexTablesProps(stage=config.stage))
+        kill_switches = KillSwitches(self, "KillSwitches", KillSwitchesProps(stage=config.stage))
+        warn_about_production_gaps(self, config)
         return StageResources(
             stage=config.stage,
             code=function_code(FunctionsAssetProps(source_dir=props.functions_dir,
-                                                   requirements_file=props.requirements_file, config=config)),
-            tables=ReflexTables(self, "Tables", ReflexTablesProps(stage=config.stage)),
+                                                   requirements_file=props.requirements_file, config=config,
+                                                   bundling_required=self.bundling_required)),
+            tables=tables,
             notifications=Notifications(self, "Notifications", NotificationsProps(
                 topic_name=config.notify.topic_name, emails=list(config.notify.emails))),
-            kill_switches=KillSwitches(self, "KillSwitches", KillSwitchesProps(stage=config.stage)),
+            kill_switches=kill_switches,
+            reserved_concurrency=dict(config.reserved_concurrency),
+            event_bus=ReflexEventBus(self, "EventBus", ReflexEventBusProps(
+                stage=config.stage, publishers=list(config.event_bus.publishers)))
+            if config.event_bus.dedicated else None,
+            operator_access=OperatorAccess(self, "OperatorAccess", OperatorAccessProps(
+                stage=config.stage, audit_table=tables.audit, kill_switch_prefix=kill_switches.prefix)),
         )
 
     def _build_outputs(self) -> None:

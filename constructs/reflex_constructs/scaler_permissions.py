@@ -28,9 +28,10 @@ from constructs import Construct
 from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
 from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget, ScalingPolicy
 
+# The dummy ARN Application Auto Scaling's permission probe tags (its documented validation request).
+TAG_PROBE_INSTANCE = "non-existing-db"
 # Actions that cannot be scoped to a resource; every other statement names its resources.
 UNSCOPED_ACTIONS = frozenset({
-    "rds:AddTagsToResource",
     "autoscaling:DescribeAutoScalingGroups",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:RegisterScalableTarget",
@@ -65,12 +66,23 @@ class ScalerPermissions(Construct):
     def _ecs_statements(self, targets: list[EcsServiceTarget]) -> list[iam.PolicyStatement]:
         if not targets:
             return []
-        return [iam.PolicyStatement(
-            sid="EcsServices",
-            actions=["ecs:DescribeServices", "ecs:UpdateService"],
-            resources=[self._arn("ecs", "service", f"{t.cluster}/{t.service}", ArnFormat.SLASH_RESOURCE_NAME)
-                       for t in targets],
-        )]
+        services = [self._arn("ecs", "service", f"{t.cluster}/{t.service}", ArnFormat.SLASH_RESOURCE_NAME)
+                    for t in targets]
+        clusters = sorted({self._arn("ecs", "cluster", t.cluster, ArnFormat.SLASH_RESOURCE_NAME) for t in targets})
+        return [
+            iam.PolicyStatement(sid="EcsServicesRead", actions=["ecs:DescribeServices"], resources=services),
+            iam.PolicyStatement(
+                sid="EcsServicesDesiredCount",
+                actions=["ecs:UpdateService"],
+                resources=services,
+                # The scaler only sets desiredCount. ECS offers no condition key for it; what it offers keeps the
+                # call in the configured clusters and refuses a new task definition, capacity provider or ECS Exec
+                # (docs/security.md lists what remains: network, load balancer and deployment settings).
+                conditions={"ArnEquals": {"ecs:cluster": clusters},
+                            "Null": {"ecs:task-definition": "true", "ecs:capacity-provider": "true",
+                                     "ecs:enable-execute-command": "true"}},
+            ),
+        ]
 
     def _asg_statements(self, targets: list[AutoScalingGroupTarget]) -> list[iam.PolicyStatement]:
         if not targets:
@@ -115,26 +127,46 @@ class ScalerPermissions(Construct):
                 resources=["*"],
             ),
             iam.PolicyStatement(
-                sid="AuroraRegistrationValidation",
-                # RegisterScalableTarget on an Aurora cluster first checks, with the caller's own
-                # permissions, that it may create and delete reader instances in that cluster (Application
-                # Auto Scaling guide, "Permissions validation for API calls on target resources"). The
-                # scaler's code never calls these actions itself; the readers Application Auto Scaling
-                # creates get service-generated ids, so instances are db:* within this account and region.
-                actions=["rds:CreateDBInstance", "rds:DeleteDBInstance", "rds:DescribeDBInstances"],
-                resources=[
-                    *[self._arn("rds", "cluster", t.cluster, ArnFormat.COLON_RESOURCE_NAME) for t in targets],
-                    self._arn("rds", "db", "*", ArnFormat.COLON_RESOURCE_NAME),
-                ],
+                sid="AuroraRegistrationProbeCreate",
+                # RegisterScalableTarget on Aurora first checks the caller's own permissions by calling
+                # CreateDBInstance in the cluster, and DeleteDBInstance, with an EMPTY instance identifier (Application
+                # Auto Scaling guide, "Permissions validation for API calls on target resources"). The scaler never
+                # creates or deletes an instance itself (the Application Auto Scaling service-linked role does), so
+                # the grant is exactly the probe's: the configured clusters and the instance ARN with an empty name,
+                # which no existing instance has. No writer, no reader, no instance of another cluster can be
+                # deleted with it.
+                actions=["rds:CreateDBInstance"],
+                resources=[*self._clusters(targets), self._probe_instance()],
+            ),
+            iam.PolicyStatement(
+                sid="AuroraRegistrationProbeDelete",
+                actions=["rds:DeleteDBInstance"],
+                resources=[self._probe_instance()],
+            ),
+            iam.PolicyStatement(
+                sid="AuroraRegistrationDescribe",
+                # Read-only: the same validation describes the cluster's instances, whose ids it generates.
+                actions=["rds:DescribeDBInstances"],
+                resources=[*self._clusters(targets), self._arn("rds", "db", "*", ArnFormat.COLON_RESOURCE_NAME)],
             ),
             iam.PolicyStatement(
                 sid="AuroraRegistrationTagProbe",
-                # The same validation probes rds:AddTagsToResource with a dummy ARN in another account,
-                # which no scoped resource can match: the probe needs Resource "*". Tagging only.
+                # The validation probes rds:AddTagsToResource on a dummy ARN in a non-existent account (12345,
+                # instance non-existing-db). IAM policies only accept a 12-digit account or `*` there, so: that
+                # instance name in any account and region. RDS has no resource policies, so another account's
+                # instances are out of reach anyway: it can tag only an instance of this account named
+                # non-existing-db.
                 actions=["rds:AddTagsToResource"],
-                resources=["*"],
+                resources=[f"arn:{self._stack.partition}:rds:*:*:db:{TAG_PROBE_INSTANCE}"],
             ),
         ]
+
+    def _clusters(self, targets: list[AuroraReplicasTarget]) -> list[str]:
+        return [self._arn("rds", "cluster", t.cluster, ArnFormat.COLON_RESOURCE_NAME) for t in targets]
+
+    def _probe_instance(self) -> str:
+        """`arn:...:rds:<region>:<account>:db:` - the instance ARN of the probe's empty identifier."""
+        return f"arn:{self._stack.partition}:rds:{self._stack.region}:{self._stack.account}:db:"
 
     def _alarm_tag_statements(self, policies: Sequence[ScalingPolicy]) -> list[iam.PolicyStatement]:
         if not any(p.scale_out and p.scale_out.alarms.tags for p in policies):
@@ -158,12 +190,14 @@ _WILDCARD_REASONS = {
         "application-autoscaling:DescribeScalableTargets has no resource type and RegisterScalableTarget can "
         "only be scoped to a scalable-target ARN with a service-generated id unknown at synth time; the "
         "function only changes configured clusters (allowlist)."),
-    "AuroraRegistrationValidation": (
-        "RegisterScalableTarget on Aurora validates that the caller may create/delete reader instances; "
-        "Application Auto Scaling names those readers itself, so db:* within this account and region."),
+    "AuroraRegistrationDescribe": (
+        "RegisterScalableTarget on Aurora describes the cluster's instances, whose ids Application Auto Scaling "
+        "generates: rds:DescribeDBInstances (read-only) on db:* of this account and region. Create and delete are "
+        "granted only on the probe's empty instance id, so the remaining wildcard reads, it cannot change anything."),
     "AuroraRegistrationTagProbe": (
-        "RegisterScalableTarget on Aurora probes rds:AddTagsToResource with a dummy ARN in another account; "
-        "only Resource '*' satisfies the probe (tagging only, no data access)."),
+        "RegisterScalableTarget on Aurora probes rds:AddTagsToResource on arn:aws:rds:<region>:12345:db:"
+        "non-existing-db (a dummy ARN in a non-existent account); IAM accepts only a 12-digit account or * there, so "
+        "db:non-existing-db in any account and region: tagging only, of an instance with that exact name."),
     "AlarmTags": (
         "A scaling policy matches alarms by tag, so alarm names are unknown in advance; read-only tag lookup "
         "limited to this account's alarms in this region."),

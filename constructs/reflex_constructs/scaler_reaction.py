@@ -55,7 +55,8 @@ class ScalerReaction(Construct):
 def scaler_alarm_matchers(config: ReflexConfig) -> list[AlarmMatcher]:
     return [
         AlarmMatcher(name=p.name, alarm_names=tuple(p.scale_out.alarms.names),
-                     alarm_prefixes=tuple(p.scale_out.alarms.prefixes), by_tags=bool(p.scale_out.alarms.tags))
+                     alarm_prefixes=tuple(p.scale_out.alarms.prefixes), by_tags=bool(p.scale_out.alarms.tags),
+                     tag_name_prefixes=tuple(p.scale_out.alarms.tag_name_prefixes))
         for p in config.scaling if p.scale_out is not None
     ]
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 
@@ -34,6 +33,10 @@ class ReflexTables(Construct):
         self._prefix = f"reflex-{props.stage}"
         self.audit = self._build_table("Audit", "audit", "pk", "expires_at", sort_key="sk",
                                        removal_policy=props.audit_removal_policy)
+        # Evidence: a table delete (by the stack or by hand) must first turn this off, deliberately.
+        cfn_audit = self.audit.node.default_child
+        assert isinstance(cfn_audit, dynamodb.CfnTable)
+        cfn_audit.deletion_protection_enabled = True
         self.state = self._build_table("State", "state", "pk", "expires_at",
                                        removal_policy=props.state_removal_policy)
         self.idempotency = self._build_table("Idempotency", "idempotency", "id", "expiration",
@@ -42,10 +45,6 @@ class ReflexTables(Construct):
     @property
     def all(self) -> list[dynamodb.Table]:
         return [self.audit, self.state, self.idempotency]
-
-    def grant_read_write(self, grantee: iam.IGrantable) -> None:
-        for table in self.all:
-            table.grant_read_write_data(grantee)
 
     def _build_table(self, construct_id: str, name: str, partition_key: str, ttl_attribute: str, *,
                      removal_policy: RemovalPolicy, sort_key: str | None = None) -> dynamodb.Table:

@@ -9,8 +9,9 @@
                                                               -> one action per runaway backend (oldest first,
   at most `max_per_invocation`): pg_cancel_backend, or pg_terminate_backend if the policy says so.
 
-Targets: `postgres/<db>/advise`, `postgres/<db>/index`, `postgres/<db>/runaway` (each with its own lock and
-rate limit). psycopg and the advisor modules are imported on first use, not at cold start.
+Targets: `postgres/<db>/advise`, `postgres/<db>/index`, `postgres/<db>/runaway/<pid>` (each with its own lock
+and rate limit; the core records one action per target and trigger). psycopg and the advisor modules are
+imported on first use, not at cold start.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class AdvisorReaction:
         self._alarm_tags = AlarmTagReader()
         # Reports planned in this process and not yet written (plan and execute run in one invocation).
         self._pending: dict[str, dict[str, Any]] = {}
+        # Runaway backends found by this process's sweeps: each is its own target (postgres/<db>/runaway/<pid>),
+        # because the core records one action per target and trigger.
+        self._backends: set[str] = set()
 
     def connect(self, target: DatabaseTarget, rt: ReactionRuntime, **kw: Any) -> Any:
         if self._connect is not None:
@@ -158,16 +162,20 @@ class AdvisorReaction:
             return [Skip(reason="database-unreachable", policy=db.name, target_key=key, detail=str(err)[:500])]
         out: list[Intent | Skip] = []
         for b in allowed:
-            out.append(Skip(reason="allow-listed", policy=db.name, target_key=key, before=_backend_view(b),
+            out.append(Skip(reason="allow-listed", policy=db.name, target_key=f"{key}/{b['pid']}",
+                            before=_backend_view(b),
                             detail=f"pid {b['pid']} ({b['role']}, {b['application'] or 'no application'}) running "
                                    f"{b['runtime_s']:.0f}s is allow-listed"))
         verb = "terminate" if policy.terminate else "cancel"
         for i, b in enumerate(found):
+            backend_key = f"{key}/{b['pid']}"
             if i >= policy.max_per_invocation:
-                out.append(Skip(reason="bound-reached", policy=db.name, target_key=key, before=_backend_view(b),
+                out.append(Skip(reason="bound-reached", policy=db.name, target_key=backend_key,
+                                before=_backend_view(b),
                                 detail=f"pid {b['pid']}: at most {policy.max_per_invocation} per invocation"))
                 continue
-            out.append(Intent(policy=db.name, target_key=key, target={"database": db.name},
+            self._backends.add(backend_key)
+            out.append(Intent(policy=db.name, target_key=backend_key, target={"database": db.name},
                               operation=f"{verb}_query", dry_run=dry_run,
                               params={"pid": b["pid"], "query_start": b["query_start"]},
                               reason=f"{why}: pid {b['pid']} ({b['role']}) running {b['runtime_s']:.0f}s > "
@@ -176,7 +184,10 @@ class AdvisorReaction:
 
     # ------------------------------------------------------------------ guard settings
     def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
-        return {_key(db, op) for db in rt.config.database_targets for op in OPERATIONS}
+        static = {_key(db, op) for db in rt.config.database_targets for op in OPERATIONS}
+        # A backend is allowed when a sweep of a configured database found it (its key names that database).
+        return static | {k for k in self._backends if any(k.startswith(_key(db, "runaway") + "/")
+                                                          for db in rt.config.database_targets)}
 
     def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         db = self._owned(intent.policy, intent.target_key, rt)

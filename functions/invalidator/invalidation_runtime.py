@@ -98,7 +98,9 @@ class InvalidationRuntime:
     # ------------------------------------------------------------------ caches
     def connection(self, cache: CacheConfig) -> RedisConnectionSettings:
         if cache.redis is not None:
-            return cache.redis
+            # The cache health collector only reads INFO: it connects as the cache's read-only RBAC user if any.
+            return cache.redis.for_health_collector() if os.environ.get("REFLEX_REACTION") == "cache_health" \
+                else cache.redis
         endpoint = self.settings.managed_caches.get(cache.name)
         if endpoint is None:
             raise LookupError(f"cache {cache.name!r} is created by the stack but its endpoint is not in "

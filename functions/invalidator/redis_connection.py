@@ -141,6 +141,10 @@ class RedisConnectionSettings(BaseModel):
     backoff_cap_s: float = Field(default=1.0, gt=0, le=30)
     health_check_interval_s: int = Field(default=30, ge=0, le=3600)
     client_name: str = Field(default="reflex-invalidator", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    # ElastiCache RBAC: the read-only user of the cache health collector (docs/security.md, "Redis"), e.g. access
+    # string `on ~* -@all +info`. auth "secret": its secret (JSON username + password); auth "iam": its user id.
+    health_secret_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    health_iam_user_id: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _consistent(self) -> RedisConnectionSettings:
@@ -155,7 +159,20 @@ class RedisConnectionSettings(BaseModel):
             raise ValueError("host is required unless the secret provides it")
         if self.cluster and self.db != 0:
             raise ValueError("Redis Cluster has only database 0")
+        if self.health_secret_id and self.auth != "secret":
+            raise ValueError("health_secret_id goes with auth 'secret' (use health_iam_user_id with auth 'iam')")
+        if self.health_iam_user_id and self.auth != "iam":
+            raise ValueError("health_iam_user_id goes with auth 'iam' (use health_secret_id with auth 'secret')")
         return self
+
+    def for_health_collector(self) -> RedisConnectionSettings:
+        """The settings the read-only health collector connects with: its own RBAC user when one is configured."""
+        changes: dict[str, Any] = {"client_name": "reflex-cache-health"}
+        if self.health_secret_id:
+            changes.update(secret_id=self.health_secret_id, username=None)
+        if self.health_iam_user_id:
+            changes["iam_user_id"] = self.health_iam_user_id
+        return self.model_copy(update=changes)
 
     def describe(self) -> dict[str, Any]:
         """Safe to log and to audit: where, how, and which secret (by id), never a credential."""

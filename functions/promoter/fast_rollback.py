@@ -13,10 +13,12 @@ So the write is the 4th AWS call of a warm function, after 3 calls in 2 round tr
 the rollback as always (guardrails, records, workflow stopped, freeze released, audit): it finds the weights
 in place, and the audit record says they were written first, with the weights they replaced.
 
-It stands aside (the pipeline decides) whenever it is not plainly a rollback: the kill switch engaged at any
-level (the core applies the levels), dry-run, an event that is not a transition into ALARM, stamped in the
+It stands aside (the pipeline decides) whenever it is not plainly a rollback: the kill switch at `hard-stop`
+(at `on` a rollback still runs), dry-run, an event that is not a transition into ALARM, stamped in the
 future or before the promotion started, a promotion not in flight nor retained, weights already in place,
 an unhealthy colour to go back to, or any error reading.
+
+The pipeline calls it (`Reaction.fast_safety`) right after parsing, before idempotency and the guardrails.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from reflex_core.observability import logger
 from reflex_core.promotion_config import Colour, PromotionPair
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import PromotionRecord
-from reflex_core.triggers import ALARM_DETAIL_TYPE, TriggerError, parse_trigger
+from reflex_core.triggers import ALARM_DETAIL_TYPE, Trigger, TriggerError, parse_trigger
 
 CLOCK_SKEW_S = 60.0  # an alarm stamped further ahead than this is not acted on here
 _pool: ThreadPoolExecutor | None = None
@@ -69,13 +71,17 @@ class FastRollback:
         self._lock = threading.Lock()
 
     def run(self, event: Any, rt: Runtime[Any]) -> list[FastWrite]:
+        """From a raw event (tests, tools); the pipeline calls `run_trigger` with the trigger it parsed."""
         if not looks_like_alarm(event):
             return []
-        now = rt.clock.now()
         try:
-            trigger = parse_trigger(event, now)
+            trigger = parse_trigger(event, rt.clock.now())
         except TriggerError:
             return []  # the pipeline rejects it and says why
+        return self.run_trigger(trigger, rt)
+
+    def run_trigger(self, trigger: Trigger, rt: Runtime[Any]) -> list[FastWrite]:
+        now = rt.clock.now()
         alarm = trigger.alarm
         if alarm is None or alarm.state != "ALARM" or alarm.previous_state == "ALARM":
             return []
@@ -89,7 +95,7 @@ class FastRollback:
         records = {p.name: pool.submit(rt.store.promotion_record, p.name) for p in pairs}
         written: list[FastWrite] = []
         try:
-            if kill.result().engaged:
+            if kill.result().blocks(safety=True):  # `hard-stop` (or unreadable, failing closed to it)
                 return []
             for pair in pairs:
                 done = self._pair(pair, records[pair.name].result(), alarm.name, alarm.changed_at, now, rt, pool)

@@ -21,7 +21,6 @@ from promoter.promotion_reaction import PromotionReaction
 from promoter.step_response import workflow_response
 from reflex_core.observability import lambda_entry
 from reflex_core.pipeline import Pipeline
-from reflex_core.runtime import current_runtime
 
 REACTION = PromotionReaction()
 PIPELINE = Pipeline(REACTION)
@@ -32,6 +31,4 @@ gc.enable()
 
 @lambda_entry
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # Time to safety: a guard alarm's weights go back before the pipeline's bookkeeping (fast_rollback.py).
-    REACTION.write_rollback_first(event, current_runtime(REACTION.config_model))
     return workflow_response(event, PIPELINE.handle(event, context))

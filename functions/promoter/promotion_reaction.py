@@ -109,9 +109,10 @@ class PromotionReaction:
         # A guard alarm's weights, written before the pipeline runs (fast_rollback.py).
         self.fast_rollback = FastRollback()
 
-    def write_rollback_first(self, event: Any, rt: ReactionRuntime) -> None:
-        """Time to safety: put the traffic back first when `event` is a guard alarm (see fast_rollback.py)."""
-        self.fast_rollback.run(event, rt)
+    def fast_safety(self, trigger: Trigger, rt: ReactionRuntime) -> None:
+        """Time to safety: a guard alarm's weights go back first, before the pipeline's bookkeeping (the
+        pipeline calls this right after parsing; see fast_rollback.py)."""
+        self.fast_rollback.run_trigger(trigger, rt)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:

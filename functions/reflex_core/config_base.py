@@ -12,11 +12,14 @@ never imports, builds or validates the models of another reaction's section (doc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reflex_core.identity import OperatorAllowlist
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 
@@ -56,19 +59,27 @@ class AlarmMatch(StrictModel):
     names: list[str] = Field(default_factory=list)
     prefixes: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
+    # With tags: only alarms whose names start with one of these can match by tag. The alarm event carries no tags,
+    # so without it the EventBridge rule must receive every alarm state change of the account; with it, the rule is
+    # narrowed to these prefixes (docs/security.md).
+    tag_name_prefixes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_criterion(self) -> AlarmMatch:
         if not (self.names or self.prefixes or self.tags):
             raise ValueError("give at least one of names, prefixes or tags")
-        for name in [*self.names, *self.prefixes]:
+        for name in [*self.names, *self.prefixes, *self.tag_name_prefixes]:
             if not name or len(name) > 255:
                 raise ValueError(f"alarm name or prefix {name!r} must be 1-255 characters")
+        if self.tag_name_prefixes and not self.tags:
+            raise ValueError("tag_name_prefixes narrows matching by tags: give tags too")
         return self
 
     def matches(self, alarm_name: str, tags: dict[str, str] | None) -> bool:
         if alarm_name in self.names or any(alarm_name.startswith(p) for p in self.prefixes):
             return True
+        if self.tag_name_prefixes and not any(alarm_name.startswith(p) for p in self.tag_name_prefixes):
+            return False
         if self.tags and tags is not None:
             return all(tags.get(k) == v for k, v in self.tags.items())
         return False
@@ -121,6 +132,28 @@ class AlarmTopic(StrictModel):
     arn: str = Field(pattern=r"^arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-]+$")
 
 
+class EventBusConfig(StrictModel):
+    """Where the application's events to Reflex (ScaleRequested, GreenReady, ContentChanged, ...) are put.
+
+    `dedicated: false` (default): the account's default bus; anyone allowed `events:PutEvents` on it can send them.
+    `dedicated: true`: a bus of the stack, `reflex-<stage>`, whose resource policy lets only `publishers` (IAM
+    principal ARNs of this account, e.g. the deploy pipeline's role) put events, and only with the sources the config
+    listens to. AWS events (alarms, S3) always arrive on the default bus.
+    """
+
+    dedicated: bool = False
+    publishers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _publishers(self) -> EventBusConfig:
+        if self.dedicated and not self.publishers:
+            raise ValueError("publishers: a dedicated bus needs the principals that may put the application's events")
+        for arn in self.publishers:
+            if not re.match(r"^arn:aws[a-z\-]*:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_\-/]+$", arn):
+                raise ValueError(f"publishers: {arn!r} is not an IAM role or user ARN")
+        return self
+
+
 class StageConfig(StrictModel):
     """The part of the stage config every function reads."""
 
@@ -132,6 +165,36 @@ class StageConfig(StrictModel):
     guardrails: Guardrails = Field(default_factory=Guardrails)
     alarm_topics: list[AlarmTopic] = Field(default_factory=list)
     evaluate_every_minutes: int = Field(default=1, ge=1, le=60)
+    # Least privilege and operator identity (docs/security.md).
+    prod_like: bool | None = Field(
+        default=None, description="production rules apply (account and region pinned, notify subscribers, TLS 1.2 "
+                                  "certificates); default: the stage name starts with 'prod'")
+    operators: OperatorAllowlist = Field(default_factory=OperatorAllowlist)
+    reserved_concurrency: dict[str, int] = Field(
+        default_factory=dict, description="reserved concurrency per function (scaler, promoter, ...), overriding "
+                                          "each function's default")
+    event_bus: EventBusConfig = Field(default_factory=lambda: EventBusConfig())
+
+    @field_validator("reserved_concurrency")
+    @classmethod
+    def _concurrency(cls, values: dict[str, int]) -> dict[str, int]:
+        for name, value in values.items():
+            if not 1 <= value <= 1000:
+                raise ValueError(f"{name}: reserved concurrency must be 1-1000, got {value}")
+        return values
+
+    @model_validator(mode="after")
+    def _production_pins(self) -> StageConfig:
+        if self.is_prod_like:
+            missing = [name for name in ("account", "region") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)}: a production stage must pin its account and region "
+                                 "(a deploy with other credentials must fail, not build a second Reflex)")
+        return self
+
+    @property
+    def is_prod_like(self) -> bool:
+        return self.stage.startswith("prod") if self.prod_like is None else self.prod_like
 
     @property
     def own_source(self) -> str:

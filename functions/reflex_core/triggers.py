@@ -464,6 +464,8 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
         return Trigger(kind="console", source="console", event_id=str(request), received_at=now,
                        who=f"console:{operator if isinstance(operator, str) and operator else 'unknown'}",
                        payload=event, raw_ref=ref)
+    if "requestContext" in event:
+        return _parse_function_url(event, now, ref)
     raise TriggerError([
         "<root>: unrecognised event; expected an SNS alarm notification (Records), an alarm action "
         "(alarmData), an EventBridge event (detail-type), a schedule (reflex_schedule), a workflow step "
@@ -506,3 +508,22 @@ def _value_from_reason(reason: str) -> float | None:
         return _finite(float(token))  # "Infinity" or "NaN" in the prose is no datapoint
     except ValueError:
         return None
+
+
+def _parse_function_url(event: dict[str, Any], now: datetime, ref: str) -> Trigger:
+    """A console command sent to the function's IAM-authenticated function URL: `who` is the caller Lambda
+    verified (reflex_core.identity; the allowlist is checked with the config, by the pipeline)."""
+    from reflex_core import identity
+
+    if not identity.is_function_url_event(event):
+        raise TriggerError(["requestContext: not a Lambda function URL request (requestContext.http, rawPath)"])
+    try:
+        caller = identity.verified_caller(event)
+        payload = identity.command_payload(event)
+    except identity.IdentityError as err:
+        raise TriggerError(err.errors) from None
+    # The claimed name is replaced by the verified identity: reactions that record `operator` record the ARN.
+    payload = {**payload, "operator": identity.operator_label(caller.arn)}
+    request = payload.get("request_id") or event["requestContext"].get("requestId") or ref
+    return Trigger(kind="console", source=identity.FUNCTION_URL_SOURCE, event_id=str(request), received_at=now,
+                   who=f"operator:{caller.arn}", payload=payload, raw_ref=ref)

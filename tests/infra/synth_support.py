@@ -126,3 +126,10 @@ def iam_statements(synth: Synthesized) -> list[dict[str, Any]]:
         for doc in docs:
             out.extend(s for s in doc["Statement"] if s["Effect"] == "Allow")
     return out
+
+
+def unpinned(pattern: dict[str, Any]) -> dict[str, Any]:
+    """An EventBridge rule pattern without its `account` (every Reflex rule pins it: test_infra_least_privilege.py),
+    for tests about what else the rule matches."""
+    assert pattern.get("account") and len(pattern["account"]) == 1, pattern
+    return {k: v for k, v in pattern.items() if k != "account"}

@@ -21,9 +21,13 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from reflex_constructs.functions_asset import FunctionsAssetProps, LocalPipBundling
 
     out = tmp_path_factory.mktemp("asset")
+    os.environ["REFLEX_BUNDLING"] = "local"  # this test is about the local bundler, Docker or not
     props = FunctionsAssetProps(source_dir=ROOT / "functions", requirements_file=ROOT / "requirements.txt",
                                 config=load_config_file(ROOT / "config" / "dev.yaml"))
-    assert LocalPipBundling(props).try_bundle(str(out)) is True
+    try:
+        assert LocalPipBundling(props).try_bundle(str(out)) is True
+    finally:
+        os.environ.pop("REFLEX_BUNDLING", None)
     return out
 
 
@@ -103,7 +107,81 @@ def test_the_asset_hash_says_whether_and_by_which_python_it_was_compiled(monkeyp
     props = FunctionsAssetProps(source_dir=ROOT / "functions", requirements_file=ROOT / "requirements.txt",
                                 config=load_config_file(ROOT / "config" / "dev.yaml"))
     hashes = set()
+    monkeypatch.setattr(functions_asset, "_docker", lambda: False)
     for compiler in (None, ("/usr/bin/python3.14", "3.14.0"), ("/usr/bin/python3.14", "3.14.1")):
         monkeypatch.setattr(functions_asset, "bytecode_python", lambda c=compiler: c)
         hashes.add(asset_hash(props))
-    assert len(hashes) == 3
+    monkeypatch.setattr(functions_asset, "_docker", lambda: True)  # built in the runtime's image
+    hashes.add(asset_hash(props))
+    assert len(hashes) == 4
+
+
+# ------------------------------------------------------------------ where the package is built (CDK's convention)
+
+PY314 = ("/usr/bin/python3.14", "3.14.0")
+
+
+@pytest.mark.parametrize(("docker", "compiler", "requested", "kind"), [
+    (True, PY314, "auto", "docker"),          # Docker first, as CDK does
+    (True, None, "auto", "docker"),
+    (False, PY314, "auto", "local-python"),   # else a local Python of the runtime's version
+    (False, None, "auto", "sources"),         # else sources, and the synth says so
+    (True, PY314, "local", "local-python"),   # REFLEX_BUNDLING=local: never Docker
+    (True, None, "local", "sources"),
+    (True, None, "docker", "docker"),
+])
+def test_bundling_choice_follows_cdk_convention(docker: bool, compiler: tuple[str, str] | None, requested: str,
+                                                kind: str) -> None:
+    from reflex_constructs.functions_asset import choose_bundling
+
+    choice = choose_bundling(docker=docker, compiler=compiler, requested=requested)
+    assert choice.kind == kind
+    assert choice.compiler == (compiler if kind == "local-python" else None)
+    if kind == "sources":
+        assert "without bytecode" in choice.reason
+
+
+def test_bundling_choice_refuses_docker_when_it_is_missing_and_unknown_requests() -> None:
+    from reflex_constructs.functions_asset import choose_bundling
+
+    with pytest.raises(RuntimeError, match="Docker is not available"):
+        choose_bundling(docker=False, compiler=PY314, requested="docker")
+    with pytest.raises(ValueError, match="expected auto, docker or local"):
+        choose_bundling(docker=True, compiler=None, requested="podman")
+
+
+def test_docker_counts_only_when_its_daemon_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from reflex_constructs.functions_asset import docker_available
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker")
+    answered = subprocess.CompletedProcess([], 0, stdout="27.3.1\n", stderr="")
+    no_daemon = subprocess.CompletedProcess([], 1, stdout="", stderr="Cannot connect to the Docker daemon")
+    assert docker_available(run=lambda *a, **k: answered) is True
+    assert docker_available(run=lambda *a, **k: no_daemon) is False
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert docker_available(run=lambda *a, **k: answered) is False
+
+
+def test_docker_bundling_installs_the_resolved_pins_and_compiles_in_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflex_constructs import functions_asset
+    from reflex_constructs.functions_asset import DOCKER_SCRIPT, FunctionsAssetProps, LocalPipBundling, docker_bundling
+
+    props = FunctionsAssetProps(source_dir=ROOT / "functions", requirements_file=ROOT / "requirements.txt",
+                                config=load_config_file(ROOT / "config" / "dev.yaml"))
+    monkeypatch.setattr(functions_asset, "_docker", lambda: True)
+    monkeypatch.setattr(LocalPipBundling, "resolve", lambda self: ["pydantic==2.13.4", "redis==8.1.0"])
+    options = docker_bundling(props)
+    assert options["command"] == ["bash", "-c", DOCKER_SCRIPT]
+    assert options["environment"]["REFLEX_PINS"] == "pydantic==2.13.4 redis==8.1.0"
+    assert load_config_file(ROOT / "config" / "dev.yaml").model_validate_json(
+        options["environment"]["REFLEX_CONFIG_JSON"]) == props.config
+    assert "compileall" in DOCKER_SCRIPT and "manylinux2014_aarch64" in DOCKER_SCRIPT
+    # The local bundler then declines, so CDK runs the image; a stack that is not bundled resolves nothing.
+    assert LocalPipBundling(props).try_bundle("/nonexistent") is False
+    unbundled = FunctionsAssetProps(source_dir=props.source_dir, requirements_file=props.requirements_file,
+                                    config=props.config, bundling_required=False)
+    assert docker_bundling(unbundled) == {}
+    monkeypatch.setattr(functions_asset, "_docker", lambda: False)
+    assert docker_bundling(props) == {}

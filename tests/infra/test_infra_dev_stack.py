@@ -9,28 +9,14 @@ import json
 
 import pytest
 from aws_cdk.assertions import Match
-from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render
+from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render, unpinned
 
-from reflex_constructs import PROMOTER_UNSCOPED_ACTIONS, UNSCOPED_ACTIONS
-from reflex_constructs.recovery_drills import RECOVERY_UNSCOPED_ACTIONS
+from reflex_constructs.permissions_common import RESOURCE_STAR_ALLOWLIST
 from reflex_core.settings import RuntimeSettings
 
 pytestmark = pytest.mark.slow
 
 ALARM_EVENT = {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"]}
-# Actions that support no resource-level permissions (see scaler_permissions.py, promotion_permissions.py,
-# reaction_function.py, and the logging and tracing grants of the promotion state machine).
-STATE_MACHINE_LOGGING = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
-                         "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
-                         "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
-                         "xray:GetSamplingRules", "xray:GetSamplingTargets"}
-ALLOWED_ON_ANY_RESOURCE = (UNSCOPED_ACTIONS | PROMOTER_UNSCOPED_ACTIONS | STATE_MACHINE_LOGGING
-                           | RECOVERY_UNSCOPED_ACTIONS | {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-                           # the journey canaries' role (Synthetics L2): no resource-level permissions; PutMetricData
-                           # is limited to the CloudWatchSynthetics namespace by a condition
-                           | {"s3:ListAllMyBuckets", "cloudwatch:PutMetricData"})
-
-
 def _scaler(resources: dict[str, dict]) -> dict[str, dict]:
     return {k: r for k, r in resources.items() if k.startswith("Scaler")}
 
@@ -54,14 +40,14 @@ def _dlq(dev: Synthesized, reaction: str = "scaler") -> str:
 
 
 def test_one_alarm_rule_per_scale_out_policy_narrowed_to_its_alarm_names(dev: Synthesized) -> None:
-    patterns = [r["Properties"]["EventPattern"] for r in _rules(dev).values()]
+    patterns = [unpinned(r["Properties"]["EventPattern"]) for r in _rules(dev).values()]
     assert {**ALARM_EVENT, "detail": {"alarmName": ["api-p99-latency-high", "api-cpu-high"]}} in patterns
     assert {**ALARM_EVENT, "detail": {"alarmName": ["reporting-db-reader-cpu-high"]}} in patterns
 
 
 def test_tag_matching_policy_gets_a_catch_all_alarm_rule(dev: Synthesized) -> None:
     # workers matches alarms by tag: tags are not in the event, so the rule cannot filter on names.
-    patterns = [r["Properties"]["EventPattern"] for r in _rules(dev).values()]
+    patterns = [unpinned(r["Properties"]["EventPattern"]) for r in _rules(dev).values()]
     assert ALARM_EVENT in patterns
     alarm_rules = [p for p in patterns if p.get("source") == ["aws.cloudwatch"]]
     assert len(alarm_rules) == 3
@@ -296,9 +282,13 @@ def _statements_with(dev: Synthesized, action: str) -> list[dict]:
 
 def test_ecs_permissions_scoped_to_the_configured_service(dev: Synthesized) -> None:
     (statement,) = _statements_with(dev, "ecs:UpdateService")
-    assert sorted(as_list(statement["Action"])) == ["ecs:DescribeServices", "ecs:UpdateService"]
-    assert render(as_list(statement["Resource"]), dev.json["Resources"]) == [
-        f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/web/api"]
+    assert as_list(statement["Action"]) == ["ecs:UpdateService"]  # desired count only: see its conditions
+    (describe,) = _statements_with(dev, "ecs:DescribeServices")
+    for s in (statement, describe):
+        assert render(as_list(s["Resource"]), dev.json["Resources"]) == [
+            f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/web/api"]
+    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/web"
+    assert as_list(statement["Condition"]["ArnEquals"]["ecs:cluster"]) == [cluster]
 
 
 def test_asg_permissions_scoped_to_the_configured_group_name(dev: Synthesized) -> None:
@@ -332,14 +322,19 @@ def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
-    tables = set(dev.resources("AWS::DynamoDB::Table"))
+    tables = {t["Properties"]["TableName"].rsplit("-", 1)[1]: k
+              for k, t in dev.resources("AWS::DynamoDB::Table").items()}
     writes = _statements_with(dev, "dynamodb:PutItem")
-    # the scaler, the promoter, the invalidator, CDN batcher and cache health collector, the database advisor and
-    # the drills function
-    assert len(writes) == 6
-    assert all({r["Fn::GetAtt"][0] for r in as_list(ddb["Resource"])} == tables for ddb in writes)
+    # Each function: append to the audit, write its own state keys, its own idempotency records
+    # (permissions_common.py; test_infra_least_privilege.py).
+    by_sid = {sid: [w for w in writes if w.get("Sid") == sid] for sid in ("AuditAppendOnly", "StateWrite",
+                                                                          "IdempotencyOwnRecords")}
+    counts = {sid: len(found) for sid, found in by_sid.items()}
+    assert len(set(counts.values())) == 1 and counts["AuditAppendOnly"] >= 5, counts
+    for sid, table in (("AuditAppendOnly", "audit"), ("StateWrite", "state"), ("IdempotencyOwnRecords", "idempotency")):
+        assert all(as_list(w["Resource"]) == [{"Fn::GetAtt": [tables[table], "Arn"]}] for w in by_sid[sid])
     put_events = _statements_with(dev, "events:PutEvents")
-    assert len(put_events) == 6
+    assert len(put_events) >= 6  # each function's decisions, and the promoter's DeploymentCompleted
     assert all(render(s["Resource"], resources) == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
                for s in put_events)
     assert _statements_with(dev, "sns:Publish")
@@ -353,19 +348,18 @@ def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(d
 def test_no_statement_allows_any_resource_except_the_unscopable_actions(dev: Synthesized) -> None:
     for statement in iam_statements(dev):
         if "*" in as_list(statement["Resource"]):
-            assert set(as_list(statement["Action"])) <= ALLOWED_ON_ANY_RESOURCE, statement
+            assert set(as_list(statement["Action"])) <= set(RESOURCE_STAR_ALLOWLIST), statement
         assert not any(a.endswith(":*") or a == "*" for a in as_list(statement["Action"])), statement
 
 
 def test_no_managed_policies_on_any_role(dev: Synthesized) -> None:
-    # Except the one Lambda documents for functions in a VPC (the invalidator and cache health collector reach
-    # Redis there; see reaction_function.py).
-    vpc_access = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
-                                     ":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]]}]
-    # And AWS Backup's own service-role policies on the role AWS Backup assumes (recovery_backup.py).
+    # Not even AWSLambdaVPCAccessExecutionRole: functions in a VPC get scoped inline statements (permissions_common.py).
+    # Only the role AWS Backup assumes carries AWS Backup's own service-role policies (recovery_backup.py).
     backup = [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":iam::aws:policy/service-role/{name}"]]}
               for name in ("AWSBackupServiceRolePolicyForBackup", "AWSBackupServiceRolePolicyForRestores")]
     for role in dev.resources("AWS::IAM::Role").values():
         (trust, *_) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-        allowed = backup if trust["Principal"] == {"Service": "backup.amazonaws.com"} else vpc_access
-        assert role["Properties"].get("ManagedPolicyArns", allowed) == allowed
+        if trust["Principal"] == {"Service": "backup.amazonaws.com"}:
+            assert role["Properties"].get("ManagedPolicyArns") == backup
+        else:
+            assert "ManagedPolicyArns" not in role["Properties"]

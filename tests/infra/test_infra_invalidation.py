@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render, synthesize, write_config
+from synth_support import (
+    ACCOUNT,
+    REGION,
+    Synthesized,
+    as_list,
+    iam_statements,
+    render,
+    synthesize,
+    unpinned,
+    write_config,
+)
 
 from reflex_constructs.invalidation_managed_cache import parameter_group
 from reflex_constructs.invalidation_reaction import (
@@ -106,7 +116,7 @@ def test_event_sources_continue_one_message_at_a_time_and_coalesce_cdn_paths(dev
 
 def test_rules_for_the_configured_events_objects_and_alarms(dev: Synthesized) -> None:
     invalidator, _ = _function(dev, "invalidator")
-    patterns = [r["Properties"]["EventPattern"] for r in _inv(dev, "AWS::Events::Rule").values()
+    patterns = [unpinned(r["Properties"]["EventPattern"]) for r in _inv(dev, "AWS::Events::Rule").values()
                 if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [invalidator, "Arn"]}]
     sources = sorted((p["source"][0], p["detail-type"][0]) for p in patterns if "alarmName" not in p.get("detail", {}))
     assert sources == [("app.content", "ContentChanged"), ("app.deploy", "DeploymentCompleted"),
@@ -170,17 +180,20 @@ def test_iam_is_scoped_to_the_configured_distribution_secret_and_caches(dev: Syn
         "cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"]
     assert render(cloudfront[0]["Resource"], resources) == f"arn:aws:cloudfront::{ACCOUNT}:distribution/E2EXAMPLE0DEV01"
     assert cloudfront[0] in _role_statements(dev, batcher_role)
-    secrets = [s for s in statements if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
-    assert [s["Resource"] for s in secrets] == [
-        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:reflex/dev/catalog-redis-AbCdEf"]
-    (connect,) = [s for s in statements if "elasticache:Connect" in as_list(s["Action"])]
-    assert sorted(connect["Resource"]) == [f"arn:aws:elasticache:{REGION}:{ACCOUNT}:replicationgroup:sessions",
-                                           f"arn:aws:elasticache:{REGION}:{ACCOUNT}:user:reflex-invalidator"]
     (listing,) = [s for s in statements if "s3:ListBucket" in as_list(s["Action"])]
     assert listing["Resource"] == "arn:aws:s3:::shop-dev-site-origin"
-    for role in ("invalidator", "cache_health"):
+    # The invalidator connects with the caches' own credentials; the read-only health collector with the caches'
+    # read-only RBAC users (health_secret_id, health_iam_user_id), and only with those.
+    secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:reflex/dev/catalog-redis"
+    expected = {"invalidator": (f"{secret}-AbCdEf", "reflex-invalidator"),
+                "cache_health": (f"{secret}-health-GhIjKl", "reflex-cache-health")}
+    for role, (secret_arn, user) in expected.items():
         role_id = _function(dev, role)[1]["Properties"]["Role"]["Fn::GetAtt"][0]
-        assert secrets[0] in _role_statements(dev, role_id) and connect in _role_statements(dev, role_id)
+        own = _role_statements(dev, role_id)
+        assert [s["Resource"] for s in own if "secretsmanager:GetSecretValue" in as_list(s["Action"])] == [secret_arn]
+        (connect,) = [s for s in own if "elasticache:Connect" in as_list(s["Action"])]
+        assert sorted(connect["Resource"]) == [f"arn:aws:elasticache:{REGION}:{ACCOUNT}:replicationgroup:sessions",
+                                               f"arn:aws:elasticache:{REGION}:{ACCOUNT}:user:{user}"]
     assert not [s for s in _role_statements(dev, batcher_role) if "secretsmanager:GetSecretValue" in
                 as_list(s["Action"])]
 

@@ -18,12 +18,12 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:"
     "autoScalingGroupName/web-workers]",
     "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*]",  # tag matching
-    # RegisterScalableTarget on Aurora validates the caller may create/delete reader instances
+    # RegisterScalableTarget on Aurora describes the cluster's instances (read-only; create/delete: the probe only)
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:db:*]",
+    # ... and probes AddTagsToResource on a dummy ARN (db:non-existing-db, any account and region)
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:*:*:db:non-existing-db]",
     # the promoter stops and describes executions of its state machine, whose names come from GreenReady events
     "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-promotion:*]",
-    # the invalidator and cache health collector run in the VPC: Lambda's own policy for network interfaces
-    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
     # recovery: AWS Backup's documented service-role policies for the backup/restore role
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForRestores]",
@@ -35,6 +35,10 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-S1",
     "AwsSolutions-IAM5[Resource::<MonitoringJourneysArtifactsAB0F439E.Arn>/home/*]",
     "AwsSolutions-IAM5[Resource::arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/cwsyn-*]",
+    # the invalidator and cache health collector run in the VPC: their network interfaces, limited by ec2:Vpc
+    "AwsSolutions-IAM5[Resource::arn:aws:ec2:eu-west-1:123456789012:network-interface/*]",
+    # the operators' and read-only managed policies: the stage's kill switches
+    "AwsSolutions-IAM5[Resource::arn:aws:ssm:eu-west-1:123456789012:parameter/reflex/dev/kill-switch/*]",
 }
 
 

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from synth_support import ACCOUNT, REGION, Synthesized, as_list, iam_statements, render, synthesize, write_config
+from synth_support import (
+    ACCOUNT,
+    REGION,
+    Synthesized,
+    as_list,
+    iam_statements,
+    render,
+    synthesize,
+    unpinned,
+    write_config,
+)
 
 from promoter.workflow_definition import promotion_definition
 
@@ -144,7 +154,7 @@ def test_function_knows_the_state_machine_without_depending_on_it(dev: Synthesiz
 def test_green_ready_and_guard_alarm_rules_target_the_promoter(dev: Synthesized) -> None:
     function_id, _ = _promoter_function(dev)
     rules = {k: r["Properties"] for k, r in dev.resources("AWS::Events::Rule").items() if k.startswith("Promoter")}
-    patterns = [r["EventPattern"] for r in rules.values()]
+    patterns = [unpinned(r["EventPattern"]) for r in rules.values()]
     assert {"source": ["app.deploy"], "detail-type": ["GreenReady"]} in patterns
     assert {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
             "detail": {"alarmName": ["web-p99-latency-high", "web-5xx-rate-high"]}} in patterns
@@ -259,7 +269,7 @@ def test_listener_rule_pair_modifies_only_its_rule(r53: Synthesized) -> None:
 
 
 def test_guard_prefix_gives_a_prefix_rule_and_a_prefix_scoped_read(r53: Synthesized) -> None:
-    patterns = [r["Properties"]["EventPattern"] for r in r53.resources("AWS::Events::Rule").values()]
+    patterns = [unpinned(r["Properties"]["EventPattern"]) for r in r53.resources("AWS::Events::Rule").values()]
     assert {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
             "detail": {"alarmName": [{"prefix": "www-"}]}} in patterns
     (describe,) = _statements_with(r53, "cloudwatch:DescribeAlarms")

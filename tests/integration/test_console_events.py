@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 # The invalidator's events run in the same world, plus its queues, distribution and a throw-away Redis.
+from tests.support.events import arrive_when_stamped
 from tests.support.invalidation_events import invalidation_redis, invalidator_invoke  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,6 +199,7 @@ def test_console_event(path: Path, world, invoke, request):
         from tests.support.advisor import advisor_invoke
 
         invoke = advisor_invoke(world, request.getfixturevalue("clock"))
+    arrive_when_stamped(request.getfixturevalue("clock"), event)
     response = invoke(event)
     after = target_state(world)
     records = world.audit_records()

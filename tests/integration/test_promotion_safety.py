@@ -100,7 +100,7 @@ def test_a_guard_alarm_writes_the_weights_before_any_bookkeeping(make) -> None:
     assert b.record().promotion.status == "rolled-back" and b.record().live == "blue"
 
 
-def test_the_fast_write_stands_aside_for_a_future_stamp_and_a_killed_switch(make) -> None:
+def test_the_fast_write_stands_aside_for_a_future_stamp_and_a_hard_stop(make) -> None:
     b = make()
     b.green_ready(release="v7")
     b.run(1)
@@ -110,12 +110,12 @@ def test_the_fast_write_stands_aside_for_a_future_stamp_and_a_killed_switch(make
     future = ev.eventbridge_alarm(LATENCY, "ALARM", b.clock.now() + timedelta(hours=1), previous="OK", value=2.5,
                                   threshold=1.0)
     assert REACTION.fast_rollback.run(future, rt) == []
-    b.world.set_kill_switch("global", True)
+    b.world.set_kill_switch_value("global", "hard-stop")
     rt.kill_switch.invalidate()
     now = ev.eventbridge_alarm(LATENCY, "ALARM", b.clock.now(), previous="OK", value=2.5, threshold=1.0)
     assert REACTION.fast_rollback.run(now, rt) == []
     assert b.weights() == {"blue": 90, "green": 10}
-    b.world.set_kill_switch("global", False)
+    b.world.set_kill_switch("global", True)  # `on` stops forward actions only: the rollback runs
     rt.kill_switch.invalidate()
     [written] = REACTION.fast_rollback.run(now, rt)
     assert written.before == {"blue": 90, "green": 10} and b.weights() == {"blue": 100, "green": 0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 ACCOUNT = "123456789012"
@@ -96,3 +96,16 @@ def schedule(name: str, operation: str, at: datetime, policy: str | None = None,
 def console(command: str, policy: str, **kw: Any) -> dict[str, Any]:
     return {"command": command, "policy": policy, "reason": kw.pop("reason", "test run"),
             "operator": kw.pop("operator", "sre-on-call"), **kw}
+
+
+def arrive_when_stamped(clock: Any, event: Any) -> None:
+    """Move the virtual clock to an alarm event's own state-change time (plus a second of delivery) when that is
+    later: a sample event is delivered when it happened, and the core refuses transitions from the future."""
+    from reflex_core.triggers import TriggerError, parse_trigger
+
+    try:
+        trigger = parse_trigger(event, clock.now())
+    except TriggerError:
+        return
+    if trigger.alarm is not None and trigger.alarm.changed_at > clock.now():
+        clock.set(trigger.alarm.changed_at + timedelta(seconds=1))

@@ -14,6 +14,7 @@ from typing import Any
 
 from reflex_core.clock import VirtualClock
 from simulator.aws_world import World
+from tests.support.events import arrive_when_stamped
 from tests.support.promotion import PromotionBench
 
 
@@ -53,6 +54,7 @@ def check_promoter_event(path: Path, world: World, clock: VirtualClock, expected
     GIVENS[given](b)
     seen = {r["id"] for r in world.audit_records()}
     event = json.loads(path.read_text(encoding="utf-8"))
+    arrive_when_stamped(clock, event)
 
     response = b.invoke(event)
     records = [r for r in world.audit_records() if r["id"] not in seen]
