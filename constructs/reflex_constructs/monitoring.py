@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cdk_monitoring_constructs as cmc
 from aws_cdk import Duration
@@ -352,22 +351,27 @@ class StageMonitoring(Construct):
             max_connection_count=db.connections_above, alarm_name_override=self._name(db.name, SIGNAL_CONNECTIONS),
             action_override=self.no_action)} if db.connections_above is not None else None)
         label = f"{'Shard database' if db.role == 'shard' else 'Database'} {db.cluster_id or db.instance_id}"
-        common: dict[str, Any] = {"alarm_friendly_name": f"db-{db.name}", "human_readable_name": label,
-                  "add_cpu_usage_alarm": cpu, "add_max_connection_count_alarm": connections}
+        name = f"db-{db.name}"
         if db.cluster_id is not None:
             cluster = rds.DatabaseCluster.from_database_cluster_attributes(
                 self, f"Db-{db.name}", cluster_identifier=db.cluster_id)
             if db.engine == "aurora":
-                self.facade.monitor_aurora_cluster(cluster=cluster, **common)
+                self.facade.monitor_aurora_cluster(
+                    cluster=cluster, alarm_friendly_name=name, human_readable_name=label,
+                    add_cpu_usage_alarm=cpu, add_max_connection_count_alarm=connections)
             else:
-                self.facade.monitor_rds_cluster(cluster=cluster, **common)
+                self.facade.monitor_rds_cluster(
+                    cluster=cluster, alarm_friendly_name=name, human_readable_name=label,
+                    add_cpu_usage_alarm=cpu, add_max_connection_count_alarm=connections)
         else:
             assert db.instance_id is not None
             # Only the identifier is used (for the metrics' DBInstanceIdentifier dimension).
             instance = rds.DatabaseInstance.from_database_instance_attributes(
                 self, f"Db-{db.name}", instance_identifier=db.instance_id,
                 instance_endpoint_address=f"{db.instance_id}.rds.amazonaws.com", port=5432, security_groups=[])
-            self.facade.monitor_rds_instance(instance=instance, **common)
+            self.facade.monitor_rds_instance(
+                instance=instance, alarm_friendly_name=name, human_readable_name=label,
+                add_cpu_usage_alarm=cpu, add_max_connection_count_alarm=connections)
 
     # ------------------------------------------------------------------ Reflex itself
     def _reflex_health(self) -> None:

@@ -240,7 +240,7 @@ def test_journey_canary_checks_status_and_body_on_its_schedule(dev: Synthesized)
     assert '"url": "https://dev.shop.example.com/"' in script
     assert '"expected_status": 200' in script and '"body_contains": "<title>Shop"' in script
     assert canary["ArtifactConfig"] == {"S3Encryption": {"EncryptionMode": "SSE_S3"}}
-    (bucket,) = dev.resources("AWS::S3::Bucket").values()
+    bucket = dev.resources("AWS::S3::Bucket")[canary["ArtifactS3Location"]["Fn::Join"][1][1]["Ref"]]
     assert bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
         "ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
     assert bucket["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
