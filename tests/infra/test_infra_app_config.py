@@ -55,7 +55,7 @@ def test_missing_stage_file_is_reported(tmp_path: Path) -> None:
 
 def test_custom_event_on_reflex_own_source_is_rejected(tmp_path: Path) -> None:
     # The functions publish their decisions with source reflex.<stage>: a rule on it would loop.
-    path = write_config(tmp_path, "dev", DEV_YAML.replace("{source: app.ops,", "{source: reflex.dev,"))
+    path = write_config(tmp_path, "dev", DEV_YAML.replace("{source: app.ops,", "{source: reflex.dev,", 1))
     with pytest.raises(ConfigError) as err:
         _build("dev", tmp_path)
     assert str(path) in str(err.value) and "scaling.0.on_events.0.source" in str(err.value)
