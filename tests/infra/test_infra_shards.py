@@ -55,7 +55,7 @@ def test_function_runs_in_the_vpc_with_its_own_group(dev: Synthesized) -> None:
 
 def test_secrets_and_workflow_permissions_are_scoped(dev: Synthesized) -> None:
     (secrets,) = [s for s in _statements_with(dev, "secretsmanager:GetSecretValue")
-                  if any("orders-" in str(r) for r in as_list(s["Resource"]))]
+                  if any("orders-1-AbCdEf" in str(r) for r in as_list(s["Resource"]))]
     assert sorted(as_list(secrets["Resource"])) == [
         f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:reflex/dev/orders-1-AbCdEf",
         f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:reflex/dev/orders-2-AbCdEf"]
