@@ -20,15 +20,9 @@ from reflex_core.pipeline import ActionFailed, RetryLater
 from simulator.faults import FaultInjector, SimulatedCrash
 from tests.conftest import T0, FakeLambdaContext
 from tests.support import events as ev
+from tests.support.fault_matrix import ShortContext
 
 API_KEY = "ecs-service/web/api"
-
-
-class ShortContext(FakeLambdaContext):
-    """An invocation about to end: Powertools' in-progress record expires at once (as after a timeout)."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 2
 
 
 def api_desired(world) -> int:
