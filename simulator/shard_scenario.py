@@ -10,9 +10,11 @@ shard the map names, and prints the timeline, the audit and the final row counts
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
+from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -101,9 +103,12 @@ def run(path: str, out_dir: str = "out", check: bool = False) -> int:
         from shards import handler
         from simulator.scenario import SimulatedContext
 
+        handler_log = io.StringIO()  # the handler's EMF and log lines go to <name>.handler.log, not the timeline
+
         def invoke(event: dict[str, Any]) -> Any:
             world.activate("shards", clock)
-            return handler.lambda_handler(event, SimulatedContext(function_name="reflex-demo-shards"))
+            with redirect_stdout(handler_log):
+                return handler.lambda_handler(event, SimulatedContext(function_name="reflex-demo-shards"))
 
         driver = LocalWorkflows(move_definition(FUNCTION_ARN), WORKFLOW_ARN, FUNCTION_ARN, invoke, clock)
         world.overrides["stepfunctions"] = driver
@@ -191,6 +196,7 @@ def run(path: str, out_dir: str = "out", check: bool = False) -> int:
         name = scenario["name"]
         (out / f"{name}.audit.json").write_text(json.dumps(records, indent=2, default=str) + "\n", encoding="utf-8")
         (out / f"{name}.timeline.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (out / f"{name}.handler.log").write_text(handler_log.getvalue(), encoding="utf-8")
         print(f"Wrote {out / f'{name}.audit.json'}, {out / f'{name}.timeline.txt'}")
         install_runtime(None)
     return 0 if ok or not check else 1

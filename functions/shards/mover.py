@@ -173,6 +173,41 @@ class Mover:
         return move
 
     # ------------------------------------------------------------------ start
+    def refusal(self, buckets: list[int], source: str, target: str,
+                current: ShardMap | None = None) -> MoveRefused | None:
+        """Why a new move of these buckets from source to target would be refused now (None: it would not).
+        The planner asks before it plans a move; start() asks again before it claims the buckets."""
+        current = current or self.map()
+        src, tgt = self.set.shard(source), self.set.shard(target)
+        if src is None:
+            return MoveRefused("source", f"no shard {source!r} in set {self.set.name}")
+        if tgt is None:
+            return MoveRefused("target", f"no shard {target!r} in set {self.set.name}")
+        if source == target:
+            return MoveRefused("target", "the target is the source")
+        if not tgt.accepting:
+            return MoveRefused("target", f"shard {target} does not accept buckets (accepting: false)")
+        if not buckets:
+            return MoveRefused("buckets", "no bucket to move")
+        bad = [b for b in buckets if not 0 <= b < self.set.buckets]
+        if bad:
+            return MoveRefused("buckets", f"outside 0-{self.set.buckets - 1}: {bad[:10]}")
+        wanted = sorted(set(buckets))
+        busy = [b for b in wanted if b in current.states]
+        if busy:
+            return MoveRefused("buckets", f"already moving: {ranges(busy)}")
+        elsewhere = [b for b in wanted if current.owners[b] != source]
+        if elsewhere:
+            return MoveRefused("buckets", f"not on {source}: {ranges(elsewhere)}")
+        running = self.store.moves(self.set.name)
+        for shard in (src, tgt):
+            n = sum(1 for m in running if shard.name in (m.source, m.target))
+            if n >= shard.max_concurrent_moves:
+                return MoveRefused("target" if shard is tgt else "source",
+                                   f"shard {shard.name} already runs {n} move(s) "
+                                   f"(max_concurrent_moves {shard.max_concurrent_moves})")
+        return None
+
     def start(self, buckets: list[int], source: str, target: str, *, move_id: str | None = None,
               mode: str | None = None, reason: str = "") -> MoveRecord:
         """Claim the buckets in the map and create the move record. Idempotent for a given move_id."""
@@ -180,37 +215,13 @@ class Mover:
         existing = self.store.load_move(self.set.name, move_id)
         if existing is not None:
             return existing
-        src, tgt = self.set.shard(source), self.set.shard(target)
-        if src is None:
-            raise MoveRefused("source", f"no shard {source!r} in set {self.set.name}")
-        if tgt is None:
-            raise MoveRefused("target", f"no shard {target!r} in set {self.set.name}")
-        if source == target:
-            raise MoveRefused("target", "the target is the source")
-        if not tgt.accepting:
-            raise MoveRefused("target", f"shard {target} does not accept buckets (accepting: false)")
-        if not buckets:
-            raise MoveRefused("buckets", "no bucket to move")
-        bad = [b for b in buckets if not 0 <= b < self.set.buckets]
-        if bad:
-            raise MoveRefused("buckets", f"outside 0-{self.set.buckets - 1}: {bad[:10]}")
-        wanted = sorted(set(buckets))
         current = self.map()
         mine = {b for b, s in current.states.items() if s.move_id == move_id}
         if not mine:
-            busy = [b for b in wanted if b in current.states]
-            if busy:
-                raise MoveRefused("buckets", f"already moving: {ranges(busy)}")
-            elsewhere = [b for b in wanted if current.owners[b] != source]
-            if elsewhere:
-                raise MoveRefused("buckets", f"not on {source}: {ranges(elsewhere)}")
-            running = self.store.moves(self.set.name)
-            for shard in (src, tgt):
-                n = sum(1 for m in running if shard.name in (m.source, m.target))
-                if n >= shard.max_concurrent_moves:
-                    raise MoveRefused("target" if shard is tgt else "source",
-                                      f"shard {shard.name} already runs {n} move(s) "
-                                      f"(max_concurrent_moves {shard.max_concurrent_moves})")
+            refused = self.refusal(buckets, source, target, current)
+            if refused is not None:
+                raise refused
+        wanted = sorted(set(buckets))
 
         def claim(m: ShardMap) -> bool:
             if all(m.states.get(b) is not None and m.states[b].move_id == move_id for b in wanted):

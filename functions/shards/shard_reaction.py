@@ -275,16 +275,13 @@ class ShardReaction:
 
     @staticmethod
     def _refusal(mover: Mover, moves: list[dict[str, Any]]) -> str:
-        m = mover.map()
+        """The mover's own start checks (buckets free and on the source, target accepting, each shard's
+        max_concurrent_moves), asked at plan time so a refused move is a skip, not a failed action."""
+        current = mover.map()
         for mv in moves:
-            busy = [b for b in mv["buckets"] if b in m.states]
-            if busy:
-                return f"buckets: already moving: {ranges(busy)}"
-            if mv["source"] == mv["target"]:
-                return f"target: the buckets are already on {mv['target']}"
-            tgt = mover.set.shard(mv["target"])
-            if tgt is not None and not tgt.accepting:
-                return f"target: shard {mv['target']} does not accept buckets (accepting: false)"
+            refused = mover.refusal(mv["buckets"], mv["source"], mv["target"], current)
+            if refused is not None:
+                return str(refused)
         return ""
 
     @staticmethod

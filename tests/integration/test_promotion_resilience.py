@@ -161,6 +161,13 @@ def test_a_green_ready_redelivered_after_its_promotion_starts_nothing(make) -> N
         TableName=b.world.settings.idempotency_table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    # The pipeline's write-ahead intent for this trigger still says "done".
+    assert b.green_ready(event_id=event_id)["decisions"][0]["outcome"] == "skipped:already-done"
+    # Long after, the intent has expired too: the promotion record itself refuses a second start.
+    table = b.world.settings.state_table
+    for item in b.world.clients.dynamodb.scan(TableName=table)["Items"]:
+        if item["pk"]["S"].startswith("intent#"):
+            b.world.clients.dynamodb.delete_item(TableName=table, Key={"pk": item["pk"]})
     assert b.green_ready(event_id=event_id)["decisions"][0]["outcome"] == "skipped:already-started"
     assert len(b.driver.executions) == 1
 

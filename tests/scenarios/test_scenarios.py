@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from simulator.drill_scenario import is_drill_scenario
 from simulator.invalidation_scenario import is_invalidation_scenario
 from simulator.scenario import (
     ScenarioError,
@@ -23,10 +24,13 @@ from simulator.scenario import (
     resolve_config_path,
     run_scenario,
 )
+from simulator.shard_scenario import is_shard_scenario
 from tests.conftest import ROOT
 
-# Invalidation scenarios have their own runner and tests (test_invalidation_scenario.py).
-SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not is_invalidation_scenario(p))
+# Invalidation, drill and shard scenarios have their own runners and tests (test_invalidation_scenario.py,
+# test_dr_drill_scenario.py, test_shard_scenario.py).
+SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml")
+                   if not (is_invalidation_scenario(p) or is_drill_scenario(p) or is_shard_scenario(str(p))))
 _results: dict[str, SimulationResult] = {}
 
 
