@@ -192,7 +192,7 @@ class PromotionReaction:
                                 detail=f"{alarm.name} {alarm.transition}: only an alarm entering ALARM rolls back"))
                 continue
             out.append(self._intent(pair, "rollback", f"guard alarm {alarm.name} {alarm.transition}",
-                                    cause="alarm", alarm=alarm.name))
+                                    cause="alarm", alarm=alarm.name, changed_at=alarm.changed_at.timestamp()))
         return out
 
     @staticmethod
@@ -484,6 +484,13 @@ class PromotionReaction:
             return self._skip(intent, ctx, "no-promotion", "no promotion of this pair yet")
         if own is not None and p.id != own:
             return self._skip(intent, ctx, "stopped", f"promotion {own} is no longer the pair's current one")
+        changed_at = intent.params.get("changed_at")
+        if intent.params.get("cause") == "alarm" and changed_at is not None and changed_at < p.started_at:
+            # A late ALARM still rolls back (acts_on_stale_alarm), but only one from this promotion's canary.
+            return self._skip(intent, ctx, "alarm-predates-promotion",
+                              f"{intent.params.get('alarm')} entered ALARM at "
+                              f"{iso(datetime.fromtimestamp(changed_at, tz=UTC))}, before promotion {p.id} started "
+                              f"({iso(datetime.fromtimestamp(p.started_at, tz=UTC))})")
         current = ctx.traffic.read()
         target = all_on(p.from_colour)
         if p.status in (ROLLED_BACK, ABORTED):

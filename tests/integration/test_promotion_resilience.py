@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -151,23 +152,24 @@ def test_the_same_green_ready_event_twice_starts_one_promotion(make) -> None:
     assert len(b.driver.executions) == 1
 
 
+def _forget(b: Any, prefix: str) -> None:
+    """What expiry does long after: drop the idempotency records and the state items under prefix."""
+    ddb = b.world.clients.dynamodb
+    for table, key, wanted in ((b.world.settings.idempotency_table, "id", ""), (b.world.settings.state_table, "pk",
+                                                                               prefix)):
+        for item in ddb.scan(TableName=table)["Items"]:
+            if item[key]["S"].startswith(wanted):
+                ddb.delete_item(TableName=table, Key={key: item[key]})
+
+
 def test_a_green_ready_redelivered_after_its_promotion_starts_nothing(make) -> None:
     b = make(approval=None)
     event_id = "0f3c6c1e-0000-4000-8000-000000000002"
     b.green_ready(event_id=event_id)
     b.run()
-    b.world.clients.dynamodb.delete_table(TableName=b.world.settings.idempotency_table)  # long after: no record
-    b.world.clients.dynamodb.create_table(
-        TableName=b.world.settings.idempotency_table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
-    # The pipeline's write-ahead intent for this trigger still says "done".
+    _forget(b, "no-state")  # the idempotency record expired (1 h); the write-ahead intent still says "done"
     assert b.green_ready(event_id=event_id)["decisions"][0]["outcome"] == "skipped:already-done"
-    # Long after, the intent has expired too: the promotion record itself refuses a second start.
-    table = b.world.settings.state_table
-    for item in b.world.clients.dynamodb.scan(TableName=table)["Items"]:
-        if item["pk"]["S"].startswith("intent#"):
-            b.world.clients.dynamodb.delete_item(TableName=table, Key={"pk": item["pk"]})
+    _forget(b, "intent#")  # long after, the intent has expired too: the promotion record refuses a second start
     assert b.green_ready(event_id=event_id)["decisions"][0]["outcome"] == "skipped:already-started"
     assert len(b.driver.executions) == 1
 
@@ -201,14 +203,26 @@ def test_a_stale_step_never_moves_traffic_back(make) -> None:
     assert b.weights() == {"blue": 0, "green": 100}
 
 
-def test_an_older_alarm_event_arriving_late_does_not_roll_back(make) -> None:
+def test_an_older_alarm_event_arriving_late_still_rolls_back_the_canary_it_judged(make) -> None:
+    # The guard alarm fired during this canary; its OK arrived first. The canary was bad even if it
+    # recovered since: the late ALARM rolls back (acts_on_stale_alarm, docs/architecture.md, alarm-time rules).
     b = make()
     b.green_ready()
     b.run(1)
     late = ev.eventbridge_alarm(LATENCY, "ALARM", b.clock.now(), value=2.5, threshold=1.0)
     b.clock.advance(60)
     b.invoke(ev.eventbridge_alarm(LATENCY, "OK", b.clock.now(), previous="ALARM", value=0.5, threshold=1.0))
-    assert b.invoke(late)["decisions"][0]["outcome"] == "skipped:stale-event"
+    assert b.invoke(late)["decisions"][0]["outcome"] == "executed"
+    assert b.weights() == {"blue": 100, "green": 0}
+
+
+def test_a_late_alarm_from_before_the_promotion_started_does_not_roll_it_back(make) -> None:
+    b = make()
+    late = ev.eventbridge_alarm(LATENCY, "ALARM", b.clock.now() - timedelta(seconds=30), value=2.5, threshold=1.0)
+    b.green_ready()
+    b.run(1)
+    decision = b.invoke(late)["decisions"][0]
+    assert decision["outcome"] == "skipped:alarm-predates-promotion", decision
     assert b.weights() == {"blue": 90, "green": 10}
 
 
