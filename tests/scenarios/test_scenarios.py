@@ -65,7 +65,8 @@ def test_every_expectation_of_the_scenario_holds(path: Path) -> None:
                 for e, c in result.failed_checks]
     assert not failures, "\n".join(failures)
     assert result.checks, "a scenario should state what it expects"
-    assert not [e for e in result.entries if e.error], "no invocation should raise"
+    # Only a fault the scenario injected may make an invocation raise (Lambda then retries it).
+    assert not [e for e in result.entries if e.error and "injected" not in e.error], "no invocation should raise"
 
 
 # --------------------------------------------------------------------------- traffic_spike
@@ -138,7 +139,10 @@ def test_the_rate_limit_trips_the_breaker_once_then_refuses() -> None:
     outcomes = [r["outcome"] for r in result.audit if r["policy"] == "workers"]
     assert outcomes.count("skipped:circuit-open-tripped") == 1
     assert outcomes.index("skipped:circuit-open-tripped") < outcomes.index("skipped:circuit-open")
-    assert sum(r["outcome"] == "executed" and r["target"] == "asg/web-workers" for r in result.audit) == 12
+    # queue, lease-expired and six set_capacity overrides; the fifth reversal (the 7th) trips on oscillation
+    assert sum(r["outcome"] == "executed" and r["target"] == "asg/web-workers" for r in result.audit) == 8
+    tripped = next(r for r in result.audit if r["outcome"] == "skipped:circuit-open-tripped")
+    assert "oscillation" in tripped["detail"]
 
 
 # --------------------------------------------------------------------------- the scenario format
