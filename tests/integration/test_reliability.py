@@ -269,7 +269,14 @@ def test_twenty_concurrent_alarms_on_one_target_scale_out_once(policy, names, st
 
     results = run_concurrently(deliveries)
 
-    assert not [r for r in results if isinstance(r, Exception)], results
+    # A delivery that found the target locked raises RetryLater (a transient refusal is not a completion):
+    # Lambda delivers it again later; here, once the others are done, one after the other.
+    from reflex_core.pipeline import RetryLater
+
+    retried = [d for d, r in zip(deliveries, results, strict=True) if isinstance(r, RetryLater)]
+    assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, RetryLater)], results
+    again = [handler()(event, FakeLambdaContext()) for event, _ in retried]
+    assert all(not isinstance(r, Exception) for r in again)
     counts = Counter(outcomes(world))
     assert counts["executed"] == 1, counts
     allowed = {"executed", "skipped:locked", "skipped:cooldown", "skipped:duplicate-alarm", "skipped:stale-event"}
