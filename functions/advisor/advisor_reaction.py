@@ -95,11 +95,7 @@ class AdvisorReaction:
         for db in rt.config.database_targets:
             if db.runaway is None:
                 continue
-            rule = db.runaway.alarms
-            tags = None
-            if rule.tags and not rule.matches(alarm.name, None):
-                tags = self._alarm_tags.tags(rt.clients.cloudwatch, alarm.arn)
-            if rule.matches(alarm.name, tags):
+            if self._alarm_tags.matches(db.runaway.alarms, rt.clients.cloudwatch, alarm.name, alarm.arn):
                 out.append(db)
         return out
 

@@ -27,6 +27,13 @@ class AlarmTagReader:
         self._cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
 
+    def matches(self, rule: Any, cloudwatch: Any, alarm_name: str, arn: str | None) -> bool:
+        """Whether an `AlarmMatch` rule names this alarm; its tags are read only when the name alone does
+        not decide and the rule matches by tag."""
+        if rule.matches(alarm_name, None):
+            return True
+        return bool(rule.tags) and rule.matches(alarm_name, self.tags(cloudwatch, arn))
+
     def tags(self, cloudwatch: Any, arn: str | None) -> dict[str, str] | None:
         if not arn:
             return None

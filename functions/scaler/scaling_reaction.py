@@ -163,11 +163,7 @@ class ScalingReaction:
         for policy in rt.config.scaling:
             if policy.scale_out is None:
                 continue
-            rule = policy.scale_out.alarms
-            tags = None
-            if rule.tags and not rule.matches(alarm.name, None):
-                tags = self._alarm_tags.tags(rt.clients.cloudwatch, alarm.arn)
-            if rule.matches(alarm.name, tags):
+            if self._alarm_tags.matches(policy.scale_out.alarms, rt.clients.cloudwatch, alarm.name, alarm.arn):
                 matched.append(policy)
         return matched
 

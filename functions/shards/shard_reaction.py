@@ -22,12 +22,13 @@ import json
 from typing import Any
 
 from reflex_core.actions import Action, Direction, Intent, Skip
+from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.observability import logger
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.sharding_config import ShardingStageConfig, ShardSet
 from reflex_core.state_store import AlarmMemory
-from reflex_core.triggers import Trigger, TriggerError
+from reflex_core.triggers import AlarmInfo, Trigger, TriggerError
 from shards import pg
 from shards import workflow_definition as wf
 from shards.buckets import ranges
@@ -62,6 +63,7 @@ class ShardReaction:
         self._connect = connect
         self._budget = step_budget_s
         self._results: dict[str, StepResult] = {}
+        self._alarm_tags = AlarmTagReader()
 
     # ------------------------------------------------------------------ helpers
     def _sets(self, rt: ReactionRuntime) -> list[ShardSet]:
@@ -111,17 +113,22 @@ class ShardReaction:
             return validate_move_state(trigger.step.input, rt.config)
         return None
 
-    def _alarm_sets(self, alarm_name: str, rt: ReactionRuntime) -> list[tuple[ShardSet, str | None]]:
+    def _alarm_sets(self, alarm: AlarmInfo, rt: ReactionRuntime) -> list[tuple[ShardSet, str | None]]:
+        """The sets an alarm speaks for, and the hot shard when a shard's own rule names it (by name, prefix or
+        tag: alarm events carry no tags, so tag rules read them, cached)."""
+        def named(rule: Any) -> bool:
+            return rule is not None and self._alarm_tags.matches(rule, rt.clients.cloudwatch, alarm.name, alarm.arn)
+
         out: list[tuple[ShardSet, str | None]] = []
         for s in self._sets(rt):
-            hot = next((sh.name for sh in s.shards if sh.alarms and sh.alarms.matches(alarm_name, None)), None)
-            if hot or (s.alarms and s.alarms.matches(alarm_name, None)):
+            hot = next((sh.name for sh in s.shards if named(sh.alarms)), None)
+            if hot or named(s.alarms):
                 out.append((s, hot))
         return out
 
     def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
         assert trigger.alarm is not None
-        return [s.name for s, _ in self._alarm_sets(trigger.alarm.name, rt)]
+        return [s.name for s, _ in self._alarm_sets(trigger.alarm, rt)]
 
     # ------------------------------------------------------------------ intents
     def intents(self, trigger: Trigger, request: Any, rt: ReactionRuntime,
@@ -130,7 +137,7 @@ class ShardReaction:
             alarm = trigger.alarm
             assert alarm is not None
             out: list[Intent | Skip] = []
-            for sset, hot in self._alarm_sets(alarm.name, rt):
+            for sset, hot in self._alarm_sets(alarm, rt):
                 if alarm.state != "ALARM":
                     out.append(Skip(reason="alarm-not-breaching", policy=sset.name, target_key=_key(sset),
                                     detail=f"{alarm.name} {alarm.transition}: only an alarm entering ALARM acts"))

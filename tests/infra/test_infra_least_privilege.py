@@ -269,8 +269,9 @@ def test_prod_custom_events_arrive_on_the_dedicated_bus_writable_by_the_publishe
         "arn:aws:iam::123456789012:role/shop-deploy-pipeline", "arn:aws:iam::123456789012:role/shop-cms"}
     for statement in statements:
         assert statement["Action"] == "events:PutEvents"
+        # the sources of prod's custom events (scaling, invalidation, promotion, the shard set's ShardAdded)
         assert sorted(statement["Condition"]["StringEquals"]["events:source"]) == ["app.content", "app.deploy",
-                                                                                   "app.ops"]
+                                                                                   "app.ops", "app.shards"]
     custom = [r for r in prod.resources("AWS::Events::Rule").values()
               if not r["Properties"]["EventPattern"]["source"][0].startswith("aws.")]
     assert custom and all("EventBusName" in r["Properties"] for r in custom)

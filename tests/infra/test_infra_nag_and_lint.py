@@ -39,6 +39,11 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:ec2:eu-west-1:123456789012:network-interface/*]",
     # the operators' and read-only managed policies: the stage's kill switches
     "AwsSolutions-IAM5[Resource::arn:aws:ssm:eu-west-1:123456789012:parameter/reflex/dev/kill-switch/*]",
+    # the advisor's reports (keys made at run time, under advisor/) and rds-db:connect through the proxies it
+    # creates (the database user comes from the application's secret)
+    "AwsSolutions-IAM5[Resource::<AdvisorReports39F8A104.Arn>/advisor/*]",
+    'AwsSolutions-IAM5[Resource::arn:aws:rds-db:eu-west-1:123456789012:dbuser:{"Fn::Select":[6,{"Fn::Split":[":",'
+    '{"Fn::GetAtt":["AdvisorProxiesProxyreflexdevapp164A235D","DBProxyArn"]}]}]}/*]',
 }
 
 
