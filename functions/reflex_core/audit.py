@@ -85,18 +85,26 @@ class AuditTrail:
             record["page"] = True
         return json_safe(record)  # type: ignore[no-any-return]
 
-    def write(self, record: dict[str, Any], now: datetime) -> None:
-        if not self._put_item(record, now):
-            return  # this very record was written by an earlier attempt: its event and notice went out then
+    def write(self, record: dict[str, Any], now: datetime) -> bool:
+        """Add the record to the trail, then publish it. False when the table write failed: the record is then
+        only in the log line, and nothing is published (an action's intent stays open, so the retry writes the
+        very same record and publishes it once)."""
+        written = self._put_item(record, now)
+        if written is None:
+            return False
+        if not written:
+            return True  # this very record was written by an earlier attempt: its event and notice went out then
         self._put_event(record)
         self._emit_metric(record)
         head, reason = outcome_class(record["outcome"])
         if head in ("executed", "failed") or reason == "circuit-open-tripped" or record.get("page"):
             self._notify(record)
+        return True
 
     # ------------------------------------------------------------------ sinks
-    def _put_item(self, record: dict[str, Any], now: datetime) -> bool:
-        """Add the record (never overwrite one: the trail is append-only). False when it is already there."""
+    def _put_item(self, record: dict[str, Any], now: datetime) -> bool | None:
+        """Add the record (never overwrite one: the trail is append-only). False when it is already there, None
+        when the write failed (after botocore's retries)."""
         item = {
             "pk": {"S": f"{self._reaction}#{record['target'] or '-'}"},
             "sk": {"S": f"{record['at']}#{record['id']}"},
@@ -116,6 +124,7 @@ class AuditTrail:
             if code == "ConditionalCheckFailedException":
                 return False
             logger.exception("audit table write failed; full record follows", extra={"audit_record": record})
+            return None
         return True
 
     def _put_event(self, record: dict[str, Any]) -> None:

@@ -119,14 +119,16 @@ def _skip(skip: Skip, operation: str | None = None) -> Decision:
 
 
 def default_reconcile(action: Action, state: dict[str, Any]) -> Reconciled:
-    """Applied when the target shows every intended value; not applied when it still shows the values read before;
-    unknown otherwise (someone else changed it, or the state does not show what was intended)."""
+    """Applied when the target shows every intended value; not applied when each value is still the one read before,
+    or when some are and the others already show the intended value (an attempt interrupted between two writes,
+    e.g. a pre-warm's desired set and its floor not yet: the remaining writes run, and actions write absolute
+    values); unknown otherwise (someone else changed it, or the state does not show what was intended)."""
     keys = list(action.intended)
     if not keys or any(k not in state for k in keys):
         return "unknown"
     if all(state[k] == action.intended[k] for k in keys):
         return "applied"
-    if all(k in action.before and state[k] == action.before[k] for k in keys):
+    if all(k in action.before and state[k] in (action.before[k], action.intended[k]) for k in keys):
         return "not-applied"
     return "unknown"
 
@@ -493,7 +495,9 @@ class Pipeline:
         decision = Decision(**base, outcome="executed", action=action, before=action.before, after=after,
                             detail=detail, audit_id=record.audit_id, audit_at=record.audit_at,
                             transient=bool(missing))
-        self._record(rt, decision, trigger, dry_run=False)
+        if not self._record(rt, decision, trigger, dry_run=False):
+            missing.append("audit record")  # in the log only: the retry writes the same record (same id)
+            decision.transient = True
         written.add(record.audit_id)
         if not missing:
             try:
@@ -505,14 +509,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ audit + rejection
     def _record(self, rt: Runtime[Any], decision: Decision, trigger: Trigger | None, *, dry_run: bool,
-                raw: dict[str, Any] | None = None) -> None:
+                raw: dict[str, Any] | None = None) -> bool:
+        """Audit the decision; False when the trail's table write failed (the record is in the log line)."""
         now = rt.clock.now()
         correlation = trigger.event_id if trigger else "invalid"
         record = rt.audit.build(decision, trigger, now=now, correlation_id=correlation, dry_run=dry_run,
                                 raw_trigger=raw)
-        rt.audit.write(record, now)
+        durable = rt.audit.write(record, now)
         decision.audit_id = record["id"]
         logger.info("decision", extra={"audit": record})
+        return durable
 
     def _reject(self, rt: Runtime[Any], event: Any, err: TriggerError, request_id: str) -> dict[str, Any]:
         from reflex_core.triggers import raw_reference

@@ -70,8 +70,18 @@ def _injected_world(case: Case, world_factory: Callable[[], Any], clock: Any) ->
     injector = FaultInjector(clock)
     base = moto_clients(max_attempts=3)
     world.clients = AwsClients(injector.wrap_factory(base._factory))
+    world.observer_clients = AwsClients(base._factory)  # the test's own reads: never counted, never faulted
     world.runtime(clock, case.reaction)
     return world, injector
+
+
+def _observe(case: Case, world: Any) -> Any:
+    injected = world.clients
+    world.clients = world.observer_clients
+    try:
+        return case.observe(world)
+    finally:
+        world.clients = injected
 
 
 def _deliver(case: Case, world: Any, event: dict[str, Any], result: CellResult) -> None:
@@ -83,7 +93,7 @@ def _deliver(case: Case, world: Any, event: dict[str, Any], result: CellResult) 
     except Exception as err:  # noqa: BLE001 - Lambda retries an invocation that raised
         result.errors.append(type(err).__name__)
     time.sleep(0.005)  # Powertools' in-progress expiry is on the real clock
-    result.states.append(case.observe(world))
+    result.states.append(_observe(case, world))
 
 
 def clean_calls(case: Case, world_factory: Callable[[], Any], clock_factory: Callable[[], Any]) -> list[str]:
@@ -102,7 +112,7 @@ def run_cell(case: Case, world_factory: Callable[[], Any], clock_factory: Callab
     with mock_aws():
         world, injector = _injected_world(case, world_factory, clock)
         injector.reset_calls()
-        result.states.append(case.observe(world))
+        result.states.append(_observe(case, world))
         events = case.deliveries(world)
         injector.fail("*", kind, calls=(call,), persist=kind in ("throttle", "5xx"))  # type: ignore[arg-type]
         _deliver(case, world, events[0], result)
@@ -119,5 +129,5 @@ def run_cell(case: Case, world_factory: Callable[[], Any], clock_factory: Callab
         item = rt.clients.dynamodb.get_item(TableName=world.settings.state_table,
                                             Key={"pk": {"S": f"lock#{case.target_key}"}}).get("Item")
         result.lock = {"lease_until": float(item["lease_until"]["N"]), "now": clock.now().timestamp()} if item else None
-        result.final = case.observe(world)
+        result.final = _observe(case, world)
     return result
