@@ -178,6 +178,9 @@ def authorize(caller: VerifiedCaller, allowlist: OperatorAllowlist, needed: Role
     if expected_account and caller.account != expected_account:
         raise IdentityError([f"requestContext.authorizer.iam.accountId: {caller.account} is not the stage's account "
                              f"{expected_account}"])
+    if not allowlist.operator and not allowlist.read_only:
+        # No allowlist: IAM is the only gate (whoever may invoke the function URL); the audit names the caller.
+        return Operator(arn=caller.arn, account=caller.account, role=OPERATOR)
     if matches(allowlist.operator, caller.arn):
         return Operator(arn=caller.arn, account=caller.account, role=OPERATOR)
     if matches(allowlist.read_only, caller.arn):

@@ -118,6 +118,19 @@ def _skip(skip: Skip, operation: str | None = None) -> Decision:
                     transient=skip.transient)
 
 
+def _check_operator(trigger: Trigger, rt: Runtime[Any]) -> None:
+    """A console command needs the operator the stage requires: a caller verified by the function URL and allowed
+    by `operators:` (read-only callers: dry runs only), or, where the stage does not require verification, a
+    claimed name (docs/security.md). Refused like any bad input: audited, nothing done."""
+    from reflex_core import identity
+
+    try:
+        identity.check_console_trigger(trigger.source, trigger.who, trigger.payload, rt.config.operators,
+                                       expected_account=rt.config.account)
+    except identity.IdentityError as err:
+        raise TriggerError(err.errors) from None
+
+
 def default_reconcile(action: Action, state: dict[str, Any]) -> Reconciled:
     """Applied when the target shows every intended value; not applied when each value is still the one read before,
     or when some are and the others already show the intended value (an attempt interrupted between two writes,
@@ -146,6 +159,7 @@ class Pipeline:
         try:
             trigger = parse_trigger(event, now, request_id)
             logger.set_correlation_id(trigger.event_id)
+            _check_operator(trigger, rt)
             request = self.reaction.validate(trigger, rt)
         except TriggerError as err:
             return self._reject(rt, event, err, request_id)
@@ -521,9 +535,11 @@ class Pipeline:
         return durable
 
     def _reject(self, rt: Runtime[Any], event: Any, err: TriggerError, request_id: str) -> dict[str, Any]:
+        from reflex_core.identity import is_function_url_event
         from reflex_core.triggers import raw_reference
 
-        is_console = isinstance(event, dict) and "command" in event
+        # A console command (direct, or signed through the function URL) gets its errors back, never the DLQ.
+        is_console = isinstance(event, dict) and ("command" in event or is_function_url_event(event))
         ref = raw_reference(event)
         errors = err.errors[:MAX_REJECTION_ERRORS]
         if len(err.errors) > MAX_REJECTION_ERRORS:
