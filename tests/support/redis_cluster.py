@@ -202,12 +202,14 @@ class RedisServer:
 
 
 class RedisClusterProcesses:
-    """A local Redis Cluster: `primaries` cluster-enabled servers joined by `redis-cli --cluster create`."""
+    """A local Redis Cluster: `primaries` cluster-enabled servers (and `replicas` replicas of each) joined by
+    `redis-cli --cluster create`."""
 
-    def __init__(self, primaries: int = 3, *, ready_timeout_s: float = 30.0) -> None:
+    def __init__(self, primaries: int = 3, *, replicas: int = 0, ready_timeout_s: float = 30.0) -> None:
         if primaries < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 primaries")
-        self._count = primaries
+        self._replicas = replicas
+        self._count = primaries * (1 + replicas)
         self._timeout = ready_timeout_s
         self.servers: list[RedisServer] = []
 
@@ -237,7 +239,7 @@ class RedisClusterProcesses:
             self.servers.append(server)
             taken.append(server.port)
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
-        result = subprocess.run([REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "0",
+        result = subprocess.run([REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", str(self._replicas),
                                  "--cluster-yes"], capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-2000:]} {result.stderr[-2000:]}")
@@ -248,10 +250,31 @@ class RedisClusterProcesses:
         while time.monotonic() < deadline:
             states = [s.cli("cluster", "info") for s in self.servers]
             if all("cluster_state:ok" in st and "cluster_slots_assigned:16384" in st
-                   and f"cluster_known_nodes:{self._count}" in st for st in states):
+                   and f"cluster_known_nodes:{self._count}" in st for st in states) and self._replicas_synced():
                 return
             time.sleep(0.1)
         raise RuntimeError("the local cluster did not reach cluster_state:ok in time")
+
+    def _replicas_synced(self) -> bool:
+        if not self._replicas:
+            return True
+        roles = [s.cli("role").split() for s in self.servers]
+        replicas = [r for r in roles if r and r[0] == "slave"]
+        return len(replicas) == self._count - self._count // (1 + self._replicas) and all(
+            len(r) > 3 and r[3] == "connected" for r in replicas)
+
+    def failover(self, replica_port: int, timeout_s: float = 30.0) -> None:
+        """Promote the replica on `replica_port` (CLUSTER FAILOVER, coordinated with its primary) and wait until
+        every node agrees and the cluster is ok again."""
+        server = next(s for s in self.servers if s.port == replica_port)
+        server.cli("cluster", "failover")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if server.cli("role").split()[:1] == ["master"] and all(
+                    "cluster_state:ok" in s.cli("cluster", "info") for s in self.servers):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the replica on {replica_port} did not take over in time")
 
     def stop(self) -> None:
         for server in self.servers:
