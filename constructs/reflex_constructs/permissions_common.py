@@ -141,6 +141,8 @@ STATE_KEYS: dict[str, StateKeys] = {
     "cache_health": StateKeys(write=("cachehealth#*",)),
     # Shard moves: the shard map and move records; the unfinished moves are found with a scan (shard_map.py).
     "shards": StateKeys(write=(*default_state_keys("shards").write, "shardmap#*", "shardmove#*"), scan=True),
+    # The advisor builds no index on a shard's database while a move involves the shard (it reads the moves).
+    "advisor": StateKeys(write=default_state_keys("advisor").write, read_only=("shardmove#*",), scan=True),
     "drills": StateKeys(write=(*default_state_keys("drills").write, "drill:*")),
 }
 

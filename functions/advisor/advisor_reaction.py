@@ -38,9 +38,10 @@ OPERATIONS = ("advise", "index", "runaway")
 VERIFY_WAIT_S = 3.0
 
 
-def shard_move_lock(database: str) -> str:
-    """The state-table lock a shard move holds on a database (`lock#db:<name>`); apply_index takes it too."""
-    return f"db:{database}"
+def shard_move_lock(db: DatabaseTarget) -> str:
+    """The state-table lock an index build holds for its whole run (`lock#db:<set>/<shard>` for a shard's database,
+    `lock#db:<name>` otherwise); the shard mover refuses to start a move on a shard while it is held."""
+    return db.build_lock
 
 
 class AdvisorReaction:
@@ -258,9 +259,9 @@ class AdvisorReaction:
         if not db.advisor.allow_apply:
             return self._skip(db, intent, "apply-not-allowed",
                               f"database {db.name}: advisor.allow_apply is false; {cand.name} not built")
-        if not self._shard_lock_free(db, rt):
-            return self._skip(db, intent, "shard-move-in-progress",
-                              f"database {db.name} is locked by a shard move ({shard_move_lock(db.name)}); retry later")
+        busy = self._shard_busy(db, rt)
+        if busy:
+            return self._skip(db, intent, "shard-move-in-progress", busy)
         try:
             with self.connect(db, rt) as conn:
                 cols = table_columns(conn, cand.schema, cand.table)
@@ -287,12 +288,28 @@ class AdvisorReaction:
                       reason=f"{cand.definition()}" + (" (rebuilds an INVALID index)" if state["exists"] else "")
                              + f"; {intent.reason}")
 
-    def _shard_lock_free(self, db: DatabaseTarget, rt: ReactionRuntime) -> bool:
-        owner = f"advisor-check-{uuid.uuid4()}"
-        if not rt.store.acquire_lock(shard_move_lock(db.name), owner, rt.clock.now(), 10):
-            return False
-        rt.store.release_lock(shard_move_lock(db.name), owner)
-        return True
+    @staticmethod
+    def _shard_busy(db: DatabaseTarget, rt: ReactionRuntime) -> str:
+        """Why no index may be built on `db` now: an unfinished move of its shard (`db.shard`), or another build
+        holding its lock. Empty when it may."""
+        holder = rt.store.live_lock_owner(shard_move_lock(db), rt.clock.now())
+        if holder is not None:
+            return f"database {db.name} is locked ({shard_move_lock(db)}, held by {holder}); retry later"
+        return AdvisorReaction._moving(db, rt)
+
+    @staticmethod
+    def _moving(db: DatabaseTarget, rt: ReactionRuntime) -> str:
+        if db.shard is None:
+            return ""
+        from shards.shard_map import ShardMapStore
+
+        set_name, shard = db.shard.split("/", 1)
+        moves = [m for m in ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock).moves(set_name)
+                 if shard in (m.source, m.target)]
+        if moves:
+            return (f"database {db.name} is shard {db.shard}, which move(s) {', '.join(m.id for m in moves)} "
+                    f"({moves[0].phase}) involve; no index build until they end")
+        return ""
 
     def _plan_runaway(self, db: DatabaseTarget, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
         from advisor.pg_connection import DatabaseUnavailable
@@ -348,11 +365,16 @@ class AdvisorReaction:
         p = action.params
         cand = Candidate(p["schema"], p["table"], tuple(p["columns"]), p["where"])
         owner = f"advisor-{uuid.uuid4()}"
-        lock = shard_move_lock(db.name)
+        lock = shard_move_lock(db)
         # Held for the whole build: a shard move that starts meanwhile waits for it (and we never start during one).
         if not rt.store.acquire_lock(lock, owner, rt.clock.now(), 900):
-            raise RuntimeError(f"database {db.name} was locked by a shard move after planning; nothing built")
+            raise RuntimeError(f"database {db.name} was locked ({lock}) after planning; nothing built")
         try:
+            # Checked again under the lock: a move claimed after planning is seen here, and a move planned from
+            # now on sees the lock (the shard reaction checks it before claiming).
+            moving = self._moving(db, rt)
+            if moving:
+                raise RuntimeError(f"{moving}; nothing built")
             with self.connect(db, rt, writable=True, statement_timeout_ms=0) as conn:
                 build(conn, cand, int(p["lock_timeout_ms"]))
         finally:

@@ -64,6 +64,23 @@ class ReflexConfig(InvalidationStageConfig, PromotionStageConfig, ShardingStageC
     """The whole stage config: the common part and every reaction's section, with every cross-check."""
 
     @model_validator(mode="after")
+    def _database_shards_exist(self) -> ReflexConfig:
+        """`databases.targets[].shard` names a shard of `sharding:` (the advisor's link to the moves)."""
+        sets = {s.name: {sh.name for sh in s.shards} for s in (self.sharding.sets if self.sharding else [])}
+        problems = []
+        for i, db in enumerate(self.database_targets):
+            if db.shard is None:
+                continue
+            set_name, shard = db.shard.split("/", 1)
+            if shard not in sets.get(set_name, set()):
+                known = ", ".join(f"{k}/{v}" for k, vs in sorted(sets.items()) for v in sorted(vs)) or "none"
+                problems.append(f"databases.targets.{i}.shard: {db.shard!r} is not a shard of sharding.sets "
+                                f"(known: {known})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _named_alarms_exist(self) -> ReflexConfig:
         """With a `monitoring:` section, every alarm a policy names exactly must be created by it or be
         declared in `monitoring.external_alarms` (a typo or a removed SLO would leave a policy deaf)."""

@@ -95,10 +95,19 @@ class DatabaseTarget(StrictModel):
     security_group_id: str | None = Field(default=None, pattern=r"^sg-[0-9a-f]{8,17}$")
     advisor: AdvisorPolicy = Field(default_factory=AdvisorPolicy)
     runaway: RunawayPolicy | None = None
+    shard: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_\-]{0,39}/[a-z][a-z0-9_\-]{0,39}$",
+        description="`<set>/<shard>` when this database is a shard of `sharding:`: the advisor never builds an "
+                    "index while a move involves that shard, and a move never starts during a build")
 
     @property
     def key(self) -> str:
         return f"postgres/{self.name}"
+
+    @property
+    def build_lock(self) -> str:
+        """The state-table lock (`lock#db:<...>`) an index build holds; a shard move checks it before starting."""
+        return f"db:{self.shard or self.name}"
 
     @model_validator(mode="after")
     def _replica_rules(self) -> DatabaseTarget:

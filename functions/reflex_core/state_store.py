@@ -174,6 +174,14 @@ class StateStore:
                                  ConsistentRead=True).get("Item")
         return item["owner"]["S"] if item and "owner" in item else None
 
+    def live_lock_owner(self, key: str, now: datetime) -> str | None:
+        """The holder of the lock if its lease has not expired, else None."""
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"lock#{key}"}},
+                                 ConsistentRead=True).get("Item")
+        if not item or "owner" not in item or float(item.get("lease_until", {}).get("N", "0")) <= now.timestamp():
+            return None
+        return str(item["owner"]["S"])
+
     def take_lock(self, key: str, owner: str, now: datetime, lease_s: int) -> None:
         """Take the lock whoever holds it (for safety actions only; the holder's release then leaves ours)."""
         ts = now.timestamp()

@@ -231,7 +231,7 @@ class ShardReaction:
                 return skip("target-at-capacity", refusal)
             moves = [{"id": _move_id(p["base"], 0), "buckets": buckets, "source": source, "target": target,
                       "mode": p.get("mode") or sset.transfer}]
-            problem = self._refusal(mover, moves)
+            problem = self._refusal(mover, moves) or self._index_build(sset, moves, rt)
             if problem:
                 return skip("move-refused", problem)
             return self._action(intent, before, {"moves": moves})
@@ -292,6 +292,16 @@ class ShardReaction:
         return ""
 
     @staticmethod
+    def _index_build(sset: ShardSet, moves: list[dict[str, Any]], rt: ReactionRuntime) -> str:
+        """An index build by the database advisor holds `lock#db:<set>/<shard>` (databases.targets[].shard): no
+        move starts on that shard until it ends."""
+        for shard in sorted({s for mv in moves for s in (mv["source"], mv["target"])}):
+            holder = rt.store.live_lock_owner(f"db:{sset.name}/{shard}", rt.clock.now())
+            if holder is not None:
+                return f"{shard}: an index build holds its database (lock db:{sset.name}/{shard}, {holder})"
+        return ""
+
+    @staticmethod
     def _action(intent: Intent, before: dict[str, Any], intended: dict[str, Any]) -> Action:
         return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target,
                       operation=intent.operation, direction=intent.direction, params=intent.params, before=before,
@@ -314,6 +324,12 @@ class ShardReaction:
             return
         started: list[str] = []
         for mv in action.intended["moves"]:
+            building = self._index_build(sset, [mv], rt)
+            if building:  # checked again just before claiming (the advisor checks the moves under its lock)
+                if op == "move":
+                    raise MoveRefused("target", building)
+                logger.info("move deferred to the next balance check", extra={"move": mv, "why": building})
+                continue
             try:
                 record = mover.start(mv["buckets"], mv["source"], mv["target"], move_id=mv["id"], mode=mv["mode"],
                                      reason=action.reason)

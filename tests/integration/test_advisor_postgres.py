@@ -261,7 +261,7 @@ def test_apply_index_refusals_change_nothing(cluster: Cluster, clock: Any) -> No
 
     name = clone(cluster)
     with mock_aws():
-        b = make_bench(cluster, clock, [("app", name, {"advisor": {"allow_apply": True}}),
+        b = make_bench(cluster, clock, [("app", name, {"advisor": {"allow_apply": True}, "shard": "orders/orders-1"}),
                                         ("locked", name, {"advisor": {"allow_apply": False}})])
         refused = _one(b.console("apply_index", database="locked", table="orders", columns=["customer_id"]))
         assert refused["outcome"] == "skipped:apply-not-allowed"
@@ -270,16 +270,26 @@ def test_apply_index_refusals_change_nothing(cluster: Cluster, clock: Any) -> No
         nocol = _one(b.console("apply_index", database="app", table="orders", columns=["customer"]))
         assert nocol["outcome"] == "skipped:column-missing"
         rt = b.world.activate("advisor", b.clock)
-        assert rt.store.acquire_lock(shard_move_lock("app"), "shard-mover", b.clock.now(), 600)
+        app = next(d for d in rt.config.database_targets if d.name == "app")
+        assert rt.store.acquire_lock(shard_move_lock(app), "another-build", b.clock.now(), 600)
         moving = _one(b.console("apply_index", database="app", table="orders", columns=["customer_id"]))
-        assert moving["outcome"] == "skipped:shard-move-in-progress"
+        assert moving["outcome"] == "skipped:shard-move-in-progress" and "another-build" in moving["detail"]
+        rt.store.release_lock(shard_move_lock(app), "another-build")
+        # `app` is shard orders/orders-1: an unfinished move of that shard (as the mover records it) blocks builds.
+        from shards.shard_map import MoveRecord
+
+        move = MoveRecord(id="mv-test", set_name="orders", buckets=[1], source="orders-2", target="orders-1",
+                          mode="online", phase="copying", created_at=b.clock.now().timestamp())
+        rt.clients.dynamodb.put_item(TableName=rt.settings.state_table, Item=move.to_item())
+        during = _one(b.console("apply_index", database="app", table="orders", columns=["customer_id"]))
+        assert during["outcome"] == "skipped:shard-move-in-progress" and "mv-test" in during["detail"], during
         bad = b.console("apply_index", database="app", table="orders", columns=["customer_id"],
                         where="customer_id = 1; DROP TABLE orders")
         assert bad["status"] == "rejected" and bad["errors"][0].startswith("where: Value error, only")
         unknown = b.console("apply_index", database="other", table="orders", columns=["customer_id"])
         assert unknown["errors"] == ["database: no database named 'other' (configured: app, locked)"]
         outcomes = [r["outcome"] for r in b.audit()]
-        assert outcomes.count("rejected:validation") == 2 and "skipped:shard-move-in-progress" in outcomes
+        assert outcomes.count("rejected:validation") == 2 and outcomes.count("skipped:shard-move-in-progress") == 2
         install_runtime(None)
     with cluster.connect(name) as conn:
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'reflex_%'").fetchone()[0] == 0

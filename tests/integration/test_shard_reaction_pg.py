@@ -148,6 +148,12 @@ def test_refusals_are_audited_and_move_nothing(shards_world: dict[str, Any]) -> 
     out = _console(env, command="move", buckets=[0, 1, 2, 3, 4, 5, 6, 7], target="r-shard-c")
     assert out["decisions"][0]["outcome"] == "skipped:target-at-capacity"
     assert "target: r-shard-c" in out["decisions"][0]["detail"]
+    # the database advisor builds an index on r-shard-b's database (databases.targets[].shard: orders/r-shard-b)
+    rt = env["world"].runtime(env["clock"], "shards")
+    assert rt.store.acquire_lock("db:orders/r-shard-b", "advisor-build", env["clock"].now(), 600)
+    building = _console(env, command="move", buckets=[8], target="r-shard-b")["decisions"][0]
+    assert building["outcome"] == "skipped:move-refused" and "index build" in building["detail"], building
+    rt.store.release_lock("db:orders/r-shard-b", "advisor-build")
     # a plan over a set that is already moving
     started = _console(env, command="move", buckets=[8], target="r-shard-b")["decisions"][0]
     assert started["outcome"] == "executed"

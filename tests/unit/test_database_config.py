@@ -77,6 +77,9 @@ def test_the_advisor_function_validates_only_its_section(tmp_path: Path) -> None
     (lambda d: d["databases"].update(network={"vpc_id": "vpc-0a1b2c3d", "subnet_ids": ["subnet-1"],
                                               "availability_zones": []}),
      "databases.network.availability_zones"),
+    (lambda d: d["databases"]["targets"][0].update(shard="orders"), "databases.targets.0.shard"),
+    (lambda d: d["databases"]["targets"][0].update(shard="orders/orders-9"),
+     "databases.targets.0.shard: 'orders/orders-9' is not a shard of sharding.sets (known: none)"),
 ])
 def test_mistakes_name_the_field(change: Any, field: str) -> None:
     data = base()
