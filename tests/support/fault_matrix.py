@@ -55,8 +55,12 @@ class Case:
     # After the injector is on `world.clients`: put it on clients a world keeps elsewhere (e.g. the real client
     # behind an override), and keep unfaulted copies for `observe`.
     attach: Callable[[Any, FaultInjector], None] | None = None
-    # More targets whose locks must end released or expiring (besides `target_key`).
-    extra_lock_keys: Callable[[Any], list[str]] | None = None
+    # What a crash loses: Lambda starts a new process, so module state (in-memory hand-overs) is gone.
+    cold_start: Callable[[], None] | None = None
+    # The invariants of a cell (case, cell, clean run); None: the test's default check.
+    check: Callable[[Any, Any, Any], None] | None = None
+    # Facts the case's check reads at the end, through unfaulted clients (e.g. leases of runs in progress).
+    facts: Callable[[Any], dict[str, Any]] | None = None
     # The Lambda context of a delivery (ShortContext: Powertools' in-progress record expires at once).
     context: Callable[[], Any] = ShortContext
 
@@ -74,6 +78,9 @@ class CellResult:
     faulted: list[str] = field(default_factory=list)  # the operation(s) the fault actually hit
     locks: dict[str, dict[str, float]] = field(default_factory=dict)  # every held lock left: lease and now
     audit: list[dict[str, Any]] = field(default_factory=list)  # every audit record at the end
+    facts: dict[str, Any] = field(default_factory=dict)
+    now: float = 0.0
+    clean_calls: list[str] = field(default_factory=list)  # the clean run's calls (set by the test)
 
     def label(self, case: Case) -> str:
         hit = ", ".join(self.faulted) or "nothing (the call was not reached)"
@@ -144,6 +151,8 @@ def _deliver(case: Case, world: Any, event: dict[str, Any], result: CellResult) 
     _run_one(lambda: _invoke(case, world, event), result)
     for step in case.follow_ups(world) if case.follow_ups is not None else []:
         _run_one(step, result, "follow-up: ")
+    if any(e.endswith("crash") for e in result.errors) and case.cold_start is not None:
+        case.cold_start()
     time.sleep(0.005)  # Powertools' in-progress expiry is on the real clock
     result.states.append(_observe(case, world))
 
@@ -182,12 +191,15 @@ def run_cell(case: Case, world_factory: Callable[[], Any], clock_factory: Callab
         world.clients = world.observer_clients  # the checks' own reads
         result.audit = world.audit_records()
         result.executed = sum(1 for r in result.audit if r["outcome"] == "executed" and r["target"] == case.target_key)
-        keys = [case.target_key, *(case.extra_lock_keys(world) if case.extra_lock_keys is not None else [])]
+        # The lock of every target the cell's decisions name.
+        keys = dict.fromkeys([case.target_key, *(r["target"] for r in result.audit if r.get("target"))])
         for key in keys:
             item = world.clients.dynamodb.get_item(TableName=world.settings.state_table,
                                                    Key={"pk": {"S": f"lock#{key}"}}).get("Item")
             if item:
                 result.locks[key] = {"lease_until": float(item["lease_until"]["N"]), "now": clock.now().timestamp()}
         result.lock = result.locks.get(case.target_key)
+        result.now = clock.now().timestamp()
+        result.facts = case.facts(world) if case.facts is not None else {}
         result.final = case.observe(world)
     return result
