@@ -90,9 +90,7 @@ class CellResult:
 
 def _injected_world(case: Case, world_factory: Callable[[], Any], clock: Any) -> tuple[Any, FaultInjector]:
     from reflex_core.aws_clients import AwsClients
-    from simulator.aws_world import moto_clients
-
-    from simulator.aws_world import _Switchable
+    from simulator.aws_world import _Switchable, moto_clients
 
     world = world_factory()
     case.setup(world, clock)
