@@ -204,7 +204,7 @@ def _invalidation_world():
     _SPACES.append(space)
     config = make_config(caches=[cache_entry(namespace=space.namespace)], cdn=[cdn_entry()])
     world = create_world(config)
-    world.space = space
+    world.space = space  # type: ignore[attr-defined]
     return world
 
 
