@@ -166,7 +166,9 @@ def _check_rollback(case: Case, cell, clean) -> None:
     (record,) = rollbacks
     assert record["before"]["weights"] == CANARY_WEIGHTS, \
         f"the rollback's record says the weights were {record['before']['weights']}: {label}"
-    assert record["after"]["weights"] == KNOWN_GOOD, f"after {record['after']}: {label}"
+    # The re-read may fail on its own (a persistent fault on DescribeListeners): the record says so.
+    assert record["after"].get("weights") == KNOWN_GOOD or "verify_error" in record["after"], \
+        f"after {record['after']}: {label}"
     failed = [r for r in cell.audit if r["target"] == case.target_key and r["outcome"].startswith("failed:")
               and r["operation"] == "rollback"]
     # A failed attempt may be audited (then retried), never after the executed record.
@@ -491,7 +493,9 @@ def test_fault_matrix(case_id: str, cleanup):
             check(case, cell, clean)
         except AssertionError as err:
             failures.append(str(err))
-    assert not failures, f"{len(failures)} failing cells:\n" + "\n".join(failures)
+        except Exception as err:  # noqa: BLE001 - a check that cannot read a cell fails that cell, not the matrix
+            failures.append(f"{cell.label(case)}: the check raised {type(err).__name__}: {err}")
+    assert not failures, f"{len(failures)} failing cells of {len(_cells(case_id, calls))}:\n" + "\n".join(failures)
 
 
 def _promotion_clock():
