@@ -112,6 +112,9 @@ class InvalidationReaction:
         # What an action carries but its audit record must not (thousands of keys or paths): kept from plan()
         # to execute() of the same guarded section, and the results execute() hands to verify().
         self._payload: dict[str, Any] = {}
+        # The same, as the trigger asks it (from intents()): a retry that completes an interrupted attempt runs
+        # the stored action without planning again, so execute() finds the keys or paths here.
+        self._requested: dict[str, Any] = {}
         self._results: dict[str, dict[str, Any]] = {}
         self._alarm_tags = AlarmTagReader()
 
@@ -154,6 +157,17 @@ class InvalidationReaction:
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         self._payload.clear()
         self._results.clear()
+        self._requested.clear()
+        items = self._all_intents(trigger, request, rt)
+        for item in items:
+            if isinstance(item, Intent) and item.operation == "queue_cdn_paths":
+                self._requested[item.target_key] = (list(item.params["paths"]), list(item.params["wildcards"]))
+            elif isinstance(item, Intent) and item.params.get("keys"):
+                self._requested[item.target_key] = list(item.params["keys"])
+        return items
+
+    def _all_intents(self, trigger: Trigger, request: InvalidationRequest | None,
+                     rt: ReactionRuntime) -> list[Intent | Skip]:
         if trigger.kind == "alarm":
             return self._alarm_intents(trigger, rt)
         if request is None:
@@ -374,7 +388,7 @@ class InvalidationReaction:
 
     def _execute_queue(self, action: Action, rt: ReactionRuntime) -> None:
         runtime = current_invalidation_runtime()
-        paths, wildcards = self._payload.pop(action.target_key)
+        paths, wildcards = self._payload.pop(action.target_key, None) or self._requested[action.target_key]
         cdn = self._cdn(action.params["cdn"], rt)
         bodies = paths_messages(cdn.name, paths, wildcards, requested_by=str(action.params["requested_by"]),
                                 request=str(action.params["request"]))
@@ -420,19 +434,24 @@ class InvalidationReaction:
         run = RunProgress(**action.params["run"], updated_at=0.0, lease_until=0.0)
         previous = RunProgress(**action.params["run"], updated_at=run.started_at,
                                lease_until=rt.clock.now().timestamp() + _lease_s(cache))
-        keys = self._payload.pop(action.target_key, [])
+        keys = self._payload.pop(action.target_key, None) or list(self._requested.get(action.target_key, []))
         store = self._progress(rt)
         self._touch(run, cache, rt)
         new_run = bool(action.params["new_run"])
         # From here on an identical request is coalesced into a follow-up of this run.
         if new_run and not store.create(action.target_key, run, rt.clock.now().timestamp()):
             current = store.get(action.target_key)
-            if current is not None and store.mark_pending(action.target_key, current.run_id, run.requested_by,
+            if current is not None and current.run_id == run.run_id:
+                # This very run, created by an attempt that died after the write (or whose answer was lost and
+                # botocore's retry failed its own condition): it is ours to run, not a run to coalesce into.
+                new_run = False
+            elif current is not None and store.mark_pending(action.target_key, current.run_id, run.requested_by,
                                                           rt.clock.now().timestamp()):
                 self._results[action.target_key] = {"status": "coalesced", "into_run": current.run_id,
                                                     "detail": "a run started meanwhile; its follow-up covers this"}
                 return
-            raise RuntimeError(f"{action.target_key}: could neither start a run nor join the one in progress")
+            else:
+                raise RuntimeError(f"{action.target_key}: could neither start a run nor join the one in progress")
         if not new_run and not store.save(action.target_key, run):
             self._results[action.target_key] = {"status": "superseded", "run": run.run_id,
                                                 "detail": "a newer run of this target replaced this one"}

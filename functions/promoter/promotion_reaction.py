@@ -514,6 +514,14 @@ class PromotionReaction:
             # The handler wrote the weights before the pipeline ran: the audit shows what they replaced.
             current = first.before
             reason += " (weights written first, before the records)"
+        elif (first is None and p.status in IN_FLIGHT and current == target and p.weights
+              and dict(p.weights) != target):
+            # Already on the known-good colour while the record still has the promotion's last step: an attempt
+            # wrote them and died before recording it (the fast path's note of what it replaced died with its
+            # process). The record's last step is what they replaced; the audit must not show a no-op.
+            current = dict(p.weights)
+            reason += (f" (weights found already on {p.from_colour}, written by an attempt that died before "
+                       "recording it; before = the promotion's last recorded step)")
         return self._action(intent, "abort" if abort else "rollback",
                             ctx.snapshot(weights=current),
                             {"weights": target, "live": p.from_colour, "status": status,

@@ -47,6 +47,22 @@ class Case:
     target_key: str
     handler: Callable[[], Callable[[Any, Any], Any]]
     reaction: str = "scaler"
+    # What a delivery runs (default: `handler()(event, context)`): e.g. install a reaction-specific runtime.
+    invoke: Callable[[Any, dict[str, Any], Any], Any] | None = None
+    # What the delivery sets off in other functions, run after each delivery with the same fault still counted
+    # (e.g. the CDN batcher consuming the queue the invalidator wrote to); each callable is one invocation.
+    follow_ups: Callable[[Any], list[Callable[[], Any]]] | None = None
+    # After the injector is on `world.clients`: put it on clients a world keeps elsewhere (e.g. the real client
+    # behind an override), and keep unfaulted copies for `observe`.
+    attach: Callable[[Any, FaultInjector], None] | None = None
+    # What a crash loses: Lambda starts a new process, so module state (in-memory hand-overs) is gone.
+    cold_start: Callable[[], None] | None = None
+    # The invariants of a cell (case, cell, clean run); None: the test's default check.
+    check: Callable[[Any, Any, Any], None] | None = None
+    # Facts the case's check reads at the end, through unfaulted clients (e.g. leases of runs in progress).
+    facts: Callable[[Any], dict[str, Any]] | None = None
+    # The Lambda context of a delivery (ShortContext: Powertools' in-progress record expires at once).
+    context: Callable[[], Any] = ShortContext
 
 
 @dataclass
@@ -59,18 +75,36 @@ class CellResult:
     errors: list[str] = field(default_factory=list)
     lock: dict[str, Any] | None = None
     final: Any = None
+    faulted: list[str] = field(default_factory=list)  # the operation(s) the fault actually hit
+    locks: dict[str, dict[str, float]] = field(default_factory=dict)  # every held lock left: lease and now
+    audit: list[dict[str, Any]] = field(default_factory=list)  # every audit record at the end
+    facts: dict[str, Any] = field(default_factory=dict)
+    now: float = 0.0
+    clean_calls: list[str] = field(default_factory=list)  # the clean run's calls (set by the test)
+
+    def label(self, case: Case) -> str:
+        hit = ", ".join(self.faulted) or "nothing (the call was not reached)"
+        return (f"[{case.name}] cell {self.kind} on call {self.call} ({self.operation}; hit {hit}): states "
+                f"{self.states}, errors {self.errors}")
 
 
 def _injected_world(case: Case, world_factory: Callable[[], Any], clock: Any) -> tuple[Any, FaultInjector]:
     from reflex_core.aws_clients import AwsClients
-    from simulator.aws_world import moto_clients
+    from simulator.aws_world import _Switchable, moto_clients
 
     world = world_factory()
     case.setup(world, clock)
     injector = FaultInjector(clock)
     base = moto_clients(max_attempts=3)
-    world.clients = AwsClients(injector.wrap_factory(base._factory))
+    overrides = world.overrides  # services a local object answers (the workflow driver, CloudFront's wrapper)
+
+    def injected(service: str) -> Any:
+        return _Switchable(service, injector.attach(base._factory(service)), overrides)
+
+    world.clients = AwsClients(injected)
     world.observer_clients = AwsClients(base._factory)  # the test's own reads: never counted, never faulted
+    if case.attach is not None:
+        case.attach(world, injector)
     world.runtime(clock, case.reaction)
     return world, injector
 
@@ -84,14 +118,39 @@ def _observe(case: Case, world: Any) -> Any:
         world.clients = injected
 
 
-def _deliver(case: Case, world: Any, event: dict[str, Any], result: CellResult) -> None:
-    handler = case.handler()
+def _invoke(case: Case, world: Any, event: dict[str, Any]) -> Any:
+    if case.invoke is not None:
+        return case.invoke(world, event, case.context())
+    return case.handler()(event, case.context())
+
+
+def _run_one(step: Callable[[], Any], result: CellResult, who: str = "") -> None:
     try:
-        handler(event, ShortContext())
+        step()
     except SimulatedCrash:
-        result.errors.append("crash")
+        result.errors.append(f"{who}crash")
     except Exception as err:  # noqa: BLE001 - Lambda retries an invocation that raised
-        result.errors.append(type(err).__name__)
+        result.errors.append(f"{who}{type(err).__name__}")
+
+
+def _expire_in_progress(world: Any) -> None:
+    """What the passing of a dead invocation's deadline does: its in-progress idempotency record no longer
+    blocks (Powertools keeps it until the deadline, on the real clock; Lambda's retry comes after it)."""
+    ddb = world.observer_clients.dynamodb
+    table = world.settings.idempotency_table
+    for item in ddb.scan(TableName=table).get("Items", []):
+        if item.get("status", {}).get("S") == "INPROGRESS":
+            ddb.update_item(TableName=table, Key={"id": item["id"]}, UpdateExpression="SET in_progress_expiration = :t",
+                            ExpressionAttributeValues={":t": {"N": "1"}})
+
+
+def _deliver(case: Case, world: Any, event: dict[str, Any], result: CellResult) -> None:
+    _expire_in_progress(world)
+    _run_one(lambda: _invoke(case, world, event), result)
+    for step in case.follow_ups(world) if case.follow_ups is not None else []:
+        _run_one(step, result, "follow-up: ")
+    if any(e.endswith("crash") for e in result.errors) and case.cold_start is not None:
+        case.cold_start()
     time.sleep(0.005)  # Powertools' in-progress expiry is on the real clock
     result.states.append(_observe(case, world))
 
@@ -101,7 +160,9 @@ def clean_calls(case: Case, world_factory: Callable[[], Any], clock_factory: Cal
     with mock_aws():
         world, injector = _injected_world(case, world_factory, clock)
         injector.reset_calls()
-        case.handler()(case.deliveries(world)[0], ShortContext())
+        _invoke(case, world, case.deliveries(world)[0])
+        for step in case.follow_ups(world) if case.follow_ups is not None else []:
+            step()
         return injector.operations()
 
 
@@ -116,6 +177,7 @@ def run_cell(case: Case, world_factory: Callable[[], Any], clock_factory: Callab
         events = case.deliveries(world)
         injector.fail("*", kind, calls=(call,), persist=kind in ("throttle", "5xx"))  # type: ignore[arg-type]
         _deliver(case, world, events[0], result)
+        result.faulted = [f"{c.service}.{c.operation}" for c in injector.calls if c.fault is not None]
         injector.clear()
         # Lambda's asynchronous retries of a failed invocation (about 1 and 2 minutes later), then the other
         # delivery paths of the same transition.
@@ -123,11 +185,19 @@ def run_cell(case: Case, world_factory: Callable[[], Any], clock_factory: Callab
             clock.advance(delay)
             world.runtime(clock, case.reaction)
             _deliver(case, world, event, result)
-        rt = world.runtime(clock, case.reaction)
-        result.executed = sum(1 for r in world.audit_records()
-                              if r["outcome"] == "executed" and r["target"] == case.target_key)
-        item = rt.clients.dynamodb.get_item(TableName=world.settings.state_table,
-                                            Key={"pk": {"S": f"lock#{case.target_key}"}}).get("Item")
-        result.lock = {"lease_until": float(item["lease_until"]["N"]), "now": clock.now().timestamp()} if item else None
-        result.final = _observe(case, world)
+        world.runtime(clock, case.reaction)
+        world.clients = world.observer_clients  # the checks' own reads
+        result.audit = world.audit_records()
+        result.executed = sum(1 for r in result.audit if r["outcome"] == "executed" and r["target"] == case.target_key)
+        # The lock of every target the cell's decisions name.
+        keys = dict.fromkeys([case.target_key, *(r["target"] for r in result.audit if r.get("target"))])
+        for key in keys:
+            item = world.clients.dynamodb.get_item(TableName=world.settings.state_table,
+                                                   Key={"pk": {"S": f"lock#{key}"}}).get("Item")
+            if item:
+                result.locks[key] = {"lease_until": float(item["lease_until"]["N"]), "now": clock.now().timestamp()}
+        result.lock = result.locks.get(case.target_key)
+        result.now = clock.now().timestamp()
+        result.facts = case.facts(world) if case.facts is not None else {}
+        result.final = case.observe(world)
     return result
