@@ -8,9 +8,11 @@ Measured on the real promoter handler (`promoter.handler.lambda_handler`) in thi
   Change" event. Measured with `time.perf_counter()`: from the call into the handler to the return of
   the ModifyListener call that writes blue 100 / green 0 (the traffic is back), and to the handler's
   return (audit written, workflow stopped, freeze released). Median, p90 and min over `--runs`. The
-  handler writes the weights first (promoter/fast_rollback.py: kill switch and promotion record in
-  parallel, then the forward action and blue's health in parallel, then the write); the index of the
-  write among the invocation's AWS calls is printed, with the kill switch expired and cached.
+  handler writes the weights first (promoter/fast_rollback.py: the kill switch, then the forward action
+  and blue's health in parallel, then the write; the promotion record as this warm container last read
+  or wrote it, one minute before, at the canary's shift). The index of the write among the
+  invocation's AWS calls is printed for the warm container (kill switch expired, then still cached) and
+  for one that never saw the pair's record (it reads it before the write).
 * **AWS calls per step**: every call the handler's clients make (botocore `before-parameter-build`), per
   invocation of a full promotion (GreenReady, every workflow task, the console `promote`) and of the
   rollback, split into what the step needs (traffic, alarms, workflow, promotion record and freeze) and
@@ -203,10 +205,12 @@ def alarm_event(clock: Any) -> dict[str, Any]:
                        "configuration": {"metrics": []}}}
 
 
-def rollback_run(warm_switch: bool = False) -> tuple[float, float, list[tuple[str, str]], int]:
+def rollback_run(warm_switch: bool = False, cold_record: bool = False) -> tuple[float, float, list[tuple[str, str]],
+                                                                               int]:
     """(ms to the weights write, ms to the handler's return, the calls, calls before the write).
 
-    `warm_switch`: the function read the kill switch less than `kill_switch_cache_s` ago (it is cached)."""
+    `warm_switch`: the function read the kill switch less than `kill_switch_cache_s` ago (it is cached).
+    `cold_record`: the container never saw the pair's promotion record (another one ran the steps)."""
     from moto import mock_aws
 
     with mock_aws():
@@ -214,8 +218,13 @@ def rollback_run(warm_switch: bool = False) -> tuple[float, float, list[tuple[st
         b = Bench(world, clock)
         start_promotion(b)
         clock.advance(60)
+        rt = world.activate("promoter", clock)
         if warm_switch:
-            world.activate("promoter", clock).kill_switch.state()
+            rt.kill_switch.state()
+        if cold_record:
+            from promoter.handler import REACTION
+
+            REACTION.fast_rollback.records.forget(rt.store)
         event = alarm_event(clock)
         b.written_at = None
         before = len(b.calls)
@@ -277,11 +286,20 @@ def main(argv: list[str] | None = None) -> int:
                           ("alarm event in the handler -> handler returned (audited, workflow stopped)", totals)):
         print(f"| {label} | {statistics.median(values):.1f} ms | {_pct(values, 0.9):.1f} ms | {min(values):.1f} ms |")
     calls, index = last
-    print(f"\nAWS calls before the weights write: {index} ({operations(calls[:index])}); the write is call "
-          f"{index + 1} of {len(calls)}.")
+    print(f"\nWarm container (ran the canary's shift 60 s before; kill switch cache expired): AWS calls before the "
+          f"weights write: {index} ({operations(calls[:index])}); the write is call {index + 1} of {len(calls)}.")
     _, _, warm_calls, warm_index = rollback_run(warm_switch=True)
-    print(f"With the kill switch cached (read less than kill_switch_cache_s before): {warm_index} calls before the "
-          f"write ({operations(warm_calls[:warm_index])}); the write is call {warm_index + 1} of {len(warm_calls)}.")
+    print(f"... with the kill switch still cached (read less than kill_switch_cache_s before): {warm_index} calls "
+          f"before the write ({operations(warm_calls[:warm_index])}); the write is call {warm_index + 1} of "
+          f"{len(warm_calls)}.")
+    cold: list[tuple[float, int, int]] = []
+    for _ in range(max(3, args.runs // 3)):
+        to_write, _, cold_calls, cold_index = rollback_run(warm_switch=True, cold_record=True)
+        cold.append((to_write, cold_index, len(cold_calls)))
+    _, cold_index, cold_total = cold[-1]
+    print(f"A container that never saw the pair's record (kill switch cached): {cold_index} calls before the write "
+          f"(the record read first); the write is call {cold_index + 1} of {cold_total}; median "
+          f"{statistics.median(c[0] for c in cold):.1f} ms to the write over {len(cold)} runs.")
     print(f"After it: {operations(calls[index + 1:])}")
 
     print("\nAWS calls per invocation of a promotion (config/dev.yaml `web`: canary 10 % with approval gate):\n")

@@ -74,6 +74,11 @@ ReactionRuntime = Runtime[PromotionStageConfig]
 # Back to the last known-good state: take over the lock, never rate limited, and marked `safety` so that a kill
 # switch at `on` (which stops every forward action) lets them run; only `hard-stop` stops them too.
 SAFETY_OPERATIONS = frozenset({"rollback", "abort"})
+# The periodic reconcile is marked `safety` too: the rollback it finds due (a guard alarm in ALARM whose event was
+# lost, a dead workflow) is one, and must run at kill-switch level `on`. It is never rate limited either, but it
+# does not take over the lock (it runs every few minutes, mostly to find nothing: a step holding the lock is left
+# alone, and the reconcile is retried). At `on`, the only other thing it can do, a cleanup, is refused in its plan.
+RECONCILE = "reconcile"
 _TOKEN_CACHE = 256
 
 
@@ -218,12 +223,13 @@ class PromotionReaction:
 
     def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         pair = self._pair(intent.policy, rt)
-        safety = intent.operation in SAFETY_OPERATIONS
+        rollback = intent.operation in SAFETY_OPERATIONS
+        safety = rollback or intent.operation == RECONCILE
         # A dry-run pair still starts its workflow (starting moves no traffic): the preflight, in dry-run,
         # reports what it would do, and the execution ends there (DryRun).
         dry_run = (rt.config.dry_run or pair.dry_run) and intent.operation != "start"
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=pair.max_actions_per_hour,
-                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=safety, bypass_rate_limit=safety,
+                             circuit_open_for_s=3600, dry_run=dry_run, preempt_lock=rollback, bypass_rate_limit=safety,
                              safety=safety)
 
     @staticmethod
@@ -235,8 +241,12 @@ class PromotionReaction:
 
     def _context(self, pair_name: str, rt: ReactionRuntime) -> _Context:
         pair = self._pair(pair_name, rt)
-        return _Context(pair=pair, record=rt.store.promotion_record(pair.name),
+        return _Context(pair=pair, record=self._read_record(rt, pair.name),
                         traffic=PairTraffic(rt.clients, pair), now=rt.clock.now())
+
+    def _read_record(self, rt: ReactionRuntime, pair: str) -> PromotionRecord:
+        """The pair's promotion record, read and remembered (the fast rollback may act on it, fast_rollback.py)."""
+        return self.fast_rollback.read_record(rt, pair)
 
     # ------------------------------------------------------------------ plan
     def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
@@ -255,7 +265,7 @@ class PromotionReaction:
             "promote": self._plan_promote,
             "pause": self._plan_pause,
             "resume": self._plan_resume,
-            "reconcile": self._plan_reconcile,
+            RECONCILE: self._plan_reconcile,
         }
         return planner[intent.operation](intent, ctx, rt)
 
@@ -614,6 +624,11 @@ class PromotionReaction:
             why = f"reconcile: workflow {status} while the promotion was {p.status}"
             return self._plan_rollback(intent.model_copy(update={"operation": "rollback", "reason": why}), ctx, rt)
         if p.status == FINALIZED and not retained and status != "RUNNING":
+            kill = rt.kill_switch.state()
+            if kill.blocks(safety=False):
+                # Reconcile passes the kill switch as a safety action for its rollbacks only (guard_settings).
+                return self._skip(intent, ctx, "kill-switch", f"{kill.reason}: only a rollback runs; the cleanup "
+                                                              f"of {p.id} waits")
             return self._action(intent, wf.CLEANUP, ctx.snapshot(), {"status": "completed"},
                                 f"reconcile: retention of {p.from_colour} over and the workflow ended ({status})")
         return self._skip(intent, ctx, "in-progress", f"promotion {p.id} is {p.status}; workflow {status}")
@@ -661,7 +676,7 @@ class PromotionReaction:
             self._execute_finalize(action, pair, rt, now)
         elif op == wf.CLEANUP:
             self._update(rt, pair.name, lambda p: dataclasses.replace(p, status="completed", updated_at=now))
-            record = rt.store.promotion_record(pair.name)
+            record = self._read_record(rt, pair.name)
             if record.promotion is not None:
                 self._release_freeze(rt, pair, record.promotion)
         elif op in ("rollback", "abort"):
@@ -737,7 +752,7 @@ class PromotionReaction:
             traffic.apply(all_on(p.from_colour))
 
     def _execute_finalize(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
-        record = rt.store.promotion_record(pair.name)
+        record = self._read_record(rt, pair.name)
         p = record.promotion
         assert p is not None
         until = float(action.params["retention_until"])
@@ -793,7 +808,7 @@ class PromotionReaction:
             self._release_freeze(rt, pair, p)
 
     def _execute_approve(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
-        record = rt.store.promotion_record(pair.name)
+        record = self._read_record(rt, pair.name)
         p = record.promotion
         assert p is not None and p.approval_token is not None
         who = str(action.intended["approved_by"])
@@ -807,7 +822,7 @@ class PromotionReaction:
             q, status=SHIFTING, approval_token=None, approved_by=who, updated_at=now))
 
     def _execute_resume(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
-        record = rt.store.promotion_record(pair.name)
+        record = self._read_record(rt, pair.name)
         p = record.promotion
         assert p is not None
         # The token first, then the record: a resume that dies in between is retried and finds the token
@@ -839,24 +854,26 @@ class PromotionReaction:
             return dataclasses.replace(record, promotion=change(record.promotion))
         return self._update_record(rt, pair, mutate)
 
-    @staticmethod
-    def _update_record(rt: ReactionRuntime, pair: str,
+    def _update_record(self, rt: ReactionRuntime, pair: str,
                        mutate: Callable[[PromotionRecord], PromotionRecord | None]) -> PromotionRecord:
         for _ in range(3):
-            record = rt.store.promotion_record(pair)
+            record = self._read_record(rt, pair)
             changed = mutate(record)
             if changed is None:
                 return record
+            at = rt.clock.now().timestamp()
             try:
-                return rt.store.save_promotion_record(changed)
+                saved = rt.store.save_promotion_record(changed)
             except PromotionConflict:
                 continue
+            self.fast_rollback.records.observe(rt.store, saved, at)
+            return saved
         raise PromotionConflict(pair)
 
     # ------------------------------------------------------------------ verify / bookkeeping
     def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         pair = self._pair(action.policy, rt)
-        record = rt.store.promotion_record(pair.name)
+        record = self._read_record(rt, pair.name)
         p = record.promotion
         after: dict[str, Any] = {"live": record.live, "status": p.status if p else None}
         if action.operation in (wf.SHIFT, wf.FINALIZE, "rollback", "abort", wf.PREFLIGHT):

@@ -248,6 +248,43 @@ def test_reconcile_rolls_back_when_the_alarm_event_was_lost(make) -> None:
     assert b.execution().status == "ABORTED"
 
 
+def test_reconcile_rollback_is_a_safety_action_at_kill_switch_on(make) -> None:
+    # The reconcile's rollback is a rollback: the kill switch at `on` lets it run, `hard-stop` stops it.
+    b = make()
+    at_gate(b)
+    b.set_alarm(LATENCY, "ALARM")  # the alarm's event was lost
+    rt = b.world.activate("promoter", b.clock)
+    b.world.set_kill_switch_value("promoter", "hard-stop")
+    rt.kill_switch.invalidate()
+    (stopped,) = b.reconcile()["decisions"]
+    assert stopped["outcome"] == "skipped:kill-switch" and b.weights() == {"blue": 90, "green": 10}
+
+    b.world.set_kill_switch("promoter", True)
+    rt.kill_switch.invalidate()
+    (decision,) = b.reconcile()["decisions"]
+    assert decision["outcome"] == "executed" and decision["operation"] == "reconcile"
+    assert "lets a rollback" in decision["detail"]
+    assert b.weights() == {"blue": 100, "green": 0}
+    assert b.record().promotion.status == "rolled-back" and b.execution().status == "ABORTED"
+
+
+def test_reconcile_at_kill_switch_on_plans_no_cleanup(make) -> None:
+    b = make()
+    at_retention(b)
+    b.driver.stop_execution(b.execution().arn, "States.Runtime", "the workflow died during the retention")
+    b.clock.advance(3600)  # retention over: the reconcile's cleanup is due
+    rt = b.world.activate("promoter", b.clock)
+    b.world.set_kill_switch("promoter", True)
+    rt.kill_switch.invalidate()
+    (decision,) = b.reconcile()["decisions"]
+    assert decision["outcome"] == "skipped:kill-switch" and "cleanup" in decision["detail"]
+    assert b.record().promotion.status == "finalized"
+    b.world.set_kill_switch("promoter", False)
+    rt.kill_switch.invalidate()
+    assert b.reconcile()["decisions"][0]["outcome"] == "executed"
+    assert b.record().promotion.status == "completed"
+
+
 def test_reconcile_rolls_back_a_promotion_whose_workflow_died(make) -> None:
     b = make()
     at_canary(b)
