@@ -115,7 +115,14 @@ def test_moto_runs_the_promotion_to_the_end_with_the_approval_callback(moto_worl
     assert weights(moto_world) == {"blue": 90, "green": 10}
     arn = record(moto_world).promotion.execution_arn
 
-    approved = invoke(moto_world, {"command": "promote", "pair": "web", "reason": "moto says go", "operator": "ci"})
+    # The step that recorded awaiting-approval may still hold the pair's lock for a moment (moto's worker thread):
+    # a refusal on a held lock is transient, and the operator sends the command again, as here.
+    for _ in range(20):
+        approved = invoke(moto_world, {"command": "promote", "pair": "web", "reason": "moto says go",
+                                       "operator": "ci"})
+        if approved["decisions"][0]["outcome"] != "skipped:locked":
+            break
+        time.sleep(0.25)
     assert approved["decisions"][0]["outcome"] == "executed"  # SendTaskSuccess on moto's waiting task
     _wait_for(lambda: status(moto_world, arn) != "RUNNING")
 
