@@ -35,4 +35,11 @@ else
   echo "postgresql: MISSING. Install it (Debian/Ubuntu: apt-get install postgresql) with trust auth on 127.0.0.1:$PG_PORT."
   status=1
 fi
+# The database advisor's tests need HypoPG next to the PostgreSQL server (hypothetical indexes); without it they
+# are skipped, so say so (and how to get it) rather than let a green run hide them.
+pg_major=$(ls /usr/share/postgresql 2>/dev/null | sort -V | tail -n 1)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/hypopg.control" ]; then
+  echo "hypopg: MISSING for PostgreSQL $pg_major: the advisor's PostgreSQL tests will be SKIPPED." \
+       "Install it (Debian/Ubuntu: apt-get install postgresql-$pg_major-hypopg; .ci/run does)."
+fi
 exit $status
