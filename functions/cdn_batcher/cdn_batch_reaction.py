@@ -77,6 +77,7 @@ class CdnBatchReaction:
         self._inventory = OriginInventory()
         self._payload: dict[str, tuple[list[str], list[str], list[str]]] = {}
         self._results: dict[str, dict[str, Any]] = {}
+        self._intents: dict[str, Intent] = {}
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: Runtime[InvalidationStageConfig]) -> BatchRequest:
@@ -110,11 +111,21 @@ class CdnBatchReaction:
                 previous: AlarmMemory | None) -> list[Intent | Skip]:
         self._payload.clear()
         self._results.clear()
+        self._intents.clear()
         why = f"{len(request.message_ids)} queued message(s) from {len(request.requests)} request(s)"
-        return [Intent(policy=f"cdn:{request.cdn}", target_key=f"cdn/{request.cdn}", target={"cdn": request.cdn},
+        intent = Intent(policy=f"cdn:{request.cdn}", target_key=f"cdn/{request.cdn}", target={"cdn": request.cdn},
                        operation="create_invalidation", reason=why,
                        params={"cdn": request.cdn, "paths": list(request.paths), "wildcards": list(request.wildcards),
-                               "requests": list(request.requests), "message_ids": list(request.message_ids)})]
+                               "requests": list(request.requests), "message_ids": list(request.message_ids)})
+        self._intents[intent.target_key] = intent
+        return [intent]
+
+    @staticmethod
+    def intent_scope(trigger: Trigger, intent: Intent) -> str:
+        """The queued messages a batch handles, without their receive count: SQS redelivering the same batch (after
+        a failure that followed CreateInvalidation) completes the first intent (same audit record), instead of
+        planning a new one that CloudFront answers with the same invalidation."""
+        return "cdn-batch:" + ",".join(intent.params["message_ids"])
 
     def allowed_targets(self, rt: Runtime[InvalidationStageConfig]) -> set[str]:
         return {f"cdn/{c.name}" for c in rt.config.invalidation.cdn}
@@ -188,6 +199,8 @@ class CdnBatchReaction:
         runtime = current_invalidation_runtime()
         cdn = self._cdn(action.params["cdn"], rt)
         distribution = action.params["distribution_id"]
+        if action.target_key not in self._payload:
+            self._replan(action, rt)
         now_items, later_paths, later_wildcards = self._payload.pop(action.target_key)
         made, refused, error = create_isolating(rt.clients.cloudfront, distribution, now_items,
                                                 action.params["caller_reference"], sleep=runtime.sleep)
@@ -235,6 +248,20 @@ class CdnBatchReaction:
             rt.clients.sqs.send_message(QueueUrl=rt.settings.dead_letter_queue_url, MessageBody=json.dumps({
                 "reason": "cdn-path-refused", "cdn": cdn, "distribution_id": distribution, "error": error,
                 "paths": refused[start:start + 500], "request": action.params["caller_reference"]}))
+
+    def _replan(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
+        """Completing an interrupted attempt (the same messages redelivered): the paths it decided were handed to
+        execute() in memory, so plan them again from the same messages. The same split gives the same
+        CallerReference, which CloudFront answers with the invalidation already made; another split would be
+        refused by CloudFront (same reference, other batch), so it is refused here, and the messages go back to
+        the queue and at last to its dead-letter queue, replayable."""
+        intent = self._intents.get(action.target_key)
+        fresh = self.plan(intent, rt) if intent is not None else None
+        if not isinstance(fresh, Action) or fresh.params["caller_reference"] != action.params["caller_reference"]:
+            self._payload.pop(action.target_key, None)
+            raise RuntimeError(f"{action.target_key}: the interrupted attempt's batch (reference "
+                               f"{action.params['caller_reference'][:12]}) cannot be rebuilt from its messages; "
+                               "they are retried, then kept in the queue's dead-letter queue")
 
     def after_executed(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         return None

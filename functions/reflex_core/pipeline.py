@@ -102,6 +102,8 @@ class Reaction(Protocol):
     #                                            (a guard alarm: the canary was bad even if it recovered)
     #   fast_safety(trigger, rt) -> None         an idempotent safety write made before anything else (the
     #                                            promoter's rollback), then the pipeline runs as usual
+    #   intent_scope(trigger, intent) -> str|None [the trigger's idempotency key] what makes two triggers the
+    #                                            same work (one intent, one audit record for both)
 
 
 class ActionFailed(RuntimeError):
@@ -312,7 +314,7 @@ class Pipeline:
             if key is None or key in seen or not isinstance(item, Intent):
                 continue
             seen.add(key)
-            if rt.store.intent(self._intent_pk(trigger, key, item.operation)) is not None:
+            if rt.store.intent(self._intent_pk(trigger, item)) is not None:
                 out.append(self._isolated(rt, trigger, item, deadline, written, resume_only=True))
         if not any(d.outcome != "skipped:already-done" for d in out):
             out.append(Decision(outcome="skipped:stale-event", detail=why))
@@ -330,10 +332,14 @@ class Pipeline:
                             outcome=f"failed:{_error_name(err)}", transient=_is_transient(err),
                             detail=f"before acting: {str(err)[:480]}")
 
-    def _intent_pk(self, trigger: Trigger, target_key: str, operation: str) -> str:
-        """One intent per trigger, target and operation (an evaluation may end a pre-warm and scale in)."""
-        digest = hashlib.sha256(trigger.idempotency_key.encode()).hexdigest()[:32]
-        return f"intent#{self.reaction.name}#{digest}#{target_key}#{operation}"
+    def _intent_pk(self, trigger: Trigger, intent: Intent) -> str:
+        """One intent per trigger, target and operation (an evaluation may end a pre-warm and scale in). A reaction
+        whose work outlives its trigger's idempotency key names it with `intent_scope` (the CDN batcher: the same
+        queued messages, redelivered with a new receive count, are the same work)."""
+        scope_of = getattr(self.reaction, "intent_scope", None)
+        scope = scope_of(trigger, intent) if scope_of is not None else None
+        digest = hashlib.sha256((scope or trigger.idempotency_key).encode()).hexdigest()[:32]
+        return f"intent#{self.reaction.name}#{digest}#{intent.target_key}#{intent.operation}"
 
     def _override(self, trigger: Trigger) -> bool:
         """An operator's console command that explicitly overrides the kill switch (level `on`) for one action."""
@@ -358,7 +364,7 @@ class Pipeline:
             note = f"; {kill.reason}, which lets a rollback to the last known-good state run"
         dry_run = settings.dry_run or intent.dry_run
 
-        pk = self._intent_pk(trigger, key, intent.operation)
+        pk = self._intent_pk(trigger, intent)
         existing = None if dry_run else rt.store.intent(pk)
         if existing is not None and existing.status == "done":
             return Decision(**base, outcome="skipped:already-done",
