@@ -533,7 +533,11 @@ class Mover:
                 if cursor is not None:
                     after = f" AND ({pk_list}) > ({', '.join(f'%s::{typ}' for _, typ in pk)})"
                     params = list(cursor)
-                end = src.execute(f"SELECT {pk_list} FROM {table} WHERE {where.replace('%', '%%')}{after} "
+                # The chunk's end: `copy_chunk_rows` rows of the table (any bucket) after the cursor, an index-only
+                # walk of the primary key. Bounding by the bucket's own rows would evaluate the bucket function
+                # once more per row, and the planner, underestimating the filter, read and sorted every row after
+                # the cursor for each chunk (quadratic in the table's size). A chunk holds at most that many rows.
+                end = src.execute(f"SELECT {pk_list} FROM {table} WHERE true{after} "
                                   f"ORDER BY {pk_list} OFFSET {self.set.copy_chunk_rows - 1} LIMIT 1",
                                   params).fetchone()
                 upto = ""
