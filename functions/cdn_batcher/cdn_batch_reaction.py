@@ -252,16 +252,21 @@ class CdnBatchReaction:
     def _replan(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         """Completing an interrupted attempt (the same messages redelivered): the paths it decided were handed to
         execute() in memory, so plan them again from the same messages. The same split gives the same
-        CallerReference, which CloudFront answers with the invalidation already made; another split would be
-        refused by CloudFront (same reference, other batch), so it is refused here, and the messages go back to
-        the queue and at last to its dead-letter queue, replayable."""
+        CallerReference, which CloudFront answers with the invalidation already made. Another split (what is in
+        flight changed meanwhile, the lost attempt's own invalidation included) is sent under its own reference:
+        at worst the paths are invalidated twice (billed twice, never left stale); the audit record names the
+        reference actually sent."""
         intent = self._intents.get(action.target_key)
         fresh = self.plan(intent, rt) if intent is not None else None
-        if not isinstance(fresh, Action) or fresh.params["caller_reference"] != action.params["caller_reference"]:
+        if not isinstance(fresh, Action):
             self._payload.pop(action.target_key, None)
-            raise RuntimeError(f"{action.target_key}: the interrupted attempt's batch (reference "
-                               f"{action.params['caller_reference'][:12]}) cannot be rebuilt from its messages; "
-                               "they are retried, then kept in the queue's dead-letter queue")
+            raise RuntimeError(f"{action.target_key}: the interrupted attempt's batch cannot be planned again "
+                               f"({getattr(fresh, 'detail', 'no request')}); the messages are retried, then kept in "
+                               "the queue's dead-letter queue")
+        if fresh.params["caller_reference"] != action.params["caller_reference"]:
+            logger.warning("re-planned batch differs from the interrupted attempt's; sent under its own reference",
+                           extra={"was": action.params["caller_reference"], "now": fresh.params["caller_reference"]})
+            action.params.update(fresh.params)
 
     def after_executed(self, action: Action, rt: Runtime[InvalidationStageConfig]) -> None:
         return None

@@ -178,9 +178,14 @@ def authorize(caller: VerifiedCaller, allowlist: OperatorAllowlist, needed: Role
     if expected_account and caller.account != expected_account:
         raise IdentityError([f"requestContext.authorizer.iam.accountId: {caller.account} is not the stage's account "
                              f"{expected_account}"])
-    if not allowlist.operator and not allowlist.read_only:
-        # No allowlist: IAM is the only gate (whoever may invoke the function URL); the audit names the caller.
-        return Operator(arn=caller.arn, account=caller.account, role=OPERATOR)
+    if not allowlist.operator:
+        # No operator listed: IAM cannot tell the operators' policy from the read-only one (both may invoke the
+        # URL), so a verified caller may only dry-run until the stage names its operators.
+        if needed == READ_ONLY:
+            return Operator(arn=caller.arn, account=caller.account, role=READ_ONLY)
+        raise IdentityError([f"operators.operator: the stage lists no operators, so {caller.arn} may only send dry "
+                             "runs (\"dry_run\": true) through the function URL; list the operators' role ARNs "
+                             "(docs/security.md)"])
     if matches(allowlist.operator, caller.arn):
         return Operator(arn=caller.arn, account=caller.account, role=OPERATOR)
     if matches(allowlist.read_only, caller.arn):

@@ -324,15 +324,8 @@ class ShardReaction:
             return
         started: list[str] = []
         for mv in action.intended["moves"]:
-            building = self._index_build(sset, [mv], rt)
-            if building:  # checked again just before claiming (the advisor checks the moves under its lock)
-                if op == "move":
-                    raise MoveRefused("target", building)
-                logger.info("move deferred to the next balance check", extra={"move": mv, "why": building})
-                continue
             try:
-                record = mover.start(mv["buckets"], mv["source"], mv["target"], move_id=mv["id"], mode=mv["mode"],
-                                     reason=action.reason)
+                record = self._claim(mover, sset, mv, action.reason, rt)
             except MoveRefused as err:
                 if op == "move":
                     raise
@@ -340,6 +333,34 @@ class ShardReaction:
                 continue
             started.append(record.id)
             self._start_workflow(rt, sset, record.id)
+
+    @staticmethod
+    def _claim(mover: Mover, sset: ShardSet, mv: dict[str, Any], reason: str, rt: ReactionRuntime) -> MoveRecord:
+        """Claim the buckets and save the move while holding the build locks of both shards' databases
+        (`lock#db:<set>/<shard>`, the lock a database advisor's index build holds for its whole run): a build
+        either sees this move's record (it checks the moves once it holds the lock) or this claim waits for it.
+        A retry of a move already recorded needs no lock."""
+        if mover.store.load_move(sset.name, mv["id"]) is not None:
+            return mover.start(mv["buckets"], mv["source"], mv["target"], move_id=mv["id"], mode=mv["mode"],
+                               reason=reason)
+        owner = f"shards-move-{mv['id']}"
+        held: list[str] = []
+        try:
+            for shard in sorted({mv["source"], mv["target"]}):
+                key = f"db:{sset.name}/{shard}"
+                if not rt.store.acquire_lock(key, owner, rt.clock.now(), 120):
+                    holder = rt.store.live_lock_owner(key, rt.clock.now()) or "another invocation"
+                    raise MoveRefused("target" if shard == mv["target"] else "source",
+                                      f"{shard}: an index build holds its database (lock {key}, {holder})")
+                held.append(key)
+            return mover.start(mv["buckets"], mv["source"], mv["target"], move_id=mv["id"], mode=mv["mode"],
+                               reason=reason)
+        finally:
+            for key in held:
+                try:
+                    rt.store.release_lock(key, owner)
+                except Exception:  # noqa: BLE001 - the lease expires by itself
+                    logger.exception("could not release a database lock; its lease expires", extra={"lock": key})
 
     @staticmethod
     def _start_workflow(rt: ReactionRuntime, sset: ShardSet, move_id: str) -> None:

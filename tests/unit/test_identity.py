@@ -136,10 +136,13 @@ def test_allowlist_refuses_patterns_that_name_nobody_in_particular(pattern: str)
         OperatorAllowlist(operator=[pattern])
 
 
-def test_audit_of_a_function_url_command_shows_the_verified_operator(world: Any, invoke: Any) -> None:
-    response = invoke(url_event(SET_CAPACITY))
+def test_without_listed_operators_a_function_url_caller_may_only_dry_run(world: Any, invoke: Any) -> None:
+    # dev lists no operators: IAM alone cannot tell the operators' policy from the read-only one.
+    refused = invoke(url_event(SET_CAPACITY))
+    assert refused["status"] == "rejected" and refused["errors"][0].startswith("operators.operator:"), refused
+    response = invoke(url_event(SET_CAPACITY | {"dry_run": True}))
     assert response["status"] == "ok", response
     (record,) = [r for r in world.audit_records() if r["operation"] == "set_capacity"]
     assert record["who"] == f"operator:{ALICE}"
     assert record["trigger"]["source"] == FUNCTION_URL_SOURCE
-    assert record["outcome"] == "executed"
+    assert record["outcome"] == "dry-run"
