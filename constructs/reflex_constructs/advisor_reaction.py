@@ -133,7 +133,8 @@ def advisor_connect_arns(targets: list[DatabaseTarget], region: str, account: st
 
 def advisor_alarm_matchers(config: ReflexConfig) -> list[AlarmMatcher]:
     return [AlarmMatcher(name=db.name, alarm_names=tuple(db.runaway.alarms.names),
-                         alarm_prefixes=tuple(db.runaway.alarms.prefixes), by_tags=bool(db.runaway.alarms.tags))
+                         alarm_prefixes=tuple(db.runaway.alarms.prefixes), by_tags=bool(db.runaway.alarms.tags),
+                         tag_name_prefixes=tuple(db.runaway.alarms.tag_name_prefixes))
             for db in config.database_targets if db.runaway is not None]
 
 

@@ -124,7 +124,7 @@ def shard_alarm_matchers(sharding: ShardingConfig) -> list[AlarmMatcher]:
             if match is None:
                 continue
             out.append(AlarmMatcher(name=name, alarm_names=tuple(match.names), alarm_prefixes=tuple(match.prefixes),
-                                    by_tags=bool(match.tags)))
+                                    by_tags=bool(match.tags), tag_name_prefixes=tuple(match.tag_name_prefixes)))
     return out
 
 

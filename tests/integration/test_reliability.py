@@ -391,23 +391,31 @@ def test_a_failed_re_read_after_acting_does_not_hide_or_repeat_the_change(world,
 
 
 def test_a_failing_audit_table_never_undoes_or_repeats_the_action(world, clock, sleeps):
+    from reflex_core.pipeline import RetryLater
+
     rig = Rig(world, clock, total_attempts=2)
     audit_table = world.settings.audit_table
+    failing = {"on": True}
     rig.transport("dynamodb").intercept = lambda request, operation: (
         aws_error(request, 500, "InternalServerError")
-        if operation == "PutItem" and json.loads(request.body or b"{}").get("TableName") == audit_table else None)
+        if failing["on"] and operation == "PutItem"
+        and json.loads(request.body or b"{}").get("TableName") == audit_table else None)
     notices = subscribe_notices(world)
 
     event = ev.eventbridge_alarm("api-cpu-high", "ALARM", T0, value=88, threshold=80)
-    out = handler()(event, FakeLambdaContext())
-
-    assert [d["outcome"] for d in out["decisions"]] == ["executed"]
+    # The action ran, its record could not be written: the intent stays open and Lambda retries the event.
+    with pytest.raises(RetryLater):
+        handler()(event, FakeLambdaContext())
     assert api_desired(world) == 5
     assert world.audit_records() == []
-    assert [n["outcome"] for n in notices()] == ["executed"], "the other sinks still carry the decision"
+    assert notices() == [], "nothing is published before the record exists"
+    failing["on"] = False
+    clock.advance(70)  # Lambda's first retry
     again = handler()(event, FakeLambdaContext())
-    assert again.get("duplicate") is True
-    assert api_desired(world) == 5
+    assert [d["outcome"] for d in again["decisions"]] == ["executed"]
+    assert api_desired(world) == 5, "the retry completes the record, it does not act again"
+    assert [r["outcome"] for r in world.audit_records()] == ["executed"]
+    assert [n["outcome"] for n in notices()] == ["executed"]
 
 
 # ---------------------------------------------------------------- regressions (bugs found and fixed)
