@@ -7,22 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from simulator.scenario import SimulationResult, load_scenario, resolve_config_path, run_scenario
-from tests.conftest import ROOT
-
-_result: list[SimulationResult] = []
+from simulator.scenario import SimulationResult
+from tests.support.scenarios import simulate
 
 
 @pytest.fixture(scope="module")
 def result() -> SimulationResult:
-    if not _result:
-        from reflex_core.config import load_config_file
-
-        path = ROOT / "scenarios" / "promotion.yaml"
-        scenario = load_scenario(path)
-        config = resolve_config_path(scenario, None, path)
-        _result.append(run_scenario(scenario, load_config_file(config), str(config)))
-    return _result[0]
+    return simulate("promotion")
 
 
 def weights_over_time(result: SimulationResult) -> list[tuple[float, str]]:

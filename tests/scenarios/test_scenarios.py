@@ -21,29 +21,16 @@ from simulator.scenario import (
     SimulationResult,
     load_scenario,
     parse_scenario,
-    resolve_config_path,
     run_scenario,
 )
 from simulator.shard_scenario import is_shard_scenario
 from tests.conftest import ROOT
+from tests.support.scenarios import simulate
 
 # Invalidation, drill and shard scenarios have their own runners and tests (test_invalidation_scenario.py,
 # test_dr_drill_scenario.py, test_shard_scenario.py).
 SCENARIOS = sorted(p for p in (ROOT / "scenarios").glob("*.yaml")
                    if not (is_invalidation_scenario(p) or is_drill_scenario(p) or is_shard_scenario(str(p))))
-_results: dict[str, SimulationResult] = {}
-
-
-def simulate(name: str) -> SimulationResult:
-    """Each scenario runs once per test session (a run takes seconds)."""
-    if name not in _results:
-        from reflex_core.config import load_config_file
-
-        path = ROOT / "scenarios" / f"{name}.yaml"
-        scenario = load_scenario(path)
-        config = resolve_config_path(scenario, None, path)
-        _results[name] = run_scenario(scenario, load_config_file(config), str(config))
-    return _results[name]
 
 
 def at(record: dict[str, Any]) -> datetime:
