@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reflex_core.cron import cron_body, iana_timezone
 from reflex_core.identity import OperatorAllowlist
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -29,15 +30,10 @@ def repeated(values: Sequence[str]) -> list[str]:
     return sorted({v for v in values if values.count(v) > 1})
 
 
-def six_field_cron(value: str) -> str:
-    """An EventBridge Scheduler cron body has six fields (minutes hours day-of-month month day-of-week year)."""
-    if len(value.split()) != 6:
-        raise ValueError("cron needs 6 fields: minutes hours day-of-month month day-of-week year")
-    return value
-
-
 # A cron body as schedules take it; each field that uses it gives its own description.
-Cron = Annotated[str, AfterValidator(six_field_cron)]
+Cron = Annotated[str, AfterValidator(cron_body)]
+# An IANA time zone name as EventBridge Scheduler takes it (checked against the tz database at synth time).
+Timezone = Annotated[str, AfterValidator(iana_timezone)]
 
 
 class StrictModel(BaseModel):

@@ -36,7 +36,16 @@ from invalidator.cdn_path_planner import (
 )
 from invalidator.redis_connection import RedisConnectionSettings
 from invalidator.redis_invalidation import InvalidationInputError, validate_pattern
-from reflex_core.config_base import AlarmMatch, Cron, EventMatch, RateLimit, StageConfig, StrictModel, repeated
+from reflex_core.config_base import (
+    AlarmMatch,
+    Cron,
+    EventMatch,
+    RateLimit,
+    StageConfig,
+    StrictModel,
+    Timezone,
+    repeated,
+)
 
 OWNER_NAME = r"^[a-z][a-z0-9\-]{0,31}$"
 MANAGED = "managed"
@@ -162,7 +171,7 @@ class ScheduledInvalidation(StrictModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
     cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 3 * * ? *'")
-    timezone: str = "UTC"
+    timezone: Timezone = Field(default="UTC", description="IANA time zone name of the cron, e.g. Europe/Paris")
     invalidate: InvalidationSpec
     sweep_purges: bool = Field(default=True, description=(
         "a cache's schedule also finishes tag purges a failed run left behind (tag:{ns:tag}:purging:<id>)"))

@@ -264,6 +264,10 @@ class Pipeline:
         if not decisions:
             try:
                 items = self.reaction.intents(trigger, request, rt, previous)
+                if getattr(request, "dry_run", False) is True:
+                    # A command's dry-run covers every intent it produces, whatever the reaction made of it
+                    # (an `evaluate` may yield several): decided here, once, not by each command.
+                    items = [i.model_copy(update={"dry_run": True}) if isinstance(i, Intent) else i for i in items]
             except Exception as err:  # noqa: BLE001 - audited as this trigger's failure; the retry tries again
                 logger.exception("could not work out what the trigger asks for")
                 items = []

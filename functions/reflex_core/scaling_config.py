@@ -14,6 +14,7 @@ from reflex_core.config_base import (
     RateLimit,
     StageConfig,
     StrictModel,
+    Timezone,
     repeated,
 )
 
@@ -117,7 +118,7 @@ class Prewarm(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,40}$")
     cron: Cron = Field(description="EventBridge Scheduler cron body, e.g. '0 8 ? * MON-FRI *'")
-    timezone: str = "UTC"
+    timezone: Timezone = Field(default="UTC", description="IANA time zone name of the cron, e.g. Europe/Paris")
     min: int = Field(ge=1)
     for_minutes: int = Field(ge=1, le=24 * 60)
 

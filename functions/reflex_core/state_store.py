@@ -126,7 +126,50 @@ class PrewarmWindow:
     name: str
     floor: int
     until: float
+
+
+@dataclass
+class PrewarmState:
+    """The pre-warm windows of one target, and what Reflex did to its platform floor (ASG MinSize).
+
+    * Several windows may overlap: the floor in force is the highest of the active ones.
+    * `original_min`: the platform floor before Reflex first raised it; `set_min`: the floor Reflex last set.
+      At a window's end Reflex restores only what it changed: when the platform floor is no longer `set_min`,
+      someone else changed it, and it is left in place (and audited as such). `set_min` None: not Reflex's.
+    """
+
+    windows: dict[str, PrewarmWindow]
     original_min: int | None = None
+    set_min: int | None = None
+
+    def active(self, now: float) -> list[PrewarmWindow]:
+        return sorted((w for w in self.windows.values() if w.until > now), key=lambda w: w.name)
+
+    def expired(self, now: float) -> list[PrewarmWindow]:
+        return sorted((w for w in self.windows.values() if w.until <= now), key=lambda w: w.name)
+
+    def floor_at(self, now: float) -> int:
+        return max((w.floor for w in self.active(now)), default=0)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"windows": {n: {"floor": w.floor, "until": w.until} for n, w in self.windows.items()},
+                "original_min": self.original_min, "set_min": self.set_min}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> PrewarmState:
+        if "windows" not in doc:  # one window per target, as stored before overlapping windows
+            window = PrewarmWindow(name=str(doc["name"]), floor=int(doc["floor"]), until=float(doc["until"]))
+            original = doc.get("original_min")
+            return cls(windows={window.name: window}, original_min=None if original is None else int(original),
+                       set_min=window.floor if original is not None else None)
+        windows = {str(n): PrewarmWindow(name=str(n), floor=int(w["floor"]), until=float(w["until"]))
+                   for n, w in doc["windows"].items()}
+        return cls(windows=windows, original_min=_opt_int(doc.get("original_min")),
+                   set_min=_opt_int(doc.get("set_min")))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 class StateStore:
@@ -371,12 +414,13 @@ class StateStore:
         self._delete(pk)
 
     # ------------------------------------------------------------------ pre-warm
-    def prewarm(self, key: str) -> PrewarmWindow | None:
+    def prewarm(self, key: str) -> PrewarmState | None:
         doc = self._get(f"prewarm#{key}")
-        return PrewarmWindow(**doc) if doc else None
+        return PrewarmState.from_doc(doc) if doc else None
 
-    def save_prewarm(self, key: str, window: PrewarmWindow) -> None:
-        self._put(f"prewarm#{key}", window.__dict__, window.until + 7 * _DAY)
+    def save_prewarm(self, key: str, state: PrewarmState) -> None:
+        last = max((w.until for w in state.windows.values()), default=0.0)
+        self._put(f"prewarm#{key}", state.to_doc(), last + 7 * _DAY)
 
     def clear_prewarm(self, key: str) -> None:
         self._delete(f"prewarm#{key}")

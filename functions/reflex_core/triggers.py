@@ -443,7 +443,9 @@ def parse_trigger(event: Any, now: datetime, request_id: str = "local") -> Trigg
     if "reflex_schedule" in event:
         env: _ScheduleEnvelope = _validate(_ScheduleEnvelope, event, "")
         sched = env.reflex_schedule
-        run_id = sched.execution_id or (iso(sched.scheduled_time) if sched.scheduled_time else request_id)
+        # Keyed by the schedule and the time it was due: EventBridge Scheduler gives every delivery attempt its
+        # own execution id, so a retried delivery must not count as a new run (it would act a second time).
+        run_id = iso(sched.scheduled_time) if sched.scheduled_time else (sched.execution_id or request_id)
         return Trigger(kind="schedule", source="scheduler", event_id=f"{sched.name}:{run_id}", received_at=now,
                        who=f"schedule:{sched.name}", schedule=sched, raw_ref=ref)
     if "reflex_step" in event:

@@ -35,19 +35,24 @@ def describe_alarm_states(cloudwatch: Any, names: Iterable[str]) -> dict[str, Al
     wanted = sorted(set(names))
     found: dict[str, AlarmReading] = {}
     for start in range(0, len(wanted), MAX_NAMES_PER_CALL):
-        kwargs: dict[str, Any] = {"AlarmNames": wanted[start:start + MAX_NAMES_PER_CALL], "AlarmTypes": _TYPES,
-                                  "MaxRecords": MAX_NAMES_PER_CALL}
-        while True:
-            page = cloudwatch.describe_alarms(**kwargs)
-            for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
-                found[alarm["AlarmName"]] = AlarmReading(
-                    name=alarm["AlarmName"], state=str(alarm["StateValue"]), changed_at=_changed_at(alarm),
-                    arn=alarm.get("AlarmArn"))
-            token = page.get("NextToken")
-            if not token:
-                break
-            kwargs["NextToken"] = token
+        found.update(_describe(cloudwatch, AlarmNames=wanted[start:start + MAX_NAMES_PER_CALL]))
     return found
+
+
+def _describe(cloudwatch: Any, **selector: Any) -> dict[str, AlarmReading]:
+    """Every alarm DescribeAlarms returns for one selector (names, a name prefix or a state), all pages."""
+    found: dict[str, AlarmReading] = {}
+    kwargs: dict[str, Any] = {**selector, "AlarmTypes": _TYPES, "MaxRecords": MAX_NAMES_PER_CALL}
+    while True:
+        page = cloudwatch.describe_alarms(**kwargs)
+        for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
+            found[alarm["AlarmName"]] = AlarmReading(
+                name=alarm["AlarmName"], state=str(alarm["StateValue"]), changed_at=_changed_at(alarm),
+                arn=alarm.get("AlarmArn"))
+        token = page.get("NextToken")
+        if not token:
+            return found
+        kwargs["NextToken"] = token
 
 
 def _changed_at(alarm: dict[str, Any]) -> float:
@@ -60,9 +65,26 @@ def _changed_at(alarm: dict[str, Any]) -> float:
 
 def actual_alarms(cloudwatch: Any, rule: AlarmMatch, remembered: Iterable[str], tags: AlarmTagReader) -> list[
         AlarmMemory]:
-    """The policy's alarms as CloudWatch has them now: those remembered for the policy plus those its rule
-    names, that exist and still match the rule (tag-matched alarms by their current tags)."""
+    """The policy's alarms as CloudWatch has them now, including those Reflex never saw change state (their
+    transition happened before Reflex was deployed, or its event was lost):
+
+    * the alarms remembered for the policy and those its rule names;
+    * every alarm whose name starts with one of the rule's prefixes (DescribeAlarms by prefix);
+    * for a rule that matches by tag: every alarm under its `tag_name_prefixes`, or, without them, every alarm
+      of the account that is not OK (an unseen OK alarm changes nothing of "no decrease while one is in ALARM");
+      each kept only when its current tags match.
+
+    Deleted alarms, and alarms that no longer match the rule, drop out."""
     readings = describe_alarm_states(cloudwatch, {*remembered, *rule.names})
+    for prefix in rule.prefixes:
+        readings.update(_describe(cloudwatch, AlarmNamePrefix=prefix))
+    if rule.tags:
+        if rule.tag_name_prefixes:
+            for prefix in rule.tag_name_prefixes:
+                readings.update(_describe(cloudwatch, AlarmNamePrefix=prefix))
+        else:
+            for state in ("ALARM", "INSUFFICIENT_DATA"):
+                readings.update(_describe(cloudwatch, StateValue=state))
     out = []
     for reading in sorted(readings.values(), key=lambda r: r.name):
         alarm_tags = None

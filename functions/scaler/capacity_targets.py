@@ -111,10 +111,11 @@ class AuroraReplicas:
         return Capacity(desired=int(st["MinCapacity"]), running=readers, ceiling=int(st["MaxCapacity"]))
 
     def set_desired(self, desired: int) -> None:
-        st = self._scalable_target()
+        # MaxCapacity is whoever set it's ceiling: Reflex never raises it (the planner caps at it). Registering
+        # again with MinCapacity alone keeps it; a ceiling lowered since the plan makes AWS refuse, not exceed.
         self._aas.register_scalable_target(
             ServiceNamespace="rds", ResourceId=self._resource_id, ScalableDimension=self.DIMENSION,
-            MinCapacity=desired, MaxCapacity=max(int(st["MaxCapacity"]), desired),
+            MinCapacity=desired,
         )
 
     def set_floor(self, floor: int) -> None:

@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Direction, Intent, Skip
 from reflex_core.alarm_tags import AlarmTagReader
+from reflex_core.cron import CronExpression
 from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.scaling_config import ScalingPolicy, ScalingStageConfig
-from reflex_core.state_store import AlarmMemory, PrewarmWindow
+from reflex_core.state_store import AlarmMemory, PrewarmState, PrewarmWindow
 from reflex_core.triggers import Trigger, TriggerError
 from scaler.alarm_states import actual_alarms
 from scaler.capacity_targets import capacity_target
@@ -121,9 +122,17 @@ class ScalingReaction:
             self._known_policy(cmd, rt, "policy")
             return cmd
         if trigger.kind == "event" and trigger.event is not None:
-            if self._event_policies(trigger, rt):
+            listening = self._event_policies(trigger, rt)
+            if listening:
                 cmd = _validate_command(trigger.event.detail, "detail.", require_operator=False)
                 self._known_policy(cmd, rt, "detail.policy")
+                names = [p.name for p in listening]
+                if cmd.policy != "*" and cmd.policy not in names:
+                    # An event acts only on the policies that subscribed to it (on_events): an application
+                    # allowed to ask for more `api` capacity must not be able to command `workers`.
+                    raise TriggerError([f"detail.policy: policy {cmd.policy!r} does not list "
+                                        f"{trigger.event.source}/{trigger.event.detail_type} in on_events "
+                                        f"(policies that do: {', '.join(names)})"])
                 if getattr(cmd, "override", False):
                     raise TriggerError(["detail.override: only an operator's console command may override the "
                                         "cooldowns and the scale-in rules; an event is an automated actor"])
@@ -190,7 +199,10 @@ class ScalingReaction:
             return [self._prewarm_intent(policy, str(trigger.schedule.params["prewarm"]), start, rt)]
         if request is None:
             return []
-        return self._command_intents(request, rt)
+        listening = None
+        if trigger.kind == "event" and trigger.event is not None:
+            listening = {p.name for p in self._event_policies(trigger, rt)}
+        return self._command_intents(request, rt, listening)
 
     def _alarm_intents(self, trigger: Trigger, rt: ReactionRuntime) -> list[Intent | Skip]:
         alarm = trigger.alarm
@@ -212,9 +224,12 @@ class ScalingReaction:
                                                   f"breach {_fmt(alarm.breach)})"))
         return out
 
-    def _command_intents(self, cmd: Any, rt: ReactionRuntime) -> list[Intent | Skip]:
+    def _command_intents(self, cmd: Any, rt: ReactionRuntime, listening: set[str] | None = None) -> list[
+            Intent | Skip]:
+        """`listening`: for an event, the policies whose on_events match it (the only ones it may act on)."""
         if isinstance(cmd, EvaluateCommand):
-            policies = [p for p in rt.config.scaling if cmd.policy in ("*", p.name)]
+            policies = [p for p in rt.config.scaling if cmd.policy in ("*", p.name)
+                        and (listening is None or p.name in listening)]
             return [i for p in policies for i in self._evaluate(p, rt, quiet=False)]
         policy = rt.config.scaling_policy(cmd.policy)
         assert policy is not None
@@ -237,11 +252,9 @@ class ScalingReaction:
                             params={"desired": cmd.desired, "read_desired": current}, reason=why)
         else:
             intent = self._prewarm_intent(policy, cmd.prewarm, rt.clock.now(), rt)
-        if isinstance(intent, Intent) and (cmd.dry_run or override):
-            update: dict[str, Any] = {"dry_run": cmd.dry_run}
-            if override:
-                update["params"] = {**intent.params, "override": cmd.operator}
-            intent = intent.model_copy(update=update)
+        if isinstance(intent, Intent) and override:
+            # The command's dry_run is applied by the pipeline to every intent (reflex_core/pipeline.py).
+            intent = intent.model_copy(update={"params": {**intent.params, "override": cmd.operator}})
         return [intent]
 
     def _scale_out_intent(self, policy: ScalingPolicy, breach: float | None, reason: str) -> Intent:
@@ -271,11 +284,14 @@ class ScalingReaction:
         now = rt.clock.now()
         key = policy.target.key
         out: list[Intent | Skip] = []
-        window = rt.store.prewarm(key)
-        if window is not None and window.until <= now.timestamp():
+        state = rt.store.prewarm(key)
+        ended = state.expired(now.timestamp()) if state else []
+        if ended:
+            names = [w.name for w in ended]
             out.append(Intent(policy=policy.name, target_key=key, target=policy.target.model_dump(),
-                              operation="prewarm_end", params={"prewarm": window.name},
-                              reason=f"pre-warm {window.name} window ended"))
+                              operation="prewarm_end", params={"prewarm": names},
+                              reason=f"pre-warm {', '.join(names)} window ended"))
+        out.extend(self._missed_prewarms(policy, state, rt))
         remembered = rt.store.alarms_for_policy(policy.name)
         decided = self._evaluate_alarms(policy, remembered, now, quiet)
         if isinstance(decided, Intent) and policy.scale_out is not None:
@@ -290,6 +306,30 @@ class ScalingReaction:
                 decided = self._evaluate_alarms(policy, alarms, now, quiet, source="CloudWatch")
         if decided is not None:
             out.append(decided)
+        return out
+
+    def _missed_prewarms(self, policy: ScalingPolicy, state: PrewarmState | None, rt: ReactionRuntime) -> list[
+            Intent | Skip]:
+        """The configured pre-warm windows in force now (by their cron, in their zone) that Reflex has not applied:
+        a scheduled run refused by a held lock or an open breaker, retried out, or never delivered. The evaluator
+        applies them as soon as it can; quiet, so that a refusal is retried next run without an audit record each
+        minute (an applied floor is audited as usual). A dry-run stage or policy has nothing to catch up."""
+        if rt.config.dry_run or policy.dry_run:
+            return []
+        now = rt.clock.now()
+        out: list[Intent | Skip] = []
+        for pw in policy.prewarm:
+            start = CronExpression.parse(pw.cron).latest_start(now, pw.for_minutes, pw.timezone)
+            if start is None:
+                continue
+            until = (start + timedelta(minutes=pw.for_minutes)).timestamp()
+            applied = state.windows.get(pw.name) if state else None
+            if applied is not None and applied.until >= until - 60:
+                continue
+            intent = self._prewarm_intent(policy, pw.name, start, rt)
+            if isinstance(intent, Intent):
+                out.append(intent.model_copy(update={
+                    "quiet": True, "reason": intent.reason + " (catch-up: its scheduled run was not applied)"}))
         return out
 
     def _evaluate_alarms(self, policy: ScalingPolicy, alarms: list[AlarmMemory], now: datetime, quiet: bool,
@@ -357,20 +397,25 @@ class ScalingReaction:
         cap = target.read()
         before = cap.as_dict()
         bounds = policy.bounds
-        window = rt.store.prewarm(policy.target.key)
-        active_floor = window.floor if window and window.until > rt.clock.now().timestamp() else 0
+        now = rt.clock.now().timestamp()
+        state = rt.store.prewarm(policy.target.key)
+        active_floor = state.floor_at(now) if state else 0
         floor = max(bounds.min, active_floor, cap.floor or 0)
+        # The highest capacity Reflex may set: its bounds, and the platform's own ceiling (ASG MaxSize, Application
+        # Auto Scaling MaxCapacity), which belongs to whoever set it: Reflex never raises it.
+        top = bounds.max if cap.ceiling is None else min(bounds.max, cap.ceiling)
 
         def skip(reason: str, detail: str) -> Skip:
             return Skip(reason=reason, detail=detail, policy=policy.name, target_key=policy.target.key,
                         before=before, quiet=intent.quiet)
 
         intended: dict[str, Any]
+        note = ""  # said in the audit record: a cap by someone else's ceiling, a change left in place
         if intent.operation == "scale_out":
             assert policy.scale_out is not None or intent.params.get("breach") is None
             steps = policy.scale_out.steps if policy.scale_out else _one_step()
             new = scale_out_target(cap.desired, intent.params.get("breach"), steps, bounds, cap.ceiling)
-            new = max(new, min(floor, bounds.max))
+            new = max(new, min(floor, top))
             if new <= cap.desired:
                 return skip("at-max", f"desired {cap.desired} is already at the maximum {bounds.max}")
             intended = {"desired": new}
@@ -386,6 +431,12 @@ class ScalingReaction:
             new = int(intent.params["desired"])
             if not bounds.min <= new <= bounds.max:
                 return skip("out-of-bounds", f"desired {new} is outside bounds [{bounds.min}, {bounds.max}]")
+            if new > top:
+                capped = _ceiling_note(new, top, cap)
+                note = f" (capped: {capped})"
+                new = top
+                if new <= cap.desired:
+                    return skip("at-ceiling", f"desired {cap.desired} is already at the platform ceiling: {capped}")
             if new < floor:
                 return skip("below-floor", f"desired {new} is below the active floor {floor}")
             # A target that drifted outside its bounds (changed by hand, a lowered max) may be brought back
@@ -408,19 +459,43 @@ class ScalingReaction:
                     return skip(*refused)
             intended = {"desired": new}
         elif intent.operation == "prewarm_start":
-            pw_floor = int(intent.params["floor"])
+            name, until = str(intent.params["prewarm"]), float(intent.params["until"])
+            # Windows overlap: the floor in force is the highest of the active ones, this one included.
+            needed = max(int(intent.params["floor"]), active_floor)
+            held = state.windows.get(name) if state else None
+            if held is not None and held.until >= until and cap.desired >= min(needed, top) and (
+                    not target.supports_floor or (cap.floor or 0) >= min(needed, top)):
+                return skip("prewarm-in-force", f"pre-warm {name} is already applied until "
+                                                f"{datetime.fromtimestamp(held.until, tz=UTC).isoformat()}")
+            pw_floor = min(needed, top)
             intended = {"desired": max(cap.desired, pw_floor)}
             if target.supports_floor:
                 intended["floor"] = max(cap.floor or 0, pw_floor)
+            if needed > top:
+                note = f" (capped: {_ceiling_note(needed, top, cap)})"
         elif intent.operation == "prewarm_end":
             intended = {}
-            if target.supports_floor and window is not None and window.original_min is not None:
-                intended["floor"] = window.original_min
+            names = intent.params["prewarm"]
+            names = [names] if isinstance(names, str) else list(names)
+            ending = [w.name for w in state.expired(now)] if state else []
+            if not ending:
+                return skip("prewarm-ended", f"pre-warm {', '.join(names)} already ended")
+            if target.supports_floor and state is not None and state.set_min is not None:
+                restore = max(state.original_min or 0, active_floor)
+                if cap.floor != state.set_min:
+                    note = (f"; MinSize is {cap.floor}, not the {state.set_min} Reflex set: changed outside Reflex, "
+                            f"left in place")
+                elif restore != cap.floor:
+                    intended["floor"] = restore
+                    if active_floor:
+                        note = f"; floor {active_floor} kept for the pre-warm still active"
+            elif active_floor:
+                note = f"; floor {active_floor} kept for the pre-warm still active"
         else:
             raise ValueError(f"unknown operation {intent.operation}")
         return Action(policy=policy.name, target_key=policy.target.key, target=intent.target,
                       operation=intent.operation, direction=intent.direction, params=intent.params,
-                      before=before, intended=intended, reason=intent.reason)
+                      before=before, intended=intended, reason=intent.reason + note)
 
     def _decrease_refused(self, policy: ScalingPolicy, intent: Intent, rt: ReactionRuntime) -> tuple[str, str] | None:
         """Why a decrease of the policy's target is refused now, whatever command asks for it, or None.
@@ -464,14 +539,35 @@ class ScalingReaction:
             target.set_desired(desired)
 
     def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
+        """Record the windows (under the target's lock, like every action on it)."""
+        now = rt.clock.now().timestamp()
         if action.operation == "prewarm_start":
-            existing = rt.store.prewarm(action.target_key)
-            original = existing.original_min if existing else action.before.get("floor")
-            rt.store.save_prewarm(action.target_key, PrewarmWindow(
-                name=str(action.params["prewarm"]), floor=int(action.params["floor"]),
-                until=float(action.params["until"]), original_min=original))
+            state = rt.store.prewarm(action.target_key) or PrewarmState(windows={})
+            name, until = str(action.params["prewarm"]), float(action.params["until"])
+            held = state.windows.get(name)
+            state.windows[name] = PrewarmWindow(name=name, floor=int(action.params["floor"]),
+                                                until=max(until, held.until if held else 0.0))
+            floor = action.intended.get("floor")
+            if floor is not None and floor != action.before.get("floor"):
+                if state.set_min is None or state.original_min is None:
+                    state.original_min = action.before.get("floor")
+                state.set_min = int(floor)
+            rt.store.save_prewarm(action.target_key, state)
         elif action.operation == "prewarm_end":
-            rt.store.clear_prewarm(action.target_key)
+            found = rt.store.prewarm(action.target_key)
+            if found is None:
+                return
+            for window in found.expired(now):
+                del found.windows[window.name]
+            floor = action.intended.get("floor")
+            if floor is not None:
+                found.set_min = int(floor)
+            elif found.set_min is not None and action.before.get("floor") != found.set_min:
+                found.set_min = None  # changed outside Reflex: no longer Reflex's to restore
+            if found.windows:
+                rt.store.save_prewarm(action.target_key, found)
+            else:
+                rt.store.clear_prewarm(action.target_key)
 
     def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         return capacity_target(rt.clients, self._policy_for_action(action, rt)).read().as_dict()
@@ -481,6 +577,12 @@ class ScalingReaction:
         if policy is None or policy.target.key != action.target_key:
             raise LookupError(f"policy {action.policy} does not own {action.target_key}")
         return policy
+
+
+def _ceiling_note(wanted: int, top: int, cap: Any) -> str:
+    whose = (f"the platform ceiling {cap.ceiling} set outside Reflex" if cap.ceiling is not None and top == cap.ceiling
+             else f"bounds.max {top}")
+    return f"{wanted} wanted, {top} set: {whose} is never raised by Reflex"
 
 
 def _one_step() -> list[Any]:

@@ -6,13 +6,17 @@ import math
 
 from reflex_core.scaling_config import Bounds, StepAdjustment
 
+# A breach is computed in binary floating point ((0.3 - 0.2) / 0.2 == 0.4999999999999999): one that lands on a
+# step boundary to within this relative tolerance reaches that step.
+BOUNDARY_TOLERANCE = 1e-9
+
 
 def step_percent(steps: list[StepAdjustment], breach: float | None) -> float:
     """The add_percent of the highest step the breach reaches; the first step when unknown (composite alarms)."""
     chosen = steps[0]
     if breach is not None:
         for step in steps:
-            if breach >= step.breach_from:
+            if breach >= step.breach_from - BOUNDARY_TOLERANCE * max(1.0, abs(step.breach_from)):
                 chosen = step
     return chosen.add_percent
 

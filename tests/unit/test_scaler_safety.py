@@ -60,13 +60,21 @@ def test_actual_alarms_drop_deleted_alarms_and_alarms_that_no_longer_match() -> 
     with Stubber(cw) as stub:
         stub.add_response("describe_alarms", {"MetricAlarms": [
             _alarm("api-p99", "OK", NOW), _alarm("tagged", "ALARM", NOW), _alarm("retagged", "ALARM", NOW)]})
+        # A tag rule also reads every alarm not OK: one Reflex never saw change state can block a decrease.
+        stub.add_response("describe_alarms", {"MetricAlarms": [_alarm("unseen", "ALARM", NOW)]},
+                          {"StateValue": "ALARM", "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": 100})
+        stub.add_response("describe_alarms", {"MetricAlarms": []},
+                          {"StateValue": "INSUFFICIENT_DATA", "AlarmTypes": ["MetricAlarm", "CompositeAlarm"],
+                           "MaxRecords": 100})
         # Read in name order: "retagged" now carries another policy's tag, "tagged" still this one's.
         stub.add_response("list_tags_for_resource", {"Tags": [{"Key": "reflex:policy", "Value": "other"}]},
                           {"ResourceARN": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:retagged"})
         stub.add_response("list_tags_for_resource", {"Tags": [{"Key": "reflex:policy", "Value": "api"}]},
                           {"ResourceARN": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:tagged"})
+        stub.add_response("list_tags_for_resource", {"Tags": [{"Key": "reflex:policy", "Value": "api"}]},
+                          {"ResourceARN": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:unseen"})
         alarms = actual_alarms(cw, rule, ["deleted", "tagged", "retagged"], AlarmTagReader())
-    assert [(a.name, a.state) for a in alarms] == [("api-p99", "OK"), ("tagged", "ALARM")]
+    assert [(a.name, a.state) for a in alarms] == [("api-p99", "OK"), ("tagged", "ALARM"), ("unseen", "ALARM")]
 
 
 def _policy(**scale_in: Any) -> ScalingPolicy:
