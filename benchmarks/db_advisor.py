@@ -162,7 +162,7 @@ def quality(cluster: Cluster) -> tuple[list[Any], str]:
 # --------------------------------------------------------------------------- 2. scale
 
 
-def scale(cluster: Cluster, tables: int) -> str:
+def scale(cluster: Cluster, tables: int, repeat: int = 1) -> str:
     cluster.connect().execute("CREATE DATABASE scale")
     t0 = time.monotonic()
     with cluster.connect("scale") as conn:
@@ -183,25 +183,30 @@ def scale(cluster: Cluster, tables: int) -> str:
                                     "(SELECT oid FROM pg_database WHERE datname = 'scale')").fetchone()[0]
         n_indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").fetchone()[0]
     build_s = time.monotonic() - t0
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tracemalloc.start()
-    t0 = time.monotonic()
-    with read_only(cluster, "scale") as conn:
-        diag = diagnose(conn, TARGET)
-        t1 = time.monotonic()
-        advisor = IndexAdvisor(conn, TARGET.advisor)
-        proposals = advisor.advise(diag.top_by_total)
-    took = time.monotonic() - t0
-    parts = ", ".join(f"{k} {v:.2f} s" for k, v in diag.timings.items()) + \
-        f", index proposals ({len(advisor.examined)} statements examined) {time.monotonic() - t1:.2f} s"
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (f"| tables | indexes | distinct statements | advise (diagnostics + proposals) | target | "
-            f"Python peak (tracemalloc) | max RSS of the process | proposals |\n|---|---|---|---|---|---|---|---|\n"
-            f"| {tables} | {n_indexes} | {n_statements} | {took:.2f} s | < 10 s ({took / 10:.2f}x of it) | "
-            f"{peak / 1e6:.1f} MB | {max(rss0, rss1) / 1024:.0f} MB | {len(proposals)} |\n\n"
-            f"Breakdown: {parts}. (Building the database took {build_s:.0f} s, not counted.)")
+    rows, breakdowns = [], []
+    for run in range(1, repeat + 1):
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        load = os.getloadavg()[0]
+        tracemalloc.start()
+        t0 = time.monotonic()
+        with read_only(cluster, "scale") as conn:
+            diag = diagnose(conn, TARGET)
+            t1 = time.monotonic()
+            advisor = IndexAdvisor(conn, TARGET.advisor)
+            proposals = advisor.advise(diag.top_by_total)
+        took = time.monotonic() - t0
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in diag.timings.items()) + \
+            f", index proposals ({len(advisor.examined)} statements examined) {time.monotonic() - t1:.2f} s"
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rows.append(f"| {run} | {tables} | {n_indexes} | {n_statements} | {took:.2f} s | < 10 s ({took / 10:.2f}x "
+                    f"of it) | {load:.1f} | {peak / 1e6:.1f} MB | {max(rss0, rss1) / 1024:.0f} MB | {len(proposals)} |")
+        breakdowns.append(f"run {run}: {parts}")
+    return ("| run | tables | indexes | distinct statements | advise (diagnostics + proposals) | target | load "
+            "(1 min) | Python peak (tracemalloc) | max RSS of the process | proposals |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nBreakdown: "
+            + "; ".join(breakdowns) + f". (Building the database took {build_s:.0f} s, not counted.)")
 
 
 # --------------------------------------------------------------------------- 3. before / after
@@ -242,17 +247,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--only", choices=("quality", "scale"), default=None,
+                        help="run one part: quality (with before/after) or scale")
+    parser.add_argument("--repeat", type=int, default=1, help="advisor runs at scale, on the same database")
     args = parser.parse_args()
     print(f"# db_advisor on {platform.node()} ({os.cpu_count()} CPUs), load {os.getloadavg()[0]:.1f}, "
           f"PostgreSQL 15 throw-away cluster\n")
     with throwaway_cluster(**{"pg_stat_statements.max": "10000", "max_locks_per_transaction": "256"}) as cluster:
-        proposals, table = quality(cluster)
-        print("## Proposal quality (seeded workload, 200,000 orders)\n")
-        print(table + "\n")
-        print("## Before / after the proposed indexes\n")
-        print(before_after(cluster, proposals, args.runs) + "\n")
-        print("## Advisor run time at scale\n")
-        print(scale(cluster, args.tables) + "\n")
+        if args.only in (None, "quality"):
+            proposals, table = quality(cluster)
+            print("## Proposal quality (seeded workload, 200,000 orders)\n")
+            print(table + "\n")
+            print("## Before / after the proposed indexes\n")
+            print(before_after(cluster, proposals, args.runs) + "\n")
+        if args.only in (None, "scale"):
+            print("## Advisor run time at scale\n")
+            print(scale(cluster, args.tables, args.repeat) + "\n")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ class CronExpression:
 
     @classmethod
     def parse(cls, text: str) -> CronExpression:
+        return _parse(text)
+
+    @classmethod
+    def _build(cls, text: str) -> CronExpression:
         fields = text.split()
         if len(fields) != 6:
             raise CronError("cron needs 6 fields: minutes hours day-of-month month day-of-week year "
@@ -159,6 +163,11 @@ class CronExpression:
                 return minute
             minute -= timedelta(minutes=1)
         return None
+
+
+@cache
+def _parse(text: str) -> CronExpression:
+    return CronExpression._build(text)  # an evaluator parses the same few crons every minute
 
 
 def _parse_dom(expr: str) -> _DayOfMonth:

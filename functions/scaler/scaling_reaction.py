@@ -28,6 +28,10 @@ from scaler.alarm_states import actual_alarms
 from scaler.capacity_targets import capacity_target
 from scaler.step_sizing import counted_change, scale_in_target, scale_out_target
 
+# How long after a pre-warm window starts the evaluator applies it if its scheduled run has not: the run itself,
+# and Lambda's first retry of it (about a minute later), come first.
+PREWARM_CATCH_UP_GRACE_S = 120
+
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[ScalingStageConfig]
 
@@ -322,6 +326,8 @@ class ScalingReaction:
             start = CronExpression.parse(pw.cron).latest_start(now, pw.for_minutes, pw.timezone)
             if start is None:
                 continue
+            if (now - start).total_seconds() < PREWARM_CATCH_UP_GRACE_S:
+                continue  # the scheduled run (or Lambda's first retry of it) is the one to apply it
             until = (start + timedelta(minutes=pw.for_minutes)).timestamp()
             applied = state.windows.get(pw.name) if state else None
             if applied is not None and applied.until >= until - 60:

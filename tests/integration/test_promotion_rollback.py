@@ -261,6 +261,7 @@ def test_reconcile_rollback_is_a_safety_action_at_kill_switch_on(make) -> None:
 
     b.world.set_kill_switch("promoter", True)
     rt.kill_switch.invalidate()
+    b.clock.advance(60)  # the reconcile's next scheduled run (runs are keyed by their scheduled time)
     (decision,) = b.reconcile()["decisions"]
     assert decision["outcome"] == "executed" and decision["operation"] == "reconcile"
     assert "lets a rollback" in decision["detail"]
@@ -281,6 +282,7 @@ def test_reconcile_at_kill_switch_on_plans_no_cleanup(make) -> None:
     assert b.record().promotion.status == "finalized"
     b.world.set_kill_switch("promoter", False)
     rt.kill_switch.invalidate()
+    b.clock.advance(60)  # the next scheduled run
     assert b.reconcile()["decisions"][0]["outcome"] == "executed"
     assert b.record().promotion.status == "completed"
 

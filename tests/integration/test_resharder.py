@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from reflex_core.clock import iso
 from reflex_core.state_store import AlarmMemory
 from tests.conftest import FakeLambdaContext
 from tests.support.elasticache_stub import ElastiCacheStub, even_slots
@@ -53,9 +54,12 @@ def alarm_event(name: str, state: str, at: str, previous: str = "OK") -> dict[st
     }
 
 
-def schedule(execution: str) -> dict[str, Any]:
+def schedule(execution: str, at: datetime | None = None) -> dict[str, Any]:
+    """One run of the evaluate schedule; runs are told apart by their scheduled time (the execution id is per
+    delivery attempt)."""
     return {"reflex_schedule": {"name": "reflex-dev-resharder-evaluate", "operation": "evaluate",
-                                "scheduled_time": "2026-11-26T09:00:00Z", "execution_id": execution}}
+                                "scheduled_time": iso(at) if at else "2026-11-26T09:00:00Z",
+                                "execution_id": execution}}
 
 
 def remember(world, clock, name: str, state: str, ago_s: float) -> None:
@@ -159,7 +163,7 @@ def test_evaluator_removes_a_shard_only_once_calm_long_enough(world, reshard, st
     early = reshard(schedule("early"))
     assert early["status"] == "ok" and stub.modifications == [] and world.audit_records() == []
     clock.advance(3700)  # now OK for 7,300 s > when_ok_for_s 7,200
-    response = reshard(schedule("calm"))
+    response = reshard(schedule("calm", clock.now()))
     assert [d["outcome"] for d in response["decisions"]] == ["executed"]
     # four even shards: the most recently added one goes
     assert stub.modifications == [{"ReplicationGroupId": GROUP, "NodeGroupCount": 3, "ApplyImmediately": True,

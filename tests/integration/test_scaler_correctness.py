@@ -214,6 +214,9 @@ def test_6_a_prewarm_refused_by_a_held_lock_is_applied_by_the_evaluator(world, i
         run_prewarm(invoke, "api", "launch", T0)
     assert ecs_desired(world) == 4
     clock.advance(60)  # the lock's lease is over; no retry of the schedule arrives
+    early = evaluate(invoke, clock)  # within the grace the scheduled run and its retries have
+    assert not [d for d in early["decisions"] if d.get("operation") == "prewarm_start"]
+    clock.advance(90)
     caught_up = evaluate(invoke, clock)
     [start] = [d for d in caught_up["decisions"] if d.get("operation") == "prewarm_start"]
     assert start["outcome"] == "executed" and "catch-up" in start["detail"]
