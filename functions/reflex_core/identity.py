@@ -111,6 +111,30 @@ def is_function_url_event(event: Any) -> bool:
             and isinstance(event["requestContext"].get("http"), dict) and "rawPath" in event)
 
 
+# Errors about who is calling (not about what was asked): the caller is refused, 403.
+_IDENTITY_FIELDS = ("requestContext.authorizer", "operator:", "operators.operator:")
+
+
+def function_url_response(result: dict[str, Any]) -> dict[str, Any]:
+    """The handler's answer as a function URL response: the same JSON as the body, and an HTTP status a client
+    (curl, a script, the AWS CLI's `invoke-url` wrappers) can act on without reading it. 400: the request is
+    malformed (errors name the field); 403: the caller may not do this; 503: try again (a lock, a throttled
+    read: `Retry-After`); 500: an action failed (audited); 200: decided, whatever the decision."""
+    status = result.get("status")
+    headers = {"content-type": "application/json"}
+    if status == "rejected":
+        errors = [str(e) for e in result.get("errors", [])]
+        code = 403 if errors and all(e.startswith(_IDENTITY_FIELDS) for e in errors) else 400
+    elif status == "failed":
+        code = 500
+    elif status == "retry":
+        code = 503
+        headers["retry-after"] = "30"
+    else:
+        code = 200
+    return {"statusCode": code, "headers": headers, "body": json.dumps(result, default=str)}
+
+
 def verified_caller(event: dict[str, Any]) -> VerifiedCaller:
     """The caller Lambda verified, from `requestContext.authorizer.iam` (present only with AuthType AWS_IAM)."""
     iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam")

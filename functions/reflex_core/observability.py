@@ -6,11 +6,14 @@ the defaults below apply to local runs.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+
+from reflex_core.identity import function_url_response, is_function_url_event
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "reflex")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Reflex")
@@ -30,4 +33,13 @@ def lambda_entry(handler: Handler) -> Handler:
     not captured), and the EMF metrics flushed at the end."""
     traced = tracer.capture_lambda_handler(capture_response=False)(metrics.log_metrics(handler))
     wrapped: Handler = logger.inject_lambda_context(log_event=False)(traced)
-    return wrapped
+
+    @functools.wraps(handler)
+    def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        result = wrapped(event, context)
+        if is_function_url_event(event):
+            # A caller of the function URL gets an HTTP status it can act on, the same JSON as its body.
+            return function_url_response(result)
+        return result
+
+    return entry

@@ -4,12 +4,13 @@ naming the field, audited, and changes nothing (docs/security.md)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from reflex_core.identity import OperatorAllowlist
-from tests.conftest import ROOT
+from tests.conftest import ROOT, FakeLambdaContext
 from tests.unit.test_identity import ACCOUNT, ALICE, AUDITOR, MALLORY, SET_CAPACITY, url_event
 
 
@@ -23,13 +24,30 @@ def dev_config():  # overrides the conftest fixture: dev with prod's kind of all
     return config.model_copy(update={"operators": allowlist, "account": ACCOUNT})
 
 
+@pytest.fixture
+def invoke(world):
+    """The real scaler handler; a function URL request's HTTP response is unwrapped: its JSON body, with the HTTP
+    status under `http_status` (a direct console command's answer has none)."""
+    from scaler.handler import lambda_handler
+
+    def _invoke(event: dict[str, Any]) -> dict[str, Any]:
+        out = lambda_handler(event, FakeLambdaContext())
+        if "statusCode" in out:
+            assert out["headers"]["content-type"] == "application/json"
+            return json.loads(out["body"]) | {"http_status": out["statusCode"]}
+        return out
+
+    return _invoke
+
+
 def _api(world: Any) -> int:
     return int(world.clients.ecs.describe_services(cluster="web", services=["api"])["services"][0]["desiredCount"])
 
 
-def _refused(response: dict[str, Any], field: str) -> None:
+def _refused(response: dict[str, Any], field: str, http_status: int | None = None) -> None:
     assert response["status"] == "rejected", response
     assert any(e.startswith(field) for e in response["errors"]), response["errors"]
+    assert response.get("http_status") == http_status, response
 
 
 def test_a_direct_console_command_is_refused_when_the_stage_requires_a_verified_operator(world, invoke) -> None:
@@ -46,6 +64,7 @@ def test_a_direct_console_command_is_refused_when_the_stage_requires_a_verified_
 def test_a_verified_operator_through_the_function_url_acts(world, invoke) -> None:
     response = invoke(url_event(SET_CAPACITY, caller=ALICE))
     assert [d["outcome"] for d in response["decisions"]] == ["executed"], response
+    assert response["http_status"] == 200
     assert _api(world) == 6
     (record,) = [r for r in world.audit_records() if r["operation"] == "set_capacity"]
     assert record["who"] == f"operator:{ALICE}"
@@ -53,13 +72,13 @@ def test_a_verified_operator_through_the_function_url_acts(world, invoke) -> Non
 
 def test_a_verified_caller_outside_the_allowlist_is_refused(world, invoke) -> None:
     before = _api(world)
-    _refused(invoke(url_event(SET_CAPACITY, caller=MALLORY)), "requestContext.authorizer.iam.userArn")
+    _refused(invoke(url_event(SET_CAPACITY, caller=MALLORY)), "requestContext.authorizer.iam.userArn", 403)
     assert _api(world) == before
 
 
 def test_a_read_only_caller_may_dry_run_but_not_act(world, invoke) -> None:
     before = _api(world)
-    _refused(invoke(url_event(SET_CAPACITY, caller=AUDITOR)), "requestContext.authorizer.iam.userArn")
+    _refused(invoke(url_event(SET_CAPACITY, caller=AUDITOR)), "requestContext.authorizer.iam.userArn", 403)
     dry = invoke(url_event(SET_CAPACITY | {"dry_run": True}, caller=AUDITOR))
     assert [d["outcome"] for d in dry["decisions"]] == ["dry-run"], dry
     assert _api(world) == before
@@ -67,5 +86,14 @@ def test_a_read_only_caller_may_dry_run_but_not_act(world, invoke) -> None:
 
 def test_a_malformed_function_url_request_is_answered_not_parked(world, invoke) -> None:
     response = invoke(url_event(SET_CAPACITY, caller=None))
-    _refused(response, "requestContext.authorizer.iam")
+    _refused(response, "requestContext.authorizer.iam", 403)
     assert world.dlq_messages() == []
+
+
+def test_a_function_url_caller_gets_http_statuses_it_can_act_on(world, invoke, clock) -> None:
+    malformed = invoke(url_event(SET_CAPACITY | {"desired": "six"}, caller=ALICE))
+    _refused(malformed, "desired", 400)
+    world.runtime(clock).store.acquire_lock("ecs-service/web/api", "another-invocation", clock.now(), 60)
+    busy = invoke(url_event(SET_CAPACITY | {"request_id": "busy-1"}, caller=ALICE))
+    assert busy["status"] == "retry" and busy["http_status"] == 503, busy
+    assert _api(world) == 4

@@ -138,10 +138,13 @@ def test_allowlist_refuses_patterns_that_name_nobody_in_particular(pattern: str)
 
 def test_without_listed_operators_a_function_url_caller_may_only_dry_run(world: Any, invoke: Any) -> None:
     # dev lists no operators: IAM alone cannot tell the operators' policy from the read-only one.
-    refused = invoke(url_event(SET_CAPACITY))
+    answer = invoke(url_event(SET_CAPACITY))
+    assert answer["statusCode"] == 403, answer  # a function URL caller gets an HTTP response
+    refused = json.loads(answer["body"])
     assert refused["status"] == "rejected" and refused["errors"][0].startswith("operators.operator:"), refused
-    response = invoke(url_event(SET_CAPACITY | {"dry_run": True}))
-    assert response["status"] == "ok", response
+    answer = invoke(url_event(SET_CAPACITY | {"dry_run": True}))
+    response = json.loads(answer["body"])
+    assert answer["statusCode"] == 200 and response["status"] == "ok", response
     (record,) = [r for r in world.audit_records() if r["operation"] == "set_capacity"]
     assert record["who"] == f"operator:{ALICE}"
     assert record["trigger"]["source"] == FUNCTION_URL_SOURCE
