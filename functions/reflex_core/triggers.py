@@ -311,8 +311,10 @@ class Trigger(BaseModel):
         if self.alarm is not None:
             return f"alarm:{self.alarm.name}:{self.alarm.state}:{iso(self.alarm.changed_at)}"
         if self.kind == "console":
-            # The payload is part of the key: a reused request_id with a different command still acts.
-            return f"console:{self.event_id}:{self.raw_ref}"
+            # Who sent which command under which request id: a reused request_id with a different command still
+            # acts, and a command re-sent through the function URL (a new envelope: request id, time, headers)
+            # with the same request_id and body is the same command.
+            return f"console:{self.who}:{self.event_id}:{raw_reference(self.payload)}"
         return f"{self.kind}:{self.event_id}"
 
     def summary(self) -> dict[str, Any]:

@@ -97,3 +97,17 @@ def test_a_function_url_caller_gets_http_statuses_it_can_act_on(world, invoke, c
     busy = invoke(url_event(SET_CAPACITY | {"request_id": "busy-1"}, caller=ALICE))
     assert busy["status"] == "retry" and busy["http_status"] == 503, busy
     assert _api(world) == 4
+
+
+def test_a_command_re_sent_through_the_function_url_with_its_request_id_acts_once(world, invoke) -> None:
+    command = SET_CAPACITY | {"request_id": "change-7"}
+    first = url_event(command, caller=ALICE)
+    again = url_event(command, caller=ALICE)
+    again["requestContext"] = again["requestContext"] | {"requestId": "another-envelope", "timeEpoch": 1796194900}
+    assert first != again  # a new HTTP request: another envelope, the same command
+    assert [d["outcome"] for d in invoke(first)["decisions"]] == ["executed"]
+    assert invoke(again).get("duplicate") is True
+    assert _api(world) == 6
+    # Another command under the same request id is not the same command: decided on its own.
+    other = invoke(url_event(command | {"desired": 7}, caller=ALICE))
+    assert other.get("duplicate") is None and other["decisions"][0]["operation"] == "set_capacity"

@@ -55,7 +55,10 @@ def test_schedule_and_console_and_custom_event():
     s = parse_trigger(ev.schedule("evaluate", "evaluate", T0), T0)
     assert s.kind == "schedule" and s.who == "schedule:evaluate"
     c = parse_trigger(ev.console("scale_out", "api", operator="alice"), T0, request_id="req-1")
-    assert c.kind == "console" and c.who == "console:alice" and c.idempotency_key == f"console:req-1:{c.raw_ref}"
+    assert c.kind == "console" and c.who == "console:alice"
+    assert c.idempotency_key == f"console:console:alice:req-1:{c.raw_ref}"
+    # The key is the command (who, request id, body), not its envelope: the same body re-sent is the same command.
+    assert s.idempotency_key == "schedule:evaluate:" + "2026-11-26T09:00:00.000Z"
     e = parse_trigger(ev.custom_event("app.ops", "ScaleRequested", {"command": "scale_out"}, T0), T0)
     assert e.kind == "event" and e.event.detail_type == "ScaleRequested"
 
