@@ -61,7 +61,7 @@ class OperatorAllowlist(BaseModel):
                                  description="ARN patterns of principals that may only run dry runs")
     require_verified: bool | None = Field(
         default=None, description="refuse console commands without a verified identity; default: true when any "
-                                  "operator pattern is listed")
+                                  "operator or read-only pattern is listed")
 
     @field_validator("operator", "read_only")
     @classmethod
@@ -76,7 +76,9 @@ class OperatorAllowlist(BaseModel):
 
     @property
     def verification_required(self) -> bool:
-        return bool(self.operator) if self.require_verified is None else self.require_verified
+        # Listing read-only principals says who may only look: a direct invocation, which could claim any name,
+        # must not then act unverified.
+        return bool(self.operator or self.read_only) if self.require_verified is None else self.require_verified
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,12 @@ def test_without_listed_operators_a_function_url_caller_may_only_dry_run(world: 
     assert record["who"] == f"operator:{ALICE}"
     assert record["trigger"]["source"] == FUNCTION_URL_SOURCE
     assert record["outcome"] == "dry-run"
+
+
+def test_listing_only_read_only_principals_still_requires_a_verified_operator() -> None:
+    allowlist = OperatorAllowlist(read_only=[AUDITOR])
+    assert allowlist.verification_required
+    trigger = parse_trigger(dict(SET_CAPACITY), NOW)
+    with pytest.raises(IdentityError, match="verified operator"):
+        check_console_trigger(trigger.source, trigger.who, trigger.payload, allowlist)
+    assert not OperatorAllowlist(read_only=[AUDITOR], require_verified=False).verification_required
