@@ -128,7 +128,8 @@ def default_state_keys(reaction: str) -> StateKeys:
 # `redis/`, `cdn/<name>/queue`; CDN batcher `cdn/<name>`. A reaction not listed gets `default_state_keys`.
 STATE_KEYS: dict[str, StateKeys] = {
     "scaler": StateKeys(
-        write=(*guardrail_keys(("ecs-service/", "asg/", "aurora-replicas/")), *reaction_keys("scaler"), "prewarm#*"),
+        write=(*guardrail_keys(("ecs-service/", "asg/", "aurora-replicas/")), *reaction_keys("scaler"), "prewarm#*",
+               "prewarms#*"),
         # Promotions freeze scale-in of the policies serving the old colour; the scaler only reads the freezes.
         read_only=("freeze#scale-in#*",)),
     "promoter": StateKeys(

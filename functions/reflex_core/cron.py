@@ -155,11 +155,15 @@ class CronExpression:
         """The latest occurrence in (now - within_minutes, now], as an aware UTC datetime, or None.
 
         Walks back minute by minute in UTC and reads each minute on the zone's wall clock, so a daylight-saving
-        night is handled as the zone has it (a skipped wall-clock hour has no occurrence)."""
+        night is handled as the zone has it: a skipped wall-clock hour has no occurrence, a repeated one only
+        its first."""
         zone = ZoneInfo(timezone)
         minute = now.astimezone(UTC).replace(second=0, microsecond=0)
         for _ in range(within_minutes):
-            if self.matches(minute.astimezone(zone)):
+            local = minute.astimezone(zone)
+            # The repeated hour of a fall-back night (fold 1) is not a second occurrence: EventBridge Scheduler
+            # runs a schedule once there.
+            if local.fold == 0 and self.matches(local):
                 return minute
             minute -= timedelta(minutes=1)
         return None

@@ -120,6 +120,13 @@ class ShardSet(StrictModel):
     placement: list[Placement] = Field(default_factory=list)
     tables: list[ShardTable] = Field(min_length=1)
     transfer: Literal["online", "block_writes"] = "online"
+    online_verify: Literal["snapshot", "fenced"] = Field(
+        default="snapshot",
+        description="online mode, where the verification runs: `snapshot` (default) before the switch's fence, on "
+                    "snapshots taken under a brief fence of its own (the fences stay short whatever the bucket's "
+                    "size; changes after the snapshot are trusted to the verified replication stream, as Vitess "
+                    "trusts a VDiff); `fenced` inside the switch's fence, on the final state (the fence then lasts "
+                    "as long as hashing the buckets' rows on both shards)")
     tolerance: float = Field(default=0.10, gt=0, le=1)
     improvement_threshold: float = Field(default=0.0, ge=0, le=1,
                                          description="skip moves whose gain is below this share of the bytes moved")

@@ -10,7 +10,8 @@ Item kinds, by `pk` prefix:
   policyalarms#<reaction>#<policy>  names of the alarms seen for a policy
   intent#<reaction>#<trigger digest>#<target>  the write-ahead record of one decided action: planned ->
                          applied -> done (docs/architecture.md, "Failure semantics")
-  prewarm#<target>       the active pre-warm floor and when it ends
+  prewarms#<target>      the pre-warm windows (and prewarm#<target>, their one-window summary for the
+                         previous release)
   promotion#<pair>       the pair's live colour and its current (or last) promotion; never expires,
                          written conditionally on its version (optimistic concurrency)
   freeze#scale-in#<policy>  promotions holding a scale-in freeze on a scaling policy, each until a time
@@ -141,6 +142,10 @@ class PrewarmState:
     windows: dict[str, PrewarmWindow]
     original_min: int | None = None
     set_min: int | None = None
+    # Read from the one-window item of the release before overlapping windows: that release may have raised the
+    # floor for a window the item no longer names (a second window overwrote the first), so what it set is only
+    # known to be at least the remaining window's floor.
+    legacy: bool = False
 
     def active(self, now: float) -> list[PrewarmWindow]:
         return sorted((w for w in self.windows.values() if w.until > now), key=lambda w: w.name)
@@ -153,7 +158,16 @@ class PrewarmState:
 
     def to_doc(self) -> dict[str, Any]:
         return {"windows": {n: {"floor": w.floor, "until": w.until} for n, w in self.windows.items()},
-                "original_min": self.original_min, "set_min": self.set_min}
+                "original_min": self.original_min, "set_min": self.set_min, "legacy": self.legacy}
+
+    def legacy_doc(self) -> dict[str, Any] | None:
+        """The one-window item the previous release reads (`prewarm#<target>`), kept so that rolling back a
+        deploy finds a window it understands: the highest floor, held until the last window ends."""
+        if not self.windows:
+            return None
+        top = max(self.windows.values(), key=lambda w: (w.floor, w.until))
+        return {"name": top.name, "floor": top.floor, "until": max(w.until for w in self.windows.values()),
+                "original_min": self.original_min}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> PrewarmState:
@@ -161,11 +175,17 @@ class PrewarmState:
             window = PrewarmWindow(name=str(doc["name"]), floor=int(doc["floor"]), until=float(doc["until"]))
             original = doc.get("original_min")
             return cls(windows={window.name: window}, original_min=None if original is None else int(original),
-                       set_min=window.floor if original is not None else None)
+                       set_min=window.floor if original is not None else None, legacy=original is not None)
         windows = {str(n): PrewarmWindow(name=str(n), floor=int(w["floor"]), until=float(w["until"]))
                    for n, w in doc["windows"].items()}
         return cls(windows=windows, original_min=_opt_int(doc.get("original_min")),
-                   set_min=_opt_int(doc.get("set_min")))
+                   set_min=_opt_int(doc.get("set_min")), legacy=bool(doc.get("legacy", False)))
+
+    def reflex_set(self, floor: int | None) -> bool:
+        """Whether the platform floor `floor` is the one Reflex set (so Reflex may restore it)."""
+        if self.set_min is None or floor is None:
+            return False
+        return floor == self.set_min or (self.legacy and floor >= self.set_min)
 
 
 def _opt_int(value: Any) -> int | None:
@@ -414,15 +434,25 @@ class StateStore:
         self._delete(pk)
 
     # ------------------------------------------------------------------ pre-warm
+    # Pre-warm windows live in `prewarms#<target>`; `prewarm#<target>` is the one-window item of the release
+    # before overlapping windows, still written (a summary) so that a rolled-back release reads a window it
+    # understands, and read when the new item is absent (the first run after the upgrade).
     def prewarm(self, key: str) -> PrewarmState | None:
-        doc = self._get(f"prewarm#{key}")
-        return PrewarmState.from_doc(doc) if doc else None
+        doc = self._get(f"prewarms#{key}")
+        if doc:
+            return PrewarmState.from_doc(doc)
+        legacy = self._get(f"prewarm#{key}")
+        return PrewarmState.from_doc(legacy) if legacy else None
 
     def save_prewarm(self, key: str, state: PrewarmState) -> None:
         last = max((w.until for w in state.windows.values()), default=0.0)
-        self._put(f"prewarm#{key}", state.to_doc(), last + 7 * _DAY)
+        self._put(f"prewarms#{key}", state.to_doc(), last + 7 * _DAY)
+        legacy = state.legacy_doc()
+        if legacy is not None:
+            self._put(f"prewarm#{key}", legacy, last + 7 * _DAY)
 
     def clear_prewarm(self, key: str) -> None:
+        self._delete(f"prewarms#{key}")
         self._delete(f"prewarm#{key}")
 
     # ------------------------------------------------------------------ promotion record

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.config_base import AlarmMatch
 from reflex_core.state_store import AlarmMemory
@@ -63,8 +65,8 @@ def _changed_at(alarm: dict[str, Any]) -> float:
     return max(times) if times else 0.0
 
 
-def actual_alarms(cloudwatch: Any, rule: AlarmMatch, remembered: Iterable[str], tags: AlarmTagReader) -> list[
-        AlarmMemory]:
+def actual_alarms(cloudwatch: Any, rule: AlarmMatch, remembered: Iterable[str], tags: AlarmTagReader,
+                  uncertain: list[AlarmMemory] | None = None) -> list[AlarmMemory]:
     """The policy's alarms as CloudWatch has them now, including those Reflex never saw change state (their
     transition happened before Reflex was deployed, or its event was lost):
 
@@ -74,7 +76,9 @@ def actual_alarms(cloudwatch: Any, rule: AlarmMatch, remembered: Iterable[str], 
       of the account that is not OK (an unseen OK alarm changes nothing of "no decrease while one is in ALARM");
       each kept only when its current tags match.
 
-    Deleted alarms, and alarms that no longer match the rule, drop out."""
+    Deleted alarms, and alarms that no longer match the rule, drop out. With `uncertain`, an alarm whose tags
+    cannot be read (ListTagsForResource throttled in an alarm storm) goes there instead of failing the whole
+    read: it may or may not be the policy's, so it can block a decrease but never justifies a scale-out."""
     readings = describe_alarm_states(cloudwatch, {*remembered, *rule.names})
     for prefix in rule.prefixes:
         readings.update(_describe(cloudwatch, AlarmNamePrefix=prefix))
@@ -89,7 +93,13 @@ def actual_alarms(cloudwatch: Any, rule: AlarmMatch, remembered: Iterable[str], 
     for reading in sorted(readings.values(), key=lambda r: r.name):
         alarm_tags = None
         if rule.tags and not rule.matches(reading.name, None):
-            alarm_tags = tags.tags(cloudwatch, reading.arn)
+            try:
+                alarm_tags = tags.tags(cloudwatch, reading.arn)
+            except (ClientError, BotoCoreError):
+                if uncertain is None:
+                    raise
+                uncertain.append(AlarmMemory(name=reading.name, state=reading.state, changed_at=reading.changed_at))
+                continue
         if rule.matches(reading.name, alarm_tags):
             out.append(AlarmMemory(name=reading.name, state=reading.state, changed_at=reading.changed_at))
     return out

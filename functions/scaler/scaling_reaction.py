@@ -300,14 +300,20 @@ class ScalingReaction:
         decided = self._evaluate_alarms(policy, remembered, now, quiet)
         if isinstance(decided, Intent) and policy.scale_out is not None:
             # Remembered state alone never justifies an action: CloudWatch's actual state decides.
+            uncertain: list[AlarmMemory] = []
             try:
                 alarms = actual_alarms(rt.clients.cloudwatch, policy.scale_out.alarms,
-                                       [a.name for a in remembered], self._alarm_tags)
+                                       [a.name for a in remembered], self._alarm_tags, uncertain)
             except (ClientError, BotoCoreError) as err:
                 decided = Skip(reason="alarm-state-unreadable", policy=policy.name, target_key=key,
-                               detail=f"DescribeAlarms failed ({_error_code(err)}); no action on remembered state")
+                               detail=f"{_failed_call(err)}; no action on remembered state")
             else:
                 decided = self._evaluate_alarms(policy, alarms, now, quiet, source="CloudWatch")
+                unsure = [a.name for a in uncertain if a.state != "OK"]
+                if isinstance(decided, Intent) and decided.direction == "in" and unsure:
+                    decided = Skip(reason="alarm-state-unreadable", policy=policy.name, target_key=key, quiet=quiet,
+                                   detail=f"tags of {', '.join(unsure)} (not OK) unreadable: they may be the "
+                                          "policy's; no decrease unchecked")
         if decided is not None:
             out.append(decided)
         return out
@@ -372,6 +378,12 @@ class ScalingReaction:
             intent = intent.model_copy(update={"quiet": True})
         return intent
 
+    def intent_scope(self, trigger: Trigger, intent: Intent) -> str | None:
+        """Two pre-warm starts of one target in one evaluation (two missed windows) are two pieces of work."""
+        if intent.operation == "prewarm_start":
+            return f"{trigger.idempotency_key}#prewarm:{intent.params.get('prewarm')}"
+        return None
+
     # ------------------------------------------------------------------ guard settings
     def allowed_targets(self, rt: ReactionRuntime) -> set[str]:
         return {p.target.key for p in rt.config.scaling}
@@ -405,7 +417,10 @@ class ScalingReaction:
         bounds = policy.bounds
         now = rt.clock.now().timestamp()
         state = rt.store.prewarm(policy.target.key)
-        active_floor = state.floor_at(now) if state else 0
+        # The floor in force: the recorded windows, and every configured window whose cron says it runs now
+        # (its scheduled run may not have arrived yet: the end of one hourly window must not let a scale-in
+        # through before the next one's run lands).
+        active_floor = max(state.floor_at(now) if state else 0, _cron_floor(policy, rt.clock.now()))
         floor = max(bounds.min, active_floor, cap.floor or 0)
         # The highest capacity Reflex may set: its bounds, and the platform's own ceiling (ASG MaxSize, Application
         # Auto Scaling MaxCapacity), which belongs to whoever set it: Reflex never raises it.
@@ -423,6 +438,10 @@ class ScalingReaction:
             new = scale_out_target(cap.desired, intent.params.get("breach"), steps, bounds, cap.ceiling)
             new = max(new, min(floor, top))
             if new <= cap.desired:
+                if cap.ceiling is not None and cap.ceiling < bounds.max and cap.desired >= cap.ceiling:
+                    return skip("at-ceiling", f"desired {cap.desired} is at the platform ceiling "
+                                              f"{cap.ceiling} set outside Reflex (bounds.max {bounds.max}); "
+                                              "Reflex never raises it")
                 return skip("at-max", f"desired {cap.desired} is already at the maximum {bounds.max}")
             intended = {"desired": new}
         elif intent.operation == "scale_in":
@@ -486,17 +505,29 @@ class ScalingReaction:
             ending = [w.name for w in state.expired(now)] if state else []
             if not ending:
                 return skip("prewarm-ended", f"pre-warm {', '.join(names)} already ended")
+            # The bookkeeping removes exactly these windows, whenever it runs (a retry may complete it later).
+            params = {**intent.params, "ended": ending}
             if target.supports_floor and state is not None and state.set_min is not None:
                 restore = max(state.original_min or 0, active_floor)
-                if cap.floor != state.set_min:
+                if cap.ceiling is not None:
+                    restore = min(restore, cap.ceiling)  # never MinSize above a MaxSize set by someone else
+                if cap.floor == restore:
+                    # Already what it should be: an earlier attempt restored it and lost its bookkeeping. It is
+                    # the value Reflex set.
+                    params["set_min"] = restore
+                elif not state.reflex_set(cap.floor):
+                    params["outside_change"] = True
                     note = (f"; MinSize is {cap.floor}, not the {state.set_min} Reflex set: changed outside Reflex, "
                             f"left in place")
-                elif restore != cap.floor:
+                else:
                     intended["floor"] = restore
                     if active_floor:
-                        note = f"; floor {active_floor} kept for the pre-warm still active"
+                        note = f"; floor {min(active_floor, restore)} kept for the pre-warm still active"
             elif active_floor:
                 note = f"; floor {active_floor} kept for the pre-warm still active"
+            return Action(policy=policy.name, target_key=policy.target.key, target=intent.target,
+                          operation=intent.operation, direction=intent.direction, params=params,
+                          before=before, intended=intended, reason=intent.reason + note)
         else:
             raise ValueError(f"unknown operation {intent.operation}")
         return Action(policy=policy.name, target_key=policy.target.key, target=intent.target,
@@ -519,11 +550,17 @@ class ScalingReaction:
                               f"{policy.target.key}, whatever the command")
         if intent.params.get("override") or policy.scale_out is None:
             return None
+        uncertain: list[AlarmMemory] = []
         try:
             alarms = actual_alarms(rt.clients.cloudwatch, policy.scale_out.alarms,
-                                   [a.name for a in rt.store.alarms_for_policy(policy.name)], self._alarm_tags)
+                                   [a.name for a in rt.store.alarms_for_policy(policy.name)], self._alarm_tags,
+                                   uncertain)
         except (ClientError, BotoCoreError) as err:
-            return "alarm-state-unreadable", f"DescribeAlarms failed ({_error_code(err)}); no decrease unchecked"
+            return "alarm-state-unreadable", f"{_failed_call(err)}; no decrease unchecked"
+        unsure = [a.name for a in uncertain if a.state == "ALARM"]
+        if unsure:
+            return "alarm-state-unreadable", (f"tags of {', '.join(unsure)} (in ALARM) unreadable: they may be the "
+                                              "policy's; no decrease unchecked")
         breaching = [a.name for a in alarms if a.state == "ALARM"]
         if breaching:
             return "in-alarm", (f"{', '.join(breaching)} in ALARM (CloudWatch): no decrease while an alarm of the "
@@ -553,22 +590,27 @@ class ScalingReaction:
             held = state.windows.get(name)
             state.windows[name] = PrewarmWindow(name=name, floor=int(action.params["floor"]),
                                                 until=max(until, held.until if held else 0.0))
+            before_floor = action.before.get("floor")
+            if state.set_min is not None and not state.reflex_set(before_floor):
+                # Changed outside Reflex since Reflex set it: that value is what a window's end goes back to.
+                state.original_min, state.set_min, state.legacy = before_floor, None, False
             floor = action.intended.get("floor")
-            if floor is not None and floor != action.before.get("floor"):
+            if floor is not None and floor != before_floor:
                 if state.set_min is None or state.original_min is None:
-                    state.original_min = action.before.get("floor")
-                state.set_min = int(floor)
+                    state.original_min = before_floor
+                state.set_min, state.legacy = int(floor), False
             rt.store.save_prewarm(action.target_key, state)
         elif action.operation == "prewarm_end":
             found = rt.store.prewarm(action.target_key)
             if found is None:
                 return
-            for window in found.expired(now):
-                del found.windows[window.name]
-            floor = action.intended.get("floor")
+            ended = action.params.get("ended")
+            for name in (ended if isinstance(ended, list) else [w.name for w in found.expired(now)]):
+                found.windows.pop(str(name), None)
+            floor = action.intended.get("floor", action.params.get("set_min"))
             if floor is not None:
-                found.set_min = int(floor)
-            elif found.set_min is not None and action.before.get("floor") != found.set_min:
+                found.set_min, found.legacy = int(floor), False
+            elif action.params.get("outside_change"):
                 found.set_min = None  # changed outside Reflex: no longer Reflex's to restore
             if found.windows:
                 rt.store.save_prewarm(action.target_key, found)
@@ -585,6 +627,13 @@ class ScalingReaction:
         return policy
 
 
+def _cron_floor(policy: ScalingPolicy, now: datetime) -> int:
+    """The highest floor of the policy's pre-warm windows that their cron puts in force at `now`."""
+    floors = [pw.min for pw in policy.prewarm
+              if CronExpression.parse(pw.cron).latest_start(now, pw.for_minutes, pw.timezone) is not None]
+    return min(max(floors, default=0), policy.bounds.max)
+
+
 def _ceiling_note(wanted: int, top: int, cap: Any) -> str:
     whose = (f"the platform ceiling {cap.ceiling} set outside Reflex" if cap.ceiling is not None and top == cap.ceiling
              else f"bounds.max {top}")
@@ -595,6 +644,12 @@ def _one_step() -> list[Any]:
     from reflex_core.scaling_config import StepAdjustment
 
     return [StepAdjustment(breach_from=0.0, add_percent=25)]
+
+
+def _failed_call(err: Exception) -> str:
+    """`<API> failed (<code>)`, naming the call that failed (DescribeAlarms, ListTagsForResource)."""
+    operation = getattr(err, "operation_name", None) or "reading the alarms"
+    return f"{operation} failed ({_error_code(err)})"
 
 
 def _error_code(err: Exception) -> str:

@@ -109,6 +109,7 @@ class MoveRecord:
     abort_requested: str = ""
     fence_started_at: float | None = None
     fence_ms: float | None = None
+    verify_fence_ms: float | None = None  # online `snapshot` verification: the brief fence that took its snapshots
     switched_at: float | None = None
     grace_until: float | None = None
     copy_rows: dict[str, int] = field(default_factory=dict)

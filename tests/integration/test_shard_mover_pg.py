@@ -90,6 +90,8 @@ def test_move_under_concurrent_writes_loses_and_duplicates_nothing(env: dict[str
     record = mover.load("m1")
     assert record.fence_ms is not None and record.fence_ms >= 0
     assert record.verify["mismatched_buckets"] == []
+    if mode == "online":  # verified on snapshots before the switch's fence, under a brief fence of its own
+        assert record.verify["on"] == "snapshots, before the switch" and record.verify_fence_ms is not None
     assert [m.id for m in switched] == ["m1"]
     owners = mover.map().owners
     assert all(owners[b] == "shard-b" for b in buckets)
@@ -134,8 +136,8 @@ def test_stale_router_is_refused_by_the_source(env: dict[str, Any]) -> None:
 
 CRASH_POINTS_BLOCK = ["start:claimed", "prepare:done", "fence:db", "copy:chunk", "switch:map", "cleanup:deleted",
                       "step:prepared", "step:fenced", "step:copied", "step:verified", "step:switched"]
-CRASH_POINTS_ONLINE = ["replicate:source", "step:replicating", "step:caught_up", "switch:replication",
-                       "switch:map", "cleanup:deleted"]
+CRASH_POINTS_ONLINE = ["replicate:source", "step:replicating", "verify:fenced", "verify:pinned", "step:caught_up",
+                       "switch:replication", "switch:map", "cleanup:deleted"]
 
 
 @pytest.mark.parametrize(("mode", "point"), [("block_writes", p) for p in CRASH_POINTS_BLOCK]
@@ -215,6 +217,33 @@ def test_a_verification_mismatch_rolls_back(env: dict[str, Any]) -> None:
     assert "verification mismatch" in record.error and record.verify["mismatched_buckets"]
     assert all(mover.map().owners[b] == "shard-a" for b in buckets)
     check_placement(sset, mover, expected)
+
+
+def test_an_online_mismatch_found_on_snapshots_rolls_back_before_any_switch(env: dict[str, Any]) -> None:
+    sset = shard_set(env["pgc"], DBS[:2], transfer="online")
+    moving: list[str] = []
+    switched: list[Any] = []
+
+    def tamper(at: str) -> None:  # the target's copy goes wrong while the stream runs
+        if at == "step:caught_up" and not moving[1:]:
+            moving.append("tampered")
+            with psycopg.connect(sset.shards[1].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+                conn.execute("SET reflex.mover = 'on'")
+                assert conn.execute("DELETE FROM orders WHERE tenant = %s AND id = 1", (moving[0],)).rowcount == 1
+
+    mover = make_mover(sset, env["ddb"], crash=tamper, on_switched=switched.append)
+    expected = seed(env["pgc"], sset, mover)
+    buckets, tenants = _tenants_in(mover, sset, "shard-a", 2)
+    moving.append(tenants[0])
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-snap")
+    assert mover.run("m-snap").phase == "rolled_back"
+    record = mover.load("m-snap")
+    assert "verification mismatch" in record.error and record.verify["on"] == "snapshots, before the switch"
+    assert switched == [] and record.switched_at is None  # never switched: the application never saw the bad copy
+    assert all(mover.map().owners[b] == "shard-a" for b in buckets)
+    check_placement(sset, mover, expected)
+    with psycopg.connect(sset.shards[0].connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+        conn.execute("UPDATE orders SET v = v WHERE tenant = %s", (tenants[0],))  # the source is writable again
 
 
 def test_bad_moves_are_refused_naming_the_field(env: dict[str, Any]) -> None:
