@@ -106,6 +106,7 @@ class Move:
     copy_s: float | None
     verify_s: float | None
     rows: int
+    verify_fence_ms: float | None = None  # online: the brief fence under which the verification's snapshots were taken
 
 
 # --------------------------------------------------------------------------- helpers
@@ -318,9 +319,12 @@ def main() -> int:
             location[tenant] = tgt
             out = Move(mode, size, src, tgt, float(rec.fence_ms), wall,
                        sum(mover.copy_s) if mover.copy_s else None,
-                       sum(mover.verify_s) if mover.verify_s else None, int((rec.verify or {}).get("rows", 0)))
+                       sum(mover.verify_s) if mover.verify_s else None, int((rec.verify or {}).get("rows", 0)),
+                       rec.verify_fence_ms)
             moves.append(out)
-            print(f"  {mode:12} {size:>9,} rows {src} -> {tgt}: fence {out.fence_ms:8.1f} ms, move {wall:6.1f} s"
+            print(f"  {mode:12} {size:>9,} rows {src} -> {tgt}: fence {out.fence_ms:8.1f} ms"
+                  + (f" (+ verification fence {out.verify_fence_ms:.1f} ms)" if out.verify_fence_ms is not None
+                     else "") + f", move {wall:6.1f} s"
                   + (f", copy {out.copy_s:.2f} s" if out.copy_s is not None else "")
                   + (f", verify {out.verify_s:.2f} s" if out.verify_s is not None else "") + f"  (load {load()})",
                   flush=True)
@@ -396,24 +400,30 @@ def main() -> int:
                 missed.append("copy")
         if moves:
             print("### Fence (write unavailability of the moving bucket), fence_ms from the move records\n")
-            print("| mode | bucket rows | moves | fence p50 (ms) | p99 (ms) | max (ms) | verify in fence, median (s) "
-                  "| whole move, median (s) |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            print("| mode | bucket rows | moves | switch fence p50 (ms) | p99 (ms) | max (ms) | verification fence "
+                  "p99 (ms) | verification, median (s) | whole move, median (s) |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             groups: dict[tuple[str, int], list[Move]] = {}
             for m in moves:
                 groups.setdefault((m.mode, m.size), []).append(m)
             for (mode, size), ms in sorted(groups.items()):
                 f = [m.fence_ms for m in ms]
                 v = [m.verify_s for m in ms if m.verify_s is not None]
+                vf = [m.verify_fence_ms for m in ms if m.verify_fence_ms is not None]
                 print(f"| {mode} | {size:,} | {len(ms)} | {pct(f, 50):.0f} | {pct(f, 99):.0f} | {max(f):.0f} | "
-                      f"{pct(v, 50):.2f} | {pct([m.wall_s for m in ms], 50):.1f} |")
+                      f"{f'{pct(vf, 99):.0f}' if vf else '- (inside the switch fence)'} | {pct(v, 50):.2f} | "
+                      f"{pct([m.wall_s for m in ms], 50):.1f} |")
             print()
             for (mode, size), ms in sorted(groups.items()):
                 f = [m.fence_ms for m in ms]
                 if mode == "online":
-                    ok = pct(f, 99) < FENCE_TARGET_MS
-                    print(f"online fence p99 at {size:,} rows: {pct(f, 99):.0f} ms (target < {FENCE_TARGET_MS:.0f} "
-                          f"ms: {'met' if ok else 'NOT met'})")
+                    # Each fence is a window of write unavailability: both must be under the target.
+                    vf = [m.verify_fence_ms for m in ms if m.verify_fence_ms is not None]
+                    worst = max(pct(f, 99), pct(vf, 99) if vf else 0.0)
+                    ok = worst < FENCE_TARGET_MS
+                    print(f"online fence p99 at {size:,} rows: switch {pct(f, 99):.0f} ms, verification "
+                          f"{pct(vf, 99) if vf else float('nan'):.0f} ms (target < {FENCE_TARGET_MS:.0f} ms each: "
+                          f"{'met' if ok else 'NOT met'})")
                     if not ok:
                         missed.append(f"online fence {size}")
             print()

@@ -396,8 +396,10 @@ class Mover:
         if report["mismatched_buckets"]:
             move.error = f"verification mismatch in buckets {ranges(report['mismatched_buckets'])}"
             return StepResult(move.id, self._save(move, "rolling_back", move.error).phase)
+        # The switch's fence follows in the next step (a second apart: the stream keeps up meanwhile).
         return StepResult(move.id, self._save(move, "caught_up", f"verified {report['rows']} rows on snapshots "
-                                                                 f"(fence {fence_ms} ms); streaming").phase)
+                                                                 f"(fence {fence_ms} ms); streaming").phase,
+                          wait_s=1.0, detail="verified on snapshots; the switch follows")
 
     def _snapshot(self, shard_name: str) -> psycopg.Connection[Any]:
         """A connection of its own holding a REPEATABLE READ, read-only snapshot taken now (the caller closes it)."""
