@@ -386,7 +386,8 @@ class ShardReaction:
             move = mover.load(action.params["move_id"])
             return {"step": (result.to_dict() if result else {"move_id": move.id, "phase": move.phase,
                                                               "wait_s": 1, "done": move.finished})
-                    | {"from_phase": action.intended["step"]["from_phase"], "fence_ms": move.fence_ms}}
+                    | {"from_phase": action.intended["step"]["from_phase"], "fence_ms": move.fence_ms,
+                       "verify_fence_ms": move.verify_fence_ms}}
         if op in ("pause", "resume", "abort"):
             out: dict[str, str] = {}
             for move_id in action.intended["moves"]:
