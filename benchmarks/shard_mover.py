@@ -236,6 +236,7 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=5.0, help="idle latency window before each online large move")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: copy (block_writes large moves "
                     "and the pipe), small (both modes), online (online large moves with the live workload)")
+    ap.add_argument("--chunk-rows", type=int, help="the shard set's copy_chunk_rows (default: the config's default)")
     ap.add_argument("--enforce", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args()
     large = args.large or (100_000 if args.quick else 1_000_000)
@@ -261,6 +262,7 @@ def main() -> int:
                          BillingMode="PAY_PER_REQUEST")
         sset = ShardSet.model_validate({
             "name": "orders", "buckets": BUCKETS, "grace_period_s": 0,
+            **({"copy_chunk_rows": args.chunk_rows} if args.chunk_rows else {}),
             "shards": [{"name": SHARD_OF_DB[db], "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS],
             "tables": [{"name": "orders", "key_column": "tenant"}],
         })
