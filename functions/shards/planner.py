@@ -38,6 +38,7 @@ converted to bytes by a fractional knapsack (the fewest bytes that can carry tha
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -221,9 +222,11 @@ class _Model:
     def min_bytes_for(self, amount: float, items: Iterable[int]) -> float:
         """A lower bound on the bytes of any set of these buckets carrying at least `amount` of metric.
 
-        Bytes metric: the amount itself. Load: the fractional knapsack (densest first, a fraction of the
-        critical bucket), tightened by branching a few levels on the critical bucket (it is in the set, or
-        it is not; the bound is the smaller of the two branches' bounds)."""
+        Bytes metric: the amount itself. Load: the exact covering knapsack (the cheapest set whose load
+        reaches the amount, less the model's epsilon, which is what `in_band` forgives), found by branch and
+        bound within `_COVER_NODES` nodes; when the search does not finish, the fractional knapsack (densest
+        first, a fraction of the critical bucket) tightened by branching a few levels on the critical bucket.
+        Both are lower bounds: the exact one is the minimum itself, the other relaxes it."""
         if amount <= 0:
             return 0.0
         if not self.by_load:
@@ -234,9 +237,63 @@ class _Model:
         )
         metric = [self.metric[item] for item in dense]
         cost = [float(self.cost[item]) for item in dense]
+        exact = _exact_cover(metric, cost, amount - self.eps, _COVER_NODES)
+        if exact is not None:
+            return exact if math.isfinite(exact) else float(sum(cost))
         branched = _cover_bound(metric, cost, amount, frozenset(), 6)
         # Nothing covers the amount (it cannot all leave): every one of these buckets' bytes is a bound.
         return branched if math.isfinite(branched) else float(sum(cost))
+
+
+# Node budget of one exact covering knapsack (each node costs a bisection): a few ms in the worst case.
+_COVER_NODES = 20_000
+
+
+def _exact_cover(metric: list[float], cost: list[float], need: float, budget: int) -> float | None:
+    """The cheapest subset (in cost) whose metric adds up to at least `need`; items sorted densest first.
+
+    Depth-first branch and bound (take the next densest item, then leave it), pruned by the fractional
+    (LP) bound computed from prefix sums. Returns inf when even all items fall short, None when the search
+    needs more than `budget` nodes (the caller falls back to a relaxation). The result is scaled down by
+    1e-9 so that rounding in the prefix sums can never lift it above the true minimum."""
+    if need <= 0:
+        return 0.0
+    count = len(metric)
+    prefix_metric = [0.0] * (count + 1)
+    prefix_cost = [0.0] * (count + 1)
+    for index in range(count):
+        prefix_metric[index + 1] = prefix_metric[index] + metric[index]
+        prefix_cost[index + 1] = prefix_cost[index] + cost[index]
+    if prefix_metric[count] < need:
+        return math.inf
+
+    def relaxed(start: int, remaining: float) -> float:
+        # Items start.. densest first until the remaining need is met, a fraction of the last one.
+        goal = prefix_metric[start] + remaining
+        end = bisect.bisect_left(prefix_metric, goal, start + 1)
+        if end > count:
+            return math.inf
+        critical = end - 1
+        carried = prefix_metric[critical] - prefix_metric[start]
+        return prefix_cost[critical] - prefix_cost[start] + cost[critical] * (remaining - carried) / metric[critical]
+
+    best = math.inf
+    nodes = 0
+    stack: list[tuple[int, float, float]] = [(0, need, 0.0)]
+    while stack:
+        nodes += 1
+        if nodes > budget:
+            return None
+        start, remaining, spent = stack.pop()
+        if remaining <= 0:
+            best = min(best, spent)
+            continue
+        if start == count or spent + relaxed(start, remaining) * (1 - 1e-12) >= best:
+            continue
+        # Leave the item (explored second), take it (explored first).
+        stack.append((start + 1, remaining, spent))
+        stack.append((start + 1, remaining - metric[start], spent + cost[start]))
+    return best * (1 - 1e-9)
 
 
 def _cover_bound(metric: list[float], cost: list[float], need: float, excluded: frozenset[int], depth: int) -> float:
@@ -315,20 +372,26 @@ def _lower_bound(model: _Model) -> int:
     Every plan that ends in band moves at least both: a shard over its band gives at least its surplus
     (at least one whole bucket as big as the surplus when the smaller ones cannot add up to it), a shard
     under its band receives at least its deficit, and a shard that has to give more than down to its lower
-    bound must receive the difference back. For the load metric both sides are converted to bytes by a
-    fractional knapsack (the fewest bytes that can carry that load)."""
+    bound must receive the difference back. For the load metric both sides are converted to bytes by the
+    exact covering knapsack (the fewest bytes of the shard's own buckets that carry that load; see
+    `min_bytes_for`), and the leaving side also counts what a bucket too big for any receiver's room costs
+    the shard that takes it (`_pass_on_bound`)."""
     out_bytes = 0.0
     in_metric = 0.0
+    donors: dict[int, float] = {}  # shard -> load it must give
     for shard in range(len(model.names)):
         level = model.level[shard]
         surplus = level - model.hi[shard]
         if surplus > model.eps:
             removal = _least_removal(model, shard, surplus)
+            donors[shard] = removal
             out_bytes += model.min_bytes_for(removal, model.members[shard])
             if model.accepting[shard]:
                 in_metric += max(0.0, model.lo[shard] - (level - removal))
         elif model.accepting[shard]:
             in_metric += max(0.0, model.lo[shard] - level)
+    if model.by_load and donors:
+        out_bytes = max(out_bytes, _pass_on_bound(model, donors))
     if in_metric <= model.eps:
         in_bytes = 0.0
     elif model.by_load:
@@ -336,6 +399,91 @@ def _lower_bound(model: _Model) -> int:
     else:
         in_bytes = in_metric
     return math.floor(max(out_bytes, in_bytes) + 1e-6)
+
+
+# At most this many (type vector, target assignment) combinations are enumerated by `_pass_on_bound`.
+_PASS_ON_COMBINATIONS = 20_000
+
+
+def _pass_on_bound(model: _Model, donors: dict[int, float]) -> float:
+    """Load metric: the bytes leaving all shards, counting what a too-big bucket costs the shard taking it.
+
+    Why it is a lower bound for every plan that ends in band (each bucket moves at most once, from its home):
+    let room(t) = hi(t) - level(t) (+ epsilon) for an accepting shard t and R(s) the largest room of the
+    accepting shards other than s. A donor s either gives no bucket heavier than R(s), then its own
+    buckets leaving cost at least A(s) = the covering knapsack of its need over its buckets of load <= R(s);
+    or it gives one, of load >= L(s) (its lightest bucket above R(s)), at least g(s) = the covering knapsack
+    over all its buckets. That bucket lands on some accepting t != s and overflows t's room, so t's own
+    buckets must carry at least L(s) - room(t) away: t's leaving bytes are at least g_t(L(s) - room(t)); if
+    t is a donor itself, at least g_t(need(t) + L(s)), of which its own term already counts c(t). A shard
+    that takes several such buckets pays at least the largest of these, not their sum. The bytes moved are
+    the sum over shards of the bytes leaving them, so the minimum over every choice (no big bucket / a big
+    bucket to t, per donor) of the sum is a lower bound. Donors whose cheapest cover has no big bucket
+    (A = g) never need the second choice. Returns the plain sum of g(s) when there are too many choices."""
+    count = len(model.names)
+    accepting = [shard for shard in range(count) if model.accepting[shard]]
+    room = [model.hi[shard] - model.level[shard] + model.eps for shard in range(count)]
+    own = {shard: list(model.members[shard]) for shard in range(count)}
+    plain: dict[int, float] = {}
+    no_big: dict[int, float] = {}
+    lightest_big: dict[int, float] = {}
+    for shard, need in donors.items():
+        plain[shard] = model.min_bytes_for(need, own[shard])
+        largest_room = max((room[t] for t in accepting if t != shard), default=-math.inf)
+        small = [item for item in own[shard] if model.metric[item] <= largest_room]
+        heavy = [model.metric[item] for item in own[shard] if model.metric[item] > largest_room]
+        reachable = sum(model.metric[item] for item in small) >= need - model.eps
+        no_big[shard] = model.min_bytes_for(need, small) if reachable else math.inf
+        if heavy:
+            lightest_big[shard] = min(heavy)
+    choosers = sorted(shard for shard in donors if shard in lightest_big and no_big[shard] > plain[shard])
+    fixed = sum(plain[shard] for shard in donors if shard not in choosers)
+    if not choosers:
+        return fixed
+    targets = {shard: [t for t in accepting if t != shard] for shard in choosers}
+    combinations = 0
+    for mask in range(1 << len(choosers)):
+        product = 1
+        for position, shard in enumerate(choosers):
+            if mask >> position & 1:
+                product *= len(targets[shard])
+        combinations += product
+    if combinations > _PASS_ON_COMBINATIONS:
+        return fixed + sum(plain[shard] for shard in choosers)
+
+    penalties: dict[tuple[int, int, bool], float] = {}
+
+    def penalty(shard: int, target: int, target_cost: float) -> float:
+        # What `target` must give away beyond what is already counted for it (target_cost for a donor).
+        load = lightest_big[shard]
+        if target in donors:
+            key = (shard, target, True)
+            if key not in penalties:
+                penalties[key] = model.min_bytes_for(donors[target] + load, own[target])
+            return max(0.0, penalties[key] - target_cost)
+        key = (shard, target, False)
+        if key not in penalties:
+            penalties[key] = model.min_bytes_for(load - room[target], own[target])
+        return penalties[key]
+
+    best = math.inf
+    for mask in range(1 << len(choosers)):
+        cost = {
+            shard: (plain[shard] if mask >> position & 1 else no_big[shard]) for position, shard in enumerate(choosers)
+        }
+        base = fixed + sum(cost.values())
+        if base >= best:
+            continue
+        big = [shard for position, shard in enumerate(choosers) if mask >> position & 1]
+        counted = {shard: plain[shard] for shard in donors if shard not in choosers} | cost
+        cheapest = math.inf
+        for assignment in itertools.product(*(targets[shard] for shard in big)):
+            charge: dict[int, float] = {}
+            for shard, target in zip(big, assignment, strict=True):
+                charge[target] = max(charge.get(target, 0.0), penalty(shard, target, counted.get(target, 0.0)))
+            cheapest = min(cheapest, sum(charge.values()))
+        best = min(best, base + (cheapest if big else 0.0))
+    return best
 
 
 def _surplus_targets(model: _Model) -> list[float]:
@@ -484,11 +632,20 @@ class _State:
         self.level[self.model.home[item]] += self.model.metric[item]
 
 
-def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int], overflow: bool) -> list[int]:
+def _assign(
+    model: _Model,
+    state: _State,
+    pool: list[int],
+    receivers: list[int],
+    overflow: bool,
+    prefer: dict[int, int] | None = None,
+    overflowed: list[int] | None = None,
+) -> list[int]:
     """Assign pooled buckets (already removed from their sources) to receivers; return unplaced ones.
 
     A bucket that fits no receiver within its band stays home, unless it is drained or `overflow` is set:
-    then it goes to the least utilised receiver."""
+    then it goes to the receiver `prefer` names for it, else to the least utilised receiver (and is listed
+    in `overflowed`)."""
     unplaced: list[int] = []
     for item in sorted(pool, key=lambda item: (-model.metric[item], model.bucket_ids[item])):
         value = model.metric[item]
@@ -507,13 +664,18 @@ def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int],
         if best is None and (overflow or not model.accepting[model.home[item]]):
             # A drained bucket must go somewhere: the least utilised receiver.
             candidates = receivers or [s for s in range(len(model.names)) if model.accepting[s]]
-            best = min(
-                candidates,
-                key=lambda shard: (
-                    (state.level[shard] + value) / model.share[shard] if model.share[shard] else 0.0,
-                    shard,
-                ),
-            )
+            if prefer is not None and prefer.get(item) in candidates:
+                best = prefer[item]
+            else:
+                best = min(
+                    candidates,
+                    key=lambda shard: (
+                        (state.level[shard] + value) / model.share[shard] if model.share[shard] else 0.0,
+                        shard,
+                    ),
+                )
+            if overflowed is not None:
+                overflowed.append(item)
         if best is None:
             state.level[model.home[item]] += value  # stays home
             unplaced.append(item)
@@ -766,8 +928,12 @@ def _score(model: _Model, state: _State) -> tuple[float, int]:
     return (round(_outside(model, state.level) / max(model.total, 1.0), 9), sum(model.cost[i] for i in state.moves))
 
 
-def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
-    """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back."""
+def _solve(
+    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None
+) -> tuple[_State, int, list[int]]:
+    """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back
+    (to the receiver `prefer` names for it, else the least utilised). Returns the state, the number of
+    buckets placed nowhere, and the buckets that overflowed their receiver in the first assignment."""
     count = len(model.names)
     state = _State(model)
     taken: set[int] = set()
@@ -802,7 +968,8 @@ def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
         for shard, need in sorted(_water_fill(model, state.level, extra, donors).items()):
             take(shard, need, pool, largest)
         receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
-    unplaced += _assign(model, state, pool, receivers, overflow=relaxed)
+    overflowed: list[int] = []
+    unplaced += _assign(model, state, pool, receivers, overflow=relaxed, prefer=prefer, overflowed=overflowed)
     for _ in range(4 if relaxed else 0):
         over = [s for s in range(count) if model.accepting[s] and state.level[s] > model.hi[s] + model.eps]
         if not over:
@@ -816,7 +983,32 @@ def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
     _prune(model, state)
     _shrink(model, state)
     _prune(model, state)
-    return state, len(unplaced)
+    return state, len(unplaced), overflowed
+
+
+# Load metric: at most this many overflowing buckets, and receivers per bucket, are tried by `_plan`.
+_OVERFLOW_ITEMS = 2
+_OVERFLOW_TARGETS = 6
+
+
+def _overflow_alternatives(model: _Model, overflowed: list[int], state: _State) -> list[tuple[int, int]]:
+    """(bucket, receiver) pairs to try for the buckets that overflowed every receiver's room.
+
+    Per bucket (the heaviest first), the other receivers ranked by a lower bound on the bytes their own
+    buckets need to carry the overflow away (then by position); at most _OVERFLOW_TARGETS of them."""
+    pairs: list[tuple[int, int]] = []
+    heaviest = sorted(overflowed, key=lambda item: (-model.metric[item], model.bucket_ids[item]))
+    for item in heaviest[:_OVERFLOW_ITEMS]:
+        source, current = model.home[item], state.moves.get(item)
+        ranked = []
+        for target in range(len(model.names)):
+            if target in (source, current) or not model.accepting[target]:
+                continue
+            over = model.level[target] + model.metric[item] - model.hi[target]
+            ranked.append((model.min_bytes_for(over, model.members[target]), target))
+        ranked.sort()
+        pairs += [(item, target) for _, target in ranked[:_OVERFLOW_TARGETS]]
+    return pairs
 
 
 def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
@@ -840,14 +1032,28 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    state, unplaced = _solve(model, relaxed=False)
+    state, unplaced, _ = _solve(model, relaxed=False)
     if model.by_load or _outside(model, state.level):
         # Second candidate: a bucket bigger than any receiver's room may still move (it is often the densest
         # one), the receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
-        relaxed, relaxed_unplaced = _solve(model, relaxed=True)
+        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True)
+        chosen_target: tuple[int, int] | None = None
+        if model.by_load:
+            # Load: which receiver takes the overflowing bucket decides what it must pass on; try the
+            # receivers whose own buckets can pass the overflow on most cheaply (a bounded number of solves).
+            for item, target in _overflow_alternatives(model, overflowed, relaxed):
+                candidate, candidate_unplaced, _ = _solve(model, relaxed=True, prefer={item: target})
+                if _score(model, candidate) < _score(model, relaxed):
+                    relaxed, relaxed_unplaced, chosen_target = candidate, candidate_unplaced, (item, target)
         if _score(model, relaxed) < _score(model, state):
             state, unplaced = relaxed, relaxed_unplaced
             explanation.append("chose the plan where receivers pass part of their surplus on (cheaper)")
+            if chosen_target is not None:
+                item, target = chosen_target
+                explanation.append(
+                    f"bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
+                    f"{model.names[target]}, the receiver that passes the overflow on with the fewest bytes"
+                )
     if unplaced:
         explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
 
