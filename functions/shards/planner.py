@@ -247,17 +247,33 @@ class _Model:
 
 # Node budget of one exact covering knapsack (each node costs a bisection): a few ms in the worst case.
 _COVER_NODES = 20_000
+# Node budget of the exact covering choice a donor makes in `_select` (load metric); the greedy otherwise.
+_SELECT_NODES = 5_000
 
 
 def _exact_cover(metric: list[float], cost: list[float], need: float, budget: int) -> float | None:
-    """The cheapest subset (in cost) whose metric adds up to at least `need`; items sorted densest first.
+    """The bytes of the cheapest subset whose metric adds up to at least `need` (items sorted densest first).
 
-    Depth-first branch and bound (take the next densest item, then leave it), pruned by the fractional
-    (LP) bound computed from prefix sums. Returns inf when even all items fall short, None when the search
-    needs more than `budget` nodes (the caller falls back to a relaxation). The result is scaled down by
-    1e-9 so that rounding in the prefix sums can never lift it above the true minimum."""
+    inf when even all items fall short, None when the search needs more than `budget` nodes (the caller
+    falls back to a relaxation). Scaled down by 1e-9 so that rounding in the prefix sums can never lift it
+    above the true minimum (it is used as a lower bound)."""
+    found = _cover_search(metric, cost, need, math.inf, budget)
+    if found is None:
+        return None
+    spent, _ = found
+    return spent * (1 - 1e-9)
+
+
+def _cover_search(
+    metric: list[float], cost: list[float], need: float, cap: float, budget: int
+) -> tuple[float, list[int]] | None:
+    """The cheapest subset (positions, in cost) whose metric is at least `need` and at most `cap`.
+
+    Items are sorted densest first. Depth-first branch and bound (take the next densest item first, then
+    leave it), pruned by the fractional (LP) bound from prefix sums, a relaxation of the same problem.
+    (inf, []) when no subset qualifies; None when the search needs more than `budget` nodes."""
     if need <= 0:
-        return 0.0
+        return 0.0, []
     count = len(metric)
     prefix_metric = [0.0] * (count + 1)
     prefix_cost = [0.0] * (count + 1)
@@ -265,7 +281,7 @@ def _exact_cover(metric: list[float], cost: list[float], need: float, budget: in
         prefix_metric[index + 1] = prefix_metric[index] + metric[index]
         prefix_cost[index + 1] = prefix_cost[index] + cost[index]
     if prefix_metric[count] < need:
-        return math.inf
+        return math.inf, []
 
     def relaxed(start: int, remaining: float) -> float:
         # Items start.. densest first until the remaining need is met, a fraction of the last one.
@@ -278,22 +294,30 @@ def _exact_cover(metric: list[float], cost: list[float], need: float, budget: in
         return prefix_cost[critical] - prefix_cost[start] + cost[critical] * (remaining - carried) / metric[critical]
 
     best = math.inf
+    best_path: tuple[int, Any] | None = None
     nodes = 0
-    stack: list[tuple[int, float, float]] = [(0, need, 0.0)]
+    # (next position, metric still needed, cost so far, taken positions as a linked list)
+    stack: list[tuple[int, float, float, tuple[int, Any] | None]] = [(0, need, 0.0, None)]
     while stack:
         nodes += 1
         if nodes > budget:
             return None
-        start, remaining, spent = stack.pop()
+        start, remaining, spent, path = stack.pop()
         if remaining <= 0:
-            best = min(best, spent)
+            if spent < best:
+                best, best_path = spent, path
             continue
         if start == count or spent + relaxed(start, remaining) * (1 - 1e-12) >= best:
             continue
-        # Leave the item (explored second), take it (explored first).
-        stack.append((start + 1, remaining, spent))
-        stack.append((start + 1, remaining - metric[start], spent + cost[start]))
-    return best * (1 - 1e-9)
+        # Leave the item (explored second), take it (explored first) unless that carries more than `cap`.
+        stack.append((start + 1, remaining, spent, path))
+        if need - remaining + metric[start] <= cap:
+            stack.append((start + 1, remaining - metric[start], spent + cost[start], (start, path)))
+    taken: list[int] = []
+    while best_path is not None:
+        taken.append(best_path[0])
+        best_path = best_path[1]
+    return best, taken[::-1]
 
 
 def _cover_bound(metric: list[float], cost: list[float], need: float, excluded: frozenset[int], depth: int) -> float:
@@ -526,7 +550,7 @@ def _water_fill(model: _Model, level: list[float], extra: float, donors: list[in
 
 
 def _select(
-    model: _Model, shard: int, need: float, window: float, exclude: set[int], largest: float
+    model: _Model, shard: int, need: float, window: float, exclude: set[int], largest: float, exact: bool = True
 ) -> list[int]:
     """Buckets of `shard` removing at least `need` and at most `window` of metric, as few bytes as possible.
 
@@ -601,6 +625,15 @@ def _select(
             if removed >= need - eps:
                 candidates.append(list(prefix))
                 break
+    if model.by_load and exact:
+        # The exact covering knapsack within the window, when the search is small enough (it usually is:
+        # only the densest buckets matter); the greedy candidates above are the fallback.
+        found = _cover_search(
+            [metric[item] for item in order], [float(cost[item]) for item in order], need - eps, window + eps,
+            _SELECT_NODES,
+        )
+        if found is not None and found[1]:
+            candidates.append([order[position] for position in found[1]])
     if not candidates:
         return partial
     best = min(candidates, key=lambda picked: (sum(cost[item] for item in picked), len(picked)))
@@ -685,10 +718,11 @@ def _assign(
     return unplaced
 
 
-def _repair(model: _Model, state: _State) -> None:
+def _repair(model: _Model, state: _State, exact: bool = True) -> None:
     """Fill what is left of the deficits bucket by bucket: for the neediest shard, the cheapest bucket of a
     shard above its band's lower bound that covers the deficit without pushing either end out of band
-    (or, when none covers it, the largest that fits, then again)."""
+    (or, when none covers it, the largest that fits, then again). Load metric: or the cheapest set of one
+    such shard's buckets that covers it (that shard's covering choice), when it costs fewer bytes."""
     count = len(model.names)
     received = set(state.moves.values())
     donors = [
@@ -740,13 +774,28 @@ def _repair(model: _Model, state: _State) -> None:
                 key_partial = (-value, bucket_id, item, donor)
                 if value <= upper and (partial is None or key_partial < partial):
                     partial = key_partial
-        chosen = (best[2], best[3]) if best is not None else ((partial[2], partial[3]) if partial else None)
-        if chosen is None:
+        chosen = [(best[2], best[3])] if best is not None else ([(partial[2], partial[3])] if partial else [])
+        if model.by_load:
+            # Load: a few small dense buckets of one donor often carry the deficit for fewer bytes than any
+            # single bucket; the donor's own covering choice (`_select`, within both ends' bands) competes.
+            cheapest = best[0] if best is not None else math.inf
+            moved = set(state.moves)
+            for donor in donors:
+                if donor == receiver:
+                    continue
+                window = min(state.level[donor] - model.lo[donor], room)
+                picked = _select(model, donor, deficit, window, moved, room, exact)
+                carried = sum(model.metric[item] for item in picked)
+                spent = sum(model.cost[item] for item in picked)
+                if picked and deficit - model.eps <= carried <= window + model.eps and spent < cheapest:
+                    cheapest, chosen = spent, [(item, donor) for item in picked]
+        if not chosen:
             return
-        item, donor = chosen
-        state.apply(item, receiver)
-        entry = (model.metric[item], model.bucket_ids[item], item)
-        del unmoved[donor][bisect.bisect_left(unmoved[donor], entry)]
+        for item, donor in chosen:
+            state.apply(item, receiver)
+            entry = (model.metric[item], model.bucket_ids[item], item)
+            listed = unmoved_of(donor)
+            del listed[bisect.bisect_left(listed, entry)]
 
 
 def _prune(model: _Model, state: _State) -> None:
@@ -929,7 +978,7 @@ def _score(model: _Model, state: _State) -> tuple[float, int]:
 
 
 def _solve(
-    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None
+    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None, exact: bool = True
 ) -> tuple[_State, int, list[int]]:
     """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back
     (to the receiver `prefer` names for it, else the least utilised). Returns the state, the number of
@@ -943,7 +992,7 @@ def _solve(
     def take(shard: int, need: float, pool: list[int], largest: float) -> None:
         # A donor must not fall under its band; relaxed, it may (a lone huge bucket), the repair refills it.
         floor = model.lo[shard] if model.accepting[shard] and not relaxed else 0.0
-        for item in _select(model, shard, need, state.level[shard] - floor, taken, largest):
+        for item in _select(model, shard, need, state.level[shard] - floor, taken, largest, exact):
             pool.append(item)
             taken.add(item)
             state.level[shard] -= model.metric[item]
@@ -979,7 +1028,7 @@ def _solve(
             take(shard, state.level[shard] - model.hi[shard], pool, math.inf)
         receivers = [s for s in range(count) if model.accepting[s] and s not in over]
         unplaced += _assign(model, state, pool, receivers, overflow=False)
-    _repair(model, state)
+    _repair(model, state, exact)
     _prune(model, state)
     _shrink(model, state)
     _prune(model, state)
@@ -1032,28 +1081,40 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    state, unplaced, _ = _solve(model, relaxed=False)
-    if model.by_load or _outside(model, state.level):
-        # Second candidate: a bucket bigger than any receiver's room may still move (it is often the densest
-        # one), the receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
-        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True)
-        chosen_target: tuple[int, int] | None = None
+    # Candidate plans, the first with the best score (what stays outside the bands, then bytes) wins.
+    # Bytes: one solve, and a relaxed one only if it ends outside a band. Load: each with the donors'
+    # exact covering choices and with the greedy ones (locally cheapest is not always globally cheapest:
+    # what a donor gives decides what the receivers still need).
+    candidates: list[tuple[_State, int, str]] = []
+    for exact in (True, False) if model.by_load else (True,):
+        choice = "exact covering choices" if exact else "greedy covering choices"
+        state, unplaced, _ = _solve(model, relaxed=False, exact=exact)
+        candidates.append((state, unplaced, f"chose the plan with the donors' {choice}"))
+        if not (model.by_load or _outside(model, state.level)):
+            continue
+        # A bucket bigger than any receiver's room may still move (it is often the densest one), the
+        # receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
+        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True, exact=exact)
+        passing = "chose the plan where receivers pass part of their surplus on (cheaper" + (
+            f"; {choice})" if model.by_load else ")"
+        )
+        candidates.append((relaxed, relaxed_unplaced, passing))
         if model.by_load:
-            # Load: which receiver takes the overflowing bucket decides what it must pass on; try the
-            # receivers whose own buckets can pass the overflow on most cheaply (a bounded number of solves).
+            # Which receiver takes the overflowing bucket decides what it must pass on: try the receivers
+            # whose own buckets can pass the overflow on most cheaply (a bounded number of solves).
             for item, target in _overflow_alternatives(model, overflowed, relaxed):
-                candidate, candidate_unplaced, _ = _solve(model, relaxed=True, prefer={item: target})
-                if _score(model, candidate) < _score(model, relaxed):
-                    relaxed, relaxed_unplaced, chosen_target = candidate, candidate_unplaced, (item, target)
-        if _score(model, relaxed) < _score(model, state):
-            state, unplaced = relaxed, relaxed_unplaced
-            explanation.append("chose the plan where receivers pass part of their surplus on (cheaper)")
-            if chosen_target is not None:
-                item, target = chosen_target
-                explanation.append(
-                    f"bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
-                    f"{model.names[target]}, the receiver that passes the overflow on with the fewest bytes"
-                )
+                candidate, candidate_unplaced, _ = _solve(model, relaxed=True, prefer={item: target}, exact=exact)
+                candidates.append((
+                    candidate,
+                    candidate_unplaced,
+                    f"{passing}; bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
+                    f"{model.names[target]}, whose own buckets pass the overflow on with the fewest bytes",
+                ))
+    scores = [_score(model, candidate[0]) for candidate in candidates]
+    winner = min(range(len(candidates)), key=lambda position: (scores[position], position))
+    state, unplaced, why = candidates[winner]
+    if winner:
+        explanation.append(why)
     if unplaced:
         explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
 
