@@ -718,7 +718,7 @@ def _assign(
     return unplaced
 
 
-def _repair(model: _Model, state: _State, exact: bool = True) -> None:
+def _repair(model: _Model, state: _State, exact: bool = True, sets: bool = True) -> None:
     """Fill what is left of the deficits bucket by bucket: for the neediest shard, the cheapest bucket of a
     shard above its band's lower bound that covers the deficit without pushing either end out of band
     (or, when none covers it, the largest that fits, then again). Load metric: or the cheapest set of one
@@ -775,7 +775,7 @@ def _repair(model: _Model, state: _State, exact: bool = True) -> None:
                 if value <= upper and (partial is None or key_partial < partial):
                     partial = key_partial
         chosen = [(best[2], best[3])] if best is not None else ([(partial[2], partial[3])] if partial else [])
-        if model.by_load:
+        if model.by_load and sets:
             # Load: a few small dense buckets of one donor often carry the deficit for fewer bytes than any
             # single bucket; the donor's own covering choice (`_select`, within both ends' bands) competes.
             cheapest = best[0] if best is not None else math.inf
@@ -978,7 +978,7 @@ def _score(model: _Model, state: _State) -> tuple[float, int]:
 
 
 def _solve(
-    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None, exact: bool = True
+    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None, exact: bool = True, sets: bool = True
 ) -> tuple[_State, int, list[int]]:
     """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back
     (to the receiver `prefer` names for it, else the least utilised). Returns the state, the number of
@@ -1028,7 +1028,7 @@ def _solve(
             take(shard, state.level[shard] - model.hi[shard], pool, math.inf)
         receivers = [s for s in range(count) if model.accepting[s] and s not in over]
         unplaced += _assign(model, state, pool, receivers, overflow=False)
-    _repair(model, state, exact)
+    _repair(model, state, exact, sets)
     _prune(model, state)
     _shrink(model, state)
     _prune(model, state)
@@ -1036,28 +1036,80 @@ def _solve(
 
 
 # Load metric: at most this many overflowing buckets, and receivers per bucket, are tried by `_plan`.
-_OVERFLOW_ITEMS = 2
-_OVERFLOW_TARGETS = 6
+_OVERFLOW_ITEMS = 1
+_OVERFLOW_TARGETS = 4
 
 
 def _overflow_alternatives(model: _Model, overflowed: list[int], state: _State) -> list[tuple[int, int]]:
     """(bucket, receiver) pairs to try for the buckets that overflowed every receiver's room.
 
-    Per bucket (the heaviest first), the other receivers ranked by a lower bound on the bytes their own
-    buckets need to carry the overflow away (then by position); at most _OVERFLOW_TARGETS of them."""
+    Per bucket (the heaviest first), the other accepting shards with the most room before the plan (the
+    least it overflows them, so the least they must pass on), then by position; at most _OVERFLOW_TARGETS."""
     pairs: list[tuple[int, int]] = []
     heaviest = sorted(overflowed, key=lambda item: (-model.metric[item], model.bucket_ids[item]))
     for item in heaviest[:_OVERFLOW_ITEMS]:
         source, current = model.home[item], state.moves.get(item)
-        ranked = []
-        for target in range(len(model.names)):
-            if target in (source, current) or not model.accepting[target]:
-                continue
-            over = model.level[target] + model.metric[item] - model.hi[target]
-            ranked.append((model.min_bytes_for(over, model.members[target]), target))
-        ranked.sort()
+        ranked = sorted(
+            (model.level[target] - model.hi[target], target)
+            for target in range(len(model.names))
+            if target not in (source, current) and model.accepting[target]
+        )
         pairs += [(item, target) for _, target in ranked[:_OVERFLOW_TARGETS]]
     return pairs
+
+
+# Load metric: at most this many bucket-solves (solves x buckets) are spent on candidate plans, so that a
+# large shard set gets the planner's original two candidates and a small one all of them.
+_CANDIDATE_WORK = 300_000
+
+
+def _best_candidate(model: _Model) -> tuple[_State, int, str]:
+    """Solve a few ways and keep the plan with the best score (what stays outside the bands, then bytes);
+    on a tie the earlier one. Returns the state, the unplaced count, and the explanation line ("" for the
+    first candidate).
+
+    First the original candidates: greedy covering choices, deficits filled bucket by bucket, then (for
+    the load metric, or when that ends outside a band) relaxed: a bucket bigger than any receiver's room
+    may still move (it is often the densest one) and the receiver gives back some of its own buckets.
+    Load metric only, within _CANDIDATE_WORK: the same two with the donors' exact covering choices and
+    deficits filled by sets of buckets, then with greedy choices and sets (locally cheapest is not always
+    globally cheapest: what a donor gives decides what the receivers still need), then each relaxed one
+    with its overflowing bucket sent to the receivers with the most room instead of the least utilised."""
+    budget = max(2, _CANDIDATE_WORK // max(1, len(model.metric))) if model.by_load else 2
+    candidates: list[tuple[_State, int, str]] = []
+    overflows: list[tuple[bool, bool, str, list[int], _State]] = []
+    variants = [(False, False), (True, True), (False, True)] if model.by_load else [(False, False)]
+    for exact, sets in variants:
+        if len(candidates) + 2 > budget:
+            break
+        choice = "" if not model.by_load else (
+            "; " + ("exact covering choices" if exact else "greedy covering choices")
+            + (", deficits filled by sets of buckets" if sets else ", deficits filled bucket by bucket")
+        )
+        state, unplaced, _ = _solve(model, relaxed=False, exact=exact, sets=sets)
+        candidates.append((state, unplaced, f"chose the plan{choice}" if candidates else ""))
+        if not (model.by_load or _outside(model, state.level)):
+            continue
+        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True, exact=exact, sets=sets)
+        passing = f"chose the plan where receivers pass part of their surplus on (cheaper{choice})"
+        candidates.append((relaxed, relaxed_unplaced, passing))
+        overflows.append((exact, sets, passing, overflowed, relaxed))
+    for exact, sets, passing, overflowed, relaxed in overflows if model.by_load else []:
+        for item, target in _overflow_alternatives(model, overflowed, relaxed):
+            if len(candidates) >= budget:
+                break
+            candidate, candidate_unplaced, _ = _solve(
+                model, relaxed=True, prefer={item: target}, exact=exact, sets=sets
+            )
+            candidates.append((
+                candidate,
+                candidate_unplaced,
+                f"{passing}; bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
+                f"{model.names[target]}, which passes the overflow on for fewer bytes",
+            ))
+    scores = [_score(model, candidate[0]) for candidate in candidates]
+    winner = min(range(len(candidates)), key=lambda position: (scores[position], position))
+    return candidates[winner]
 
 
 def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
@@ -1081,39 +1133,8 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    # Candidate plans, the first with the best score (what stays outside the bands, then bytes) wins.
-    # Bytes: one solve, and a relaxed one only if it ends outside a band. Load: each with the donors'
-    # exact covering choices and with the greedy ones (locally cheapest is not always globally cheapest:
-    # what a donor gives decides what the receivers still need).
-    candidates: list[tuple[_State, int, str]] = []
-    for exact in (True, False) if model.by_load else (True,):
-        choice = "exact covering choices" if exact else "greedy covering choices"
-        state, unplaced, _ = _solve(model, relaxed=False, exact=exact)
-        candidates.append((state, unplaced, f"chose the plan with the donors' {choice}"))
-        if not (model.by_load or _outside(model, state.level)):
-            continue
-        # A bucket bigger than any receiver's room may still move (it is often the densest one), the
-        # receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
-        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True, exact=exact)
-        passing = "chose the plan where receivers pass part of their surplus on (cheaper" + (
-            f"; {choice})" if model.by_load else ")"
-        )
-        candidates.append((relaxed, relaxed_unplaced, passing))
-        if model.by_load:
-            # Which receiver takes the overflowing bucket decides what it must pass on: try the receivers
-            # whose own buckets can pass the overflow on most cheaply (a bounded number of solves).
-            for item, target in _overflow_alternatives(model, overflowed, relaxed):
-                candidate, candidate_unplaced, _ = _solve(model, relaxed=True, prefer={item: target}, exact=exact)
-                candidates.append((
-                    candidate,
-                    candidate_unplaced,
-                    f"{passing}; bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
-                    f"{model.names[target]}, whose own buckets pass the overflow on with the fewest bytes",
-                ))
-    scores = [_score(model, candidate[0]) for candidate in candidates]
-    winner = min(range(len(candidates)), key=lambda position: (scores[position], position))
-    state, unplaced, why = candidates[winner]
-    if winner:
+    state, unplaced, why = _best_candidate(model)
+    if why:
         explanation.append(why)
     if unplaced:
         explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
