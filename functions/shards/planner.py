@@ -14,10 +14,19 @@ Algorithm (each step deterministic):
    filling: the most utilised shards (relative to share) come down first, never under their lower bound.
 2. Selection per donor (a knapsack-like choice that removes "just enough"): buckets in decreasing order of
    metric per byte (for bytes: largest first) are taken while they do not overshoot what remains; then the
-   cheapest bucket that finishes the job within the donor's window (smallest overshoot) is added.
+   cheapest bucket that finishes the job within the donor's window (smallest overshoot) is added. Load:
+   the exact covering knapsack (fewest bytes carrying at least the surplus, at most the window) competes,
+   by a bounded branch and bound (`_cover_search`), and the cheapest choice wins.
 3. Assignment (best fit decreasing): the pooled buckets, largest first, go to the receiver with the largest
    remaining deficit that can take them without leaving its band; once deficits are filled, to the
    receiver with the most room. A drained bucket that fits nowhere goes to the least utilised receiver.
+   Deficits left after the assignment are filled by the cheapest covering bucket of a shard above its
+   lower bound (load: or the cheapest covering set of one such shard's buckets).
+   Candidates (`_best_candidate`): besides this plan, a relaxed one in which a bucket bigger than any
+   receiver's room moves anyway and that receiver passes the overflow on; for load also the variants with
+   exact covering choices and set-based filling, and the overflowing bucket sent to the receivers with the
+   most room, within a work budget. The plan with the least left outside the bands, then the fewest bytes,
+   wins (on a tie, the original plan).
 4. Local improvement: a move that is not needed any more is dropped (both ends stay in band without it);
    a move is replaced by a cheaper bucket of the same source when both ends stay in band.
 5. improvement_threshold: moves are applied in order (drains first, then largest first) and a move whose
@@ -32,7 +41,9 @@ Lower bound (`Plan.lower_bound_bytes`): max(sum of surpluses over the bands, sum
 bands). Every byte of surplus has to leave its shard and every byte of deficit has to arrive, so both are
 lower bounds on the bytes moved; the second one is the binding one when a shard is added (the new shard
 needs 90 % of a share while the others are only a little above their bands). For the load metric each is
-converted to bytes by a fractional knapsack (the fewest bytes that can carry that load, densest first).
+converted to bytes by the exact covering knapsack (the fewest bytes that can carry that load; the fractional
+knapsack when the search is too big), and the leaving side also counts what a bucket bigger than every
+receiver's room costs the shard that must take it and pass the overflow on (`_pass_on_bound`).
 """
 
 from __future__ import annotations
