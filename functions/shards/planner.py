@@ -983,9 +983,22 @@ def _outside(model: _Model, level: list[float]) -> float:
     return sum(model.excess(shard, level[shard]) for shard in range(len(model.names)))
 
 
-def _score(model: _Model, state: _State) -> tuple[float, int]:
-    """Plans compare by what stays outside the bands (to a tolerance), then by bytes moved."""
-    return (round(_outside(model, state.level) / max(model.total, 1.0), 9), sum(model.cost[i] for i in state.moves))
+def _ordered(model: _Model, state: _State) -> list[int]:
+    """Drains first, then in the order the moves were decided (a receiver passes a surplus on only after it
+    received it; a donor's finishing bucket comes after its big ones)."""
+    chronological = {item: position for position, item in enumerate(state.moves)}
+    return sorted(state.moves, key=lambda item: (model.accepting[model.home[item]], chronological[item]))
+
+
+def _score(model: _Model, state: _State, threshold: float, final: bool = True) -> tuple[float, int]:
+    """Plans compare by what stays outside the bands (to a tolerance), then by bytes moved, both measured on
+    the moves that survive the improvement threshold (what the plan will list; `final`) or on the state."""
+    kept = _apply_threshold(model, _ordered(model, state), state.moves, threshold)[0] if final else list(state.moves)
+    level = list(model.level)
+    for item in kept:
+        level[model.home[item]] -= model.metric[item]
+        level[state.moves[item]] += model.metric[item]
+    return (round(_outside(model, level) / max(model.total, 1.0), 9), sum(model.cost[item] for item in kept))
 
 
 def _solve(
@@ -1074,10 +1087,10 @@ def _overflow_alternatives(model: _Model, overflowed: list[int], state: _State) 
 _CANDIDATE_WORK = 300_000
 
 
-def _best_candidate(model: _Model) -> tuple[_State, int, str]:
-    """Solve a few ways and keep the plan with the best score (what stays outside the bands, then bytes);
-    on a tie the earlier one. Returns the state, the unplaced count, and the explanation line ("" for the
-    first candidate).
+def _best_candidate(model: _Model, threshold: float) -> tuple[_State, int, str]:
+    """Solve a few ways and keep the plan with the best score (what stays outside the bands, then bytes,
+    after the improvement threshold; on a tie, the same before it; then the earlier candidate). Returns the
+    state, the unplaced count, and the explanation line ("" for the first candidate).
 
     First the original candidates: greedy covering choices, deficits filled bucket by bucket, then (for
     the load metric, or when that ends outside a band) relaxed: a bucket bigger than any receiver's room
@@ -1118,7 +1131,11 @@ def _best_candidate(model: _Model) -> tuple[_State, int, str]:
                 f"{passing}; bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
                 f"{model.names[target]}, which passes the overflow on for fewer bytes",
             ))
-    scores = [_score(model, candidate[0]) for candidate in candidates]
+    if len(candidates) == 1:
+        return candidates[0]
+    # The final plan's score first; on a tie the candidate state's own (before the threshold: a plan whose
+    # needed move the threshold skips says so in the explanation), then the earlier candidate.
+    scores = [(_score(model, state, threshold), _score(model, state, 0.0, final=False)) for state, _, _ in candidates]
     winner = min(range(len(candidates)), key=lambda position: (scores[position], position))
     return candidates[winner]
 
@@ -1144,17 +1161,13 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    state, unplaced, why = _best_candidate(model)
+    state, unplaced, why = _best_candidate(model, settings.improvement_threshold)
     if why:
         explanation.append(why)
     if unplaced:
         explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
 
-    # Drains first, then in the order the moves were decided (a receiver passes a surplus on only after it
-    # received it; a donor's finishing bucket comes after its big ones).
-    chronological = {item: position for position, item in enumerate(state.moves)}
-    ordered = sorted(state.moves, key=lambda item: (model.accepting[model.home[item]], chronological[item]))
-    kept, gains, skipped = _apply_threshold(model, ordered, state.moves, settings.improvement_threshold)
+    kept, gains, skipped = _apply_threshold(model, _ordered(model, state), state.moves, settings.improvement_threshold)
     for item in skipped:
         explanation.append(
             f"skipped bucket {model.bucket_ids[item]} ({model.cost[item]:,} bytes) "
