@@ -13,8 +13,10 @@ Generated, seeded cases (each over several fixed seeds):
 * many-shards: 16,384 buckets over 32 shards, Zipf tenants.
 
 For each: the lower bound (max of the surpluses over and the deficits under the tolerance bands; for load,
-in bytes by a fractional knapsack), our plan's bytes and ratio to the bound, and a faithful re-implementation
-of Citus's `rebalance_table_shards` greedy (src/backend/distributed/operations/shard_rebalancer.c:
+in bytes by the exact covering knapsack per shard plus the pass-on term for buckets bigger than any
+receiver's room, see `_lower_bound` in the planner), our plan's bytes and ratio to the bound, and a
+faithful re-implementation of Citus's `rebalance_table_shards` greedy
+(src/backend/distributed/operations/shard_rebalancer.c:
 disallowed placements first, largest first, to the emptiest node; then FindAndMoveShardCost: the fullest
 node gives its largest shard to the emptiest node while the move improves the balance, with `threshold`
 bands around the average utilisation and `improvement_threshold`) on the same input in the same run.

@@ -14,10 +14,19 @@ Algorithm (each step deterministic):
    filling: the most utilised shards (relative to share) come down first, never under their lower bound.
 2. Selection per donor (a knapsack-like choice that removes "just enough"): buckets in decreasing order of
    metric per byte (for bytes: largest first) are taken while they do not overshoot what remains; then the
-   cheapest bucket that finishes the job within the donor's window (smallest overshoot) is added.
+   cheapest bucket that finishes the job within the donor's window (smallest overshoot) is added. Load:
+   the exact covering knapsack (fewest bytes carrying at least the surplus, at most the window) competes,
+   by a bounded branch and bound (`_cover_search`), and the cheapest choice wins.
 3. Assignment (best fit decreasing): the pooled buckets, largest first, go to the receiver with the largest
    remaining deficit that can take them without leaving its band; once deficits are filled, to the
    receiver with the most room. A drained bucket that fits nowhere goes to the least utilised receiver.
+   Deficits left after the assignment are filled by the cheapest covering bucket of a shard above its
+   lower bound (load: or the cheapest covering set of one such shard's buckets).
+   Candidates (`_best_candidate`): besides this plan, a relaxed one in which a bucket bigger than any
+   receiver's room moves anyway and that receiver passes the overflow on; for load also the variants with
+   exact covering choices and set-based filling, and the overflowing bucket sent to the receivers with the
+   most room, within a work budget. The plan with the least left outside the bands, then the fewest bytes,
+   wins (on a tie, the original plan).
 4. Local improvement: a move that is not needed any more is dropped (both ends stay in band without it);
    a move is replaced by a cheaper bucket of the same source when both ends stay in band.
 5. improvement_threshold: moves are applied in order (drains first, then largest first) and a move whose
@@ -32,12 +41,15 @@ Lower bound (`Plan.lower_bound_bytes`): max(sum of surpluses over the bands, sum
 bands). Every byte of surplus has to leave its shard and every byte of deficit has to arrive, so both are
 lower bounds on the bytes moved; the second one is the binding one when a shard is added (the new shard
 needs 90 % of a share while the others are only a little above their bands). For the load metric each is
-converted to bytes by a fractional knapsack (the fewest bytes that can carry that load, densest first).
+converted to bytes by the exact covering knapsack (the fewest bytes that can carry that load; the fractional
+knapsack when the search is too big), and the leaving side also counts what a bucket bigger than every
+receiver's room costs the shard that must take it and pass the overflow on (`_pass_on_bound`).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -221,9 +233,11 @@ class _Model:
     def min_bytes_for(self, amount: float, items: Iterable[int]) -> float:
         """A lower bound on the bytes of any set of these buckets carrying at least `amount` of metric.
 
-        Bytes metric: the amount itself. Load: the fractional knapsack (densest first, a fraction of the
-        critical bucket), tightened by branching a few levels on the critical bucket (it is in the set, or
-        it is not; the bound is the smaller of the two branches' bounds)."""
+        Bytes metric: the amount itself. Load: the exact covering knapsack (the cheapest set whose load
+        reaches the amount, less the model's epsilon, which is what `in_band` forgives), found by branch and
+        bound within `_COVER_NODES` nodes; when the search does not finish, the fractional knapsack (densest
+        first, a fraction of the critical bucket) tightened by branching a few levels on the critical bucket.
+        Both are lower bounds: the exact one is the minimum itself, the other relaxes it."""
         if amount <= 0:
             return 0.0
         if not self.by_load:
@@ -234,9 +248,87 @@ class _Model:
         )
         metric = [self.metric[item] for item in dense]
         cost = [float(self.cost[item]) for item in dense]
+        exact = _exact_cover(metric, cost, amount - self.eps, _COVER_NODES)
+        if exact is not None:
+            return exact if math.isfinite(exact) else float(sum(cost))
         branched = _cover_bound(metric, cost, amount, frozenset(), 6)
         # Nothing covers the amount (it cannot all leave): every one of these buckets' bytes is a bound.
         return branched if math.isfinite(branched) else float(sum(cost))
+
+
+# Node budget of one exact covering knapsack (each node costs a bisection): a few ms in the worst case.
+_COVER_NODES = 20_000
+# Node budget of the exact covering choice a donor makes in `_select` (load metric); the greedy otherwise.
+_SELECT_NODES = 5_000
+
+
+def _exact_cover(metric: list[float], cost: list[float], need: float, budget: int) -> float | None:
+    """The bytes of the cheapest subset whose metric adds up to at least `need` (items sorted densest first).
+
+    inf when even all items fall short, None when the search needs more than `budget` nodes (the caller
+    falls back to a relaxation). Scaled down by 1e-9 so that rounding in the prefix sums can never lift it
+    above the true minimum (it is used as a lower bound)."""
+    found = _cover_search(metric, cost, need, math.inf, budget)
+    if found is None:
+        return None
+    spent, _ = found
+    return spent * (1 - 1e-9)
+
+
+def _cover_search(
+    metric: list[float], cost: list[float], need: float, cap: float, budget: int
+) -> tuple[float, list[int]] | None:
+    """The cheapest subset (positions, in cost) whose metric is at least `need` and at most `cap`.
+
+    Items are sorted densest first. Depth-first branch and bound (take the next densest item first, then
+    leave it), pruned by the fractional (LP) bound from prefix sums, a relaxation of the same problem.
+    (inf, []) when no subset qualifies; None when the search needs more than `budget` nodes."""
+    if need <= 0:
+        return 0.0, []
+    count = len(metric)
+    prefix_metric = [0.0] * (count + 1)
+    prefix_cost = [0.0] * (count + 1)
+    for index in range(count):
+        prefix_metric[index + 1] = prefix_metric[index] + metric[index]
+        prefix_cost[index + 1] = prefix_cost[index] + cost[index]
+    if prefix_metric[count] < need:
+        return math.inf, []
+
+    def relaxed(start: int, remaining: float) -> float:
+        # Items start.. densest first until the remaining need is met, a fraction of the last one.
+        goal = prefix_metric[start] + remaining
+        end = bisect.bisect_left(prefix_metric, goal, start + 1)
+        if end > count:
+            return math.inf
+        critical = end - 1
+        carried = prefix_metric[critical] - prefix_metric[start]
+        return prefix_cost[critical] - prefix_cost[start] + cost[critical] * (remaining - carried) / metric[critical]
+
+    best = math.inf
+    best_path: tuple[int, Any] | None = None
+    nodes = 0
+    # (next position, metric still needed, cost so far, taken positions as a linked list)
+    stack: list[tuple[int, float, float, tuple[int, Any] | None]] = [(0, need, 0.0, None)]
+    while stack:
+        nodes += 1
+        if nodes > budget:
+            return None
+        start, remaining, spent, path = stack.pop()
+        if remaining <= 0:
+            if spent < best:
+                best, best_path = spent, path
+            continue
+        if start == count or spent + relaxed(start, remaining) * (1 - 1e-12) >= best:
+            continue
+        # Leave the item (explored second), take it (explored first) unless that carries more than `cap`.
+        stack.append((start + 1, remaining, spent, path))
+        if need - remaining + metric[start] <= cap:
+            stack.append((start + 1, remaining - metric[start], spent + cost[start], (start, path)))
+    taken: list[int] = []
+    while best_path is not None:
+        taken.append(best_path[0])
+        best_path = best_path[1]
+    return best, taken[::-1]
 
 
 def _cover_bound(metric: list[float], cost: list[float], need: float, excluded: frozenset[int], depth: int) -> float:
@@ -315,20 +407,26 @@ def _lower_bound(model: _Model) -> int:
     Every plan that ends in band moves at least both: a shard over its band gives at least its surplus
     (at least one whole bucket as big as the surplus when the smaller ones cannot add up to it), a shard
     under its band receives at least its deficit, and a shard that has to give more than down to its lower
-    bound must receive the difference back. For the load metric both sides are converted to bytes by a
-    fractional knapsack (the fewest bytes that can carry that load)."""
+    bound must receive the difference back. For the load metric both sides are converted to bytes by the
+    exact covering knapsack (the fewest bytes of the shard's own buckets that carry that load; see
+    `min_bytes_for`), and the leaving side also counts what a bucket too big for any receiver's room costs
+    the shard that takes it (`_pass_on_bound`)."""
     out_bytes = 0.0
     in_metric = 0.0
+    donors: dict[int, float] = {}  # shard -> load it must give
     for shard in range(len(model.names)):
         level = model.level[shard]
         surplus = level - model.hi[shard]
         if surplus > model.eps:
             removal = _least_removal(model, shard, surplus)
+            donors[shard] = removal
             out_bytes += model.min_bytes_for(removal, model.members[shard])
             if model.accepting[shard]:
                 in_metric += max(0.0, model.lo[shard] - (level - removal))
         elif model.accepting[shard]:
             in_metric += max(0.0, model.lo[shard] - level)
+    if model.by_load and donors:
+        out_bytes = max(out_bytes, _pass_on_bound(model, donors))
     if in_metric <= model.eps:
         in_bytes = 0.0
     elif model.by_load:
@@ -336,6 +434,91 @@ def _lower_bound(model: _Model) -> int:
     else:
         in_bytes = in_metric
     return math.floor(max(out_bytes, in_bytes) + 1e-6)
+
+
+# At most this many (type vector, target assignment) combinations are enumerated by `_pass_on_bound`.
+_PASS_ON_COMBINATIONS = 20_000
+
+
+def _pass_on_bound(model: _Model, donors: dict[int, float]) -> float:
+    """Load metric: the bytes leaving all shards, counting what a too-big bucket costs the shard taking it.
+
+    Why it is a lower bound for every plan that ends in band (each bucket moves at most once, from its home):
+    let room(t) = hi(t) - level(t) (+ epsilon) for an accepting shard t and R(s) the largest room of the
+    accepting shards other than s. A donor s either gives no bucket heavier than R(s), then its own
+    buckets leaving cost at least A(s) = the covering knapsack of its need over its buckets of load <= R(s);
+    or it gives one, of load >= L(s) (its lightest bucket above R(s)), at least g(s) = the covering knapsack
+    over all its buckets. That bucket lands on some accepting t != s and overflows t's room, so t's own
+    buckets must carry at least L(s) - room(t) away: t's leaving bytes are at least g_t(L(s) - room(t)); if
+    t is a donor itself, at least g_t(need(t) + L(s)), of which its own term already counts c(t). A shard
+    that takes several such buckets pays at least the largest of these, not their sum. The bytes moved are
+    the sum over shards of the bytes leaving them, so the minimum over every choice (no big bucket / a big
+    bucket to t, per donor) of the sum is a lower bound. Donors whose cheapest cover has no big bucket
+    (A = g) never need the second choice. Returns the plain sum of g(s) when there are too many choices."""
+    count = len(model.names)
+    accepting = [shard for shard in range(count) if model.accepting[shard]]
+    room = [model.hi[shard] - model.level[shard] + model.eps for shard in range(count)]
+    own = {shard: list(model.members[shard]) for shard in range(count)}
+    plain: dict[int, float] = {}
+    no_big: dict[int, float] = {}
+    lightest_big: dict[int, float] = {}
+    for shard, need in donors.items():
+        plain[shard] = model.min_bytes_for(need, own[shard])
+        largest_room = max((room[t] for t in accepting if t != shard), default=-math.inf)
+        small = [item for item in own[shard] if model.metric[item] <= largest_room]
+        heavy = [model.metric[item] for item in own[shard] if model.metric[item] > largest_room]
+        reachable = sum(model.metric[item] for item in small) >= need - model.eps
+        no_big[shard] = model.min_bytes_for(need, small) if reachable else math.inf
+        if heavy:
+            lightest_big[shard] = min(heavy)
+    choosers = sorted(shard for shard in donors if shard in lightest_big and no_big[shard] > plain[shard])
+    fixed = sum(plain[shard] for shard in donors if shard not in choosers)
+    if not choosers:
+        return fixed
+    targets = {shard: [t for t in accepting if t != shard] for shard in choosers}
+    combinations = 0
+    for mask in range(1 << len(choosers)):
+        product = 1
+        for position, shard in enumerate(choosers):
+            if mask >> position & 1:
+                product *= len(targets[shard])
+        combinations += product
+    if combinations > _PASS_ON_COMBINATIONS:
+        return fixed + sum(plain[shard] for shard in choosers)
+
+    penalties: dict[tuple[int, int, bool], float] = {}
+
+    def penalty(shard: int, target: int, target_cost: float) -> float:
+        # What `target` must give away beyond what is already counted for it (target_cost for a donor).
+        load = lightest_big[shard]
+        if target in donors:
+            key = (shard, target, True)
+            if key not in penalties:
+                penalties[key] = model.min_bytes_for(donors[target] + load, own[target])
+            return max(0.0, penalties[key] - target_cost)
+        key = (shard, target, False)
+        if key not in penalties:
+            penalties[key] = model.min_bytes_for(load - room[target], own[target])
+        return penalties[key]
+
+    best = math.inf
+    for mask in range(1 << len(choosers)):
+        cost = {
+            shard: (plain[shard] if mask >> position & 1 else no_big[shard]) for position, shard in enumerate(choosers)
+        }
+        base = fixed + sum(cost.values())
+        if base >= best:
+            continue
+        big = [shard for position, shard in enumerate(choosers) if mask >> position & 1]
+        counted = {shard: plain[shard] for shard in donors if shard not in choosers} | cost
+        cheapest = math.inf
+        for assignment in itertools.product(*(targets[shard] for shard in big)):
+            charge: dict[int, float] = {}
+            for shard, target in zip(big, assignment, strict=True):
+                charge[target] = max(charge.get(target, 0.0), penalty(shard, target, counted.get(target, 0.0)))
+            cheapest = min(cheapest, sum(charge.values()))
+        best = min(best, base + (cheapest if big else 0.0))
+    return best
 
 
 def _surplus_targets(model: _Model) -> list[float]:
@@ -378,7 +561,7 @@ def _water_fill(model: _Model, level: list[float], extra: float, donors: list[in
 
 
 def _select(
-    model: _Model, shard: int, need: float, window: float, exclude: set[int], largest: float
+    model: _Model, shard: int, need: float, window: float, exclude: set[int], largest: float, exact: bool = True
 ) -> list[int]:
     """Buckets of `shard` removing at least `need` and at most `window` of metric, as few bytes as possible.
 
@@ -453,6 +636,15 @@ def _select(
             if removed >= need - eps:
                 candidates.append(list(prefix))
                 break
+    if model.by_load and exact:
+        # The exact covering knapsack within the window, when the search is small enough (it usually is:
+        # only the densest buckets matter); the greedy candidates above are the fallback.
+        found = _cover_search(
+            [metric[item] for item in order], [float(cost[item]) for item in order], need - eps, window + eps,
+            _SELECT_NODES,
+        )
+        if found is not None and found[1]:
+            candidates.append([order[position] for position in found[1]])
     if not candidates:
         return partial
     best = min(candidates, key=lambda picked: (sum(cost[item] for item in picked), len(picked)))
@@ -484,11 +676,20 @@ class _State:
         self.level[self.model.home[item]] += self.model.metric[item]
 
 
-def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int], overflow: bool) -> list[int]:
+def _assign(
+    model: _Model,
+    state: _State,
+    pool: list[int],
+    receivers: list[int],
+    overflow: bool,
+    prefer: dict[int, int] | None = None,
+    overflowed: list[int] | None = None,
+) -> list[int]:
     """Assign pooled buckets (already removed from their sources) to receivers; return unplaced ones.
 
     A bucket that fits no receiver within its band stays home, unless it is drained or `overflow` is set:
-    then it goes to the least utilised receiver."""
+    then it goes to the receiver `prefer` names for it, else to the least utilised receiver (and is listed
+    in `overflowed`)."""
     unplaced: list[int] = []
     for item in sorted(pool, key=lambda item: (-model.metric[item], model.bucket_ids[item])):
         value = model.metric[item]
@@ -507,13 +708,18 @@ def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int],
         if best is None and (overflow or not model.accepting[model.home[item]]):
             # A drained bucket must go somewhere: the least utilised receiver.
             candidates = receivers or [s for s in range(len(model.names)) if model.accepting[s]]
-            best = min(
-                candidates,
-                key=lambda shard: (
-                    (state.level[shard] + value) / model.share[shard] if model.share[shard] else 0.0,
-                    shard,
-                ),
-            )
+            if prefer is not None and prefer.get(item) in candidates:
+                best = prefer[item]
+            else:
+                best = min(
+                    candidates,
+                    key=lambda shard: (
+                        (state.level[shard] + value) / model.share[shard] if model.share[shard] else 0.0,
+                        shard,
+                    ),
+                )
+            if overflowed is not None:
+                overflowed.append(item)
         if best is None:
             state.level[model.home[item]] += value  # stays home
             unplaced.append(item)
@@ -523,10 +729,11 @@ def _assign(model: _Model, state: _State, pool: list[int], receivers: list[int],
     return unplaced
 
 
-def _repair(model: _Model, state: _State) -> None:
+def _repair(model: _Model, state: _State, exact: bool = True, sets: bool = True) -> None:
     """Fill what is left of the deficits bucket by bucket: for the neediest shard, the cheapest bucket of a
     shard above its band's lower bound that covers the deficit without pushing either end out of band
-    (or, when none covers it, the largest that fits, then again)."""
+    (or, when none covers it, the largest that fits, then again). Load metric: or the cheapest set of one
+    such shard's buckets that covers it (that shard's covering choice), when it costs fewer bytes."""
     count = len(model.names)
     received = set(state.moves.values())
     donors = [
@@ -578,13 +785,28 @@ def _repair(model: _Model, state: _State) -> None:
                 key_partial = (-value, bucket_id, item, donor)
                 if value <= upper and (partial is None or key_partial < partial):
                     partial = key_partial
-        chosen = (best[2], best[3]) if best is not None else ((partial[2], partial[3]) if partial else None)
-        if chosen is None:
+        chosen = [(best[2], best[3])] if best is not None else ([(partial[2], partial[3])] if partial else [])
+        if model.by_load and sets:
+            # Load: a few small dense buckets of one donor often carry the deficit for fewer bytes than any
+            # single bucket; the donor's own covering choice (`_select`, within both ends' bands) competes.
+            cheapest = best[0] if best is not None else math.inf
+            moved = set(state.moves)
+            for donor in donors:
+                if donor == receiver:
+                    continue
+                window = min(state.level[donor] - model.lo[donor], room)
+                picked = _select(model, donor, deficit, window, moved, room, exact)
+                carried = sum(model.metric[item] for item in picked)
+                spent = sum(model.cost[item] for item in picked)
+                if picked and deficit - model.eps <= carried <= window + model.eps and spent < cheapest:
+                    cheapest, chosen = spent, [(item, donor) for item in picked]
+        if not chosen:
             return
-        item, donor = chosen
-        state.apply(item, receiver)
-        entry = (model.metric[item], model.bucket_ids[item], item)
-        del unmoved[donor][bisect.bisect_left(unmoved[donor], entry)]
+        for item, donor in chosen:
+            state.apply(item, receiver)
+            entry = (model.metric[item], model.bucket_ids[item], item)
+            listed = unmoved_of(donor)
+            del listed[bisect.bisect_left(listed, entry)]
 
 
 def _prune(model: _Model, state: _State) -> None:
@@ -761,13 +983,30 @@ def _outside(model: _Model, level: list[float]) -> float:
     return sum(model.excess(shard, level[shard]) for shard in range(len(model.names)))
 
 
-def _score(model: _Model, state: _State) -> tuple[float, int]:
-    """Plans compare by what stays outside the bands (to a tolerance), then by bytes moved."""
-    return (round(_outside(model, state.level) / max(model.total, 1.0), 9), sum(model.cost[i] for i in state.moves))
+def _ordered(model: _Model, state: _State) -> list[int]:
+    """Drains first, then in the order the moves were decided (a receiver passes a surplus on only after it
+    received it; a donor's finishing bucket comes after its big ones)."""
+    chronological = {item: position for position, item in enumerate(state.moves)}
+    return sorted(state.moves, key=lambda item: (model.accepting[model.home[item]], chronological[item]))
 
 
-def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
-    """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back."""
+def _score(model: _Model, state: _State, threshold: float, final: bool = True) -> tuple[float, int]:
+    """Plans compare by what stays outside the bands (to a tolerance), then by bytes moved, both measured on
+    the moves that survive the improvement threshold (what the plan will list; `final`) or on the state."""
+    kept = _apply_threshold(model, _ordered(model, state), state.moves, threshold)[0] if final else list(state.moves)
+    level = list(model.level)
+    for item in kept:
+        level[model.home[item]] -= model.metric[item]
+        level[state.moves[item]] += model.metric[item]
+    return (round(_outside(model, level) / max(model.total, 1.0), 9), sum(model.cost[item] for item in kept))
+
+
+def _solve(
+    model: _Model, relaxed: bool, prefer: dict[int, int] | None = None, exact: bool = True, sets: bool = True
+) -> tuple[_State, int, list[int]]:
+    """Select, assign, repair and improve; `relaxed` lets a bucket overflow a receiver that then gives back
+    (to the receiver `prefer` names for it, else the least utilised). Returns the state, the number of
+    buckets placed nowhere, and the buckets that overflowed their receiver in the first assignment."""
     count = len(model.names)
     state = _State(model)
     taken: set[int] = set()
@@ -777,7 +1016,7 @@ def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
     def take(shard: int, need: float, pool: list[int], largest: float) -> None:
         # A donor must not fall under its band; relaxed, it may (a lone huge bucket), the repair refills it.
         floor = model.lo[shard] if model.accepting[shard] and not relaxed else 0.0
-        for item in _select(model, shard, need, state.level[shard] - floor, taken, largest):
+        for item in _select(model, shard, need, state.level[shard] - floor, taken, largest, exact):
             pool.append(item)
             taken.add(item)
             state.level[shard] -= model.metric[item]
@@ -802,7 +1041,8 @@ def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
         for shard, need in sorted(_water_fill(model, state.level, extra, donors).items()):
             take(shard, need, pool, largest)
         receivers = [shard for shard in range(count) if model.accepting[shard] and shard not in givers]
-    unplaced += _assign(model, state, pool, receivers, overflow=relaxed)
+    overflowed: list[int] = []
+    unplaced += _assign(model, state, pool, receivers, overflow=relaxed, prefer=prefer, overflowed=overflowed)
     for _ in range(4 if relaxed else 0):
         over = [s for s in range(count) if model.accepting[s] and state.level[s] > model.hi[s] + model.eps]
         if not over:
@@ -812,11 +1052,92 @@ def _solve(model: _Model, relaxed: bool) -> tuple[_State, int]:
             take(shard, state.level[shard] - model.hi[shard], pool, math.inf)
         receivers = [s for s in range(count) if model.accepting[s] and s not in over]
         unplaced += _assign(model, state, pool, receivers, overflow=False)
-    _repair(model, state)
+    _repair(model, state, exact, sets)
     _prune(model, state)
     _shrink(model, state)
     _prune(model, state)
-    return state, len(unplaced)
+    return state, len(unplaced), overflowed
+
+
+# Load metric: at most this many overflowing buckets, and receivers per bucket, are tried by `_plan`.
+_OVERFLOW_ITEMS = 1
+_OVERFLOW_TARGETS = 4
+
+
+def _overflow_alternatives(model: _Model, overflowed: list[int], state: _State) -> list[tuple[int, int]]:
+    """(bucket, receiver) pairs to try for the buckets that overflowed every receiver's room.
+
+    Per bucket (the heaviest first), the other accepting shards with the most room before the plan (the
+    least it overflows them, so the least they must pass on), then by position; at most _OVERFLOW_TARGETS."""
+    pairs: list[tuple[int, int]] = []
+    heaviest = sorted(overflowed, key=lambda item: (-model.metric[item], model.bucket_ids[item]))
+    for item in heaviest[:_OVERFLOW_ITEMS]:
+        source, current = model.home[item], state.moves.get(item)
+        ranked = sorted(
+            (model.level[target] - model.hi[target], target)
+            for target in range(len(model.names))
+            if target not in (source, current) and model.accepting[target]
+        )
+        pairs += [(item, target) for _, target in ranked[:_OVERFLOW_TARGETS]]
+    return pairs
+
+
+# Load metric: at most this many bucket-solves (solves x buckets) are spent on candidate plans, so that a
+# large shard set gets the planner's original two candidates and a small one all of them.
+_CANDIDATE_WORK = 300_000
+
+
+def _best_candidate(model: _Model, threshold: float) -> tuple[_State, int, str]:
+    """Solve a few ways and keep the plan with the best score (what stays outside the bands, then bytes,
+    after the improvement threshold; on a tie, the same before it; then the earlier candidate). Returns the
+    state, the unplaced count, and the explanation line ("" for the first candidate).
+
+    First the original candidates: greedy covering choices, deficits filled bucket by bucket, then (for
+    the load metric, or when that ends outside a band) relaxed: a bucket bigger than any receiver's room
+    may still move (it is often the densest one) and the receiver gives back some of its own buckets.
+    Load metric only, within _CANDIDATE_WORK: the same two with the donors' exact covering choices and
+    deficits filled by sets of buckets, then with greedy choices and sets (locally cheapest is not always
+    globally cheapest: what a donor gives decides what the receivers still need), then each relaxed one
+    with its overflowing bucket sent to the receivers with the most room instead of the least utilised."""
+    budget = max(2, _CANDIDATE_WORK // max(1, len(model.metric))) if model.by_load else 2
+    candidates: list[tuple[_State, int, str]] = []
+    overflows: list[tuple[bool, bool, str, list[int], _State]] = []
+    variants = [(False, False), (True, True), (False, True)] if model.by_load else [(False, False)]
+    for exact, sets in variants:
+        if len(candidates) + 2 > budget:
+            break
+        choice = "" if not model.by_load else (
+            "; " + ("exact covering choices" if exact else "greedy covering choices")
+            + (", deficits filled by sets of buckets" if sets else ", deficits filled bucket by bucket")
+        )
+        state, unplaced, _ = _solve(model, relaxed=False, exact=exact, sets=sets)
+        candidates.append((state, unplaced, f"chose the plan{choice}" if candidates else ""))
+        if not (model.by_load or _outside(model, state.level)):
+            continue
+        relaxed, relaxed_unplaced, overflowed = _solve(model, relaxed=True, exact=exact, sets=sets)
+        passing = f"chose the plan where receivers pass part of their surplus on (cheaper{choice})"
+        candidates.append((relaxed, relaxed_unplaced, passing))
+        overflows.append((exact, sets, passing, overflowed, relaxed))
+    for exact, sets, passing, overflowed, relaxed in overflows if model.by_load else []:
+        for item, target in _overflow_alternatives(model, overflowed, relaxed):
+            if len(candidates) >= budget:
+                break
+            candidate, candidate_unplaced, _ = _solve(
+                model, relaxed=True, prefer={item: target}, exact=exact, sets=sets
+            )
+            candidates.append((
+                candidate,
+                candidate_unplaced,
+                f"{passing}; bucket {model.bucket_ids[item]} is bigger than any receiver's room: sent to "
+                f"{model.names[target]}, which passes the overflow on for fewer bytes",
+            ))
+    if len(candidates) == 1:
+        return candidates[0]
+    # The final plan's score first; on a tie the candidate state's own (before the threshold: a plan whose
+    # needed move the threshold skips says so in the explanation), then the earlier candidate.
+    scores = [(_score(model, state, threshold), _score(model, state, 0.0, final=False)) for state, _, _ in candidates]
+    winner = min(range(len(candidates)), key=lambda position: (scores[position], position))
+    return candidates[winner]
 
 
 def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
@@ -840,22 +1161,13 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
             f"(band {model.lo[shard]:.6g}..{model.hi[shard]:.6g}), {status}"
         )
 
-    state, unplaced = _solve(model, relaxed=False)
-    if model.by_load or _outside(model, state.level):
-        # Second candidate: a bucket bigger than any receiver's room may still move (it is often the densest
-        # one), the receiver then gives back some of its own buckets; the cheaper plan that ends in band wins.
-        relaxed, relaxed_unplaced = _solve(model, relaxed=True)
-        if _score(model, relaxed) < _score(model, state):
-            state, unplaced = relaxed, relaxed_unplaced
-            explanation.append("chose the plan where receivers pass part of their surplus on (cheaper)")
+    state, unplaced, why = _best_candidate(model, settings.improvement_threshold)
+    if why:
+        explanation.append(why)
     if unplaced:
         explanation.append(f"{unplaced} selected bucket(s) fit on no receiver within its band and stay")
 
-    # Drains first, then in the order the moves were decided (a receiver passes a surplus on only after it
-    # received it; a donor's finishing bucket comes after its big ones).
-    chronological = {item: position for position, item in enumerate(state.moves)}
-    ordered = sorted(state.moves, key=lambda item: (model.accepting[model.home[item]], chronological[item]))
-    kept, gains, skipped = _apply_threshold(model, ordered, state.moves, settings.improvement_threshold)
+    kept, gains, skipped = _apply_threshold(model, _ordered(model, state), state.moves, settings.improvement_threshold)
     for item in skipped:
         explanation.append(
             f"skipped bucket {model.bucket_ids[item]} ({model.cost[item]:,} bytes) "

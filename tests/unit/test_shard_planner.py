@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -12,7 +13,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.shard_planner import citus_greedy, in_band, make_cases, ours
-from shards.planner import BucketInfo, Move, Plan, PlanSettings, ShardInfo, plan_drain, plan_rebalance
+from shards.planner import (
+    BucketInfo,
+    Move,
+    Plan,
+    PlanSettings,
+    ShardInfo,
+    _cover_search,
+    plan_drain,
+    plan_rebalance,
+)
 
 # --------------------------------------------------------------------------- generated problems
 
@@ -294,3 +304,84 @@ def test_generated_benchmark_cases_beat_the_citus_greedy_and_stay_near_the_bound
         assert plan.bytes_moved <= greedy.bytes_moved, case.name
         if case.settings.metric == "bytes":
             assert plan.bytes_moved <= 1.05 * plan.lower_bound_bytes, case.name
+
+
+def test_load_case_meets_the_target_against_the_exact_covering_bound() -> None:
+    """Load, seed 1: the exact covering knapsack and the pass-on term make the bound tight (ratio 1.0000;
+    it was 1.36 against the fractional bound), the plan never worse than the greedy."""
+    case = next(case for case in make_cases(1) if case.name == "load")
+    plan = ours(case)
+    greedy = citus_greedy(case.buckets, case.shards, case.settings, case.drain)
+    assert in_band(plan.after, case)
+    assert plan.bytes_moved <= greedy.bytes_moved
+    assert plan.lower_bound_bytes <= plan.bytes_moved <= 1.0001 * plan.lower_bound_bytes
+
+
+def test_load_case_seed_4_stays_at_its_honest_figure() -> None:
+    """Load, seed 4: the worst seed, 1.082 x the bound (173.3 MB against 160.2 MB; a search restricted to
+    the plan's structure finds nothing under 172.7 MB, so most of the gap is the bound's, which does not see
+    that a receiver's deficit must be met by whole buckets). Pinned so that it does not get worse."""
+    case = next(case for case in make_cases(4) if case.name == "load")
+    plan = ours(case)
+    assert in_band(plan.after, case)
+    assert plan.lower_bound_bytes >= 160_000_000
+    assert plan.bytes_moved <= 1.083 * plan.lower_bound_bytes
+
+
+def test_exact_covering_search_matches_brute_force() -> None:
+    """_cover_search: the cheapest subset with metric in [need, cap], checked against every subset."""
+    rng = random.Random(11)
+    for _ in range(300):
+        count = rng.randint(0, 9)
+        metric = [rng.choice([0.5, 1.0, 2.0, 3.5]) * rng.paretovariate(1.2) for _ in range(count)]
+        cost = [float(rng.randint(1, 100)) for _ in range(count)]
+        order = sorted(range(count), key=lambda item: (-metric[item] / cost[item], item))
+        metric, cost = [metric[item] for item in order], [cost[item] for item in order]
+        need = rng.uniform(0.0, sum(metric) * 1.1)
+        cap = rng.choice([math.inf, need * rng.uniform(1.0, 2.0)])
+        brute = math.inf
+        for mask in range(1 << count):
+            carried = sum(metric[item] for item in range(count) if mask >> item & 1)
+            if need <= carried <= cap:
+                brute = min(brute, sum(cost[item] for item in range(count) if mask >> item & 1))
+        found = _cover_search(metric, cost, need, cap, 1_000_000)
+        assert found is not None
+        spent, taken = found
+        assert spent == pytest.approx(brute) if math.isfinite(brute) else spent == math.inf
+        if taken:
+            assert need <= sum(metric[item] for item in taken) <= cap
+            assert sum(cost[item] for item in taken) == pytest.approx(spent)
+
+
+def test_load_lower_bound_never_exceeds_the_true_optimum_on_tiny_instances() -> None:
+    """Every placement of up to 7 buckets over up to 3 shards: the bound (exact covering knapsacks and the
+    pass-on term) is never above the cheapest placement that ends in band."""
+    checked = 0
+    for seed in range(250):
+        rng = random.Random(seed)
+        shard_count = rng.randint(2, 3)
+        shards = [ShardInfo(f"s{index}", weight=rng.choice([1.0, 1.0, 2.0])) for index in range(shard_count)]
+        buckets = [
+            BucketInfo(
+                bucket,
+                f"s{rng.choices(range(shard_count), weights=[6, *([1] * (shard_count - 1))])[0]}",
+                rng.randint(1, 100),
+                rng.paretovariate(1.2),
+            )
+            for bucket in range(rng.randint(3, 7))
+        ]
+        cfg = PlanSettings(tolerance=rng.choice([0.1, 0.2, 0.3]), metric="load")
+        bound = plan_rebalance(buckets, shards, cfg).lower_bound_bytes
+        optimum = math.inf
+        for placement in itertools.product(range(shard_count), repeat=len(buckets)):
+            levels = [0.0] * shard_count
+            for bucket, shard in zip(buckets, placement, strict=True):
+                levels[shard] += bucket.load
+            after = {f"s{shard}": levels[shard] for shard in range(shard_count)}
+            if within_tolerance(shards, cfg, after):
+                moved = sum(b.bytes for b, shard in zip(buckets, placement, strict=True) if b.shard != f"s{shard}")
+                optimum = min(optimum, moved)
+        if math.isfinite(optimum):
+            checked += 1
+            assert bound <= optimum, seed
+    assert checked > 100
