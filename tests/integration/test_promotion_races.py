@@ -1,0 +1,156 @@
+"""Issue 16: a rollback must win against every step running at the same time, and stay won.
+
+A guard alarm's rollback (its own invocation) interleaved with each step of a promotion (shift, check, gate,
+hold, finalize, cleanup, console commands) at every AWS call of both, on an ALB pair and a Route 53 pair
+(tests/support/promotion_races.py). After the race the workflow goes on and the periodic reconcile runs once
+(what the schedule does every `evaluate_every_minutes`); then:
+
+* whenever a rollback was decided, 100 % of the traffic is on the last known-good colour;
+* the record agrees with the traffic (live colour, status, weights);
+* each invocation leaves exactly one audit record for the pair, with its true outcome;
+* `DeploymentCompleted` is never published for a release rolled back before it finalized.
+
+By default a sample of the cells runs (every call index on the first and the last shift and on finalize, every
+other index elsewhere, on the ALB pair; a spread on the Route 53 pair); REFLEX_FULL_PROMOTION_RACES=1 (`make
+promotion-races`) runs every cell.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from promoter.promotion_plan import ABORTED, ENDED, FINALIZED, IN_FLIGHT, ROLLED_BACK, all_on
+from reflex_core.promotion_config import Route53PairTarget, Route53Side
+from reflex_core.runtime import install_runtime
+from tests.conftest import T0
+from tests.support.promotion import bench, completed_events, with_pair
+from tests.support.promotion_races import SCENARIOS, CellOutcome, Scenario, run_cell
+
+FULL = os.environ.get("REFLEX_FULL_PROMOTION_RACES") == "1"
+ELB = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup"
+ROUTE53 = Route53PairTarget(
+    kind="route53", hosted_zone_id="Z0123456789ABCDEFGHIJ", record_name="www.example.com.", record_type="A",
+    blue=Route53Side(set_identifier="blue", target_group_arns=[f"{ELB}/www-blue/0123456789abcdef"]),
+    green=Route53Side(set_identifier="green", target_group_arns=[f"{ELB}/www-green/fedcba9876543210"]),
+)
+# Cells per (scenario, pair kind, who starts) in the default sample; the full matrix runs every pair of hand-over
+# points (every call of the first invocation x every call of the second, and "never hands back").
+SAMPLES = {"alb": 8, "route53": 3}
+FAMILIES = ("step-first", "alarm-first")
+_LENGTHS: dict[tuple[str, str, str], tuple[int, int]] = {}
+
+
+def _grid(n_first: int, n_second: int) -> list[tuple[int, int]]:
+    return [(at, back) for at in range(1, n_first + 2) for back in range(0, n_second + 1)]
+
+
+def _sample(key: str, n_first: int, n_second: int, count: int) -> list[tuple[int, int]]:
+    rng = random.Random(key)
+    grid = _grid(n_first, n_second)
+    # Always the plain overtakings (the second runs whole before each call of the first) spread over the first.
+    picks = {(at, 0) for at in range(1, n_first + 2, max(1, (n_first + 1) // max(1, count // 2)))}
+    picks |= set(rng.sample(grid, min(len(grid), count - len(picks)))) if count > len(picks) else set()
+    return sorted(picks)
+
+
+CELLS = [pytest.param(s, kind, family, id=f"{kind}-{s.name}-{family}")
+         for s in SCENARIOS for kind in ("alb", "route53") for family in FAMILIES]
+
+
+@pytest.fixture
+def world(dev_config) -> Iterator[Any]:
+    """`make(kind)`: a fresh bench on its own moto account and clock (call inside `with mock_aws()`)."""
+    from reflex_core.clock import VirtualClock
+
+    yield lambda kind: bench(with_pair(dev_config, **({"target": ROUTE53} if kind == "route53" else {})),
+                             VirtualClock(T0))
+    install_runtime(None)
+
+
+def check_cell(cell: CellOutcome, label: str) -> None:
+    record = cell.record
+    p = record.promotion
+    assert p is not None, label
+    rollbacks = [r for r in cell.audit if r["operation"] in ("rollback", "abort")]
+    decided = [r for r in rollbacks if r["outcome"] == "executed"]
+    good = all_on(p.from_colour)
+    # 1. a rollback decided: 100 % on the last known-good colour, and the record says so
+    if decided:
+        assert cell.weights == good, f"a rollback was decided, weights end {cell.weights}: {label}"
+        assert p.status in (ROLLED_BACK, ABORTED), f"a rollback was decided, record {p.status}: {label}"
+    # 2. the record agrees with the traffic
+    if p.status in (ROLLED_BACK, ABORTED):
+        assert record.live == p.from_colour and cell.weights == good, f"{p.status}, weights {cell.weights}: {label}"
+    elif p.status in (FINALIZED, "completed"):
+        assert record.live == p.to_colour and cell.weights == all_on(p.to_colour), \
+            f"{p.status} on {p.to_colour}, weights {cell.weights}: {label}"
+    elif p.status in IN_FLIGHT:
+        assert cell.weights == p.weights, f"{p.status} at {p.weights}, weights {cell.weights}: {label}"
+    else:
+        assert p.status in ENDED, label
+    # 3. one audit record per decision, each with its true outcome
+    ids = [r["id"] for r in cell.audit]
+    assert len(ids) == len(set(ids)), label
+    alarm_records = [r for r in cell.audit if r["trigger"].get("kind") == "alarm" and r["target"]]
+    assert len(alarm_records) == 1, f"the alarm's invocation left {[r['outcome'] for r in alarm_records]}: {label}"
+    (alarm,) = alarm_records
+    if alarm["outcome"] == "executed":
+        assert p.status in (ROLLED_BACK, ABORTED), label
+    else:
+        # Refused only when there is nothing to roll back: retention over, or rolled back already.
+        assert alarm["outcome"] in ("skipped:retention-ended", "skipped:already-rolled-back", "skipped:no-promotion"), \
+            f"alarm {alarm['outcome']}: {alarm['detail']}: {label}"
+        if alarm["outcome"] == "skipped:retention-ended":
+            assert p.status == "completed" or p.status == FINALIZED, label
+    for r in cell.audit:
+        if r["operation"] == "approve" and r["outcome"] == "executed":
+            assert "no longer waits" not in r["detail"], f"approve audited executed though the gate was gone: {label}"
+    # 4. never DeploymentCompleted for a release rolled back before it finalized
+    if cell.completed and p.status in (ROLLED_BACK, ABORTED):
+        assert any((r.get("before") or {}).get("status") == FINALIZED for r in decided), \
+            f"DeploymentCompleted published for a release rolled back before it finalized: {label}"
+    assert not [e for e in cell.errors if "alarm" in e], f"the alarm's invocation raised {cell.errors}: {label}"
+
+
+def _lengths(make: Any, scenario: Scenario, kind: str, family: str) -> tuple[int, int]:
+    """How many calls each side makes when they run one after the other (a clean run, once per module)."""
+    key = (scenario.name, kind, family)
+    if key not in _LENGTHS:
+        cell = race(make, scenario, kind, family, 10**6, 0)
+        _LENGTHS[key] = (len(cell.first_calls), len(cell.second_calls))
+    return _LENGTHS[key]
+
+
+def race(make: Any, scenario: Scenario, kind: str, family: str, at: Any, back: Any) -> CellOutcome:
+    with mock_aws():
+        b = make(kind)
+        reader = completed_events(b.world)
+        return run_cell(b, scenario, family, at, back, lambda: reader())
+
+
+def label_of(scenario: Scenario, kind: str, family: str, at: Any, back: Any, cell: CellOutcome) -> str:
+    first = cell.first_calls
+    where = f"before its call {at} ({first[at - 1]})" if isinstance(at, int) and cell.handed_over else str(at)
+    return (f"[{kind} {scenario.name}: {family}, hands over {where}, back at {back}] first {first}; "
+            f"second {cell.second_calls}; errors {cell.errors}")
+
+
+@pytest.mark.parametrize(("scenario", "kind", "family"), CELLS)
+def test_a_rollback_wins_every_interleaving(world, scenario: Scenario, kind: str, family: str) -> None:
+    n_first, n_second = _lengths(world, scenario, kind, family)
+    key = f"{kind}-{scenario.name}-{family}"
+    cells = _grid(n_first, n_second) if FULL else _sample(key, n_first, n_second, SAMPLES[kind])
+    failures = []
+    for at, back in cells:
+        cell = race(world, scenario, kind, family, at, back)
+        try:
+            check_cell(cell, label_of(scenario, kind, family, at, back, cell))
+        except AssertionError as err:
+            failures.append(str(err).splitlines()[0][:1500])
+    assert not failures, f"{len(failures)} of {len(cells)} cells failed:\n" + "\n".join(failures)
