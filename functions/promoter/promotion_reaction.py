@@ -552,8 +552,11 @@ class PromotionReaction:
                 return self._skip(intent, ctx, "finalized", f"promotion {p.id} is finalized; `rollback` within the "
                                                             "retention window instead", weights=current)
             if p.retention_until is not None and ctx.now.timestamp() >= p.retention_until:
+                # A guard alarm with nothing safe to roll back to (the retention is over, or ended when a new
+                # release landed on the retained colour): a human decides, so it pages.
                 return self._skip(intent, ctx, "retention-ended", f"{p.from_colour} was kept until "
-                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))}; start a new promotion")
+                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))} ({p.reason}); no "
+                                  "rollback target: start a new promotion", page=intent.params.get("cause") == "alarm")
         elif p.status not in IN_FLIGHT and p.status != ROLLBACK_FAILED:
             return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         status = ABORTED if abort else ROLLED_BACK

@@ -156,3 +156,91 @@ def test_defect6_promote_after_the_gate_timed_out_is_not_reported_executed(make)
     (decision,) = response["decisions"]
     assert decision["outcome"] != "executed", decision
     assert b.record().promotion.status == "awaiting-approval" or b.record().promotion.status == "rolled-back"
+
+
+# --------------------------------------------------------------------------- design decisions of issue 16
+
+
+def _set_weights(b: PromotionBench, weights: dict[str, int]) -> None:
+    """An operator moving the traffic by hand (the console of the load balancer or of Route 53)."""
+    from promoter.traffic_switch import PairTraffic
+
+    PairTraffic(b.world.clients, b.world.config.promotions[0]).switch.write(weights)
+
+
+def test_close_ends_a_failed_rollback_on_the_colour_the_operator_chose(make) -> None:
+    from tests.integration.test_promotion_races import ROUTE53
+
+    b = make(target=ROUTE53)
+    b.green_ready(release="v2")
+    b.run(1)
+    target = b.world.config.promotions[0].target
+    r53 = b.world.clients.route53
+    sets = r53.list_resource_record_sets(HostedZoneId=target.hosted_zone_id)["ResourceRecordSets"]
+    (blue,) = [r for r in sets if r.get("SetIdentifier") == "blue"]
+    _delete_blue_record(b)
+    with contextlib.suppress(Exception):
+        b.alarm(LATENCY, "ALARM")
+    assert b.record().promotion.status == "rollback-failed"
+    # By hand: blue's record back, and the operator decides green stays (blue is what broke).
+    r53.change_resource_record_sets(HostedZoneId=target.hosted_zone_id, ChangeBatch={
+        "Changes": [{"Action": "CREATE", "ResourceRecordSet": dict(blue, Weight=0)}]})
+    response = b.console("close", live="green", reason="blue record lost; green serves")
+    (decision,) = response["decisions"]
+    assert decision["outcome"] == "executed", decision
+    record = b.record()
+    assert record.live == "green" and record.promotion.status == "closed"
+    assert b.weights() == {"blue": 0, "green": 100}
+    (closed,) = [r for r in b.audit() if r["operation"] == "close"]
+    assert closed["who"].startswith("console") and closed["after"]["weights"] == {"blue": 0, "green": 100}
+    # The reconcile keeps the operator's decision, and puts it back when the weights are moved.
+    b.clock.advance(3600)
+    b.reconcile()
+    assert b.weights() == {"blue": 0, "green": 100}
+    _set_weights(b, {"blue": 50, "green": 50})
+    b.reconcile()
+    assert b.weights() == {"blue": 0, "green": 100}
+    # A new promotion starts from the closed state (live green: the next one goes to blue).
+    assert b.green_ready(release="v3")["decisions"][0]["outcome"] == "executed"
+
+
+def test_close_needs_a_live_colour() -> None:
+    from promoter.promotion_commands import PromotionCommand
+
+    with pytest.raises(ValueError, match="live"):
+        PromotionCommand.model_validate({"command": "close", "pair": "web", "reason": "done by hand",
+                                         "operator": "sre"})
+
+
+def test_a_green_ready_refused_during_retention_leaves_no_rollback_onto_the_unapproved_release(make) -> None:
+    """Green finalized, blue retained; a new release lands on blue and its GreenReady is refused by the preflight.
+    Blue now runs a release nobody approved: a guard alarm must not put 100 % onto it. The rollback target is
+    gone (retention ended with the GreenReady); the alarm is audited, refused, and pages."""
+    b = make(approval=None, bake_s=30)
+    b.green_ready(release="v2")
+    b.run(400)
+    assert b.record().promotion.status == "finalized" and b.weights() == {"blue": 0, "green": 100}
+    b.healthy("blue", 0)  # blue's new release is not up yet: the preflight refuses
+    b.green_ready(release="v3")
+    b.run(5)
+    assert b.record().promotion.status == "finalized"
+    assert b.record().promotion.releases.get("blue") == "v3"
+    b.alarm(LATENCY, "ALARM")
+    assert b.weights() == {"blue": 0, "green": 100}
+    (alarm,) = [r for r in b.audit() if r["trigger"].get("kind") == "alarm" and r["target"]]
+    assert alarm["outcome"] == "skipped:retention-ended" and alarm.get("page") is True, alarm
+
+
+def test_a_shift_after_weights_changed_by_hand_at_the_gate_holds(make) -> None:
+    b = make()
+    b.green_ready(release="v2")
+    b.run()
+    assert b.record().promotion.status == "awaiting-approval"
+    _set_weights(b, {"blue": 50, "green": 50})
+    b.console("promote")
+    b.run(1)
+    assert b.weights() == {"blue": 50, "green": 50}, "the shift moved traffic from weights it did not write"
+    p = b.record().promotion
+    assert p.paused and p.step == 0, p
+    (held,) = [r for r in b.audit() if r["operation"] == "shift" and r["action"]["operation"] == "shift_held"]
+    assert held["outcome"] == "executed" and "changed outside Reflex" in held["detail"]
