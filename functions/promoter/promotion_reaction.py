@@ -72,6 +72,10 @@ from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, P
 from reflex_core.triggers import Trigger, TriggerError
 
 
+class WeightsMoved(RuntimeError):
+    """The weights left the new colour between a finalize's plan and its announcement."""
+
+
 class GateGone(RuntimeError):
     """A `promote` found no gate waiting any more (timed out, or the promotion ended): it approved nothing."""
 
@@ -179,8 +183,9 @@ class PromotionReaction:
         if isinstance(request, PromotionCommand):
             pair = rt.config.promotion(request.pair)
             assert pair is not None
+            extra: dict[str, Any] = {"live": request.live} if request.live else {}
             intent = self._intent(pair, request.command, f"{request.command} by {request.operator}: {request.reason}",
-                                  operator=request.operator, **({"live": request.live} if request.live else {}))
+                                  operator=request.operator, **extra)
             return [intent.model_copy(update={"dry_run": request.dry_run})]
         if isinstance(request, tuple):
             pair, ready = request
@@ -380,7 +385,8 @@ class PromotionReaction:
         if healthy_from == 0:
             problems.append(f"{from_} has no healthy target: there would be nothing to roll back to")
         problems += guards.problems()
-        before = {"weights": current, "healthy": {to: healthy_to, from_: healthy_from}, "alarms": guards.states}
+        before: dict[str, Any] = {"weights": current, "healthy": {to: healthy_to, from_: healthy_from},
+                                  "alarms": guards.states}
         if problems:
             return self._skip(intent, ctx, "preflight-refused", "; ".join(problems), **before)
         supersedes = p.id if p is not None and p.status == FINALIZED else None
@@ -403,7 +409,7 @@ class PromotionReaction:
         target = weights_for(state.to_colour, weight)
         current = ctx.traffic.read()
         healthy = ctx.traffic.healthy(state.to_colour)
-        before = {"weights": current, "healthy": {state.to_colour: healthy}, "step": p.step}
+        before: dict[str, Any] = {"weights": current, "healthy": {state.to_colour: healthy}, "step": p.step}
         if healthy < ctx.pair.min_healthy_green and weight > current.get(state.to_colour, 0):
             return self._skip(intent, ctx, "green-unhealthy", f"{state.to_colour} has {healthy} healthy targets, "
                                                               f"needs {ctx.pair.min_healthy_green}", **before)
@@ -596,7 +602,7 @@ class PromotionReaction:
                                                               f"{error}")
         if p.status in ENDED:
             return self._skip(intent, ctx, "traffic-unreadable", f"promotion {p.id} is {p.status}, and the traffic "
-                              f"switch cannot be read to check it: {error}", page=True)
+                              f"switch cannot be read to check it: {error}", page=not intent.quiet)
         reason = self._rollback_reason(intent)
         return self._action(intent, "abort" if intent.operation == "abort" else "rollback",
                             ctx.snapshot(weights=None, traffic_error=error),
@@ -892,6 +898,12 @@ class PromotionReaction:
         p = record.promotion
         if p is None or p.status != FINALIZED or p.id != action.before.get("promotion"):
             return  # rolled back within the retention window already: the event is not sent
+        current = PairTraffic(rt.clients, pair).read()
+        if current != all_on(p.to_colour):
+            # A rollback's weights (written first, before its record) or a hand change: not announced as done.
+            # The workflow retries the finalize, which then finds the promotion rolled back, or the mismatch.
+            raise WeightsMoved(f"weights are {format_weights(current)} right after finalizing {p.id}: "
+                               "DeploymentCompleted not sent")
         detail = {"stage": rt.config.stage, "pair": pair.name, "promotion_id": p.id, "live": p.to_colour,
                   "previous": p.from_colour, "release": p.release,
                   "retention_until": iso(datetime.fromtimestamp(until, tz=UTC)), "target": pair.target.key}

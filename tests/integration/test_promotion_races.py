@@ -123,9 +123,14 @@ def check_cell(cell: CellOutcome, label: str) -> None:
     for r in cell.audit:
         if r["operation"] == "approve" and r["outcome"] == "executed":
             assert "no longer waits" not in r["detail"], f"approve audited executed though the gate was gone: {label}"
-    # 4. never DeploymentCompleted for a release rolled back before it finalized
+    # 4. never DeploymentCompleted for a rolled-back release: when it goes out, the record says finalized and all
+    # the traffic is on the new colour (a rollback may still come later, within the retention window)
+    for weights, then in cell.announced:
+        q = then.promotion
+        assert q is not None and q.status == FINALIZED and weights == all_on(q.to_colour), \
+            f"DeploymentCompleted published with the record {q.status if q else None} and weights {weights}: {label}"
     if cell.completed and p.status in (ROLLED_BACK, ABORTED):
-        assert any((r.get("before") or {}).get("status") == FINALIZED for r in decided), \
+        assert any((r.get("before") or {}).get("status") == FINALIZED for r in decided) or cell.announced, \
             f"DeploymentCompleted published for a release rolled back before it finalized: {label}"
     assert not [e for e in cell.errors if "alarm" in e], f"the alarm's invocation raised {cell.errors}: {label}"
 

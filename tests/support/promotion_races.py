@@ -96,6 +96,7 @@ class Race:
         self.cond = threading.Condition()
         self.muted = False
         self._local = threading.local()
+        self.announced: list[tuple[dict[str, int], Any]] = []  # (weights, record) at each DeploymentCompleted
 
     def _remember(self, params: dict[str, Any], **_: Any) -> None:
         self._local.params = params
@@ -118,6 +119,13 @@ class Race:
         side = self.who.get(threading.get_ident())
         if side is None or self.muted:
             return
+        if operation == "PutEvents" and any(e.get("DetailType") == "DeploymentCompleted"
+                                            for e in getattr(self._local, "params", {}).get("Entries", [])):
+            self.muted = True
+            try:  # what the world looks like when the release is announced as done
+                self.announced.append((self.b.weights(), self.b.record()))
+            finally:
+                self.muted = False
         self.calls[side].append(operation)
         if self.handed[side] or not _reached(self.stops[side], self.calls[side]):
             return
@@ -177,6 +185,7 @@ class CellOutcome:
     record: Any
     audit: list[dict[str, Any]]
     completed: list[dict[str, Any]]  # DeploymentCompleted events
+    announced: list[tuple[dict[str, int], Any]] = field(default_factory=list)  # the world at each one
     alarm_response: Any = None
     step_response: Any = None
     errors: list[str] = field(default_factory=list)
@@ -251,7 +260,8 @@ def run_cell(b: PromotionBench, scenario: Scenario, family: str, at: Stop, back:
         b.reconcile()  # the periodic reconcile, once
     return CellOutcome(handed_over=race.fired, first_calls=race.calls["first"], second_calls=race.calls["second"],
                        weights=b.weights(), record=b.record(), audit=b.audit(), completed=reader(),
-                       alarm_response=out.get("alarm"), step_response=out.get("step"), errors=out.get("errors", []))
+                       alarm_response=out.get("alarm"), step_response=out.get("step"), errors=out.get("errors", []),
+                       announced=race.announced)
 
 
 # --------------------------------------------------------------------------- scenarios
