@@ -648,8 +648,8 @@ class PromotionReaction:
         if ctx.pair.approval is None:
             return self._skip(intent, ctx, "no-approval-gate", f"pair {ctx.pair.name} has no approval gate")
         if p.status == AWAITING_APPROVAL and p.approval_token:
-            return self._action(intent, "approve", ctx.snapshot(), {"status": SHIFTING, "approved_by": who},
-                                intent.reason)
+            return self._action(intent, "approve", ctx.snapshot(approved_by=p.approved_by),
+                                {"status": SHIFTING, "approved_by": who}, intent.reason)
         if p.step >= len(ctx.pair.steps()) - 1:
             return self._skip(intent, ctx, "gate-passed", "the last step already ran")
         if p.approved_by:
@@ -1082,6 +1082,8 @@ class PromotionReaction:
                 after["weights"] = PairTraffic(rt.clients, pair).read()
             except TrafficSwitchError as err:
                 after["weights"], after["traffic_error"] = None, str(err)
+        if action.operation == "approve":
+            after["approved_by"] = p.approved_by if p else None  # a gate gone: certainly not applied
         own = action.params.get("state", {}).get("promotion_id")
         if action.operation == wf.SHIFT and (p is None or p.id != own or p.status not in IN_FLIGHT):
             after["workflow"] = {"verdict": wf.STOPPED, "reason": "rolled back while shifting"}

@@ -154,7 +154,8 @@ def test_defect6_promote_after_the_gate_timed_out_is_not_reported_executed(make)
     b.driver.send_task_success = send  # type: ignore[method-assign]
     response = b.console("promote")
     (decision,) = response["decisions"]
-    assert decision["outcome"] != "executed", decision
+    assert decision["outcome"] == "failed:GateGone", decision
+    assert "approved nothing" in decision["detail"] and "unknown" not in decision["detail"], decision
     assert b.record().promotion.status == "awaiting-approval" or b.record().promotion.status == "rolled-back"
 
 
