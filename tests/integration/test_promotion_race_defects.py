@@ -245,3 +245,21 @@ def test_a_shift_after_weights_changed_by_hand_at_the_gate_holds(make) -> None:
     assert p.paused and p.step == 0, p
     (held,) = [r for r in b.audit() if r["operation"] == "shift" and r["action"]["operation"] == "shift_held"]
     assert held["outcome"] == "executed" and "changed outside Reflex" in held["detail"]
+
+
+def test_defect1_the_reconcile_puts_the_rolled_back_weights_back_an_hour_later(make) -> None:
+    """Whatever write comes later still (a step's delayed call, a hand change), the reconcile enforces the record."""
+    b = make()
+    b.green_ready(release="v2")
+    b.run(1)
+    b.alarm(LATENCY, "ALARM")
+    assert b.record().promotion.status == "rolled-back" and b.weights() == BLUE
+    _set_weights(b, {"blue": 0, "green": 100})
+    b.clock.advance(3600)
+    b.reconcile()
+    assert b.weights() == BLUE
+    repair = [r for r in b.audit() if r["trigger"].get("kind") == "schedule" and r["outcome"] == "executed"]
+    assert [r["operation"] for r in repair] == ["reconcile"], repair
+    assert repair[0]["before"]["weights"] == {"blue": 0, "green": 100}
+    b.reconcile()  # nothing to do: not audited again
+    assert len([r for r in b.audit() if r["trigger"].get("kind") == "schedule"]) == 1
