@@ -2,16 +2,19 @@
 
 Lambda runs the alarm's invocation concurrently with whatever workflow step or console command is in flight, and
 a rollback takes over the pair's lock by design, so AWS allows any interleaving of the two invocations' calls. A
-*cell* runs the promotion up to the step, then runs one of the two invocations and, right before its k-th AWS
-call, runs the other one whole:
+*cell* runs the promotion up to the step, then runs the two invocations on two threads, one at a time (`Race`):
+the first runs until right before its `at`-th AWS call, then the second runs until right before its `back`-th
+call (0: to its end), then the first runs to its end, then the second. The families:
 
-* `alarm-inside`: the step runs; before its k-th call the alarm's invocation runs from start to end;
-* `step-inside`: the alarm's invocation runs; before its k-th call the step runs from start to end.
+* `step-first`: the step (or command) starts; the alarm's invocation overtakes it;
+* `alarm-first`: the alarm's invocation starts; the step overtakes it.
 
-Counting k over every call of the outer invocation (botocore calls, and the workflow's Step Functions calls,
-which the local driver answers), plus one past the last (the two run one after the other), covers the points
-at which one invocation can overtake the other. The cell then lets the workflow go on, runs the periodic
-reconcile once (what the schedule does every `evaluate_every_minutes`), and returns what the checks need.
+A hand-over point is a call index or a named call (`("PutItem:promotion", 1)`: the first write of the promotion
+record; DynamoDB item calls are named after their item kind). Calls are counted per invocation: botocore calls,
+the workflow's Step Functions calls (which the local driver answers) and the fast rollback's parallel reads (run
+inline here). One past the last call runs the two one after the other. The cell then lets the workflow go on,
+runs the periodic reconcile once (what the schedule does every `evaluate_every_minutes`), and returns what the
+checks need, with the world as it was at each `DeploymentCompleted`.
 """
 
 from __future__ import annotations
