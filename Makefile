@@ -8,7 +8,7 @@ SCENARIO ?= scenarios/traffic_spike.yaml
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup services synth lint typecheck test demo bench schema clean fault-matrix checkov
+.PHONY: setup services synth lint typecheck test demo bench schema clean fault-matrix promotion-races checkov
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required ($(PYTHON) not found)"; exit 1; }
@@ -53,6 +53,10 @@ test: setup services lint
 # Every cell of the fault matrix (each AWS call x each fault kind); `make test` runs a sample (docs/resilience.md).
 fault-matrix: setup
 	REFLEX_FULL_FAULT_MATRIX=1 $(PY) -m pytest tests/integration/test_fault_matrix.py -q
+
+# Every interleaving of a guard alarm's rollback with each promotion step (issue 16); `make test` runs a sample.
+promotion-races: setup
+	REFLEX_FULL_PROMOTION_RACES=1 $(PY) -m pytest tests/integration/test_promotion_races.py -q
 
 demo: synth
 	$(PY) -m simulator $(SCENARIO) --config config/$(STAGE).yaml --out out/

@@ -5,29 +5,38 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reflex_core.config_base import format_validation_error
 from reflex_core.promotion_config import Colour, PromotionPair, PromotionStageConfig
 from reflex_core.triggers import TriggerError
 
-COMMAND_NAMES = ("promote", "pause", "resume", "abort", "rollback")
+COMMAND_NAMES = ("promote", "pause", "resume", "abort", "rollback", "close")
 
 
 class PromotionCommand(BaseModel):
     """A console command. `promote` approves the gate before the last step (or approves it in advance);
     `pause`/`resume` hold the promotion at its current weights; `abort` ends it with all traffic back on
-    the colour that was live; `rollback` does the same, also after finalizing, within the retention window."""
+    the colour that was live; `rollback` does the same, also after finalizing, within the retention window;
+    `close` (with `live`) ends the promotion on the colour an operator chose, e.g. after finishing a rollback that
+    failed by hand: all traffic on `live`, the record says so, and the reconcile keeps it so."""
 
     # strict: a boolean is not a string, a string is not a boolean (`"dry_run": "no"` is refused).
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    command: Literal["promote", "pause", "resume", "abort", "rollback"]
+    command: Literal["promote", "pause", "resume", "abort", "rollback", "close"]
     pair: str = Field(min_length=1, max_length=40)
+    live: Colour | None = Field(default=None, description="`close` only: the colour the promotion ends on")
     reason: str = Field(min_length=3, max_length=500)
     operator: str = Field(min_length=1, max_length=128)
     dry_run: bool = False
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _live_with_close(self) -> PromotionCommand:
+        if (self.command == "close") != (self.live is not None):
+            raise ValueError("live: required for, and only for, `close` (blue or green)")
+        return self
 
 
 class GreenReadyDetail(BaseModel):

@@ -20,9 +20,17 @@ COMPLETED = "completed"
 ROLLED_BACK = "rolled-back"
 ABORTED = "aborted"
 SUPERSEDED = "superseded"  # a newer promotion started during this one's retention window
+# A rollback was decided but could not be carried out (the pair's traffic switch is unreadable or not in a shape
+# Reflex can write): the workflow is stopped, the operator finishes by hand and says so with `close`.
+ROLLBACK_FAILED = "rollback-failed"
+CLOSED = "closed"  # an operator's `close`: the promotion ended on the colour they chose (`live`)
 
 IN_FLIGHT = frozenset({PREFLIGHT, SHIFTING, AWAITING_APPROVAL, HELD})
-ENDED = frozenset({COMPLETED, ROLLED_BACK, ABORTED, SUPERSEDED})
+ENDED = frozenset({COMPLETED, ROLLED_BACK, ABORTED, SUPERSEDED, CLOSED})
+# Ended with the traffic owned by the record: all of it on one colour, enforced by every invocation that sees it
+# otherwise (the reconcile on its schedule): the promotion's `from_colour` when rolled back or aborted, `live`
+# when closed.
+ENFORCED = frozenset({ROLLED_BACK, ABORTED, CLOSED})
 
 # Safety margin on a scale-in freeze: if the promoter dies, the freeze still ends by itself.
 FREEZE_MARGIN_S = 3600

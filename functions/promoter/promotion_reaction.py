@@ -43,11 +43,14 @@ from promoter.promotion_commands import (
 from promoter.promotion_plan import (
     ABORTED,
     AWAITING_APPROVAL,
+    CLOSED,
     ENDED,
+    ENFORCED,
     FINALIZED,
     FREEZE_MARGIN_S,
     HELD,
     IN_FLIGHT,
+    ROLLBACK_FAILED,
     ROLLED_BACK,
     SHIFTING,
     all_on,
@@ -58,7 +61,7 @@ from promoter.promotion_plan import (
     workflow_plan,
 )
 from promoter.promotion_workflow import PromotionWorkflow, TokenGone
-from promoter.traffic_switch import PairTraffic
+from promoter.traffic_switch import PairTraffic, TrafficSwitchError
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
@@ -67,6 +70,15 @@ from reflex_core.promotion_config import Colour, PromotionPair, PromotionStageCo
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
 from reflex_core.triggers import Trigger, TriggerError
+
+
+class WeightsMoved(RuntimeError):
+    """The weights left the new colour between a finalize's plan and its announcement."""
+
+
+class GateGone(RuntimeError):
+    """A `promote` found no gate waiting any more (timed out, or the promotion ended): it approved nothing."""
+
 
 # The runtime this reaction runs with: its config is the reaction's view of the stage config.
 ReactionRuntime = Runtime[PromotionStageConfig]
@@ -80,6 +92,8 @@ SAFETY_OPERATIONS = frozenset({"rollback", "abort"})
 # alone, and the reconcile is retried). At `on`, the only other thing it can do, a cleanup, is refused in its plan.
 RECONCILE = "reconcile"
 _TOKEN_CACHE = 256
+# Operations that start a new epoch themselves (or do not concern one): never reported fenced.
+_NOT_FENCED = frozenset({"start", wf.PREFLIGHT, "rollback", "abort", "close", RECONCILE})
 
 
 @dataclass
@@ -96,7 +110,7 @@ class _Context:
     def snapshot(self, **extra: Any) -> dict[str, Any]:
         p = self.promotion
         return {"live": self.record.live, "promotion": p.id if p else None, "status": p.status if p else None,
-                **extra}
+                "epoch": self.record.epoch, **extra}
 
 
 class PromotionReaction:
@@ -169,8 +183,9 @@ class PromotionReaction:
         if isinstance(request, PromotionCommand):
             pair = rt.config.promotion(request.pair)
             assert pair is not None
+            extra: dict[str, Any] = {"live": request.live} if request.live else {}
             intent = self._intent(pair, request.command, f"{request.command} by {request.operator}: {request.reason}",
-                                  operator=request.operator)
+                                  operator=request.operator, **extra)
             return [intent.model_copy(update={"dry_run": request.dry_run})]
         if isinstance(request, tuple):
             pair, ready = request
@@ -265,6 +280,7 @@ class PromotionReaction:
             "promote": self._plan_promote,
             "pause": self._plan_pause,
             "resume": self._plan_resume,
+            "close": self._plan_close,
             RECONCILE: self._plan_reconcile,
         }
         return planner[intent.operation](intent, ctx, rt)
@@ -276,9 +292,9 @@ class PromotionReaction:
                       params={**intent.params, **params}, before=before, intended=intended, reason=reason)
 
     @staticmethod
-    def _skip(intent: Intent, ctx: _Context, reason: str, detail: str, **before: Any) -> Skip:
+    def _skip(intent: Intent, ctx: _Context, reason: str, detail: str, page: bool = False, **before: Any) -> Skip:
         return Skip(reason=reason, detail=detail, policy=intent.policy, target_key=intent.target_key,
-                    before=ctx.snapshot(**before), quiet=intent.quiet)
+                    before=ctx.snapshot(**before), quiet=intent.quiet and not page, page=page)
 
     def _own_promotion(self, intent: Intent, ctx: _Context, *, allowed: frozenset[str] = IN_FLIGHT) -> Skip | None:
         """A step concerns its own promotion only, and only while it is in one of the `allowed` states."""
@@ -313,6 +329,9 @@ class PromotionReaction:
         if p is not None and p.status in IN_FLIGHT:
             return self._skip(intent, ctx, "promotion-in-flight", f"promotion {p.id} is {p.status}; abort it or "
                                                                   "wait for it to end")
+        if p is not None and p.status == ROLLBACK_FAILED:
+            return self._skip(intent, ctx, "rollback-failed", f"the rollback of {p.id} failed ({p.reason}); an "
+                              "operator finishes it by hand and `close`s it first", page=True)
         if to == live:
             return self._skip(intent, ctx, "colour-is-live", f"{to} is live; deploy the new release to {other(to)}")
         release = intent.params.get("release")
@@ -324,10 +343,17 @@ class PromotionReaction:
                               f"{release} is already live on {live}; {to} runs {runs.get(to) or 'an unknown release'}"
                               f" per the promotion record: refused", releases=runs)
         state = {"pair": ctx.pair.name, "promotion_id": name, "to_colour": to, "release": intent.params.get("release")}
+        # A release deployed onto the colour a finalized promotion retains: that colour no longer runs the release
+        # that was live before, so it stops being a rollback target now, whether or not the preflight lets the new
+        # promotion start (docs/runbooks/promotion.md, "A GreenReady during retention").
+        ends_retention = (p is not None and p.status == FINALIZED and p.from_colour == to
+                          and (p.retention_until is None or ctx.now.timestamp() < p.retention_until))
         return self._action(intent, "start", ctx.snapshot(), {"promotion": name, "from": live, "to": to},
                             f"start promotion {name}: {live} -> {to}" + (
-                                f" ({intent.params['release']})" if intent.params.get("release") else ""),
-                            name=name, workflow_input=state)
+                                f" ({intent.params['release']})" if intent.params.get("release") else "") + (
+                                f"; {to} no longer runs the retained release: retention of {p.id} ends"
+                                if ends_retention and p is not None else ""),
+                            name=name, workflow_input=state, ends_retention=p.id if ends_retention and p else None)
 
     # -- preflight
     def _plan_preflight(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
@@ -344,7 +370,7 @@ class PromotionReaction:
                 return self._action(intent, wf.PREFLIGHT, ctx.snapshot(), intended | {"resumed": True},
                                     f"preflight of {p.id} resumed", healthy=p.preflight_healthy)
             return self._skip(intent, ctx, "stopped", f"promotion {p.id} is already {p.status}")
-        if p is not None and p.status in IN_FLIGHT:
+        if p is not None and (p.status in IN_FLIGHT or p.status == ROLLBACK_FAILED):
             return self._skip(intent, ctx, "promotion-in-flight", f"promotion {p.id} is {p.status}")
         if to == live:
             return self._skip(intent, ctx, "colour-is-live", f"{to} is already live")
@@ -359,7 +385,8 @@ class PromotionReaction:
         if healthy_from == 0:
             problems.append(f"{from_} has no healthy target: there would be nothing to roll back to")
         problems += guards.problems()
-        before = {"weights": current, "healthy": {to: healthy_to, from_: healthy_from}, "alarms": guards.states}
+        before: dict[str, Any] = {"weights": current, "healthy": {to: healthy_to, from_: healthy_from},
+                                  "alarms": guards.states}
         if problems:
             return self._skip(intent, ctx, "preflight-refused", "; ".join(problems), **before)
         supersedes = p.id if p is not None and p.status == FINALIZED else None
@@ -382,10 +409,18 @@ class PromotionReaction:
         target = weights_for(state.to_colour, weight)
         current = ctx.traffic.read()
         healthy = ctx.traffic.healthy(state.to_colour)
-        before = {"weights": current, "healthy": {state.to_colour: healthy}, "step": p.step}
+        before: dict[str, Any] = {"weights": current, "healthy": {state.to_colour: healthy}, "step": p.step}
         if healthy < ctx.pair.min_healthy_green and weight > current.get(state.to_colour, 0):
             return self._skip(intent, ctx, "green-unhealthy", f"{state.to_colour} has {healthy} healthy targets, "
                                                               f"needs {ctx.pair.min_healthy_green}", **before)
+        if p.weights and current not in (dict(p.weights), target):
+            # Changed by hand (e.g. while waiting for approval): like the check after a bake, hold on it rather than
+            # shift from weights that are not the real ones. (`target` already in place: a retried shift.)
+            reason = (f"weights are {format_weights(current)}, Reflex wrote {format_weights(p.weights)}: changed "
+                      "outside Reflex; paused before the shift (resume to re-check, or abort/rollback)")
+            return self._action(intent, "shift_held", ctx.snapshot(**before),
+                                {"paused": True, "workflow": {"verdict": wf.HOLD_VERDICT, "reason": reason}},
+                                f"step {index + 1}/{len(state.steps)} held: {reason}")
         workflow = {"next_step": index + 1, "bake_s": int(state.steps[index]["bake_s"]), "verdict": wf.CONTINUE,
                     "reason": ""}
         return self._action(intent, wf.SHIFT, ctx.snapshot(**before),
@@ -501,20 +536,34 @@ class PromotionReaction:
                               f"{intent.params.get('alarm')} entered ALARM at "
                               f"{iso(datetime.fromtimestamp(changed_at, tz=UTC))}, before promotion {p.id} started "
                               f"({iso(datetime.fromtimestamp(p.started_at, tz=UTC))})")
-        current = ctx.traffic.read()
-        target = all_on(p.from_colour)
-        if p.status in (ROLLED_BACK, ABORTED):
+        target = all_on(ctx.record.live if p.status == CLOSED else p.from_colour)
+        try:
+            current = ctx.traffic.read()
+        except TrafficSwitchError as err:
+            return self._unplannable_rollback(intent, ctx, target, str(err))
+        if p.status in ENFORCED:
+            # Ended on one colour: enforced whenever the weights say otherwise (a step's late write, a hand change).
             if current == target and not self._rollback_unfinished(rt, ctx.pair, p, stop=own is None):
                 return self._skip(intent, ctx, "already-rolled-back", f"promotion {p.id} is {p.status}: "
                                                                       f"{p.reason}", weights=current)
+            if p.status == CLOSED:
+                return self._action(intent, "rollback", ctx.snapshot(weights=current),
+                                    {"weights": target, "live": ctx.record.live, "status": CLOSED,
+                                     "stop_execution": own is None},
+                                    f"{p.id} was closed on {ctx.record.live} by an operator: "
+                                    f"{format_weights(current)} -> {format_weights(target)}", why=p.reason,
+                                    written_first=False)
         elif p.status == FINALIZED:
             if abort:
                 return self._skip(intent, ctx, "finalized", f"promotion {p.id} is finalized; `rollback` within the "
                                                             "retention window instead", weights=current)
             if p.retention_until is not None and ctx.now.timestamp() >= p.retention_until:
+                # A guard alarm with nothing safe to roll back to (the retention is over, or ended when a new
+                # release landed on the retained colour): a human decides, so it pages.
                 return self._skip(intent, ctx, "retention-ended", f"{p.from_colour} was kept until "
-                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))}; start a new promotion")
-        elif p.status not in IN_FLIGHT:
+                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))} ({p.reason}); no "
+                                  "rollback target: start a new promotion", page=intent.params.get("cause") == "alarm")
+        elif p.status not in IN_FLIGHT and p.status != ROLLBACK_FAILED:
             return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         status = ABORTED if abort else ROLLED_BACK
         reason = self._rollback_reason(intent)
@@ -538,6 +587,29 @@ class PromotionReaction:
                              "stop_execution": own is None},
                             f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
                             why=reason, written_first=first is not None)
+
+    def _unplannable_rollback(self, intent: Intent, ctx: _Context, target: dict[str, int], error: str
+                              ) -> Action | Skip:
+        """A rollback decided on a pair whose traffic switch cannot be read (a weighted record deleted, a third
+        target group in the forward action): still a decision, audited and paged. Its execution stops the workflow,
+        records the promotion `rollback-failed` (no step may move the traffic any more) and fails with the error;
+        the operator finishes by hand and `close`s it (docs/runbooks/promotion.md)."""
+        p = ctx.promotion
+        assert p is not None
+        if p.status == ROLLBACK_FAILED and intent.quiet:
+            # The reconcile, every few minutes: once is enough (the failure paged); it retries when it can read.
+            return self._skip(intent, ctx, "rollback-failed", f"promotion {p.id}: {p.reason}; still unreadable: "
+                                                              f"{error}")
+        if p.status in ENDED:
+            return self._skip(intent, ctx, "traffic-unreadable", f"promotion {p.id} is {p.status}, and the traffic "
+                              f"switch cannot be read to check it: {error}", page=not intent.quiet)
+        reason = self._rollback_reason(intent)
+        return self._action(intent, "abort" if intent.operation == "abort" else "rollback",
+                            ctx.snapshot(weights=None, traffic_error=error),
+                            {"weights": target, "live": p.from_colour, "status": ROLLED_BACK,
+                             "stop_execution": intent.params.get("state", {}).get("promotion_id") is None},
+                            f"rollback of {p.id} cannot be carried out: {error}: {reason}", why=reason,
+                            unplannable=error, written_first=False)
 
     def _rollback_unfinished(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion, stop: bool) -> bool:
         """A rollback that died after recording itself may have left the freeze or the workflow behind."""
@@ -576,8 +648,8 @@ class PromotionReaction:
         if ctx.pair.approval is None:
             return self._skip(intent, ctx, "no-approval-gate", f"pair {ctx.pair.name} has no approval gate")
         if p.status == AWAITING_APPROVAL and p.approval_token:
-            return self._action(intent, "approve", ctx.snapshot(), {"status": SHIFTING, "approved_by": who},
-                                intent.reason)
+            return self._action(intent, "approve", ctx.snapshot(approved_by=p.approved_by),
+                                {"status": SHIFTING, "approved_by": who}, intent.reason)
         if p.step >= len(ctx.pair.steps()) - 1:
             return self._skip(intent, ctx, "gate-passed", "the last step already ran")
         if p.approved_by:
@@ -605,9 +677,32 @@ class PromotionReaction:
             return self._skip(intent, ctx, "not-paused", f"promotion {p.id} is not paused")
         return self._action(intent, "resume", ctx.snapshot(weights=p.weights), {"paused": False}, intent.reason)
 
+    def _plan_close(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
+        """An operator ends the promotion on the colour they chose (after finishing a failed rollback by hand, or
+        to settle a promotion Reflex cannot): the traffic goes there (refused onto a colour with no healthy target),
+        the workflow stops, the record says `closed` with that live colour, and the reconcile keeps it so."""
+        p = ctx.promotion
+        live = _colour(intent.params.get("live"))
+        if p is None:
+            return self._skip(intent, ctx, "no-promotion", "no promotion of this pair yet")
+        if p.status in ("completed", "superseded"):
+            return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}: nothing to "
+                                                           "close")
+        current = ctx.traffic.read()
+        if p.status == CLOSED and ctx.record.live == live and current == all_on(live):
+            return self._skip(intent, ctx, "already-closed", f"promotion {p.id} is closed on {live}", weights=current)
+        return self._action(intent, "close", ctx.snapshot(weights=current),
+                            {"weights": all_on(live), "live": live, "status": CLOSED, "stop_execution": True},
+                            f"close {p.id} ({p.status}) on {live}: {format_weights(current)} -> "
+                            f"{format_weights(all_on(live))}: {intent.reason}")
+
     # -- reconcile (schedule)
     def _plan_reconcile(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p = ctx.promotion
+        if p is not None and (p.status in ENFORCED or p.status == ROLLBACK_FAILED):
+            # Level-triggered: the record says where the traffic is; any other weights are put back.
+            why = f"reconcile: promotion {p.id} is {p.status}; the weights follow the record"
+            return self._plan_rollback(intent.model_copy(update={"operation": "rollback", "reason": why}), ctx, rt)
         if p is None or p.status in ENDED:
             return self._skip(intent, ctx, "idle", "no promotion in flight or retained")
         now = ctx.now.timestamp()
@@ -642,57 +737,89 @@ class PromotionReaction:
         traffic = PairTraffic(rt.clients, pair)
         op = action.operation
         now = rt.clock.now().timestamp()
+        # Every record write of a step or command is conditional on the state it was decided from (the epoch and
+        # status of `action.before`): a rollback landing in between fences it (docs/architecture.md).
         if op == "start":
             self._workflow(rt).start(str(action.params["name"]), dict(action.params["workflow_input"]))
+            if action.params.get("ends_retention"):
+                self._end_retention(action, pair, rt, now)
         elif op == wf.PREFLIGHT:
             self._execute_preflight(action, pair, rt, now)
         elif op == wf.SHIFT:
             self._execute_shift(action, traffic, rt, now)
+        elif op == "shift_held":
+            reason = action.intended["workflow"]["reason"]
+            self._decided(rt, action, lambda p: dataclasses.replace(p, updated_at=now, reason=reason, paused=True))
         elif op == wf.CHECK:
             verdict = action.intended["verdict"]
             reason = action.intended["workflow"]["reason"]
-            self._update(rt, pair.name, lambda p: dataclasses.replace(
+            self._decided(rt, action, lambda p: dataclasses.replace(
                 p, updated_at=now, reason=reason or f"check: {verdict}", paused=p.paused or verdict == wf.HOLD_VERDICT))
         elif op == "await_approval":
             token = self._token(action)
-            self._update(rt, pair.name, lambda p: dataclasses.replace(
-                p, status=AWAITING_APPROVAL, approval_token=token, updated_at=now))
+            if not self._decided(rt, action, lambda p: dataclasses.replace(
+                    p, status=AWAITING_APPROVAL, approval_token=token, updated_at=now)):
+                self._workflow(rt).fail(token, wf.STOPPED_ERROR, "rolled back while the gate was being set")
         elif op == "approve_gate":
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=SHIFTING, approval_token=None,
-                                                                      updated_at=now))
-            self._callback(rt, self._token(action), {"approved_by": action.intended["approved_by"],
-                                                     "in_advance": True})
+            if self._decided(rt, action, lambda p: dataclasses.replace(p, status=SHIFTING, approval_token=None,
+                                                                       updated_at=now)):
+                self._callback(rt, self._token(action), {"approved_by": action.intended["approved_by"],
+                                                         "in_advance": True})
+            else:
+                self._workflow(rt).fail(self._token(action), wf.STOPPED_ERROR, "rolled back at the gate")
         elif op == wf.HOLD:
             token = self._token(action)
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=HELD, resume_token=token,
-                                                                      updated_at=now))
+            if not self._decided(rt, action, lambda p: dataclasses.replace(p, status=HELD, resume_token=token,
+                                                                           updated_at=now)):
+                self._workflow(rt).fail(token, wf.STOPPED_ERROR, "rolled back while the hold was being set")
         elif op == "resume_wait":
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status=SHIFTING, resume_token=None,
-                                                                      updated_at=now))
-            self._callback(rt, self._token(action), {"resumed": True})
+            if self._decided(rt, action, lambda p: dataclasses.replace(p, status=SHIFTING, resume_token=None,
+                                                                       updated_at=now)):
+                self._callback(rt, self._token(action), {"resumed": True})
+            else:
+                self._workflow(rt).fail(self._token(action), wf.STOPPED_ERROR, "rolled back while resuming")
         elif op == "end_wait":
             self._workflow(rt).fail(self._token(action), wf.STOPPED_ERROR, action.reason)
         elif op == wf.FINALIZE:
             self._execute_finalize(action, pair, rt, now)
         elif op == wf.CLEANUP:
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, status="completed", updated_at=now))
-            record = self._read_record(rt, pair.name)
-            if record.promotion is not None:
-                self._release_freeze(rt, pair, record.promotion)
+            if self._decided(rt, action, lambda p: dataclasses.replace(p, status="completed", updated_at=now),
+                             allowed=frozenset({FINALIZED, "completed"})):
+                record = self._read_record(rt, pair.name)
+                if record.promotion is not None:
+                    self._release_freeze(rt, pair, record.promotion)
         elif op in ("rollback", "abort"):
             self._execute_rollback(action, pair, traffic, rt, now)
+        elif op == "close":
+            self._execute_close(action, pair, traffic, rt, now)
         elif op == "approve":
             self._execute_approve(action, pair, rt, now)
         elif op == "approve_in_advance":
             who = str(action.intended["approved_by"])
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, approved_by=who, updated_at=now))
+            self._decided(rt, action, lambda p: dataclasses.replace(p, approved_by=who, updated_at=now),
+                          allowed=IN_FLIGHT)
         elif op == "pause":
-            self._update(rt, pair.name, lambda p: dataclasses.replace(p, paused=True, reason=action.reason,
-                                                                      updated_at=now))
+            self._decided(rt, action, lambda p: dataclasses.replace(p, paused=True, reason=action.reason,
+                                                                    updated_at=now), allowed=IN_FLIGHT)
         elif op == "resume":
             self._execute_resume(action, pair, rt, now)
         else:
             raise ValueError(f"unknown operation {op}")
+
+    def _end_retention(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
+        """A GreenReady for the retained colour: it no longer runs the release that was live before it, so it is
+        no longer a rollback target (decided from the finalized record; a rollback landing first wins)."""
+        release = action.params.get("workflow_input", {}).get("release")
+
+        def end(p: Promotion) -> Promotion:
+            releases = dict(p.releases)
+            if release:
+                releases[p.from_colour] = str(release)
+            return dataclasses.replace(p, retention_until=min(now, p.retention_until or now), releases=releases,
+                                       updated_at=now, reason=f"{p.to_colour} live; {p.from_colour} received "
+                                       f"{release or 'a new release'} (GreenReady): no longer a rollback target")
+
+        self._decided(rt, action, end, allowed=frozenset({FINALIZED}))
 
     def _execute_preflight(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         state = WorkflowState.model_validate(action.params["state"])
@@ -714,7 +841,7 @@ class PromotionReaction:
                 releases[p.to_colour] = p.release  # a record written before `releases` existed
             if state.release:
                 releases[to] = state.release
-            return dataclasses.replace(record, promotion=Promotion(
+            return dataclasses.replace(record, epoch=record.epoch + 1, promotion=Promotion(
                 id=state.promotion_id, from_colour=from_, to_colour=to, status=SHIFTING, started_at=now,
                 updated_at=now, execution_arn=execution, weights=all_on(from_), release=state.release,
                 preflight_healthy=action.params.get("healthy"), reason="preflight passed", releases=releases))
@@ -731,100 +858,156 @@ class PromotionReaction:
     def _execute_shift(self, action: Action, traffic: PairTraffic, rt: ReactionRuntime, now: float) -> None:
         target = dict(action.intended["weights"])
         step = int(action.intended["step"])
-        promotion_id = action.params["state"]["promotion_id"]
         traffic.apply(target, current=dict(action.before["weights"]))
-        fenced: list[Promotion] = []
 
-        def record_step(record: PromotionRecord) -> PromotionRecord | None:
-            p = record.promotion
-            if p is None or p.id != promotion_id or p.status not in IN_FLIGHT:
-                if p is not None and p.id == promotion_id:
-                    fenced.append(p)
-                return None
-            return dataclasses.replace(record, promotion=dataclasses.replace(
-                p, step=step, weights=target, status=SHIFTING, updated_at=now))
+        def record_step(p: Promotion) -> Promotion:
+            return dataclasses.replace(p, step=step, weights=target, status=SHIFTING, updated_at=now)
 
-        self._update_record(rt, action.policy, record_step)
-        for p in fenced:
-            # A rollback ran while this shift was writing: put its weights back (the shift must not win).
-            logger.warning("shift raced a rollback; restoring the rollback's weights",
-                           extra={"pair": action.policy, "promotion": p.id})
-            traffic.apply(all_on(p.from_colour))
+        if not self._decided(rt, action, record_step, allowed=IN_FLIGHT):
+            # A rollback (or a close) was decided while this shift was writing: the record owns the traffic now.
+            # Its weights go back, re-read after this write (ALB and Route 53 have no conditional writes).
+            logger.warning("shift raced a rollback; restoring the record's weights",
+                           extra={"pair": action.policy, "promotion": action.before.get("promotion")})
+            self._enforce(rt, traffic, action.policy)
+
+    def _enforce(self, rt: ReactionRuntime, traffic: PairTraffic, pair: str) -> bool:
+        """Level-triggered: when the record says the promotion ended on one colour (rolled back, aborted, closed),
+        write that colour's weights if the traffic disagrees. Returns whether a write happened."""
+        record = self._read_record(rt, pair)
+        p = record.promotion
+        if p is None or p.status not in ENFORCED:
+            return False
+        return traffic.apply(all_on(record.live))
 
     def _execute_finalize(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
+        until = float(action.params["retention_until"])
+
+        def finalize(q: Promotion) -> Promotion:
+            return dataclasses.replace(q, status=FINALIZED, retention_until=until, updated_at=now, approval_token=None,
+                                       resume_token=None, reason=f"{q.to_colour} live; {q.from_colour} retained")
+
+        # The record first, conditional on the state the finalize was decided from: a rollback decided before
+        # fences it, and then no DeploymentCompleted goes out for the rolled-back release. The event follows
+        # (a retry after a crash in between finds the record finalized and emits it: at least once; consumers
+        # de-duplicate on promotion_id).
+        if not self._decided(rt, action, finalize, allowed=IN_FLIGHT | {FINALIZED},
+                             record_change=lambda r, q: dataclasses.replace(r, live=q.to_colour)):
+            logger.warning("finalize fenced by a rollback", extra={"pair": pair.name})
+            return
         record = self._read_record(rt, pair.name)
         p = record.promotion
-        assert p is not None
-        until = float(action.params["retention_until"])
+        if p is None or p.status != FINALIZED or p.id != action.before.get("promotion"):
+            return  # rolled back within the retention window already: the event is not sent
+        current = PairTraffic(rt.clients, pair).read()
+        if current != all_on(p.to_colour):
+            # A rollback's weights (written first, before its record) or a hand change: not announced as done.
+            # The workflow retries the finalize, which then finds the promotion rolled back, or the mismatch.
+            raise WeightsMoved(f"weights are {format_weights(current)} right after finalizing {p.id}: "
+                               "DeploymentCompleted not sent")
         detail = {"stage": rt.config.stage, "pair": pair.name, "promotion_id": p.id, "live": p.to_colour,
                   "previous": p.from_colour, "release": p.release,
                   "retention_until": iso(datetime.fromtimestamp(until, tz=UTC)), "target": pair.target.key}
-        # Emitted before the record is written: a retry after a crash emits again (at least once; consumers
-        # de-duplicate on promotion_id), but a finalized promotion is never left without its event.
         completed = pair.completed
         resp = rt.clients.events.put_events(Entries=[{
             "Source": completed.source, "DetailType": completed.detail_type,
             "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
         if resp.get("FailedEntryCount"):
             raise RuntimeError(f"DeploymentCompleted not accepted by EventBridge: {resp.get('Entries')}")
-
-        def finalize(rec: PromotionRecord) -> PromotionRecord | None:
-            q = rec.promotion
-            if q is None or q.id != p.id:
-                return None
-            return dataclasses.replace(rec, live=q.to_colour, promotion=dataclasses.replace(
-                q, status=FINALIZED, retention_until=until, updated_at=now, approval_token=None, resume_token=None,
-                reason=f"{q.to_colour} live; {q.from_colour} retained"))
-
-        self._update_record(rt, pair.name, finalize)
         for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
             rt.store.place_scale_in_freeze(policy, pair.name, until + FREEZE_MARGIN_S)
 
     def _execute_rollback(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                           now: float) -> None:
-        # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read (the
-        # write is then a no-op unless someone moved the weights since).
-        before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
-        traffic.apply(dict(action.intended["weights"]), current=before)
         status = str(action.intended["status"])
         why = str(action.params.get("why", action.reason))
+        unplannable = action.params.get("unplannable")
+        target = dict(action.intended["weights"])
+        if not unplannable:
+            # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read
+            # (the write is then a no-op unless someone moved the weights since).
+            before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
+            traffic.apply(target, current=before)
         ended: list[Promotion] = []
 
         def rolled_back(record: PromotionRecord) -> PromotionRecord | None:
+            ended.clear()
             p = record.promotion
             if p is None:
                 return None
             ended.append(p)
-            if p.status in (ROLLED_BACK, ABORTED):
+            if unplannable:
+                if p.status in ENDED or p.status == ROLLBACK_FAILED:
+                    return None
+                return dataclasses.replace(record, epoch=record.epoch + 1, promotion=dataclasses.replace(
+                    p, status=ROLLBACK_FAILED, reason=f"{why}; rollback failed: {unplannable}", updated_at=now,
+                    paused=False, approval_token=None, resume_token=None))
+            if p.status in ENFORCED:
                 return None
-            return dataclasses.replace(record, live=p.from_colour, promotion=dataclasses.replace(
-                p, status=status, reason=why, updated_at=now, paused=False, approval_token=None, resume_token=None))
+            return dataclasses.replace(
+                record, live=p.from_colour, epoch=record.epoch + 1, promotion=dataclasses.replace(
+                    p, status=status, reason=why, updated_at=now, paused=False, approval_token=None,
+                    resume_token=None))
 
         self._update_record(rt, pair.name, rolled_back)
+        if not unplannable:
+            # Re-read after the record: a step that wrote after this rollback's write but recorded before it was
+            # fenced (epoch) cannot see it; this re-read does, and writes the record's weights back.
+            self._enforce(rt, traffic, pair.name)
         for p in ended:
-            if action.intended.get("stop_execution"):
+            if action.intended.get("stop_execution") or unplannable:
                 self._workflow(rt).stop(p.execution_arn, "Reflex.RolledBack" if status == ROLLED_BACK
                                         else "Reflex.Aborted", why)
+            if not unplannable:
+                self._release_freeze(rt, pair, p)
+        if unplannable:
+            raise TrafficSwitchError(f"rollback decided but not carried out: {unplannable}; the promotion is "
+                                     f"{ROLLBACK_FAILED}: finish by hand, then `close` it (docs/runbooks/promotion.md)")
+
+    def _execute_close(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
+                       now: float) -> None:
+        live = str(action.intended["live"])
+        traffic.apply(all_on(live))
+        closed: list[Promotion] = []
+
+        def close(record: PromotionRecord) -> PromotionRecord | None:
+            closed.clear()
+            p = record.promotion
+            if p is None:
+                return None
+            closed.append(p)
+            return dataclasses.replace(record, live=live, epoch=record.epoch + 1, promotion=dataclasses.replace(
+                p, status=CLOSED, reason=f"closed on {live} by an operator: {action.reason}", updated_at=now,
+                paused=False, approval_token=None, resume_token=None))
+
+        self._update_record(rt, pair.name, close)
+        self._enforce(rt, traffic, pair.name)
+        for p in closed:
+            self._workflow(rt).stop(p.execution_arn, "Reflex.Closed", action.reason)
             self._release_freeze(rt, pair, p)
 
     def _execute_approve(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         record = self._read_record(rt, pair.name)
         p = record.promotion
-        assert p is not None and p.approval_token is not None
+        assert p is not None
         who = str(action.intended["approved_by"])
+        if p.approval_token is None or p.status != AWAITING_APPROVAL or record.epoch != action.before.get("epoch"):
+            raise GateGone(f"promotion {p.id} is {p.status}: the gate no longer waits ({p.reason})")
         try:
             self._workflow(rt).succeed(p.approval_token, {"approved_by": who, "reason": action.reason})
-        except TokenGone:
-            # Used already (a retried command) or timed out (the workflow is rolling back): either way the
-            # gate no longer waits.
-            logger.warning("approval token no longer waits", extra={"pair": pair.name, "promotion": p.id})
-        self._update(rt, pair.name, lambda q: dataclasses.replace(
+        except TokenGone as err:
+            # The gate timed out (the workflow is rolling back) or the execution ended: the promote did not
+            # approve anything, and says so (a failed decision, audited and answered to the console).
+            raise GateGone(f"the approval gate of {p.id} no longer waits ({err}): it timed out or the "
+                           "promotion ended; the promote approved nothing") from None
+        self._decided(rt, action, lambda q: dataclasses.replace(
             q, status=SHIFTING, approval_token=None, approved_by=who, updated_at=now))
 
     def _execute_resume(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         record = self._read_record(rt, pair.name)
         p = record.promotion
         assert p is not None
+        if record.epoch != action.before.get("epoch", record.epoch) or p.status not in IN_FLIGHT:
+            return  # rolled back (or closed) since the resume was decided: nothing to resume
         # The token first, then the record: a resume that dies in between is retried and finds the token
         # (used: fine) instead of a promotion that looks resumed while its workflow still holds.
         if p.resume_token:
@@ -832,9 +1015,9 @@ class PromotionReaction:
                 self._workflow(rt).succeed(p.resume_token, {"resumed_by": action.reason})
             except TokenGone:
                 logger.warning("resume token no longer waits", extra={"pair": pair.name, "promotion": p.id})
-        self._update(rt, pair.name, lambda q: dataclasses.replace(
+        self._decided(rt, action, lambda q: dataclasses.replace(
             q, paused=False, status=SHIFTING if q.status == HELD else q.status, resume_token=None,
-            reason=action.reason, updated_at=now))
+            reason=action.reason, updated_at=now), allowed=IN_FLIGHT)
 
     def _callback(self, rt: ReactionRuntime, token: str, output: dict[str, Any]) -> None:
         try:
@@ -846,13 +1029,31 @@ class PromotionReaction:
         for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
             rt.store.release_scale_in_freeze(policy, pair.name)
 
-    def _update(self, rt: ReactionRuntime, pair: str, change: Callable[[Promotion], Promotion]) -> PromotionRecord:
-        """Change the pair's current promotion (re-read, changed, written conditionally; retried on a race)."""
+    def _decided(self, rt: ReactionRuntime, action: Action, change: Callable[[Promotion], Promotion], *,
+                 allowed: frozenset[str] | None = None,
+                 record_change: Callable[[PromotionRecord, Promotion], PromotionRecord] | None = None) -> bool:
+        """Change the pair's promotion as `action` decided it: only the promotion it was planned on, at the epoch
+        it read, in the status it read (or one of `allowed`). Re-read, changed, written conditionally on the
+        record's version, retried on a race. False (nothing written) when the record moved on: fenced."""
+        before = action.before or {}
+        promotion_id, epoch = before.get("promotion"), before.get("epoch")
+        statuses = allowed if allowed is not None else frozenset({str(before.get("status"))})
+        fenced = {"yes": False}
+
         def mutate(record: PromotionRecord) -> PromotionRecord | None:
-            if record.promotion is None:
+            p = record.promotion
+            fenced["yes"] = (p is None or p.id != promotion_id or p.status not in statuses
+                             or (epoch is not None and record.epoch != epoch))
+            if fenced["yes"] or p is None:
                 return None
-            return dataclasses.replace(record, promotion=change(record.promotion))
-        return self._update_record(rt, pair, mutate)
+            changed = dataclasses.replace(record, promotion=change(p))
+            return record_change(changed, p) if record_change is not None else changed
+
+        self._update_record(rt, action.policy, mutate)
+        if fenced["yes"]:
+            logger.warning("record write fenced: the promotion moved on since this was decided",
+                           extra={"pair": action.policy, "operation": action.operation, "decided": before})
+        return not fenced["yes"]
 
     def _update_record(self, rt: ReactionRuntime, pair: str,
                        mutate: Callable[[PromotionRecord], PromotionRecord | None]) -> PromotionRecord:
@@ -876,11 +1077,22 @@ class PromotionReaction:
         record = self._read_record(rt, pair.name)
         p = record.promotion
         after: dict[str, Any] = {"live": record.live, "status": p.status if p else None}
-        if action.operation in (wf.SHIFT, wf.FINALIZE, "rollback", "abort", wf.PREFLIGHT):
-            after["weights"] = PairTraffic(rt.clients, pair).read()
+        if action.operation in (wf.SHIFT, wf.FINALIZE, "rollback", "abort", wf.PREFLIGHT, "close"):
+            try:
+                after["weights"] = PairTraffic(rt.clients, pair).read()
+            except TrafficSwitchError as err:
+                after["weights"], after["traffic_error"] = None, str(err)
+        if action.operation == "approve":
+            after["approved_by"] = p.approved_by if p else None  # a gate gone: certainly not applied
         own = action.params.get("state", {}).get("promotion_id")
         if action.operation == wf.SHIFT and (p is None or p.id != own or p.status not in IN_FLIGHT):
             after["workflow"] = {"verdict": wf.STOPPED, "reason": "rolled back while shifting"}
+        decided = action.before.get("epoch") if action.before else None
+        if (action.operation not in _NOT_FENCED and decided is not None and record.epoch != decided
+                and p is not None and (p.status in ENFORCED or p.status == ROLLBACK_FAILED)):
+            # Fenced: the step's record write did not land (or landed before the rollback's): its true outcome.
+            after["fenced"] = f"promotion {p.id} became {p.status} while {action.operation} ran: {p.reason}"
+            after["workflow"] = {"verdict": wf.STOPPED, "reason": f"{p.status} while {action.operation} ran"}
         return after
 
     def after_executed(self, action: Action, rt: ReactionRuntime) -> None:

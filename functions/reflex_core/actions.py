@@ -56,6 +56,8 @@ class Skip(BaseModel):
     # A refusal that may pass (the target is busy, a read was throttled): the trigger is tried again later,
     # never answered with this skip.
     transient: bool = False
+    # A refusal a human must hear about now (e.g. a guard alarm with nothing safe to roll back to).
+    page: bool = False
 
 
 Outcome = str  # "executed" | "dry-run" | "skipped:<reason>" | "failed:<error>" | "rejected:validation"

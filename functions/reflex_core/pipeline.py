@@ -117,7 +117,7 @@ class RetryLater(RuntimeError):
 def _skip(skip: Skip, operation: str | None = None) -> Decision:
     return Decision(policy=skip.policy, target_key=skip.target_key, operation=operation,
                     outcome=f"skipped:{skip.reason}", detail=skip.detail, before=skip.before, quiet=skip.quiet,
-                    transient=skip.transient)
+                    transient=skip.transient, page=skip.page)
 
 
 def _check_operator(trigger: Trigger, rt: Runtime[Any]) -> None:

@@ -116,6 +116,10 @@ class PromotionRecord:
     live: str = "blue"
     version: int = 0
     promotion: Promotion | None = None
+    # Bumped by every decision that takes the pair away from the steps in flight (a rollback, an abort, an
+    # operator's `close`, a new promotion's claim): a step decided at an older epoch must not write the record
+    # (docs/architecture.md, "Promotion races"). `version` changes with every write; `epoch` only then.
+    epoch: int = 0
 
 
 class PromotionConflict(Exception):
@@ -463,12 +467,14 @@ class StateStore:
             return PromotionRecord(pair=pair)
         doc = json.loads(item["doc"]["S"])
         promotion = Promotion(**doc["promotion"]) if doc.get("promotion") else None
-        return PromotionRecord(pair=pair, live=doc["live"], version=int(item["version"]["N"]), promotion=promotion)
+        return PromotionRecord(pair=pair, live=doc["live"], version=int(item["version"]["N"]), promotion=promotion,
+                               epoch=int(doc.get("epoch", 0)))
 
     def save_promotion_record(self, record: PromotionRecord) -> PromotionRecord:
         """Write the record if nobody wrote it since it was read (same `version`); raise `PromotionConflict`
         otherwise. Returns the record with its new version. No TTL: the live colour is never forgotten."""
-        doc = {"live": record.live, "promotion": record.promotion.__dict__ if record.promotion else None}
+        doc = {"live": record.live, "promotion": record.promotion.__dict__ if record.promotion else None,
+               "epoch": record.epoch}
         new_version = record.version + 1
         try:
             self._db.put_item(
@@ -482,7 +488,8 @@ class StateStore:
             if _is_conditional_failure(err):
                 raise PromotionConflict(record.pair) from None
             raise
-        return PromotionRecord(pair=record.pair, live=record.live, version=new_version, promotion=record.promotion)
+        return PromotionRecord(pair=record.pair, live=record.live, version=new_version, promotion=record.promotion,
+                               epoch=record.epoch)
 
     # ------------------------------------------------------------------ scale-in freeze
     def place_scale_in_freeze(self, policy: str, holder: str, until: float) -> None:
