@@ -537,6 +537,22 @@ class PromotionReaction:
                               f"{iso(datetime.fromtimestamp(changed_at, tz=UTC))}, before promotion {p.id} started "
                               f"({iso(datetime.fromtimestamp(p.started_at, tz=UTC))})")
         target = all_on(ctx.record.live if p.status == CLOSED else p.from_colour)
+        # Whether a rollback is allowed at all is decided before the traffic is read: an unreadable switch must
+        # never turn a refused rollback (finalized and aborted, retention over) into `rollback-failed`, which the
+        # reconcile would later carry out onto a colour that is no longer a rollback target.
+        if p.status == FINALIZED:
+            if abort:
+                return self._skip(intent, ctx, "finalized", f"promotion {p.id} is finalized; `rollback` within the "
+                                                            "retention window instead", weights=_readable(ctx))
+            if p.retention_until is not None and ctx.now.timestamp() >= p.retention_until:
+                # A guard alarm with nothing safe to roll back to (the retention is over, or ended when a new
+                # release landed on the retained colour): a human decides, so it pages.
+                return self._skip(intent, ctx, "retention-ended", f"{p.from_colour} was kept until "
+                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))} ({p.reason}); no "
+                                  "rollback target: start a new promotion" + self._undo_fast_write(intent, ctx, p),
+                                  page=intent.params.get("cause") == "alarm")
+        elif p.status not in ENFORCED and p.status not in IN_FLIGHT and p.status != ROLLBACK_FAILED:
+            return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         try:
             current = ctx.traffic.read()
         except TrafficSwitchError as err:
@@ -553,18 +569,6 @@ class PromotionReaction:
                                     f"{p.id} was closed on {ctx.record.live} by an operator: "
                                     f"{format_weights(current)} -> {format_weights(target)}", why=p.reason,
                                     written_first=False)
-        elif p.status == FINALIZED:
-            if abort:
-                return self._skip(intent, ctx, "finalized", f"promotion {p.id} is finalized; `rollback` within the "
-                                                            "retention window instead", weights=current)
-            if p.retention_until is not None and ctx.now.timestamp() >= p.retention_until:
-                # A guard alarm with nothing safe to roll back to (the retention is over, or ended when a new
-                # release landed on the retained colour): a human decides, so it pages.
-                return self._skip(intent, ctx, "retention-ended", f"{p.from_colour} was kept until "
-                                  f"{iso(datetime.fromtimestamp(p.retention_until, tz=UTC))} ({p.reason}); no "
-                                  "rollback target: start a new promotion", page=intent.params.get("cause") == "alarm")
-        elif p.status not in IN_FLIGHT and p.status != ROLLBACK_FAILED:
-            return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}")
         status = ABORTED if abort else ROLLED_BACK
         reason = self._rollback_reason(intent)
         first = (self.fast_rollback.take(ctx.pair.name, p.id, intent.params.get("alarm"))
@@ -587,6 +591,22 @@ class PromotionReaction:
                              "stop_execution": own is None},
                             f"{status}: {format_weights(current)} -> {format_weights(target)}: {reason}",
                             why=reason, written_first=first is not None)
+
+    def _undo_fast_write(self, intent: Intent, ctx: _Context, p: Promotion) -> str:
+        """The handler's fast path wrote the rollback from a record read before the retention ended (a GreenReady
+        landed in between): the pipeline refuses that rollback, so the write is put back as it found it."""
+        if intent.params.get("cause") != "alarm":
+            return ""
+        first = self.fast_rollback.take(ctx.pair.name, p.id, intent.params.get("alarm"))
+        if first is None:
+            return ""
+        try:
+            ctx.traffic.apply(dict(first.before), current=dict(first.after))
+        except (TrafficSwitchError, ValueError) as err:
+            return (f"; the fast path had already written {format_weights(first.after)}, and putting back "
+                    f"{format_weights(first.before)} failed: {err}")
+        return (f"; the fast path had already written {format_weights(first.after)} from the record it read "
+                f"before: put back {format_weights(first.before)}")
 
     def _unplannable_rollback(self, intent: Intent, ctx: _Context, target: dict[str, int], error: str
                               ) -> Action | Skip:
@@ -688,7 +708,24 @@ class PromotionReaction:
         if p.status in ("completed", "superseded"):
             return self._skip(intent, ctx, "no-promotion", f"the last promotion ({p.id}) is {p.status}: nothing to "
                                                            "close")
-        current = ctx.traffic.read()
+        if p.status in IN_FLIGHT and live != p.from_colour:
+            # Mid-promotion, `close` onto the new colour would skip the gate and the bake and disarm the guard
+            # alarms: that is `promote`'s job (or `abort` to go back).
+            return self._skip(intent, ctx, "in-flight", f"promotion {p.id} is {p.status}: closing it on {live} would "
+                                                        f"skip its gate and checks; `promote` it, or close it on "
+                                                        f"{p.from_colour} (`abort` does the same)")
+        try:
+            current = ctx.traffic.read()
+        except TrafficSwitchError as err:
+            if p.status != ROLLBACK_FAILED:
+                raise
+            # The switch is still broken: the decision is recorded now, the reconcile moves the traffic as soon as
+            # it can read the switch (so the operator may close first and repair after, without a race).
+            return self._action(intent, "close", ctx.snapshot(weights=None, traffic_error=str(err)),
+                                {"weights": all_on(live), "live": live, "status": CLOSED, "stop_execution": True,
+                                 "record_only": True},
+                                f"close {p.id} ({p.status}) on {live}: the traffic switch cannot be read ({err}); "
+                                f"recorded, the reconcile puts 100 % on {live} once it can: {intent.reason}")
         if p.status == CLOSED and ctx.record.live == live and current == all_on(live):
             return self._skip(intent, ctx, "already-closed", f"promotion {p.id} is closed on {live}", weights=current)
         return self._action(intent, "close", ctx.snapshot(weights=current),
@@ -699,7 +736,14 @@ class PromotionReaction:
     # -- reconcile (schedule)
     def _plan_reconcile(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         p = ctx.promotion
-        if p is not None and (p.status in ENFORCED or p.status == ROLLBACK_FAILED):
+        if p is not None and p.status == ROLLBACK_FAILED:
+            # A human decides now (the failure paged): the reconcile does not retry it behind the operator's back
+            # (they may be repairing the switch to keep the new colour). `abort` completes the rollback onto the
+            # old colour; `close` settles it on the colour they choose, even while the switch is unreadable.
+            return self._skip(intent, ctx, "rollback-failed", f"promotion {p.id}: {p.reason}; waiting for an "
+                              f"operator: `abort` completes the rollback onto {p.from_colour}, `close` settles it on "
+                              "the colour they choose")
+        if p is not None and p.status in ENFORCED:
             # Level-triggered: the record says where the traffic is; any other weights are put back.
             why = f"reconcile: promotion {p.id} is {p.status}; the weights follow the record"
             return self._plan_rollback(intent.model_copy(update={"operation": "rollback", "reason": why}), ctx, rt)
@@ -819,7 +863,9 @@ class PromotionReaction:
                                        updated_at=now, reason=f"{p.to_colour} live; {p.from_colour} received "
                                        f"{release or 'a new release'} (GreenReady): no longer a rollback target")
 
-        self._decided(rt, action, end, allowed=frozenset({FINALIZED}))
+        # A new epoch: a rollback decided on the retained record is fenced (it no longer has a target).
+        self._decided(rt, action, end, allowed=frozenset({FINALIZED}),
+                      record_change=lambda r, _q: dataclasses.replace(r, epoch=r.epoch + 1))
 
     def _execute_preflight(self, action: Action, pair: PromotionPair, rt: ReactionRuntime, now: float) -> None:
         state = WorkflowState.model_validate(action.params["state"])
@@ -922,17 +968,35 @@ class PromotionReaction:
         why = str(action.params.get("why", action.reason))
         unplannable = action.params.get("unplannable")
         target = dict(action.intended["weights"])
+        if action.operation in ("rollback", "abort") and not action.params.get("written_first"):
+            # A rollback decided while the old colour was retained must not land after a GreenReady ended the
+            # retention (the old colour then runs a release nobody approved): re-read, refuse, the retry re-plans.
+            record = self._read_record(rt, pair.name)
+            p = record.promotion
+            if p is None or p.id != action.before.get("promotion") or (
+                    p.status == FINALIZED and p.retention_until is not None and now >= p.retention_until):
+                raise PromotionMoved(f"rollback of {action.before.get('promotion')} no longer applies: the "
+                                     f"promotion is {p.status if p else 'gone'} ({p.reason if p else ''}); re-planned")
         if not unplannable:
             # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read
             # (the write is then a no-op unless someone moved the weights since).
             before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
             traffic.apply(target, current=before)
         ended: list[Promotion] = []
+        moved: list[str] = []
 
         def rolled_back(record: PromotionRecord) -> PromotionRecord | None:
             ended.clear()
+            moved.clear()
             p = record.promotion
             if p is None:
+                return None
+            decided_epoch = action.before.get("epoch")
+            if p.id != action.before.get("promotion") or (
+                    p.status == FINALIZED and decided_epoch is not None and record.epoch != decided_epoch):
+                # Decided on a record that has moved on (a new promotion; the retention ended when a new release
+                # landed on the retained colour): no longer a rollback target. The traffic goes back to the record.
+                moved.append(f"promotion {p.id} is {p.status}: {p.reason}")
                 return None
             ended.append(p)
             if unplannable:
@@ -948,7 +1012,12 @@ class PromotionReaction:
                     p, status=status, reason=why, updated_at=now, paused=False, approval_token=None,
                     resume_token=None))
 
-        self._update_record(rt, pair.name, rolled_back)
+        record_now = self._update_record(rt, pair.name, rolled_back)
+        if moved:
+            if not unplannable and record_now.promotion is not None and record_now.promotion.status == FINALIZED:
+                traffic.apply(all_on(record_now.live))
+            raise PromotionMoved(f"rollback of {action.before.get('promotion')} fenced after its traffic write: "
+                                 f"{moved[0]}; the record's weights were put back")
         if not unplannable:
             # Re-read after the record: a step that wrote after this rollback's write but recorded before it was
             # fenced (epoch) cannot see it; this re-read does, and writes the record's weights back.
@@ -966,20 +1035,34 @@ class PromotionReaction:
     def _execute_close(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                        now: float) -> None:
         live = str(action.intended["live"])
-        traffic.apply(all_on(live))
+        # Decided on a record that may have moved since (a guard alarm's rollback takes over the pair's lock): the
+        # operator's decision stands only on the state it was made from, checked before the traffic moves and
+        # again by the conditional record write.
+        self._still_decided(rt, action, pair.name)
+        record_only = bool(action.intended.get("record_only"))
+        if not record_only:
+            traffic.apply(all_on(live))
         closed: list[Promotion] = []
 
-        def close(record: PromotionRecord) -> PromotionRecord | None:
+        def close(p: Promotion) -> Promotion:
             closed.clear()
-            p = record.promotion
-            if p is None:
-                return None
             closed.append(p)
-            return dataclasses.replace(record, live=live, epoch=record.epoch + 1, promotion=dataclasses.replace(
-                p, status=CLOSED, reason=f"closed on {live} by an operator: {action.reason}", updated_at=now,
-                paused=False, approval_token=None, resume_token=None))
+            return dataclasses.replace(p, status=CLOSED, reason=f"closed on {live} by an operator: {action.reason}",
+                                       updated_at=now, paused=False, approval_token=None, resume_token=None)
 
-        self._update_record(rt, pair.name, close)
+        def relive(record: PromotionRecord, _p: Promotion) -> PromotionRecord:
+            return dataclasses.replace(record, live=live, epoch=record.epoch + 1)
+
+        if not self._decided(rt, action, close, record_change=relive):
+            if not record_only:
+                self._enforce(rt, traffic, pair.name)  # the record moved on: its weights, not this close's
+            raise PromotionMoved(f"close of {action.before.get('promotion')} fenced: the promotion changed while it "
+                                 "ran (a rollback took over); read `status` and decide again")
+        if record_only:
+            for p in closed:
+                self._workflow(rt).stop(p.execution_arn, "Reflex.Closed", action.reason)
+                self._release_freeze(rt, pair, p)
+            return
         self._enforce(rt, traffic, pair.name)
         for p in closed:
             self._workflow(rt).stop(p.execution_arn, "Reflex.Closed", action.reason)
@@ -1028,6 +1111,17 @@ class PromotionReaction:
     def _release_freeze(self, rt: ReactionRuntime, pair: PromotionPair, p: Promotion) -> None:
         for policy in pair.freeze_scale_in.policies(_colour(p.from_colour)):
             rt.store.release_scale_in_freeze(policy, pair.name)
+
+    def _still_decided(self, rt: ReactionRuntime, action: Action, pair: str) -> None:
+        """Raise `PromotionMoved` when the record is no longer the one `action` was decided on (id, epoch, status)."""
+        before = action.before or {}
+        record = self._read_record(rt, pair)
+        p = record.promotion
+        if (p is None or p.id != before.get("promotion") or p.status != before.get("status")
+                or (before.get("epoch") is not None and record.epoch != before.get("epoch"))):
+            raise PromotionMoved(f"{action.operation} of {before.get('promotion')} fenced: the promotion is now "
+                                 f"{p.status if p else 'gone'} ({p.reason if p else ''}); read `status` and decide "
+                                 "again")
 
     def _decided(self, rt: ReactionRuntime, action: Action, change: Callable[[Promotion], Promotion], *,
                  allowed: frozenset[str] | None = None,
@@ -1096,6 +1190,18 @@ class PromotionReaction:
         return after
 
     def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
+        return None
+
+
+class PromotionMoved(RuntimeError):
+    """The promotion record changed since the action was decided (a rollback took over): nothing was done."""
+
+
+def _readable(ctx: _Context) -> dict[str, int] | None:
+    """The pair's weights for a refusal's audit detail, or None when the switch cannot be read."""
+    try:
+        return ctx.traffic.read()
+    except TrafficSwitchError:
         return None
 
 

@@ -44,8 +44,12 @@ class TrafficSwitch(Protocol):
         """Write both weights in one API call, over a `snapshot` just taken (no second read)."""
 
 
-def percentages(raw: dict[str, int]) -> dict[str, int]:
+def percentages(raw: dict[str, int], *, all_zero_is_even: bool = False) -> dict[str, int]:
+    """Weights as percentages. Every weight 0: Route 53 then answers with every record equally
+    (`all_zero_is_even`); for a listener the split is undefined."""
     total = sum(raw.values())
+    if total <= 0 and all_zero_is_even:
+        return {"blue": 50, "green": 50}
     if total <= 0:
         raise TrafficSwitchError(f"every weight is 0 ({raw}); the traffic split is undefined")
     blue = round(raw.get("blue", 0) * 100 / total)
@@ -138,7 +142,7 @@ class Route53Weighted:
 
     def snapshot(self) -> tuple[dict[str, int], Any]:
         records = self._records()
-        return percentages({c: int(records[c].get("Weight", 0)) for c in COLOURS}), records
+        return percentages({c: int(records[c].get("Weight", 0)) for c in COLOURS}, all_zero_is_even=True), records
 
     def write(self, weights: dict[str, int]) -> None:
         self.write_over(weights, self._records())
