@@ -61,12 +61,12 @@ from promoter.promotion_plan import (
     workflow_plan,
 )
 from promoter.promotion_workflow import PromotionWorkflow, TokenGone
-from promoter.traffic_switch import PairTraffic, TrafficSwitchError
+from promoter.traffic_switch import PairTraffic, TrafficSwitchError, UnsafeWeights
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
-from reflex_core.pipeline import GuardSettings
-from reflex_core.promotion_config import Colour, PromotionPair, PromotionStageConfig, other
+from reflex_core.pipeline import AlreadyDone, GuardSettings
+from reflex_core.promotion_config import COLOURS, Colour, PromotionPair, PromotionStageConfig, other
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
 from reflex_core.triggers import Trigger, TriggerError
@@ -287,9 +287,10 @@ class PromotionReaction:
 
     @staticmethod
     def _action(intent: Intent, operation: str, before: dict[str, Any], intended: dict[str, Any], reason: str,
-                **params: Any) -> Action:
+                page: bool = False, **params: Any) -> Action:
         return Action(policy=intent.policy, target_key=intent.target_key, target=intent.target, operation=operation,
-                      params={**intent.params, **params}, before=before, intended=intended, reason=reason)
+                      params={**intent.params, **params}, before=before, intended=intended, reason=reason,
+                      page=page)
 
     @staticmethod
     def _skip(intent: Intent, ctx: _Context, reason: str, detail: str, page: bool = False, **before: Any) -> Skip:
@@ -496,17 +497,34 @@ class PromotionReaction:
         p = ctx.promotion
         assert p is not None
         current = ctx.traffic.read()
+        hand_changed = ""
         if current != all_on(p.to_colour):
-            return self._skip(intent, ctx, "weights-mismatch", f"weights are {format_weights(current)}, not 100 % "
-                                                               f"{p.to_colour}", weights=current)
+            if p.status in IN_FLIGHT and p.weights and current != dict(p.weights):
+                # Changed by hand between the last check and the finalize: hold on it, like a shift or a check
+                # (a rollback's weights written first are followed by its record, which ends the hold).
+                reason = (f"weights are {format_weights(current)}, Reflex wrote {format_weights(p.weights)}: "
+                          "changed outside Reflex; paused before finalizing (resume to re-check, or abort/rollback)")
+                return self._action(intent, "finalize_held", ctx.snapshot(weights=current),
+                                    {"paused": True, "workflow": {"verdict": wf.HOLD_VERDICT, "reason": reason}},
+                                    f"finalize held: {reason}")
+            if p.status != FINALIZED or current == all_on(p.from_colour):
+                # Not finalized and never 100 % on the new colour; or, once finalized, all back on the old colour
+                # (a rollback's weights written before its record): not announced as done.
+                return self._skip(intent, ctx, "weights-mismatch", f"weights are {format_weights(current)}, not "
+                                                                   f"100 % {p.to_colour}", weights=current)
+            # Finalized (its record landed), then changed by hand: the release stays finalized (a finalized
+            # promotion's weights are the operator's; only a rollback takes it back), announced, and paged.
+            hand_changed = (f"; weights are {format_weights(current)}, changed outside Reflex after the finalize: "
+                            f"left as they are ({p.to_colour} is live; `rollback` within the retention to go back)")
         until = p.retention_until or ctx.now.timestamp() + ctx.pair.retention_s
         return self._action(intent, wf.FINALIZE, ctx.snapshot(weights=current),
                             {"live": p.to_colour, "status": FINALIZED,
                              "retention_until": iso(datetime.fromtimestamp(until, tz=UTC)),
                              "workflow": {"verdict": wf.CONTINUE, "reason": "", "retention_s": max(0, int(
                                  until - ctx.now.timestamp()))}},
-                            f"{p.to_colour} is live; {p.from_colour} kept at weight 0 for {ctx.pair.retention_s}s",
-                            retention_until=until)
+                            f"{p.to_colour} is live; {p.from_colour} kept at weight 0 for {ctx.pair.retention_s}s"
+                            + hand_changed, page=bool(hand_changed), retention_until=until,
+                            hand_changed=bool(hand_changed))
 
     def _plan_cleanup(self, intent: Intent, ctx: _Context, rt: ReactionRuntime) -> Action | Skip:
         # COMPLETED too: a cleanup that died after recording it still has the freeze to release.
@@ -562,6 +580,14 @@ class PromotionReaction:
             if current == target and not self._rollback_unfinished(rt, ctx.pair, p, stop=own is None):
                 return self._skip(intent, ctx, "already-rolled-back", f"promotion {p.id} is {p.status}: "
                                                                       f"{p.reason}", weights=current)
+            empty = [c for c in COLOURS if target[c] > current.get(c, 0) and ctx.traffic.healthy(c) == 0]
+            if ctx.record.blocked and intent.quiet and empty:
+                # The reconcile found it could not enforce this before, and paged: quiet until the colour can take
+                # traffic again (then it is enforced) or an operator settles it with `close`.
+                return self._skip(intent, ctx, "enforce-blocked", f"promotion {p.id} is {p.status} onto "
+                                  f"{ctx.record.live}, which still has no healthy target; weights "
+                                  f"{format_weights(current)} left as they are ({ctx.record.blocked}); `close` "
+                                  "settles it on the colour serving", weights=current)
             if p.status == CLOSED:
                 return self._action(intent, "rollback", ctx.snapshot(weights=current),
                                     {"weights": target, "live": ctx.record.live, "status": CLOSED,
@@ -791,7 +817,7 @@ class PromotionReaction:
             self._execute_preflight(action, pair, rt, now)
         elif op == wf.SHIFT:
             self._execute_shift(action, traffic, rt, now)
-        elif op == "shift_held":
+        elif op in ("shift_held", "finalize_held"):
             reason = action.intended["workflow"]["reason"]
             self._decided(rt, action, lambda p: dataclasses.replace(p, updated_at=now, reason=reason, paused=True))
         elif op == wf.CHECK:
@@ -945,9 +971,10 @@ class PromotionReaction:
         if p is None or p.status != FINALIZED or p.id != action.before.get("promotion"):
             return  # rolled back within the retention window already: the event is not sent
         current = PairTraffic(rt.clients, pair).read()
-        if current != all_on(p.to_colour):
-            # A rollback's weights (written first, before its record) or a hand change: not announced as done.
-            # The workflow retries the finalize, which then finds the promotion rolled back, or the mismatch.
+        if current != all_on(p.to_colour) and not action.params.get("hand_changed"):
+            # A rollback's weights (written first, before its record) or a hand change: not announced yet. The
+            # workflow retries the finalize, which then finds the promotion rolled back (stopped), all on the old
+            # colour (rolled back), or a hand change (announced, paged: see _plan_finalize).
             raise WeightsMoved(f"weights are {format_weights(current)} right after finalizing {p.id}: "
                                "DeploymentCompleted not sent")
         detail = {"stage": rt.config.stage, "pair": pair.name, "promotion_id": p.id, "live": p.to_colour,
@@ -981,13 +1008,20 @@ class PromotionReaction:
             # Traffic first: everything else can wait a few milliseconds. Written first by the handler: re-read
             # (the write is then a no-op unless someone moved the weights since).
             before = None if action.params.get("written_first") else dict(action.before.get("weights") or {}) or None
-            traffic.apply(target, current=before)
+            try:
+                traffic.apply(target, current=before)
+            except UnsafeWeights as err:
+                if action.before.get("status") in ENFORCED:
+                    self._note_blocked(rt, pair.name, action, str(err))
+                raise
         ended: list[Promotion] = []
         moved: list[str] = []
+        beaten: list[Promotion] = []
 
         def rolled_back(record: PromotionRecord) -> PromotionRecord | None:
             ended.clear()
             moved.clear()
+            beaten.clear()
             p = record.promotion
             if p is None:
                 return None
@@ -1006,7 +1040,12 @@ class PromotionReaction:
                     p, status=ROLLBACK_FAILED, reason=f"{why}; rollback failed: {unplannable}", updated_at=now,
                     paused=False, approval_token=None, resume_token=None))
             if p.status in ENFORCED:
-                return None
+                if action.before.get("status") not in ENFORCED and p.status == status:
+                    # Decided while the promotion was still running, and another decision (a second guard alarm
+                    # at the same moment) recorded this very rollback first: that one is the rollback.
+                    beaten.append(p)
+                # Enforced again: a later block pages again.
+                return dataclasses.replace(record, blocked="") if record.blocked else None
             return dataclasses.replace(
                 record, live=p.from_colour, epoch=record.epoch + 1, promotion=dataclasses.replace(
                     p, status=status, reason=why, updated_at=now, paused=False, approval_token=None,
@@ -1028,9 +1067,27 @@ class PromotionReaction:
                                         else "Reflex.Aborted", why)
             if not unplannable:
                 self._release_freeze(rt, pair, p)
+        if beaten and not unplannable:
+            p = beaten[0]
+            raise AlreadyDone(f"already-{status}", f"promotion {p.id} was already {p.status} by another decision "
+                              f"({p.reason}); this one repeated the write of {format_weights(target)}")
         if unplannable:
             raise TrafficSwitchError(f"rollback decided but not carried out: {unplannable}; the promotion is "
                                      f"{ROLLBACK_FAILED}: finish by hand, then `close` it (docs/runbooks/promotion.md)")
+
+    def _note_blocked(self, rt: ReactionRuntime, pair: str, action: Action, error: str) -> None:
+        """Remember (once) that the record's colour could not be enforced: this failure pages, the next
+        reconciles stay quiet until it can be (see _plan_rollback). Best effort: without it, the next one pages."""
+        def note(record: PromotionRecord) -> PromotionRecord | None:
+            p = record.promotion
+            if p is None or p.id != action.before.get("promotion") or record.epoch != action.before.get("epoch"):
+                return None
+            return None if record.blocked else dataclasses.replace(record, blocked=error[:300])
+
+        try:
+            self._update_record(rt, pair, note)
+        except Exception:  # noqa: BLE001 - the failure itself is audited and paged either way
+            logger.exception("could not note the blocked enforcement", extra={"pair": pair})
 
     def _execute_close(self, action: Action, pair: PromotionPair, traffic: PairTraffic, rt: ReactionRuntime,
                        now: float) -> None:

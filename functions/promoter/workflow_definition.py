@@ -155,7 +155,8 @@ def promotion_definition(function_arn: str) -> dict[str, Any]:
             "Finalize": _task(function_arn, FINALIZE, "AfterFinalize",
                               comment="Record the new live colour, keep the old one at weight 0, emit "
                                       "DeploymentCompleted"),
-            "AfterFinalize": _verdicts({ROLLBACK_VERDICT: "Rollback", STOPPED: "Stopped"}, "Retention"),
+            "AfterFinalize": _verdicts({ROLLBACK_VERDICT: "Rollback", HOLD_VERDICT: "Hold", STOPPED: "Stopped"},
+                                       "Retention"),
             "Retention": {"Type": "Wait", "SecondsPath": "$.retention_s", "Next": "Cleanup"},
             "Cleanup": _task(function_arn, CLEANUP, "Completed", catch=[
                 {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "CleanupFailed"}],

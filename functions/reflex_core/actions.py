@@ -40,6 +40,9 @@ class Action(BaseModel):
     before: dict[str, Any]
     intended: dict[str, Any]
     reason: str = ""
+    # Carried out, and a human must hear about it now (e.g. a release finalized while its weights were being
+    # changed by hand): the audit notice is a PAGE.
+    page: bool = False
 
 
 class Skip(BaseModel):

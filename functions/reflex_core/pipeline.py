@@ -114,6 +114,17 @@ class RetryLater(RuntimeError):
     """Raised when a refusal may pass (lock held, kill switch unreadable, throttled): Lambda retries the event."""
 
 
+class AlreadyDone(RuntimeError):
+    """Raised by a reaction's `execute` that finds, at its conditional write, that another decision already made
+    the very change it was about (two guard alarms rolling back the same promotion at once): audited
+    `skipped:<reason>`, never `executed`, so the trail shows one decision per change. Only for a change that is
+    complete without this attempt; whatever the attempt itself did (a repeated write) goes in the message."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 def _skip(skip: Skip, operation: str | None = None) -> Decision:
     return Decision(policy=skip.policy, target_key=skip.target_key, operation=operation,
                     outcome=f"skipped:{skip.reason}", detail=skip.detail, before=skip.before, quiet=skip.quiet,
@@ -445,6 +456,13 @@ class Pipeline:
                  base: dict[str, Any], written: set[str], note: str) -> Decision:
         try:
             self.reaction.execute(action, rt)
+        except AlreadyDone as done:
+            try:
+                rt.store.advance_intent(record.pk, "done", f"skipped:{done.reason}")
+            except Exception:  # noqa: BLE001 - a retry re-reads the target and finds the change in place
+                logger.exception("could not close the intent", extra={"intent": record.pk})
+            return Decision(**base, outcome=f"skipped:{done.reason}", action=action, before=action.before,
+                            detail=f"{action.reason}: not carried out by this decision: {done}")
         except Exception as err:  # noqa: BLE001 - every failure is audited, then re-raised by handle()
             logger.exception("action failed", extra={"target": action.target_key, "operation": action.operation})
             verdict, state, _ = self._state(action, rt)
@@ -518,7 +536,7 @@ class Pipeline:
             detail += f"; not yet recorded: {', '.join(missing)} (the retry completes them)"
         decision = Decision(**base, outcome="executed", action=action, before=action.before, after=after,
                             detail=detail, audit_id=record.audit_id, audit_at=record.audit_at,
-                            transient=bool(missing))
+                            transient=bool(missing), page=action.page)
         if not self._record(rt, decision, trigger, dry_run=False):
             missing.append("audit record")  # in the log only: the retry writes the same record (same id)
             decision.transient = True

@@ -21,6 +21,7 @@ target's lock.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,6 +121,10 @@ class PromotionRecord:
     # operator's `close`, a new promotion's claim): a step decided at an older epoch must not write the record
     # (docs/architecture.md, "Promotion races"). `version` changes with every write; `epoch` only then.
     epoch: int = 0
+    # Why the reconcile could not put the traffic back where the record says (the known-good colour has no healthy
+    # target): it paged once, and stays quiet until the colour can take traffic again or an operator `close`s.
+    # A top-level key of the item: a release that does not know it ignores it (and drops it on its next write).
+    blocked: str = ""
 
 
 class PromotionConflict(Exception):
@@ -466,15 +471,20 @@ class StateStore:
         if not item:
             return PromotionRecord(pair=pair)
         doc = json.loads(item["doc"]["S"])
-        promotion = Promotion(**doc["promotion"]) if doc.get("promotion") else None
+        known = {f.name for f in dataclasses.fields(Promotion)}
+        # Fields a newer release added are ignored, so that rolling a deploy back never breaks on the record.
+        promotion = (Promotion(**{k: v for k, v in doc["promotion"].items() if k in known})
+                     if doc.get("promotion") else None)
         return PromotionRecord(pair=pair, live=doc["live"], version=int(item["version"]["N"]), promotion=promotion,
-                               epoch=int(doc.get("epoch", 0)))
+                               epoch=int(doc.get("epoch", 0)), blocked=str(doc.get("blocked") or ""))
 
     def save_promotion_record(self, record: PromotionRecord) -> PromotionRecord:
         """Write the record if nobody wrote it since it was read (same `version`); raise `PromotionConflict`
         otherwise. Returns the record with its new version. No TTL: the live colour is never forgotten."""
-        doc = {"live": record.live, "promotion": record.promotion.__dict__ if record.promotion else None,
-               "epoch": record.epoch}
+        doc: dict[str, Any] = {"live": record.live, "epoch": record.epoch,
+                               "promotion": record.promotion.__dict__ if record.promotion else None}
+        if record.blocked:
+            doc["blocked"] = record.blocked
         new_version = record.version + 1
         try:
             self._db.put_item(
@@ -488,8 +498,7 @@ class StateStore:
             if _is_conditional_failure(err):
                 raise PromotionConflict(record.pair) from None
             raise
-        return PromotionRecord(pair=record.pair, live=record.live, version=new_version, promotion=record.promotion,
-                               epoch=record.epoch)
+        return dataclasses.replace(record, version=new_version)
 
     # ------------------------------------------------------------------ scale-in freeze
     def place_scale_in_freeze(self, policy: str, holder: str, until: float) -> None:

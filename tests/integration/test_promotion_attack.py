@@ -1,7 +1,8 @@
 """Adversarial review of issue 16's race fixes by a reviewer with a fresh context. Each test reproduced a defect of
 the code as reviewed. Fixed: attack1/1b (check order), 2/2b (close), 3/3b (retention end fences rollbacks, the fast
 path's write undone), 4 (no reconcile retry of a failed rollback; close while unreadable), 5 (Route 53 all-zero
-weights). Still open, marked xfail(strict): attack6, attack7, attack8."""
+weights), 6 (a blocked enforcement pages once), 7 (a rollback beaten by a simultaneous one is audited
+`skipped:already-rolled-back`), 8 (a hand change after finalize is announced and paged, never rolled back)."""
 
 from __future__ import annotations
 
@@ -307,9 +308,6 @@ def test_attack3b_rollback_decided_during_retention_executes_after_the_green_rea
 # ------------------------------------------------------------- 6. reconcile vs an emptied known-good colour
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect, not fixed yet: a reconcile that cannot enforce the rolled-back colour (no"
-    " healthy target) fails and notifies every period; it should page once and then stay quiet"))
 def test_attack6_reconcile_pages_every_minute_when_the_rolled_back_colour_is_empty(make) -> None:
     """After a rollback to blue, blue loses every healthy target and the on-call moves the traffic to green by hand
     (the only thing that keeps the site up). The reconcile enforces the rolled-back record each minute: each run is a
@@ -341,14 +339,17 @@ def test_attack6_reconcile_pages_every_minute_when_the_rolled_back_colour_is_emp
     assert b.weights() == GREEN
     assert sent <= 1 and raised <= 1, (f"5 reconcile periods: {sent} notices, {raised} failed invocations, "
                                        f"{len(failed)} failed audit records ({failed[0]['outcome'] if failed else ''})")
+    assert sent == 1 and b.record().blocked  # the first one paged, and is remembered
+    # Blue can take traffic again: the record is enforced, and the memory cleared (a later block pages again).
+    b.healthy("blue", 2)
+    b.clock.advance(60)
+    b.reconcile()
+    assert b.weights() == BLUE and b.record().blocked == ""
 
 
 # --------------------------------------------------------------------------- 7. two guard alarms at once
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect, not fixed yet: the second of two simultaneous guard-alarm"
-    " rollbacks is audited as an executed transition although the first already made it"))
 def test_attack7_two_guard_alarms_at_once_audit_one_rollback_not_two(make) -> None:
     """Two guard alarms enter ALARM together (latency and 5xx usually do): two invocations, both preempt the lock.
     Both are audited `executed rollback: blue 90 / green 10 -> blue 100 / green 0`: the trail shows two rollbacks
@@ -375,14 +376,13 @@ def test_attack7_two_guard_alarms_at_once_audit_one_rollback_not_two(make) -> No
     moved = [r for r in b.audit() if r["operation"] == "rollback" and r["outcome"] == "executed"
              and (r.get("before") or {}).get("weights") != (r.get("after") or {}).get("weights")]
     assert len(moved) == 1, [(r["reason"] if "reason" in r else r.get("detail", ""))[:90] for r in moved]
+    second = [r for r in b.audit() if r["operation"] == "rollback" and r["outcome"] == "skipped:already-rolled-back"]
+    assert len(second) == 1 and "already rolled-back by another decision" in second[0]["detail"], second
 
 
 # --------------------------------------------------------------------------- 8. finalize vs a hand change
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect, not fixed yet: a weights mismatch seen by finalize's"
-    " retry leads the workflow to roll back a finalized release instead of holding"))
 def test_attack8_a_hand_change_right_after_finalize_rolls_back_the_finalized_release(make) -> None:
     """Issue 16 decided that weights changed by hand make a shift (and a check) *hold*. Finalize is different: its
     record write lands (finalized, live green), then it re-reads the weights, finds blue 1 / green 99 (a hand tweak),
@@ -403,6 +403,9 @@ def test_attack8_a_hand_change_right_after_finalize_rolls_back_the_finalized_rel
             state["done"] = True
             PairTraffic(b.world.clients, b.world.config.promotions[0]).switch.write({"blue": 1, "green": 99})
 
+    from tests.support.promotion import completed_events
+
+    done = completed_events(b.world)
     b.world.clients.get("dynamodb").meta.events.register("before-parameter-build", params)
     b.world.clients.get("dynamodb").meta.events.register("before-call", before)
     b.green_ready(release="v2")
@@ -411,6 +414,36 @@ def test_attack8_a_hand_change_right_after_finalize_rolls_back_the_finalized_rel
     p = b.record().promotion
     assert p.status in ("finalized", "completed") or p.paused, (
         f"a 1 % hand change after the finalize's record write ended in {p.status} ({p.reason}); weights {b.weights()}")
+    # The finalized release is announced once, the hand change left alone, and the finalize's audit pages.
+    assert b.weights() == {"blue": 1, "green": 99}
+    assert [e["detail"]["release"] for e in done()] == ["v2"]
+    (final,) = [r for r in b.audit() if r["operation"] == "finalize" and r["outcome"] == "executed"]
+    assert final.get("page") and "changed outside Reflex after the finalize" in final["detail"], final
+
+
+def test_a_hand_change_between_the_last_check_and_the_finalize_holds(make) -> None:
+    """Before the finalize's record lands a hand change holds the promotion, like a shift or a check does
+    (issue 16): paused, nothing announced, no rollback; `resume` re-checks and finalizes once the weights are back."""
+    from promoter.traffic_switch import PairTraffic
+    from tests.support.promotion import completed_events
+
+    b = make(approval=None, bake_s=30)
+    done = completed_events(b.world)
+    armed = {"hit": False}
+
+    def before(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if b.current_step == "finalize" and not armed["hit"] and model.name == "GetItem":
+            armed["hit"] = True
+            PairTraffic(b.world.clients, b.world.config.promotions[0]).switch.write({"blue": 5, "green": 95})
+
+    b.world.clients.get("dynamodb").meta.events.register("before-call", before)
+    b.green_ready(release="v2")
+    b.run(400)
+    assert armed["hit"]
+    p = b.record().promotion
+    assert p.status == "held" and p.paused, (p.status, p.reason)
+    assert b.weights() == {"blue": 5, "green": 95} and done() == []
+    assert not [r for r in b.audit() if r["operation"] == "rollback"]
 
 
 def test_close_is_accepted_while_the_switch_is_unreadable_and_the_reconcile_applies_it(make) -> None:
