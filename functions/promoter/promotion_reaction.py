@@ -65,7 +65,7 @@ from promoter.traffic_switch import PairTraffic, TrafficSwitchError, UnsafeWeigh
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
-from reflex_core.pipeline import AlreadyDone, GuardSettings
+from reflex_core.pipeline import GuardSettings, Superseded
 from reflex_core.promotion_config import COLOURS, Colour, PromotionPair, PromotionStageConfig, other
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
@@ -127,6 +127,8 @@ class PromotionReaction:
         self._tokens_lock = threading.Lock()
         # A guard alarm's weights, written before the pipeline runs (fast_rollback.py).
         self.fast_rollback = FastRollback()
+        # Per invocation (thread): what `execute` found fenced (see execute).
+        self._fences = threading.local()
 
     def fast_safety(self, trigger: Trigger, rt: ReactionRuntime) -> None:
         """Time to safety: a guard alarm's weights go back first, before the pipeline's bookkeeping (the
@@ -803,6 +805,21 @@ class PromotionReaction:
         return PromotionWorkflow(rt.clients, rt.settings.workflow_arn)
 
     def execute(self, action: Action, rt: ReactionRuntime) -> None:
+        """Carry out `action`. A step or command whose record write was fenced by a newer decision (a rollback,
+        an abort, a close, a new promotion: the epoch moved) is audited `skipped:fenced`, not `executed`."""
+        self._fences.seen = []
+        self._dispatch(action, rt)
+        if not self._fences.seen or action.operation in _NOT_FENCED:
+            return
+        record = self._read_record(rt, action.policy)
+        p = record.promotion
+        decided = action.before.get("epoch")
+        if p is None or p.id != action.before.get("promotion") or (decided is not None and record.epoch != decided):
+            raise Superseded("fenced", f"{action.operation} of {action.before.get('promotion')} not carried out: "
+                             f"the promotion became {p.status if p else 'gone'} while it ran "
+                             f"({p.reason if p else ''}){''.join(self._fences.seen)}")
+
+    def _dispatch(self, action: Action, rt: ReactionRuntime) -> None:
         pair = self._pair(action.policy, rt)
         traffic = PairTraffic(rt.clients, pair)
         op = action.operation
@@ -940,7 +957,9 @@ class PromotionReaction:
             # Its weights go back, re-read after this write (ALB and Route 53 have no conditional writes).
             logger.warning("shift raced a rollback; restoring the record's weights",
                            extra={"pair": action.policy, "promotion": action.before.get("promotion")})
-            self._enforce(rt, traffic, action.policy)
+            if self._enforce(rt, traffic, action.policy):
+                self._fences.seen.append(f"; its write of {format_weights(target)} was put back to the record's "
+                                         "weights")
 
     def _enforce(self, rt: ReactionRuntime, traffic: PairTraffic, pair: str) -> bool:
         """Level-triggered: when the record says the promotion ended on one colour (rolled back, aborted, closed),
@@ -1040,9 +1059,9 @@ class PromotionReaction:
                     p, status=ROLLBACK_FAILED, reason=f"{why}; rollback failed: {unplannable}", updated_at=now,
                     paused=False, approval_token=None, resume_token=None))
             if p.status in ENFORCED:
-                if action.before.get("status") not in ENFORCED and p.status == status:
-                    # Decided while the promotion was still running, and another decision (a second guard alarm
-                    # at the same moment) recorded this very rollback first: that one is the rollback.
+                if action.before.get("status") not in ENFORCED:
+                    # Decided while the promotion was still running, and another decision (a second guard alarm,
+                    # a console abort at the same moment) ended it first: that one is the rollback.
                     beaten.append(p)
                 # Enforced again: a later block pages again.
                 return dataclasses.replace(record, blocked="") if record.blocked else None
@@ -1069,8 +1088,8 @@ class PromotionReaction:
                 self._release_freeze(rt, pair, p)
         if beaten and not unplannable:
             p = beaten[0]
-            raise AlreadyDone(f"already-{status}", f"promotion {p.id} was already {p.status} by another decision "
-                              f"({p.reason}); this one repeated the write of {format_weights(target)}")
+            raise Superseded(f"already-{p.status}", f"promotion {p.id} was already {p.status} by another "
+                             f"decision ({p.reason}); this one repeated the write of {format_weights(target)}")
         if unplannable:
             raise TrafficSwitchError(f"rollback decided but not carried out: {unplannable}; the promotion is "
                                      f"{ROLLBACK_FAILED}: finish by hand, then `close` it (docs/runbooks/promotion.md)")
@@ -1204,6 +1223,9 @@ class PromotionReaction:
         if fenced["yes"]:
             logger.warning("record write fenced: the promotion moved on since this was decided",
                            extra={"pair": action.policy, "operation": action.operation, "decided": before})
+            seen = getattr(self._fences, "seen", None)
+            if seen is not None and not seen:
+                seen.append("")
         return not fenced["yes"]
 
     def _update_record(self, rt: ReactionRuntime, pair: str,

@@ -114,11 +114,12 @@ class RetryLater(RuntimeError):
     """Raised when a refusal may pass (lock held, kill switch unreadable, throttled): Lambda retries the event."""
 
 
-class AlreadyDone(RuntimeError):
-    """Raised by a reaction's `execute` that finds, at its conditional write, that another decision already made
-    the very change it was about (two guard alarms rolling back the same promotion at once): audited
-    `skipped:<reason>`, never `executed`, so the trail shows one decision per change. Only for a change that is
-    complete without this attempt; whatever the attempt itself did (a repeated write) goes in the message."""
+class Superseded(RuntimeError):
+    """Raised by a reaction's `execute` that finds, at its conditional write, that its decision was not carried
+    out because another one came first: the very same change already made (two guard alarms rolling back one
+    promotion at once), or the state it was decided on fenced by a newer decision (a step that raced a rollback).
+    Audited `skipped:<reason>`, never `executed`, so the trail shows each decision's true outcome; whatever the
+    attempt itself did (a repeated write, a write put back) goes in the message."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -456,7 +457,7 @@ class Pipeline:
                  base: dict[str, Any], written: set[str], note: str) -> Decision:
         try:
             self.reaction.execute(action, rt)
-        except AlreadyDone as done:
+        except Superseded as done:
             try:
                 rt.store.advance_intent(record.pk, "done", f"skipped:{done.reason}")
             except Exception:  # noqa: BLE001 - a retry re-reads the target and finds the change in place

@@ -135,7 +135,12 @@ class ShardSet(StrictModel):
     throughput_bytes_per_s: float = Field(default=50e6, gt=0)
     grace_period_s: int = Field(default=3600, ge=0, le=14 * 86_400,
                                 description="after a switch, the source rows are kept this long (rollback)")
-    copy_chunk_rows: int = Field(default=50_000, ge=100, le=10_000_000)
+    copy_chunk_rows: int = Field(default=50_000, ge=100, le=10_000_000,
+                                 description="rows of the table per copy chunk: the first chunk, and every chunk "
+                                             "when copy_chunk_target_s is 0")
+    copy_chunk_target_s: float = Field(default=5.0, ge=0, le=120,
+                                       description="grow each next chunk (up to 100 x copy_chunk_rows) so that it "
+                                                   "takes about this long; a crash repeats at most one chunk")
     delete_batch_rows: int = Field(default=5_000, ge=100, le=1_000_000)
     fence_lock_timeout_ms: int = Field(default=2_000, ge=10, le=60_000)
     catch_up_timeout_s: int = Field(default=3_600, ge=10, le=86_400)

@@ -169,6 +169,33 @@ def test_a_crash_at_every_step_boundary_converges(env: dict[str, Any], mode: str
     check_placement(sset, mover, expected)
 
 
+def test_copy_chunks_grow_to_the_target_duration_and_resume_after_a_crash(env: dict[str, Any]) -> None:
+    """`copy_chunk_target_s`: after the first chunk of `copy_chunk_rows`, each chunk covers what the last one's pace
+    copies in the target time (capped at 100 x): far fewer chunks than fixed ones, and a crash after a grown chunk
+    resumes from its committed cursor with nothing lost or duplicated."""
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", copy_chunk_rows=100, copy_chunk_target_s=30.0)
+    chunks: list[str] = []
+
+    def crash(at: str) -> None:
+        if at == "copy:chunk":
+            chunks.append(at)
+            if len(chunks) == 3:
+                raise InjectedCrash(at)
+
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover, tenants=40, orders_per_tenant=150)
+    buckets, _ = _tenants_in(mover, sset, "shard-a", 20)
+    with psycopg.connect(env["pgc"].dsn("shard_a"), autocommit=True) as conn:
+        fixed = sum(conn.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0] // 100 + 1 for t in sset.tables)
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-grown")
+    with pytest.raises(InjectedCrash):
+        mover.run("m-grown")
+    assert mover.run("m-grown").phase == "done"
+    assert mover.load("m-grown").verify["mismatched_buckets"] == []
+    check_placement(sset, mover, expected)
+    assert fixed >= 20 and len(chunks) < fixed / 2, (len(chunks), fixed)
+
+
 @pytest.mark.parametrize("mode", ["block_writes", "online"])
 def test_abort_after_the_switch_returns_everything_to_the_source(env: dict[str, Any], mode: str) -> None:
     sset = shard_set(env["pgc"], DBS[:2], transfer=mode, grace_period_s=3600)

@@ -34,7 +34,7 @@ def shard_set(pgc: Any, dbs: list[str], **overrides: Any) -> ShardSet:
         "name": "orders", "buckets": 64,
         "shards": [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in dbs],
         "tables": [{"name": "orders", "key_column": "tenant"}, {"name": "order_lines", "key_column": "tenant"}],
-        "grace_period_s": 0, "copy_chunk_rows": 200, "delete_batch_rows": 150,
+        "grace_period_s": 0, "copy_chunk_rows": 200, "copy_chunk_target_s": 0, "delete_batch_rows": 150,
     } | overrides
     return ShardSet.model_validate(data)
 
