@@ -1036,6 +1036,11 @@ class PromotionReaction:
         ended: list[Promotion] = []
         moved: list[str] = []
         beaten: list[Promotion] = []
+        # What makes this decision itself, stable across its retries (the intent record's copy of the action may
+        # come back from DynamoDB with other key orders and number types): what, on which promotion and epoch, why.
+        me = hashlib.sha256("|".join(str(v) for v in (
+            action.operation, action.before.get("promotion"), action.before.get("epoch"), action.reason)
+        ).encode()).hexdigest()[:24]
 
         def rolled_back(record: PromotionRecord) -> PromotionRecord | None:
             ended.clear()
@@ -1059,14 +1064,15 @@ class PromotionReaction:
                     p, status=ROLLBACK_FAILED, reason=f"{why}; rollback failed: {unplannable}", updated_at=now,
                     paused=False, approval_token=None, resume_token=None))
             if p.status in ENFORCED:
-                if action.before.get("status") not in ENFORCED:
+                if action.before.get("status") not in ENFORCED and record.decided_by != me:
                     # Decided while the promotion was still running, and another decision (a second guard alarm,
-                    # a console abort at the same moment) ended it first: that one is the rollback.
+                    # a console abort at the same moment) ended it first: that one is the rollback. (An earlier
+                    # attempt of this very decision left its fingerprint: then this is its retry.)
                     beaten.append(p)
                 # Enforced again: a later block pages again.
                 return dataclasses.replace(record, blocked="") if record.blocked else None
             return dataclasses.replace(
-                record, live=p.from_colour, epoch=record.epoch + 1, promotion=dataclasses.replace(
+                record, live=p.from_colour, epoch=record.epoch + 1, decided_by=me, promotion=dataclasses.replace(
                     p, status=status, reason=why, updated_at=now, paused=False, approval_token=None,
                     resume_token=None))
 

@@ -86,14 +86,18 @@ class AuditTrail:
         return json_safe(record)  # type: ignore[no-any-return]
 
     def write(self, record: dict[str, Any], now: datetime) -> bool:
-        """Add the record to the trail, then publish it. False when the table write failed: the record is then
-        only in the log line, and nothing is published (an action's intent stays open, so the retry writes the
-        very same record and publishes it once)."""
+        """Add the record to the trail, then publish it (event, metric, notice). False when the table write
+        failed: the record is then only in the log line, and nothing is published (an action's intent stays open,
+        so the retry writes the very same record and publishes it). Publication is at least once: a record found
+        already in the trail is published again, because its first write may have landed with its answer lost
+        (botocore's own retry then meets the condition) and nothing was published then. A lost PAGE is worse than
+        a repeated one; consumers de-duplicate on the record's `id`."""
         written = self._put_item(record, now)
         if written is None:
             return False
         if not written:
-            return True  # this very record was written by an earlier attempt: its event and notice went out then
+            logger.info("audit record already in the trail (an answer lost, or a retry): published again",
+                        extra={"audit_id": record["id"]})
         self._put_event(record)
         self._emit_metric(record)
         head, reason = outcome_class(record["outcome"])

@@ -125,6 +125,9 @@ class PromotionRecord:
     # target): it paged once, and stays quiet until the colour can take traffic again or an operator `close`s.
     # A top-level key of the item: a release that does not know it ignores it (and drops it on its next write).
     blocked: str = ""
+    # A fingerprint of the decision that last ended the promotion (a rollback, an abort): its own retry recognises
+    # its earlier attempt, a different decision knows it came second. Top-level, like `blocked`.
+    decided_by: str = ""
 
 
 class PromotionConflict(Exception):
@@ -476,15 +479,17 @@ class StateStore:
         promotion = (Promotion(**{k: v for k, v in doc["promotion"].items() if k in known})
                      if doc.get("promotion") else None)
         return PromotionRecord(pair=pair, live=doc["live"], version=int(item["version"]["N"]), promotion=promotion,
-                               epoch=int(doc.get("epoch", 0)), blocked=str(doc.get("blocked") or ""))
+                               epoch=int(doc.get("epoch", 0)), blocked=str(doc.get("blocked") or ""),
+                               decided_by=str(doc.get("decided_by") or ""))
 
     def save_promotion_record(self, record: PromotionRecord) -> PromotionRecord:
         """Write the record if nobody wrote it since it was read (same `version`); raise `PromotionConflict`
         otherwise. Returns the record with its new version. No TTL: the live colour is never forgotten."""
         doc: dict[str, Any] = {"live": record.live, "epoch": record.epoch,
                                "promotion": record.promotion.__dict__ if record.promotion else None}
-        if record.blocked:
-            doc["blocked"] = record.blocked
+        for extra in ("blocked", "decided_by"):
+            if getattr(record, extra):
+                doc[extra] = getattr(record, extra)
         new_version = record.version + 1
         try:
             self._db.put_item(
