@@ -462,8 +462,12 @@ class Pipeline:
                 rt.store.advance_intent(record.pk, "done", f"skipped:{done.reason}")
             except Exception:  # noqa: BLE001 - a retry re-reads the target and finds the change in place
                 logger.exception("could not close the intent", extra={"intent": record.pk})
+            try:
+                after: dict[str, Any] | None = self.reaction.verify(action, rt)
+            except Exception as err:  # noqa: BLE001 - the record says what was found; the re-read is a bonus
+                after = {"verify_error": _error_name(err)}
             return Decision(**base, outcome=f"skipped:{done.reason}", action=action, before=action.before,
-                            detail=f"{action.reason}: not carried out by this decision: {done}")
+                            after=after, detail=f"{action.reason}: not carried out by this decision: {done}")
         except Exception as err:  # noqa: BLE001 - every failure is audited, then re-raised by handle()
             logger.exception("action failed", extra={"target": action.target_key, "operation": action.operation})
             verdict, state, _ = self._state(action, rt)

@@ -137,6 +137,7 @@ def test_a_rollback_racing_a_shift_wins(make) -> None:
     assert b.weights() == {"blue": 100, "green": 0}
     assert b.record().live == "blue" and b.record().promotion.status == "rolled-back"
     (shift,) = [r for r in b.audit() if r["operation"] == "shift" and r["action"]["intended"]["step"] == 1]
+    assert shift["outcome"] == "skipped:fenced" and "put back" in shift["detail"], shift["detail"]
     assert shift["after"]["weights"] == {"blue": 100, "green": 0}
 
 
