@@ -67,7 +67,7 @@ def _payload(step: str, callback: bool) -> dict[str, Any]:
 def _retry(failed_attempts: int) -> list[dict[str, Any]]:
     return [
         {"ErrorEquals": _LAMBDA_TRANSIENT, "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2.0},
-        # A guardrail refused the step for now (the resource's lock, a hard-stop kill switch): about 50 min.
+        # A guardrail refused the step for now (the resource's lock, a hard-stop kill switch): about 40 min in all.
         {"ErrorEquals": [STEP_DEFERRED], "IntervalSeconds": 5, "MaxAttempts": 9, "BackoffRate": 2.0},
         # The step's AWS call failed after its own retries (audited as failed:<code>).
         {"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 30, "MaxAttempts": failed_attempts,
