@@ -203,11 +203,14 @@ class RecoveryDrills(Construct):
         """What the drill workflow's steps do: start the workflow and answer its approval wait; start restores
         from the vault's recovery points; ElastiCache's own restore; delete copies (drill-prefixed names only)."""
         stack = Stack.of(self)
-        prefixes = sorted({r.isolation.name_prefix for r in drilled})
+        def prefixes(*kinds: str) -> list[str]:
+            """The drill prefixes of the drilled resources of these kinds (each copy is named with its own)."""
+            return sorted({r.isolation.name_prefix for r in drilled if r.kind in kinds})
 
-        def arns(service: str, resource: str, sep: ArnFormat = ArnFormat.COLON_RESOURCE_NAME) -> list[str]:
+        def arns(service: str, resource: str, kinds: tuple[str, ...],
+                 sep: ArnFormat = ArnFormat.COLON_RESOURCE_NAME) -> list[str]:
             return [stack.format_arn(service=service, resource=resource, resource_name=f"{p}*", arn_format=sep)
-                    for p in prefixes]
+                    for p in prefixes(*kinds)]
 
         statements = [
             iam.PolicyStatement(sid="StartDrills", actions=["states:StartExecution"], resources=[self.machine_arn]),
@@ -239,15 +242,16 @@ class RecoveryDrills(Construct):
         if kinds & {"aurora-cluster", "rds-instance"}:
             statements += [
                 iam.PolicyStatement(sid="DeleteDrillClusters", actions=["rds:DeleteDBCluster"],
-                                    resources=arns("rds", "cluster")),
+                                    resources=arns("rds", "cluster", ("aurora-cluster",))),
                 iam.PolicyStatement(sid="DeleteDrillInstances", actions=["rds:DeleteDBInstance"],
-                                    resources=arns("rds", "db")),
+                                    resources=arns("rds", "db", ("aurora-cluster", "rds-instance"))),
             ]
         if "dynamodb-table" in kinds:
             statements.append(iam.PolicyStatement(sid="DeleteDrillTables", actions=["dynamodb:DeleteTable"],
-                                                  resources=arns("dynamodb", "table", ArnFormat.SLASH_RESOURCE_NAME)))
+                                                  resources=arns("dynamodb", "table", ("dynamodb-table",),
+                                                                 ArnFormat.SLASH_RESOURCE_NAME)))
         if "s3-bucket" in kinds:
-            buckets = [f"arn:{stack.partition}:s3:::{p}*" for p in prefixes]
+            buckets = [f"arn:{stack.partition}:s3:::{p}*" for p in prefixes("s3-bucket")]
             statements += [
                 iam.PolicyStatement(sid="EmptyDrillBuckets", actions=["s3:ListBucketVersions"], resources=buckets),
                 iam.PolicyStatement(sid="DeleteDrillBuckets", actions=["s3:DeleteBucket"], resources=buckets),
@@ -269,14 +273,16 @@ class RecoveryDrills(Construct):
                 # group and a parameter group: the group and clusters are drill-prefixed.
                 iam.PolicyStatement(sid="RestoreDrillCaches", actions=["elasticache:AddTagsToResource",
                                                                        "elasticache:CreateReplicationGroup"],
-                                    resources=arns("elasticache", "replicationgroup") + arns("elasticache", "cluster")
+                                    resources=arns("elasticache", "replicationgroup", ("elasticache",))
+                                    + arns("elasticache", "cluster", ("elasticache",))
                                     + snapshot_arns + [stack.format_arn(
                                         service="elasticache", resource="subnetgroup", resource_name=g,
                                         arn_format=ArnFormat.COLON_RESOURCE_NAME) for g in subnet_groups]
                                     + [stack.format_arn(service="elasticache", resource="parametergroup",
                                                         resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
                 iam.PolicyStatement(sid="DeleteDrillCaches", actions=["elasticache:DeleteReplicationGroup"],
-                                    resources=arns("elasticache", "replicationgroup") + arns("elasticache", "cluster")),
+                                    resources=arns("elasticache", "replicationgroup", ("elasticache",))
+                                    + arns("elasticache", "cluster", ("elasticache",))),
             ]
         policy = iam.Policy(self, "OnDemandPolicy", statements=statements, roles=[self.function.role])
         acknowledge_wildcard_statements(policy, statements, {

@@ -168,3 +168,68 @@ def test_alarms_per_drilled_resource(dev: Synthesized) -> None:
     assert overdue["TreatMissingData"] == "breaching"
     dims = {d["Name"]: d["Value"] for d in overdue["Dimensions"]}
     assert dims == {"stage": "dev", "resource": "orders-db", "service": "drills"}
+
+
+# ------------------------------------------------------------------ a stage drilling every kind on demand
+
+CACHES_YAML = """
+stage: drl
+prod_like: false
+notify: {topic_name: reflex-drl}
+recovery:
+  vault_name: reflex-drl-dr
+  resources:
+    - name: sessions
+      kind: elasticache
+      identifier: sessions
+      objectives: {rto_s: 3600, rpo_s: 86400}
+      backup: {cron: "0 2 * * ? *", retention_days: 7}
+      drill: {cron: "0 7 ? * WED *", approval: true}
+      isolation: {subnet_group: drills-cache, security_group_ids: [sg-0c0c0c0c0c0c0c0c1],
+                  production_subnet_group: sessions-prod, production_security_group_ids: [sg-0b0b0b0b0b0b0b0b1]}
+    - name: assets
+      kind: s3-bucket
+      identifier: shop-assets
+      objectives: {rto_s: 7200, rpo_s: 86400}
+      backup: {cron: "0 1 * * ? *", retention_days: 7}
+      checks: [{name: assets-count, kind: object-count, expect: {kind: at-least, value: 1}}]
+      drill: {cron: "0 8 ? * THU *"}
+      isolation: {name_prefix: dr-assets-}
+"""
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from synth_support import synthesize, write_config
+
+    config_dir = tmp_path_factory.mktemp("drl-config")
+    write_config(config_dir, "drl", CACHES_YAML)
+    return synthesize("drl", config_dir, tmp_path_factory.mktemp("cdk-drl"))
+
+
+def test_cache_and_bucket_drills_restore_and_delete_drill_prefixed_copies_only(caches: Synthesized) -> None:
+    statements = {s.get("Sid"): s for s in _drill_statements(caches, "RecoveryDrills")}
+    resources = {sid: render(as_list(s["Resource"]), caches.json["Resources"]) for sid, s in statements.items()}
+    assert all(":replicationgroup:reflex-drill-*" in r or ":cluster:reflex-drill-*" in r
+               for r in resources["DeleteDrillCaches"])
+    create = resources["RestoreDrillCaches"]
+    assert not any(":replicationgroup:" in r and not r.endswith(":reflex-drill-*") for r in create), create
+    assert any(r.endswith(":subnetgroup:drills-cache") for r in create)
+    # Buckets: the bucket resource's own drill prefix (the cache's is not a bucket's).
+    assert resources["DeleteDrillBuckets"] == ["arn:aws:s3:::dr-assets-*"]
+    assert resources["DeleteDrillObjects"] == ["arn:aws:s3:::dr-assets-*/*"]
+    # No restore testing for a cache: the bucket's plan only; both drilled on demand through the workflow.
+    assert len(caches.resources("AWS::Backup::RestoreTestingPlan")) == 1
+    assert [m["Properties"]["StateMachineName"] for m in caches.resources("AWS::StepFunctions::StateMachine")
+            .values()] == ["reflex-drl-drill"]
+
+
+def test_cache_drill_variant_passes_nag_and_cfn_lint(caches: Synthesized) -> None:
+    from pathlib import Path
+
+    from cfnlint.api import lint_file
+
+    (report,) = caches.validation_report()["pluginReports"]
+    assert report["conclusion"] == "success" and report["violations"] == []
+    (template,) = Path(caches.outdir).glob("*.template.json")
+    assert [f"{m.rule.id} {m.message}" for m in lint_file(template)] == []

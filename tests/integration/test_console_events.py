@@ -105,7 +105,8 @@ def test_every_event_has_a_valid_sidecar(path):
     assert expected.get("status") in ("ok", "rejected"), "status must be 'ok' or 'rejected'"
     if expected["status"] == "ok":
         assert isinstance(expected.get("outcomes"), list), "an ok event lists its audited outcomes"
-        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS | RESHARDER_KEYS | DRILLS_KEYS
+        assert set(expected) <= ({"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS | RESHARDER_KEYS
+                                 | DRILLS_KEYS)
         assert set(expected.get("capacity", {})) <= set(INITIAL)
     else:
         assert expected.get("error_fields"), "a rejected event names the field(s) its errors must mention"

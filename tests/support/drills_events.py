@@ -13,7 +13,6 @@ import boto3
 from tests.conftest import T0, FakeLambdaContext
 from tests.support import drills as dr
 
-
 # The drill `approve_drill` / `reject_drill` events answer: started by this request before the event (at T0).
 AWAITING_REQUEST = {"command": "start_drill", "resource": "orders-db", "operator": "alice",
                     "reason": "quarterly DR drill", "request_id": "events-awaiting-approval"}
