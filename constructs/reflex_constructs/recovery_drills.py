@@ -93,7 +93,7 @@ class RecoveryDrillsProps:
 class RecoveryDrills(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: RecoveryDrillsProps) -> None:
         super().__init__(scope, construct_id)
-        stage = props.shared.stage
+        stage = self._stage = props.shared.stage
         recovery = props.recovery
         stack = Stack.of(self)
         on_demand = [r for r in recovery.resources if r.drill is not None]
@@ -217,6 +217,11 @@ class RecoveryDrills(Construct):
             iam.PolicyStatement(sid="AnswerDrillApprovals", actions=["states:SendTaskFailure",
                                                                      "states:SendTaskSuccess"],
                                 resources=[self.machine_arn]),
+            # Is the drill in flight still running (a stopped or dead one no longer blocks the next)?
+            iam.PolicyStatement(sid="ReadDrillExecutions", actions=["states:DescribeExecution"],
+                                resources=[stack.format_arn(service="states", resource="execution",
+                                                            resource_name=f"{drill_machine_name(self._stage)}:*",
+                                                            arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
         ]
         backed_up = [r for r in drilled if r.restore_testing]
         if backed_up:
@@ -286,6 +291,8 @@ class RecoveryDrills(Construct):
             ]
         policy = iam.Policy(self, "OnDemandPolicy", statements=statements, roles=[self.function.role])
         acknowledge_wildcard_statements(policy, statements, {
+            "ReadDrillExecutions": "Executions of the drill machine only, named after each drill (read-only: "
+                                   "whether the drill in flight still runs).",
             "StartDrillRestores": "StartRestoreJob takes the recovery point the operator or the latest-point lookup "
                                   "names; recovery point ids are AWS Backup's, so the vault's points are matched by "
                                   "id wildcard (the copy's name and network are checked before the call).",

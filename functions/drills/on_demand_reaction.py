@@ -207,9 +207,9 @@ class OnDemandDrills:
         assert res.drill is not None  # validated
         now = rt.clock.now().timestamp()
         ledger = self._ledgers(rt).load(res.name)
-        if ledger.active_drill:
+        if ledger.active_drill and ledger.active_drill != intent.params["drill_id"]:
             active = self._runs(rt).load(ledger.active_drill)
-            if active is not None and active.status != RECORDED:
+            if active is not None and active.status != RECORDED and self._running(active, rt):
                 return self._skip(intent, "drill-in-flight", f"drill {active.drill_id} of {res.name} is still "
                                   f"{active.status}; one on-demand drill per resource at a time")
         last = ledger.last_drill_started_at
@@ -222,10 +222,20 @@ class OnDemandDrills:
         drill_id = str(intent.params["drill_id"])
         approval = res.drill.needs_approval(rt.config.is_prod_like)
         gate = f"waits up to {res.drill.approval_timeout_s}s for approve_drill" if approval else "no approval needed"
-        return self._action(intent, None, REQUESTED,
-                            f"{intent.reason} (drill {drill_id}; {gate}; copy "
-                            f"{copy_identifier(res, drill_id)})",
-                            approval=approval, copy_id=copy_identifier(res, drill_id))
+        action = self._action(intent, None, REQUESTED,
+                              f"{intent.reason} (drill {drill_id}; {gate}; copy {copy_identifier(res, drill_id)})",
+                              approval=approval, copy_id=copy_identifier(res, drill_id))
+        # Done when the drill is recorded *and* its workflow started (a failed start is retried, not taken as done).
+        return action.model_copy(update={"before": {"status": None, "started": False},
+                                         "intended": {"status": REQUESTED, "started": True}})
+
+    @staticmethod
+    def _running(run: DrillRun, rt: ReactionRuntime) -> bool:
+        """Is the drill's workflow still running? A drill whose execution never started, or ended without
+        recording (stopped by hand, its last step failed), no longer blocks the next one."""
+        if not run.execution_arn:
+            return False
+        return PromotionWorkflow(rt.clients, rt.settings.workflow_arn).status(run.execution_arn) == "RUNNING"
 
     def _plan_answer(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
                      ) -> Action | Skip:
@@ -391,14 +401,16 @@ class OnDemandDrills:
                        reason=str(p["request_reason"]), requested_at=now, copy_id=str(p["copy_id"]),
                        approval_required=bool(p["approval"]), recovery_point_arn=p.get("recovery_point_arn"))
         runs.save(run, expect_status=None)  # a retry finds it written: the same drill
+        state = {"drill_id": drill_id, "resource": res.name, "approval": bool(p["approval"]),
+                 "approval_timeout_s": res.drill.approval_timeout_s, "poll_interval_s": res.drill.poll_interval_s}
+        # A retry starts nothing new: the execution is named after the drill (ExecutionAlreadyExists).
+        arn = PromotionWorkflow(rt.clients, rt.settings.workflow_arn).start(drill_id, state)
+        # In flight (and the cooldown's start) only once its workflow runs: a failed start blocks nothing.
         store = self._ledgers(rt)
         ledger = store.load(res.name)
         if ledger.active_drill != drill_id:
             ledger.active_drill, ledger.last_drill_started_at = drill_id, now
             store.save(ledger)
-        state = {"drill_id": drill_id, "resource": res.name, "approval": bool(p["approval"]),
-                 "approval_timeout_s": res.drill.approval_timeout_s, "poll_interval_s": res.drill.poll_interval_s}
-        arn = PromotionWorkflow(rt.clients, rt.settings.workflow_arn).start(drill_id, state)
         run = runs.load(drill_id) or run
         if run.execution_arn != arn:
             run.execution_arn = arn
@@ -490,11 +502,14 @@ class OnDemandDrills:
     def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
         run = self._runs(rt).load(str(action.params["drill_id"]))
         if run is None:
-            return {"status": None}
+            return {"status": None, "started": False} if action.operation == "start_drill" else {"status": None}
         view = run.view()
         verdict = VERDICT_OF_STATUS.get(run.status)
         if verdict:
             view["verdict"] = verdict
+        if action.operation == "start_drill":
+            # The drill moves on by itself once started: what this action did is the record and the execution.
+            return {"status": REQUESTED, "started": run.execution_arn is not None, "workflow": view}
         return {"status": run.status, "workflow": view}
 
 

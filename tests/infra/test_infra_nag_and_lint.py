@@ -33,6 +33,7 @@ EXPECTED_ACKNOWLEDGED = {
     # on-demand drills: restores from AWS Backup's recovery points (ids AWS Backup chooses; RDS/Aurora points are
     # awsbackup: snapshots) and deletions of the drill's own copies, by their drill prefix
     "AwsSolutions-IAM5[Resource::arn:aws:backup:eu-west-1:123456789012:recovery-point:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-drill:*]",
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster-snapshot:awsbackup:*]",
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:snapshot:awsbackup:*]",
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:reflex-drill-*]",

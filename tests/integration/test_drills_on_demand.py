@@ -196,6 +196,37 @@ def test_duplicate_request_starts_one_drill_and_a_second_request_is_refused_whil
     assert len(drills.driver.executions) == 1
 
 
+def test_a_drill_whose_workflow_was_stopped_no_longer_blocks_the_next(drills, clock):
+    drill_id, _ = started_drill(drills)
+    drills.driver.run_due()
+    drills.driver.stop_execution(drills.driver.execution(drill_id).arn, "Ops", "stopped by hand")
+    clock.advance(1801)  # past drill.cooldown_s
+    [d] = start(request_id="req-5")["decisions"]
+    assert d["outcome"] == "executed" and d["after"]["workflow"]["drill_id"] != drill_id
+    assert ledger(drills)["active_drill"] == d["after"]["workflow"]["drill_id"]
+
+
+def test_a_workflow_that_fails_to_start_is_retried_not_taken_as_started(drills, clock):
+    from botocore.exceptions import ClientError
+
+    driver = drills.driver
+
+    class Down:
+        def __getattr__(self, name):
+            return getattr(driver, name)
+
+        def start_execution(self, **kwargs):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "StartExecution")
+
+    drills.overrides["stepfunctions"] = Down()
+    [d] = start()["decisions"]
+    assert d["outcome"] == "failed:AccessDeniedException" and not driver.executions
+    drills.overrides["stepfunctions"] = driver
+    [again] = start()["decisions"]  # the console's retry of the same request
+    assert again["outcome"] == "executed" and again["after"]["started"] is True
+    assert len(driver.executions) == 1
+
+
 def test_cooldown_refuses_a_new_drill_soon_after_the_last(drills, clock):
     drill_id, _ = started_drill(drills)
     drills.driver.run_due()
