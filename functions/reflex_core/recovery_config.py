@@ -346,4 +346,7 @@ class RecoveryStageConfig(StageConfig):
             if copy is not None and self.region and copy.region == self.region:
                 raise ValueError(f"recovery.resources.{i}.backup.copy_to.region: {copy.region} is the stage's own "
                                  "region; a cross-region copy must leave it")
+            if self.is_prod_like and res.drill is not None and res.drill.approval is False:
+                raise ValueError(f"recovery.resources.{i}.drill.approval: a production stage's on-demand drills wait "
+                                 "for an operator's approval (remove `approval: false`)")
         return self
