@@ -237,7 +237,8 @@ class DrillReaction:
             publish("LeftoverDrillCopies", len(leftovers), "Count", stage=stage, resource=res.name)
             for copy in leftovers:
                 ended = datetime.fromtimestamp(copy.window_ends_at, tz=UTC).isoformat()
-                why = (f"the drill could not delete it (teardown failed twice at {ended})" if copy.teardown_failed
+                why = (f"its on-demand drill did not delete it (teardown failed twice, or the drill's workflow "
+                       f"ended first; recorded at {ended})" if copy.teardown_failed
                        else f"its validation window ended at {ended}")
                 out.append(Skip(**base, reason="drill-leftover",
                                 detail=f"{copy.identifier} (restore job {copy.job_id}) still exists; {why}; "

@@ -409,12 +409,23 @@ class OnDemandDrills:
         store = self._ledgers(rt)
         ledger = store.load(res.name)
         if ledger.active_drill != drill_id:
+            self._abandon(ledger, rt, now)
             ledger.active_drill, ledger.last_drill_started_at = drill_id, now
             store.save(ledger)
         run = runs.load(drill_id) or run
         if run.execution_arn != arn:
             run.execution_arn = arn
             runs.save(run)
+
+    def _abandon(self, ledger: Any, rt: ReactionRuntime, now: float) -> None:
+        """The drill in flight before this one ended without recording (its workflow was stopped or died): if it
+        may have restored a copy that its teardown never deleted, the leftover check watches that copy now."""
+        old = self._runs(rt).load(ledger.active_drill) if ledger.active_drill else None
+        if old is None or old.status in (RECORDED, TORN_DOWN, LEFTOVER, REFUSED) or not old.restore_job_id:
+            return
+        if all(c.identifier != old.copy_id for c in ledger.copies):
+            ledger.copies.append(Copy(job_id=old.restore_job_id, identifier=old.copy_id, window_ends_at=now,
+                                      teardown_failed=True))
 
     def _execute_answer(self, action: Action, run: DrillRun, rt: ReactionRuntime) -> None:
         runs = self._runs(rt)

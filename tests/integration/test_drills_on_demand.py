@@ -206,6 +206,21 @@ def test_a_drill_whose_workflow_was_stopped_no_longer_blocks_the_next(drills, cl
     assert ledger(drills)["active_drill"] == d["after"]["workflow"]["drill_id"]
 
 
+def test_a_drill_stopped_after_its_restore_leaves_its_copy_watched_as_a_leftover(drills, clock):
+    drill_id, copy_id, point = approve_and_start_restore(drills, clock)
+    complete_restore(drills, clock, drill_id, copy_id, point)
+    drills.driver.stop_execution(drills.driver.execution(drill_id).arn, "Ops", "stopped by hand mid-drill")
+    assert copy_exists(drills, copy_id)  # no teardown ran
+    clock.advance(1801)
+    [d] = start(request_id="req-6")["decisions"]
+    assert d["outcome"] == "executed"
+    [watched] = ledger(drills)["copies"]
+    assert watched["identifier"] == copy_id and watched["teardown_failed"] is True
+    check = invoke(schedule("drills-check", "check_drills", clock.now(), params={}))
+    [left] = [x for x in check["decisions"] if x["outcome"] == "skipped:drill-leftover"]
+    assert copy_id in left["detail"]
+
+
 def test_a_workflow_that_fails_to_start_is_retried_not_taken_as_started(drills, clock):
     from botocore.exceptions import ClientError
 
@@ -303,7 +318,7 @@ def test_teardown_that_fails_twice_leaves_a_ledger_leftover_that_check_drills_al
     capsys.readouterr()
     check = invoke(schedule("drills-check", "check_drills", clock.now(), params={}))
     [left] = [x for x in check["decisions"] if x["outcome"] == "skipped:drill-leftover"]
-    assert copy_id in left["detail"] and "teardown failed twice" in left["detail"]
+    assert copy_id in left["detail"] and "did not delete it (teardown failed twice" in left["detail"]
     leftovers = {m["resource"]: values(json.dumps(m) + "\n", "LeftoverDrillCopies")
                  for m in emf_metrics(capsys.readouterr().out, "LeftoverDrillCopies")}
     assert leftovers["orders-db"] == [1] and leftovers["sessions"] == [0]
