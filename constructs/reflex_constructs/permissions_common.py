@@ -75,6 +75,24 @@ DELETE_ON_STAR_EXCEPTIONS: dict[str, str] = {
     "logs:DeleteLogDelivery": "Step Functions logging; no resource type; removes a delivery configuration only",
 }
 
+# Deletions allowed on a name-prefix wildcard without a condition: the drills function deletes the copies its
+# on-demand drills restored (recovery_drills.py), whose names start with the resource's drill prefix
+# (`isolation.name_prefix`). No protected resource's identifier may start with it (refused at synth time), and
+# the function refuses to delete any other name. AWS Backup cannot tag the copies it restores, so no tag
+# condition could narrow these further.
+DELETE_ON_DRILL_PREFIX: dict[str, str] = {
+    "rds:DeleteDBCluster": "an on-demand drill's restored Aurora cluster",
+    "rds:DeleteDBInstance": "an on-demand drill's restored instance (or its Aurora copy's instances)",
+    "dynamodb:DeleteTable": "an on-demand drill's restored table",
+    "s3:DeleteBucket": "an on-demand drill's restored bucket",
+    "s3:DeleteObject": "the objects of an on-demand drill's restored bucket (emptied before it is deleted)",
+    "s3:DeleteObjectVersion": "the object versions of an on-demand drill's restored bucket",
+    "elasticache:DeleteReplicationGroup": "an on-demand drill's restored replication group",
+}
+# A drill-prefix wildcard: a literal name of at least three characters ending in `-`, then `*` (and `/*` for
+# a bucket's objects).
+DRILL_PREFIX_RESOURCE = r"[:/][a-z][a-z0-9\-]{1,29}-\*(/\*)?$"
+
 # AWS managed policies a role of the stack may carry, each with why (tests fail on any other). Function roles carry
 # none (not even AWSLambdaVPCAccessExecutionRole: vpc_network_statements).
 AWS_MANAGED_POLICY_ALLOWLIST: dict[str, str] = {
@@ -144,7 +162,8 @@ STATE_KEYS: dict[str, StateKeys] = {
     "shards": StateKeys(write=(*default_state_keys("shards").write, "shardmap#*", "shardmove#*"), scan=True),
     # The advisor builds no index on a shard's database while a move involves the shard (it reads the moves).
     "advisor": StateKeys(write=default_state_keys("advisor").write, read_only=("shardmove#*",), scan=True),
-    "drills": StateKeys(write=(*default_state_keys("drills").write, "drill:*")),
+    # Per resource `drill:<name>`; per on-demand drill `drillrun:<drill id>` (drills/drill_runs.py).
+    "drills": StateKeys(write=(*default_state_keys("drills").write, "drill:*", "drillrun:*")),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import ArnFormat, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -48,13 +49,20 @@ class PromotionWorkflowProps:
     function_arn: str
     notifications: Notifications
     log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS
+    # Another workflow of the same shape (a Standard machine whose tasks are one function, e.g. the drill
+    # workflow, recovery_drills.py): its fixed name, its definition, what its failed alarm says.
+    name: str | None = None
+    definition: dict[str, Any] | None = None
+    comment: str = "Reflex blue/green promotion"
+    failed_description: str = ("A promotion ended without completing (rolled back, refused, or failed); see the "
+                               "audit trail and docs/runbooks/promotion.md.")
 
 
 class PromotionWorkflow(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: PromotionWorkflowProps) -> None:
         super().__init__(scope, construct_id)
         self._props = props
-        self.name = state_machine_name(props.stage)
+        self.name = props.name or state_machine_name(props.stage)
         self.log_group_name = f"/aws/vendedlogs/states/{self.name}"
         self.key = self._build_key()
         self.log_group = logs.LogGroup(self, "Logs", log_group_name=self.log_group_name, encryption_key=self.key,
@@ -81,7 +89,7 @@ class PromotionWorkflow(Construct):
         return key
 
     def _build_state_machine(self) -> sfn.StateMachine:
-        definition = json.dumps(promotion_definition(self._props.function_arn))
+        definition = json.dumps(self._props.definition or promotion_definition(self._props.function_arn))
         machine = sfn.StateMachine(
             self, "StateMachine",
             state_machine_name=self.name,
@@ -89,7 +97,7 @@ class PromotionWorkflow(Construct):
             definition_body=sfn.DefinitionBody.from_string(definition),
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
-            comment="Reflex blue/green promotion",
+            comment=self._props.comment,
         )
         # cfn-lint W3005: as for the functions, CDK makes the machine DependsOn its role (redundant with the
         # RoleArn GetAtt) and its default policy (needed: the machine must not run before it may invoke).
@@ -113,8 +121,7 @@ class PromotionWorkflow(Construct):
         alarm = metric.create_alarm(
             self, "FailedAlarm",
             alarm_name=f"{self.name}-failed",
-            alarm_description="A promotion ended without completing (rolled back, refused, or failed); see the "
-                              "audit trail and docs/runbooks/promotion.md.",
+            alarm_description=self._props.failed_description,
             threshold=0, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1, treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )

@@ -4,6 +4,11 @@ COMPLETED or FAILED, the hourly `check_drills` schedule, IAM for what the functi
 alarms on the drills' own metrics (objective missed, validation failed, copy not isolated, no successful drill
 for too long, copy left over).
 
+On-demand drills (console `start_drill`): the drill state machine `reflex-<stage>-drill`, whose tasks are the
+drills function (definition: drills.drill_workflow.drill_definition), and what its steps need beyond reading:
+StartRestoreJob on the vault's recovery points with the AWS Backup role passed to AWS Backup only, ElastiCache's
+own restore, and deletions, all limited to copies whose names start with the drill prefix.
+
 Pure mappings (`restore_testing_plan_props`, `restore_metadata_overrides`, `drill_rule_pattern`) are tested
 without synthesizing.
 """
@@ -22,8 +27,10 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from drills.drill_workflow import drill_definition
 from reflex_constructs.alarm_triggers import pinned_pattern
 from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
+from reflex_constructs.promotion_workflow import PromotionWorkflow, PromotionWorkflowProps
 from reflex_constructs.reaction_function import (
     METRICS_NAMESPACE,
     ReactionFunction,
@@ -35,6 +42,11 @@ from reflex_constructs.recovery_backup import RecoveryBackup, resource_arn
 from reflex_core.recovery_config import BACKUP_RESOURCE_TYPE, ProtectedResource, Recovery, max_backup_gap_s
 
 REACTION = "drills"
+RESTORE_ROLE_ENV = "REFLEX_RESTORE_ROLE_ARN"  # drills.on_demand_reaction.RESTORE_ROLE_ENV
+
+
+def drill_machine_name(stage: str) -> str:
+    return f"reflex-{stage}-drill"
 # Restore jobs have no resource type in IAM: these two actions take Resource "*".
 RECOVERY_UNSCOPED_ACTIONS = frozenset({"backup:DescribeRestoreJob", "backup:PutRestoreValidationResult"})
 
@@ -81,11 +93,28 @@ class RecoveryDrillsProps:
 class RecoveryDrills(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: RecoveryDrillsProps) -> None:
         super().__init__(scope, construct_id)
-        stage = props.shared.stage
+        stage = self._stage = props.shared.stage
         recovery = props.recovery
+        stack = Stack.of(self)
+        on_demand = [r for r in recovery.resources if r.drill is not None]
+        self.machine_arn = stack.format_arn(service="states", resource="stateMachine",
+                                            resource_name=drill_machine_name(stage),
+                                            arn_format=ArnFormat.COLON_RESOURCE_NAME) if on_demand else ""
         self.function = ReactionFunction(self, "Function", ReactionFunctionProps(
-            reaction=REACTION, shared=props.shared, timeout_s=300,
-            description=f"Reflex drills ({stage}): validates restore testing copies, RTO/RPO"))
+            reaction=REACTION, shared=props.shared, timeout_s=300, workflow_arn=self.machine_arn,
+            description=f"Reflex drills ({stage}): validates restore testing copies, on-demand drills, RTO/RPO"))
+        self.workflow: PromotionWorkflow | None = None
+        if on_demand:
+            # The on-demand drill workflow: its tasks are this function (one Standard machine per stage).
+            self.workflow = PromotionWorkflow(self, "Workflow", PromotionWorkflowProps(
+                stage=stage, function_arn=self.function.function.function_arn,
+                notifications=props.shared.notifications, name=drill_machine_name(stage),
+                definition=drill_definition(self.function.function.function_arn),
+                comment="Reflex on-demand restore drill",
+                failed_description="An on-demand drill did not pass (not approved, restore or validation failed, "
+                                   "or its copy could not be deleted); see the audit trail and "
+                                   "docs/runbooks/drills.md."))
+            self.function.function.add_environment(RESTORE_ROLE_ENV, props.backups.role.role_arn)
         drilled = [r for r in recovery.resources if r.drill is not None and r.restore_testing]
         self.plans: dict[str, backup.CfnRestoreTestingPlan] = {}
         for res in drilled:
@@ -113,6 +142,8 @@ class RecoveryDrills(Construct):
                 name="check", operation="check_drills", expression="rate(1 hour)", max_event_age_s=3600,
                 description="Hourly: age of the last successful drill per resource, leftover drill copies")]))
         self._permissions(recovery)
+        if on_demand:
+            self._on_demand_permissions(recovery, on_demand, props.backups)
         self.alarms = self._alarms(stage, recovery, props.shared)
 
     def _permissions(self, recovery: Recovery) -> None:
@@ -165,6 +196,118 @@ class RecoveryDrills(Construct):
                           "and production's, read-only.",
             "CountObjects": "An S3 restore targets a bucket named by the restore: the drill lists it, read-only.",
             "DescribeCaches": "A cache drill's copy has a name chosen per drill: describe only, to find leftovers.",
+        })
+
+    def _on_demand_permissions(self, recovery: Recovery, drilled: list[ProtectedResource],
+                               backups: RecoveryBackup) -> None:
+        """What the drill workflow's steps do: start the workflow and answer its approval wait; start restores
+        from the vault's recovery points; ElastiCache's own restore; delete copies (drill-prefixed names only)."""
+        stack = Stack.of(self)
+        def prefixes(*kinds: str) -> list[str]:
+            """The drill prefixes of the drilled resources of these kinds (each copy is named with its own)."""
+            return sorted({r.isolation.name_prefix for r in drilled if r.kind in kinds})
+
+        def arns(service: str, resource: str, kinds: tuple[str, ...],
+                 sep: ArnFormat = ArnFormat.COLON_RESOURCE_NAME) -> list[str]:
+            return [stack.format_arn(service=service, resource=resource, resource_name=f"{p}*", arn_format=sep)
+                    for p in prefixes(*kinds)]
+
+        statements = [
+            iam.PolicyStatement(sid="StartDrills", actions=["states:StartExecution"], resources=[self.machine_arn]),
+            iam.PolicyStatement(sid="AnswerDrillApprovals", actions=["states:SendTaskFailure",
+                                                                     "states:SendTaskSuccess"],
+                                resources=[self.machine_arn]),
+            # Is the drill in flight still running (a stopped or dead one no longer blocks the next)?
+            iam.PolicyStatement(sid="ReadDrillExecutions", actions=["states:DescribeExecution"],
+                                resources=[stack.format_arn(service="states", resource="execution",
+                                                            resource_name=f"{drill_machine_name(self._stage)}:*",
+                                                            arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+        ]
+        backed_up = [r for r in drilled if r.restore_testing]
+        if backed_up:
+            points = [stack.format_arn(service="backup", resource="recovery-point", resource_name="*",
+                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)]
+            if any(r.kind in ("aurora-cluster", "rds-instance") for r in backed_up):
+                # AWS Backup's recovery points of RDS and Aurora are snapshots named awsbackup:job-...
+                points += [stack.format_arn(service="rds", resource="cluster-snapshot", resource_name="awsbackup:*",
+                                            arn_format=ArnFormat.COLON_RESOURCE_NAME),
+                           stack.format_arn(service="rds", resource="snapshot", resource_name="awsbackup:*",
+                                            arn_format=ArnFormat.COLON_RESOURCE_NAME)]
+            statements += [
+                iam.PolicyStatement(sid="ReadRecoveryPoints", actions=[
+                    "backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata",
+                    "backup:ListRecoveryPointsByBackupVault"], resources=[backups.vault_arn]),
+                iam.PolicyStatement(sid="StartDrillRestores", actions=["backup:StartRestoreJob"], resources=points),
+                # The restore runs as AWS Backup's role, passed to AWS Backup only.
+                iam.PolicyStatement(sid="PassRestoreRole", actions=["iam:PassRole"],
+                                    resources=[backups.role.role_arn],
+                                    conditions={"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}),
+            ]
+        kinds = {r.kind for r in drilled}
+        if kinds & {"aurora-cluster", "rds-instance"}:
+            statements += [
+                iam.PolicyStatement(sid="DeleteDrillClusters", actions=["rds:DeleteDBCluster"],
+                                    resources=arns("rds", "cluster", ("aurora-cluster",))),
+                iam.PolicyStatement(sid="DeleteDrillInstances", actions=["rds:DeleteDBInstance"],
+                                    resources=arns("rds", "db", ("aurora-cluster", "rds-instance"))),
+            ]
+        if "dynamodb-table" in kinds:
+            statements.append(iam.PolicyStatement(sid="DeleteDrillTables", actions=["dynamodb:DeleteTable"],
+                                                  resources=arns("dynamodb", "table", ("dynamodb-table",),
+                                                                 ArnFormat.SLASH_RESOURCE_NAME)))
+        if "s3-bucket" in kinds:
+            buckets = [f"arn:{stack.partition}:s3:::{p}*" for p in prefixes("s3-bucket")]
+            statements += [
+                iam.PolicyStatement(sid="EmptyDrillBuckets", actions=["s3:ListBucketVersions"], resources=buckets),
+                iam.PolicyStatement(sid="DeleteDrillBuckets", actions=["s3:DeleteBucket"], resources=buckets),
+                iam.PolicyStatement(sid="DeleteDrillObjects", actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                                    resources=[f"{b}/*" for b in buckets]),
+            ]
+        caches = [r for r in drilled if r.kind == "elasticache"]
+        if caches:
+            snapshot_arns = [stack.format_arn(service="elasticache", resource="snapshot", resource_name="*",
+                                              arn_format=ArnFormat.COLON_RESOURCE_NAME)]
+            subnet_groups = sorted({r.isolation.subnet_group for r in caches if r.isolation.subnet_group})
+            statements += [
+                iam.PolicyStatement(sid="ReadCacheSnapshots", actions=["elasticache:DescribeCacheClusters",
+                                                                       "elasticache:DescribeSnapshots"],
+                                    resources=[*snapshot_arns, stack.format_arn(
+                                        service="elasticache", resource="cluster", resource_name="*",
+                                        arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+                # Creating a group from a snapshot names the group, its clusters, the snapshot, the drill's subnet
+                # group and a parameter group: the group and clusters are drill-prefixed.
+                iam.PolicyStatement(sid="RestoreDrillCaches", actions=["elasticache:AddTagsToResource",
+                                                                       "elasticache:CreateReplicationGroup"],
+                                    resources=arns("elasticache", "replicationgroup", ("elasticache",))
+                                    + arns("elasticache", "cluster", ("elasticache",))
+                                    + snapshot_arns + [stack.format_arn(
+                                        service="elasticache", resource="subnetgroup", resource_name=g,
+                                        arn_format=ArnFormat.COLON_RESOURCE_NAME) for g in subnet_groups]
+                                    + [stack.format_arn(service="elasticache", resource="parametergroup",
+                                                        resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+                iam.PolicyStatement(sid="DeleteDrillCaches", actions=["elasticache:DeleteReplicationGroup"],
+                                    resources=arns("elasticache", "replicationgroup", ("elasticache",))
+                                    + arns("elasticache", "cluster", ("elasticache",))),
+            ]
+        policy = iam.Policy(self, "OnDemandPolicy", statements=statements, roles=[self.function.role])
+        acknowledge_wildcard_statements(policy, statements, {
+            "ReadDrillExecutions": "Executions of the drill machine only, named after each drill (read-only: "
+                                   "whether the drill in flight still runs).",
+            "StartDrillRestores": "StartRestoreJob takes the recovery point the operator or the latest-point lookup "
+                                  "names; recovery point ids are AWS Backup's, so the vault's points are matched by "
+                                  "id wildcard (the copy's name and network are checked before the call).",
+            "DeleteDrillClusters": "Drill copies only: the names start with the drill prefix (never production's "
+                                   "identifier, refused at synth time and before every deletion).",
+            "DeleteDrillInstances": "Drill copies only: the instances of a drill's copy, named with the drill prefix.",
+            "DeleteDrillTables": "Drill copies only: tables whose names start with the drill prefix.",
+            "EmptyDrillBuckets": "Drill copies only: buckets whose names start with the drill prefix.",
+            "DeleteDrillBuckets": "Drill copies only: buckets whose names start with the drill prefix.",
+            "DeleteDrillObjects": "Objects of drill-copy buckets only (their names start with the drill prefix).",
+            "ReadCacheSnapshots": "Read-only: the latest snapshot of the protected cache and the member clusters of "
+                                  "the drill's copy (isolation check); snapshot names are ElastiCache's.",
+            "RestoreDrillCaches": "The new group and its clusters are drill-prefixed; the snapshot (automatic, named "
+                                  "by ElastiCache) and the default parameter group are only read by the restore.",
+            "DeleteDrillCaches": "Drill copies only: replication groups whose ids start with the drill prefix.",
         })
 
     def _alarms(self, stage: str, recovery: Recovery, shared: StageResources) -> list[cloudwatch.Alarm]:

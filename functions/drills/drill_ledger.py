@@ -1,6 +1,7 @@
 """What Reflex remembers of each resource's drills, in the state table (`drill:<resource>` items): the last
-successful drill, the restore jobs already judged (a redelivered or repeated event acts once) and the copies
-that AWS Backup should delete when their validation window ends (checked for leftovers)."""
+successful drill, the restore jobs already judged (a redelivered or repeated event acts once), the copies
+that AWS Backup should delete when their validation window ends (checked for leftovers), the copies an
+on-demand drill failed to delete (leftovers at once), and the on-demand drill in flight, if any."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class Copy:
     job_id: str
     identifier: str
     window_ends_at: float
+    # An on-demand drill's copy whose deletion failed (twice): a leftover from that moment, no grace.
+    teardown_failed: bool = False
 
 
 @dataclass
@@ -26,6 +29,9 @@ class DrillLedger:
     last_report: dict[str, Any] | None = None
     judged_jobs: list[str] = field(default_factory=list)
     copies: list[Copy] = field(default_factory=list)
+    # On-demand drills: the one in flight (one per resource at a time) and when the last one started (cooldown).
+    active_drill: str | None = None
+    last_drill_started_at: float | None = None
 
     def judged(self, job_id: str) -> bool:
         return job_id in self.judged_jobs

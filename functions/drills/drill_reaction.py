@@ -10,6 +10,9 @@
   successful drill (metric; an audited `drill-overdue` past its limit) and copies still there after their
   validation window (metric; an audited `drill-leftover`).
 * Console `validate_restore` (restore_job_id) -> judge a restore testing job again, by hand.
+* Console `start_drill` / `approve_drill` / `reject_drill` and the steps of the on-demand drill workflow
+  (`reflex_step`) -> on_demand_reaction.py: an approval-gated, isolated restore, judged by the same `judge`,
+  its copy deleted by the workflow.
 
 A restore job that no restore testing plan started (an operator's real restore) is never judged or touched.
 """
@@ -21,9 +24,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drills import drill_workflow as wf
 from drills.drill_checks import DrillReport, evaluate
 from drills.drill_ledger import Copy, LedgerStore
 from drills.drill_metrics import publish
+from drills.on_demand_reaction import (
+    OPERATIONS,
+    SAFETY_OPERATIONS,
+    ApproveDrillCommand,
+    DrillState,
+    OnDemandDrills,
+    RejectDrillCommand,
+    StartDrillCommand,
+    publish_report,
+)
 from drills.restored_copies import AwsCheckSource, copy_exists, identifier_from_arn, isolation_problems
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.pipeline import GuardSettings
@@ -83,6 +97,9 @@ class DrillReaction:
     name = "drills"
     config_model = RecoveryStageConfig
 
+    def __init__(self) -> None:
+        self.on_demand = OnDemandDrills()
+
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
         if trigger.kind == "event" and trigger.event is not None:
@@ -101,18 +118,49 @@ class DrillReaction:
             return None
         if trigger.kind == "console":
             payload = trigger.payload or {}
-            models: dict[str, type[_Console]] = {"validate_restore": ValidateRestoreCommand,
-                                                 "check_drills": CheckDrillsCommand}
+            models: dict[str, type[BaseModel]] = {"validate_restore": ValidateRestoreCommand,
+                                                  "check_drills": CheckDrillsCommand,
+                                                  "start_drill": StartDrillCommand,
+                                                  "approve_drill": ApproveDrillCommand,
+                                                  "reject_drill": RejectDrillCommand}
             model = models.get(str(payload.get("command")))
             if model is None:
                 raise TriggerError([f"command: unknown command {payload.get('command')!r}; expected one of "
                                     f"{', '.join(models)}"])
             try:
-                return model.model_validate(payload)
+                command = model.model_validate(payload)
             except ValidationError as err:
                 raise TriggerError(_fields(err, "")) from None
-        raise TriggerError([f"<root>: the drills function takes restore job events, its schedule and console "
-                            f"commands (got {trigger.kind})"])
+            if isinstance(command, StartDrillCommand):
+                self._drillable(command.resource, rt, "resource")
+            return command
+        if trigger.kind == "step" and trigger.step is not None:
+            step = trigger.step
+            if step.step not in wf.STEPS:
+                raise TriggerError([f"reflex_step.step: unknown step {step.step!r}; expected one of "
+                                    f"{', '.join(wf.STEPS)}"])
+            if (step.step in wf.CALLBACK_STEPS) != (step.task_token is not None):
+                raise TriggerError(["reflex_step.task_token: required for, and only for, "
+                                    f"{', '.join(sorted(wf.CALLBACK_STEPS))}"])
+            try:
+                state = DrillState.model_validate(step.input)
+            except ValidationError as err:
+                raise TriggerError(_fields(err, "reflex_step.input.")) from None
+            self._drillable(state.resource, rt, "reflex_step.input.resource")
+            return state
+        raise TriggerError([f"<root>: the drills function takes restore job events, its schedule, console "
+                            f"commands and its workflow's steps (got {trigger.kind})"])
+
+    @staticmethod
+    def _drillable(name: str, rt: ReactionRuntime, field: str) -> ProtectedResource:
+        res = rt.config.recovery.resource(name)
+        if res is None:
+            known = ", ".join(r.name for r in rt.config.recovery.resources) or "none"
+            raise TriggerError([f"{field}: no protected resource named {name!r} (configured: {known})"])
+        if res.drill is None:
+            raise TriggerError([f"{field}: {name!r} has no `drill:` section in recovery.resources; configure its "
+                                "drill (isolation, timeouts, approval) before drilling it"])
+        return res
 
     def alarm_policies(self, trigger: Trigger, rt: ReactionRuntime) -> list[str]:
         return []
@@ -124,6 +172,8 @@ class DrillReaction:
             return [self._restore_intent(request.restoreJobId, rt, dry_run=False)]
         if isinstance(request, ValidateRestoreCommand):
             return [self._restore_intent(request.restore_job_id, rt, dry_run=request.dry_run, again=True)]
+        if isinstance(request, StartDrillCommand | ApproveDrillCommand | RejectDrillCommand | DrillState):
+            return self.on_demand.intents(trigger, request, rt)
         return self._check_drills(rt)
 
     def _restore_intent(self, job_id: str, rt: ReactionRuntime, *, dry_run: bool, again: bool = False) -> Intent | Skip:
@@ -179,7 +229,7 @@ class DrillReaction:
             grace = rt.config.recovery.leftover_grace_s
             kept, leftovers = [], []
             for copy in ledger.copies:
-                if copy.window_ends_at + grace > now.timestamp():
+                if not copy.teardown_failed and copy.window_ends_at + grace > now.timestamp():
                     kept.append(copy)
                 elif copy_exists(rt.clients, res, copy.identifier):
                     kept.append(copy)
@@ -187,9 +237,12 @@ class DrillReaction:
             publish("LeftoverDrillCopies", len(leftovers), "Count", stage=stage, resource=res.name)
             for copy in leftovers:
                 ended = datetime.fromtimestamp(copy.window_ends_at, tz=UTC).isoformat()
+                why = (f"its on-demand drill did not delete it (teardown failed twice, or the drill's workflow "
+                       f"ended first; recorded at {ended})" if copy.teardown_failed
+                       else f"its validation window ended at {ended}")
                 out.append(Skip(**base, reason="drill-leftover",
-                                detail=f"{copy.identifier} (restore job {copy.job_id}) still exists; its validation "
-                                       f"window ended at {ended}; delete it (docs/runbooks/drills.md)"))
+                                detail=f"{copy.identifier} (restore job {copy.job_id}) still exists; {why}; "
+                                       f"delete it (docs/runbooks/drills.md)"))
             if kept != ledger.copies:
                 ledger.copies = kept
                 store.save(ledger)
@@ -200,7 +253,14 @@ class DrillReaction:
         return {r.key for r in rt.config.recovery.resources}
 
     def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
-        # Judging a drill changes nothing in production: no cooldown; the rate limit only stops a flood.
+        # Judging a drill changes nothing in production: no cooldown; the rate limit only stops a flood. An
+        # on-demand drill's cooldown is its resource's `drill.cooldown_s` (checked when it is planned).
+        if intent.operation in OPERATIONS:
+            safety = intent.operation in SAFETY_OPERATIONS
+            # The workflow's steps exist only for a drill that was started: a dry-run stage never starts one.
+            step = intent.operation not in ("start_drill", "approve_drill", "reject_drill")
+            return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=600, circuit_open_for_s=600,
+                                 dry_run=rt.config.dry_run and not step, safety=safety, bypass_rate_limit=safety)
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=120, circuit_open_for_s=600,
                              dry_run=rt.config.dry_run)
 
@@ -213,6 +273,8 @@ class DrillReaction:
     # ------------------------------------------------------------------ plan / execute / verify
     def plan(self, intent: Intent, rt: ReactionRuntime) -> Action | Skip:
         res = self._resource(intent.policy, intent.target_key, rt)
+        if intent.operation in OPERATIONS:
+            return self.on_demand.plan(intent, res, rt)
         job = intent.params["job"]
         window_h = res.drill.validation_window_hours if res.drill else DEFAULT_WINDOW_H
         completed = _when(job.get("CompletionDate")) or rt.clock.now()
@@ -245,6 +307,9 @@ class DrillReaction:
 
     def execute(self, action: Action, rt: ReactionRuntime) -> None:
         res = self._resource(action.policy, action.target_key, rt)
+        if action.operation in OPERATIONS:
+            self.on_demand.execute(action, res, rt)
+            return
         stage = rt.config.stage
         job_id = str(action.params["job_id"])
         store = LedgerStore(rt.clients.dynamodb, rt.settings.state_table)
@@ -256,13 +321,7 @@ class DrillReaction:
                 RestoreJobId=job_id, ValidationStatus=action.intended["validation_status"],
                 ValidationStatusMessage=action.reason[:1000])
             passed, met = bool(report["passed"]), bool(report["objectives_met"])
-            publish("DrillRtoSeconds", report["rto_s"], "Seconds", stage=stage, resource=res.name)
-            if report["rpo_s"] is not None:
-                publish("DrillRpoSeconds", report["rpo_s"], "Seconds", stage=stage, resource=res.name)
-            publish("DrillValidationSeconds", report["validation_s"], "Seconds", stage=stage, resource=res.name)
-            publish("DrillObjectiveMissed", 0 if met else 1, "Count", stage=stage, resource=res.name)
-            publish("DrillIsolationViolation", 0 if report["isolated"] else 1, "Count", stage=stage,
-                    resource=res.name)
+            publish_report(report, stage, res.name)
         else:
             report, passed, met = None, False, False
         publish("DrillPassed", 1 if passed else 0, "Count", stage=stage, resource=res.name)
@@ -284,6 +343,8 @@ class DrillReaction:
         return None
 
     def verify(self, action: Action, rt: ReactionRuntime) -> dict[str, Any]:
+        if action.operation in OPERATIONS:
+            return self.on_demand.verify(action, rt)
         job_id = str(action.params["job_id"])
         if action.operation == "validate_restore":
             job = rt.clients.backup.describe_restore_job(RestoreJobId=job_id)

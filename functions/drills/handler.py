@@ -1,7 +1,8 @@
 """Lambda entry point of the `drills` reaction (handler: drills.handler.lambda_handler).
 
 Invoked by the EventBridge rule on AWS Backup "Restore Job State Change" (COMPLETED, FAILED) of restore testing
-jobs, by its `check_drills` schedule and from the console (events/drills/).
+jobs, by its `check_drills` schedule, from the console (events/drills/) and by the tasks of the on-demand drill
+workflow (`reflex_step`), whose answer is the workflow's next state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from drills.drill_reaction import DrillReaction
+from drills.step_response import workflow_response
 from reflex_core.observability import lambda_entry
 from reflex_core.pipeline import Pipeline
 
@@ -28,4 +30,4 @@ gc.enable()
 
 @lambda_entry
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return PIPELINE.handle(event, context)
+    return workflow_response(event, PIPELINE.handle(event, context))

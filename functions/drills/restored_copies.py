@@ -53,17 +53,46 @@ def _rds_placement(clients: AwsClients, resource: ProtectedResource, identifier:
         raise
 
 
+def _cache_placement(clients: AwsClients, identifier: str) -> Placement | None:
+    """A replication group's placement, from its member clusters (subnet group, security groups)."""
+    ec = clients.elasticache
+    try:
+        group = ec.describe_replication_groups(ReplicationGroupId=identifier)["ReplicationGroups"][0]
+    except ec.exceptions.ReplicationGroupNotFoundFault:
+        return None
+    sgs: set[str] = set()
+    subnets: set[str] = set()
+    for member in group.get("MemberClusters", []):
+        cluster = ec.describe_cache_clusters(CacheClusterId=member)["CacheClusters"][0]
+        sgs |= {g["SecurityGroupId"] for g in cluster.get("SecurityGroups", [])}
+        if cluster.get("CacheSubnetGroupName"):
+            subnets.add(cluster["CacheSubnetGroupName"])
+    endpoint = (group.get("ConfigurationEndpoint") or {}).get("Address") or next(
+        ((n.get("PrimaryEndpoint") or {}).get("Address") for n in group.get("NodeGroups", [])), None)
+    return Placement(identifier, endpoint, tuple(sorted(sgs)), ",".join(sorted(subnets)) or None)
+
+
 def isolation_problems(clients: AwsClients, resource: ProtectedResource, copy_identifier: str) -> list[str]:
     """What ties the restored copy to production (empty when it is isolated)."""
     problems: list[str] = []
     if copy_identifier == resource.identifier:
         return [f"the copy is the production resource {resource.identifier!r}"]
-    if resource.kind not in ("aurora-cluster", "rds-instance"):
+    if resource.kind not in ("aurora-cluster", "rds-instance", "elasticache"):
         return problems  # a table or bucket of another name has no network to share
+    if resource.kind == "elasticache":
+        copy, production = (_cache_placement(clients, copy_identifier),
+                            _cache_placement(clients, resource.identifier))
+        if copy is None:
+            return [f"the copy {copy_identifier!r} does not exist"]
+        return _placement_problems(resource, copy, production)
     copy = _rds_placement(clients, resource, copy_identifier)
     if copy is None:
         return [f"the copy {copy_identifier!r} does not exist"]
-    production = _rds_placement(clients, resource, resource.identifier)
+    return _placement_problems(resource, copy, _rds_placement(clients, resource, resource.identifier))
+
+
+def _placement_problems(resource: ProtectedResource, copy: Placement, production: Placement | None) -> list[str]:
+    problems: list[str] = []
     iso = resource.isolation
     production_sgs = set(iso.production_security_group_ids) | set(production.security_groups if production else ())
     shared = sorted(set(copy.security_groups) & production_sgs)

@@ -182,8 +182,24 @@ class DrillSchedule(StrictModel):
                                          description="AWS Backup deletes the restored copy after this")
     # A drill older than this (since the last successful one) raises the "drill overdue" alarm.
     max_age_hours: int | None = Field(default=None, ge=1, le=8760)
-    approval: bool = Field(default=False, description="production drills wait for an operator's approval")
-    approval_timeout_s: int = Field(default=3600, ge=60, le=86400)
+    # On-demand drills (console `start_drill`, the drill workflow): production's wait for an operator.
+    approval: bool | None = Field(
+        default=None, description="an on-demand drill waits for an operator's `approve_drill` before any restore "
+                                  "starts (no approval within approval_timeout_s: no drill); default: yes on a "
+                                  "production stage (prod_like), no elsewhere")
+    approval_timeout_s: int = Field(default=3600, ge=60, le=86400,
+                                    description="how long an on-demand drill waits for its approval")
+    restore_timeout_s: int = Field(default=14400, ge=600, le=86400,
+                                   description="an on-demand restore still running after this fails the drill "
+                                               "(its copy is torn down)")
+    poll_interval_s: int = Field(default=60, ge=10, le=3600,
+                                 description="how often the drill workflow reads the restore's status")
+    cooldown_s: int = Field(default=3600, ge=0, le=604800,
+                            description="an on-demand drill of the resource is refused this soon after the last one "
+                                        "started")
+
+    def needs_approval(self, prod_like: bool) -> bool:
+        return prod_like if self.approval is None else self.approval
 
 
 class Isolation(StrictModel):
@@ -330,4 +346,7 @@ class RecoveryStageConfig(StageConfig):
             if copy is not None and self.region and copy.region == self.region:
                 raise ValueError(f"recovery.resources.{i}.backup.copy_to.region: {copy.region} is the stage's own "
                                  "region; a cross-region copy must leave it")
+            if self.is_prod_like and res.drill is not None and res.drill.approval is False:
+                raise ValueError(f"recovery.resources.{i}.drill.approval: a production stage's on-demand drills wait "
+                                 "for an operator's approval (remove `approval: false`)")
         return self

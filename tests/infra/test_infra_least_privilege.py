@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from synth_support import ACCOUNT, REGION, Synthesized, as_list, render
 
 from reflex_constructs.permissions_common import (
     AWS_MANAGED_POLICY_ALLOWLIST,
+    DELETE_ON_DRILL_PREFIX,
     DELETE_ON_STAR_EXCEPTIONS,
+    DRILL_PREFIX_RESOURCE,
     RESOURCE_STAR_ALLOWLIST,
     STATE_KEYS,
     state_keys_for,
@@ -67,6 +70,9 @@ def test_no_action_wildcards_and_no_delete_on_any_resource(stage: Synthesized) -
             continue
         resources = _resources(stage, statement)
         assert "*" not in resources, (logical_id, statement)
+        if set(deletes) <= set(DELETE_ON_DRILL_PREFIX) and all(re.search(DRILL_PREFIX_RESOURCE, r)
+                                                               for r in resources):
+            continue  # drill copies only, by their name prefix (permissions_common.DELETE_ON_DRILL_PREFIX)
         # A wildcard in a resource a Delete* may act on needs a condition that narrows it (e.g. ec2:Vpc).
         assert all("*" not in r for r in resources) or statement.get("Condition"), (logical_id, statement)
 
@@ -201,9 +207,12 @@ def test_scaler_cannot_create_or_delete_real_db_instances(stage: Synthesized) ->
             if action not in _actions(statement):
                 continue
             for resource in _resources(stage, statement):
-                # Only the permission probe's empty instance id, and (create) the configured clusters.
+                # Only the permission probe's empty instance id, (create) the configured clusters, and (delete) the
+                # instances of on-demand drill copies, by their drill prefix.
                 assert resource == f"arn:aws:rds:{REGION}:{ACCOUNT}:db:" or (
-                    action == "rds:CreateDBInstance" and ":cluster:" in resource and "*" not in resource), resource
+                    action == "rds:CreateDBInstance" and ":cluster:" in resource and "*" not in resource) or (
+                    action == "rds:DeleteDBInstance" and ":db:" in resource
+                    and re.search(DRILL_PREFIX_RESOURCE, resource)), resource
     for _, statement in identity_policies(stage):
         if "rds:AddTagsToResource" in _actions(statement):
             assert _resources(stage, statement) == ["arn:aws:rds:*:*:db:non-existing-db"]

@@ -30,6 +30,15 @@ EXPECTED_ACKNOWLEDGED = {
     # the drills function reads restore testing copies, whose names AWS Backup chooses (read-only)
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:*]",
     "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:eu-west-1:123456789012:table/*]",
+    # on-demand drills: restores from AWS Backup's recovery points (ids AWS Backup chooses; RDS/Aurora points are
+    # awsbackup: snapshots) and deletions of the drill's own copies, by their drill prefix
+    "AwsSolutions-IAM5[Resource::arn:aws:backup:eu-west-1:123456789012:recovery-point:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:states:eu-west-1:123456789012:execution:reflex-dev-drill:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster-snapshot:awsbackup:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:snapshot:awsbackup:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:reflex-drill-*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:db:reflex-drill-*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:eu-west-1:123456789012:table/reflex-drill-*]",
     # monitoring: the journey canary's artifacts bucket (no access logs), its writes below its prefix, the log
     # groups of the function Synthetics names with a generated suffix
     "AwsSolutions-S1",

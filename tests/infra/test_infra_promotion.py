@@ -200,10 +200,15 @@ def test_guard_alarms_are_read_by_name(dev: Synthesized) -> None:
 
 
 def test_step_functions_actions_are_scoped_to_the_promotion_machine(dev: Synthesized) -> None:
-    # (the shard reaction starts its own machine, reflex-dev-shard-moves: tests/infra/test_infra_shards.py)
-    (start,) = [s for s in _statements_with(dev, "states:StartExecution") if "shard-moves" not in str(s["Resource"])]
+    # (the shard reaction starts its own machine, reflex-dev-shard-moves: tests/infra/test_infra_shards.py; the
+    # drills function its drill machine, reflex-dev-drill: tests/infra/test_infra_recovery.py)
+    def promoter_only(action: str) -> list[dict[str, Any]]:
+        return [s for s in _statements_with(dev, action)
+                if "shard-moves" not in str(s["Resource"]) and "reflex-dev-drill" not in str(s["Resource"])]
+
+    (start,) = promoter_only("states:StartExecution")
     assert _rendered(dev, start) == [MACHINE]
-    (callbacks,) = _statements_with(dev, "states:SendTaskSuccess")
+    (callbacks,) = promoter_only("states:SendTaskSuccess")
     assert sorted(as_list(callbacks["Action"])) == ["states:SendTaskFailure", "states:SendTaskHeartbeat",
                                                     "states:SendTaskSuccess"]
     assert _rendered(dev, callbacks) == [MACHINE]

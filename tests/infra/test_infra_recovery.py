@@ -74,18 +74,87 @@ def test_rule_takes_completed_and_failed_jobs_of_reflex_plans_only(dev: Synthesi
     assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 3
 
 
-def test_drills_function_permissions_are_read_and_report_only(dev: Synthesized) -> None:
-    policies = [p for k, p in dev.resources("AWS::IAM::Policy").items() if k.startswith("RecoveryDrills")]
-    assert policies
-    actions = {a for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]
-               for a in as_list(s["Action"])}
+def _drill_statements(dev: Synthesized, policy_prefix: str) -> list[dict[str, Any]]:
+    return [st for k, p in dev.resources("AWS::IAM::Policy").items() if k.startswith(policy_prefix)
+            for st in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def test_drills_function_permissions_are_read_and_report_only_but_for_drill_copies(dev: Synthesized) -> None:
+    statements = _drill_statements(dev, "RecoveryDrills")
+    actions = {a for s in statements for a in as_list(s["Action"])}
     drills_actions = {"backup:DescribeRestoreJob", "backup:PutRestoreValidationResult", "rds:DescribeDBClusters",
                       "rds:DescribeDBInstances", "rds-data:ExecuteStatement", "secretsmanager:GetSecretValue",
                       "dynamodb:Scan", "dynamodb:DescribeTable"}
     assert drills_actions <= actions
-    writes = {a for a in actions if a.startswith(("rds:", "rds-data:", "backup:", "dynamodb:", "s3:"))} - drills_actions
-    # Beyond the state tables (the pipeline's own), nothing that could change a database, a backup or a bucket.
-    assert {a for a in writes if not a.startswith("dynamodb:")} == set()
+    reads = drills_actions | {"backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata",
+                              "backup:ListRecoveryPointsByBackupVault"}
+    for statement in statements:
+        writes = [a for a in as_list(statement["Action"])
+                  if a.startswith(("rds:", "rds-data:", "backup:", "s3:", "elasticache:")) and a not in reads]
+        if not writes:
+            continue
+        resources = render(as_list(statement["Resource"]), dev.json["Resources"])
+        if writes == ["backup:StartRestoreJob"]:
+            # Restores come from AWS Backup's recovery points only (the copy's name and network are checked first).
+            assert all(":recovery-point:" in r or ":awsbackup:" in r for r in resources), resources
+            continue
+        # Every other change is a deletion of a drill copy: names that start with the drill prefix.
+        assert {a.split(":", 1)[1][:6] for a in writes} == {"Delete"}, statement
+        assert all("reflex-drill-*" in r for r in resources), resources
+    (pass_role,) = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}
+    (role,) = render(as_list(pass_role["Resource"]), dev.json["Resources"])
+    assert role.startswith("<RecoveryBackupRole") and role.endswith(".Arn>"), role  # the backup role only
+
+
+def _drill_machine(dev: Synthesized) -> dict[str, Any]:
+    (machine,) = [m for m in dev.resources("AWS::StepFunctions::StateMachine").values()
+                  if m["Properties"]["StateMachineName"] == "reflex-dev-drill"]
+    return machine
+
+
+def _drills_function(dev: Synthesized) -> tuple[str, dict[str, Any]]:
+    (found,) = [(k, f) for k, f in dev.resources("AWS::Lambda::Function").items()
+                if f["Properties"]["Handler"] == "drills.handler.lambda_handler"]
+    return found
+
+
+def test_drill_workflow_is_the_tested_definition_with_catch_timeouts_and_the_approval_token(dev: Synthesized) -> None:
+    from drills.drill_workflow import drill_definition
+
+    function_id, function = _drills_function(dev)
+    machine = _drill_machine(dev)
+    definition = json.loads(render(machine["Properties"]["DefinitionString"], dev.json["Resources"]))
+    assert definition == drill_definition(f"<{function_id}.Arn>")
+    states = definition["States"]
+    approval = states["AwaitApproval"]
+    assert approval["Resource"].endswith(".waitForTaskToken")
+    assert approval["TimeoutSecondsPath"] == "$.approval_timeout_s"
+    assert approval["Parameters"]["Payload"]["reflex_step"]["task_token.$"] == "$$.Task.Token"
+    # No approval, no drill: the timeout and a rejection record the drill without starting a restore.
+    catches = {tuple(c["ErrorEquals"]): c["Next"] for c in approval["Catch"]}
+    assert catches[("States.Timeout",)] == "NotApproved" and states["NotApproved"]["Next"] == "Record"
+    assert not any("States.TaskFailed" in r["ErrorEquals"] for r in approval["Retry"])
+    # Once a restore may have started, every failure leads to the teardown, and the teardown's to the leftover.
+    for name in ("StartRestore", "PollRestore", "Validate"):
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Teardown"}]
+        assert states[name]["TimeoutSeconds"] == 900
+    assert states["Teardown"]["Catch"][0]["Next"] == "RecordLeftover"
+    [failed] = [r for r in states["Teardown"]["Retry"] if r["ErrorEquals"] == ["States.TaskFailed"]]
+    assert failed["MaxAttempts"] == 1  # retried once
+    assert states["RecordLeftover"]["Catch"][0]["Next"] == "Record"
+    assert states["AfterPoll"]["Default"] == "Teardown"
+    env = function["Properties"]["Environment"]["Variables"]
+    assert render(env["REFLEX_WORKFLOW_ARN"], dev.json["Resources"]).endswith(":stateMachine:reflex-dev-drill")
+    assert "RecoveryBackupRole" in str(env["REFLEX_RESTORE_ROLE_ARN"])
+
+
+def test_drill_callbacks_and_starts_are_scoped_to_the_drill_machine(dev: Synthesized) -> None:
+    statements = _drill_statements(dev, "RecoveryDrills")
+    for action in ("states:StartExecution", "states:SendTaskSuccess", "states:SendTaskFailure"):
+        [statement] = [s for s in statements if action in as_list(s["Action"])]
+        (resource,) = render(as_list(statement["Resource"]), dev.json["Resources"])
+        assert resource.endswith(":stateMachine:reflex-dev-drill"), resource
 
 
 def test_alarms_per_drilled_resource(dev: Synthesized) -> None:
@@ -99,3 +168,68 @@ def test_alarms_per_drilled_resource(dev: Synthesized) -> None:
     assert overdue["TreatMissingData"] == "breaching"
     dims = {d["Name"]: d["Value"] for d in overdue["Dimensions"]}
     assert dims == {"stage": "dev", "resource": "orders-db", "service": "drills"}
+
+
+# ------------------------------------------------------------------ a stage drilling every kind on demand
+
+CACHES_YAML = """
+stage: drl
+prod_like: false
+notify: {topic_name: reflex-drl}
+recovery:
+  vault_name: reflex-drl-dr
+  resources:
+    - name: sessions
+      kind: elasticache
+      identifier: sessions
+      objectives: {rto_s: 3600, rpo_s: 86400}
+      backup: {cron: "0 2 * * ? *", retention_days: 7}
+      drill: {cron: "0 7 ? * WED *", approval: true}
+      isolation: {subnet_group: drills-cache, security_group_ids: [sg-0c0c0c0c0c0c0c0c1],
+                  production_subnet_group: sessions-prod, production_security_group_ids: [sg-0b0b0b0b0b0b0b0b1]}
+    - name: assets
+      kind: s3-bucket
+      identifier: shop-assets
+      objectives: {rto_s: 7200, rpo_s: 86400}
+      backup: {cron: "0 1 * * ? *", retention_days: 7}
+      checks: [{name: assets-count, kind: object-count, expect: {kind: at-least, value: 1}}]
+      drill: {cron: "0 8 ? * THU *"}
+      isolation: {name_prefix: dr-assets-}
+"""
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from synth_support import synthesize, write_config
+
+    config_dir = tmp_path_factory.mktemp("drl-config")
+    write_config(config_dir, "drl", CACHES_YAML)
+    return synthesize("drl", config_dir, tmp_path_factory.mktemp("cdk-drl"))
+
+
+def test_cache_and_bucket_drills_restore_and_delete_drill_prefixed_copies_only(caches: Synthesized) -> None:
+    statements = {s.get("Sid"): s for s in _drill_statements(caches, "RecoveryDrills")}
+    resources = {sid: render(as_list(s["Resource"]), caches.json["Resources"]) for sid, s in statements.items()}
+    assert all(":replicationgroup:reflex-drill-*" in r or ":cluster:reflex-drill-*" in r
+               for r in resources["DeleteDrillCaches"])
+    create = resources["RestoreDrillCaches"]
+    assert not any(":replicationgroup:" in r and not r.endswith(":reflex-drill-*") for r in create), create
+    assert any(r.endswith(":subnetgroup:drills-cache") for r in create)
+    # Buckets: the bucket resource's own drill prefix (the cache's is not a bucket's).
+    assert resources["DeleteDrillBuckets"] == ["arn:aws:s3:::dr-assets-*"]
+    assert resources["DeleteDrillObjects"] == ["arn:aws:s3:::dr-assets-*/*"]
+    # No restore testing for a cache: the bucket's plan only; both drilled on demand through the workflow.
+    assert len(caches.resources("AWS::Backup::RestoreTestingPlan")) == 1
+    assert [m["Properties"]["StateMachineName"] for m in caches.resources("AWS::StepFunctions::StateMachine")
+            .values()] == ["reflex-drl-drill"]
+
+
+def test_cache_drill_variant_passes_nag_and_cfn_lint(caches: Synthesized) -> None:
+    from pathlib import Path
+
+    from cfnlint.api import lint_file
+
+    (report,) = caches.validation_report()["pluginReports"]
+    assert report["conclusion"] == "success" and report["violations"] == []
+    (template,) = Path(caches.outdir).glob("*.template.json")
+    assert [f"{m.rule.id} {m.message}" for m in lint_file(template)] == []

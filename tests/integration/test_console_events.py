@@ -40,6 +40,7 @@ INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixtur
 FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder", "advisor", "drills"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 RESHARDER_KEYS = {"given", "modified"}  # sidecar keys of events/resharder/ (see tests/support/resharder_events.py)
+DRILLS_KEYS = {"executions"}  # sidecar keys of events/drills/ (see tests/support/drills_events.py)
 
 
 def event_files() -> list[Path]:
@@ -104,7 +105,8 @@ def test_every_event_has_a_valid_sidecar(path):
     assert expected.get("status") in ("ok", "rejected"), "status must be 'ok' or 'rejected'"
     if expected["status"] == "ok":
         assert isinstance(expected.get("outcomes"), list), "an ok event lists its audited outcomes"
-        assert set(expected) <= {"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS | RESHARDER_KEYS
+        assert set(expected) <= ({"status", "outcomes", "capacity", "xfail"} | PROMOTER_KEYS | RESHARDER_KEYS
+                                 | DRILLS_KEYS)
         assert set(expected.get("capacity", {})) <= set(INITIAL)
     else:
         assert expected.get("error_fields"), "a rejected event names the field(s) its errors must mention"

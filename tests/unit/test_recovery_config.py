@@ -167,3 +167,15 @@ def test_bad_cron_field_is_named():
     data = base()
     resource(data)["backup"]["cron"] = "0 25 * * ? *"
     refused(data, "recovery.resources.0.backup.cron", "outside 0-23")
+
+
+def test_on_demand_drills_need_approval_on_a_production_stage():
+    data = base()
+    assert not parse_config(data, "inline").recovery.resources[0].drill.needs_approval(False)
+    prod = copy.deepcopy(data) | {"stage": "prod", "account": "123456789012"}
+    drill = parse_config(prod, "inline").recovery.resources[0].drill
+    assert drill.approval is None and drill.needs_approval(True)  # the default follows the stage
+    resource(prod)["drill"]["approval"] = False
+    refused(prod, "recovery.resources.0.drill.approval", "production stage")
+    resource(data)["drill"]["approval_timeout_s"] = 10
+    refused(data, "approval_timeout_s")

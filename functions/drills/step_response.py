@@ -1,0 +1,56 @@
+"""What a drill workflow task returns to Step Functions, from the pipeline's result (pure: no AWS calls).
+
+For a `reflex_step` event the answer is the workflow's next state: the input state updated with the drill's
+record as the step left it (`after.workflow`, including `$.verdict` for the Choice states). A guardrail that
+refuses *for now* (the lock, a hard-stop or unreadable kill switch, a duplicate still running) raises
+`StepDeferred` (retried later); a payload that does not validate raises `StepRejected`. The kill switch
+refusing `start_restore` refuses the drill (nothing restored); a poll that finds the restore still running
+answers `running`. Every other trigger gets the pipeline's result unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drills import drill_workflow as wf
+
+DEFERRING = frozenset({"locked", "circuit-open", "circuit-open-tripped", "duplicate-in-progress"})
+
+
+class StepDeferred(RuntimeError):  # the class name is the error the Retry matches
+    """A guardrail refused the step for now; the workflow retries it later."""
+
+
+class StepRejected(RuntimeError):  # the class name is the error the Catch sees
+    """The step's payload did not validate."""
+
+
+def workflow_response(event: Any, result: dict[str, Any]) -> dict[str, Any]:
+    if not (isinstance(event, dict) and isinstance(event.get("reflex_step"), dict)):
+        return result
+    if result.get("status") == "rejected":
+        raise StepRejected("; ".join(result.get("errors", []))[:1000])
+    step = event["reflex_step"]
+    state = dict(step.get("input") or {})
+    decisions = result.get("decisions") or []
+    if not decisions:
+        raise StepDeferred("the step produced no decision")
+    decision = decisions[0]
+    head, _, reason = str(decision["outcome"]).partition(":")
+    if head == "executed":
+        state.update((decision.get("after") or {}).get("workflow", {}))
+        return state
+    if head == "skipped" and reason == "restore-in-progress":
+        return state | {"verdict": wf.RUNNING}
+    if head == "skipped" and reason == "kill-switch" and step.get("step") == wf.START_RESTORE \
+            and not decision.get("transient"):
+        return state | {"verdict": wf.REFUSED, "outcome": "refused",
+                        "detail": f"kill switch: {decision.get('detail', '')}"[:1000]}
+    if head == "skipped" and (reason in DEFERRING or reason == "kill-switch"):
+        raise StepDeferred(f"{reason}: {decision.get('detail', '')}"[:1000])
+    if head == "skipped":
+        # The step found the drill past it (a redelivery, a retry after the step landed): carry on from the
+        # drill's record as it is.
+        return state | {"skipped": f"{reason}: {decision.get('detail', '')}"[:500]}
+    # failed:<code> raised in the pipeline already (ActionFailed); anything else is a bug worth retrying.
+    raise StepDeferred(f"unexpected outcome {decision['outcome']}")
