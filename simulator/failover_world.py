@@ -110,8 +110,8 @@ class RdsFakeClient:
         self._model = boto3.session.Session().client("rds", region_name=region).meta.service_model
 
     def _call(self, operation: str, params: dict[str, Any]) -> None:
-        from botocore.validate import validate_parameters
         from botocore import xform_name
+        from botocore.validate import validate_parameters
 
         names = {xform_name(n): n for n in self._model.operation_names}
         validate_parameters(params, self._model.operation_model(names[operation]).input_shape)

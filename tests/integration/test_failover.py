@@ -388,7 +388,7 @@ def test_malformed_commands_are_rejected_naming_the_field_and_do_nothing(w, payl
 def test_malformed_workflow_step_is_rejected(w):
     from failover.step_response import StepRejected
 
-    with pytest.raises(StepRejected, match="reflex_step.input.mode"):
+    with pytest.raises(StepRejected, match=r"reflex_step\.input\.mode"):
         step("act", {"run_id": "x", "failover": fo.NAME, "mode": "sideways", "approval_timeout_s": 900},
              w.clock.now())
     with pytest.raises(StepRejected, match="task_token"):
