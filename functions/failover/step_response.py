@@ -28,7 +28,7 @@ VERDICT_OF_SKIP = {
     "already-routed": wf.CONTINUE,
     "no-route53": wf.CONTINUE,
     "not-approved": wf.CONTINUE,
-    # The run ended meanwhile (rejected, closed): the act routes to Refused, a later step to Abandon (paged).
+    # The run ended meanwhile (rejected, closed): the workflow abandons it (recorded, paged).
     "run-closed": wf.STUCK,
 }
 

@@ -100,7 +100,8 @@ def failover_definition(function_arn: str) -> dict[str, Any]:
                      comment="Pre-checks again (lag, health may have changed), then switchover or failover"),
         "AfterAct": {"Type": "Choice", "Choices": [
             {"Variable": "$.verdict", "StringEquals": REFUSED, "Next": "Refused"},
-            {"Variable": "$.verdict", "StringEquals": STUCK, "Next": "Refused"}], "Default": "WaitForWriter"},
+            # The act could not tell what the database shows (someone else changed it), or its run ended: paged.
+            {"Variable": "$.verdict", "StringEquals": STUCK, "Next": "Abandon"}], "Default": "WaitForWriter"},
         "WaitForWriter": {"Type": "Wait", "Seconds": POLL_S, "Next": "AwaitWriter"},
         "AwaitWriter": _task(function_arn, AWAIT_WRITER, "AfterAwait",
                              comment="Poll the global cluster until the target is its writer"),

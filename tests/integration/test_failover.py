@@ -187,7 +187,7 @@ def test_reject_fails_the_gate_and_records_not_approved(w):
     assert run_status(w) == "not-approved" and outcomes(w)[-1] == "skipped:not-approved"
     assert "rejected by bob" in w.audit_records()[-1]["detail"]
     # The act never runs for a closed run (even if a step arrived late).
-    assert step("act", state, w.clock.now())["verdict"] == "stuck"  # AfterAct routes it to Refused
+    assert step("act", state, w.clock.now())["verdict"] == "stuck"  # AfterAct abandons it
     assert w.fo.db.promotions() == []
 
 
