@@ -320,7 +320,7 @@ def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> 
         read[own] = sorted(render(as_list(statement["Resource"]), dev.json["Resources"]))
     assert read == {prefix + r: sorted([prefix + "global", prefix + r])
                     for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health", "advisor",
-                              "drills", "shards", "resharder")}
+                              "drills", "failover", "shards", "resharder")}
 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:
