@@ -394,3 +394,28 @@ def test_malformed_workflow_step_is_rejected(w):
     with pytest.raises(StepRejected, match="task_token"):
         step("wait_for_approval", {"run_id": "x", "failover": fo.NAME, "mode": "switchover",
                                    "approval_timeout_s": 900}, w.clock.now())
+
+
+def test_a_second_approval_approves_nothing_more(w):
+    state = start(w)
+    token = open_gate(w, state)
+    assert approve(w)["outcome"] == "executed"
+    again = decision(invoke(command("approve_failover", "carol")))
+    assert again["outcome"] == "skipped:no-run-waiting"
+    assert [c[1] for c in w.fo.workflow.callbacks] == [token]
+
+
+def test_a_failback_right_after_a_promotion_waits_for_the_cooldown(w):
+    w.fo.db.on_promotion = lambda db: db.settle()
+    state = start(w)
+    open_gate(w, state)
+    approve(w)
+    for name in ("act", "await_writer", "route", "complete"):
+        state = step(name, state, w.clock.now())
+    assert run_status(w) == "completed"
+    fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now(), cluster="orders", region="us-east-1")
+    d = decision(invoke(command("failback", request_id="fb-now")))
+    assert d["outcome"] == "skipped:cooldown" and "cooldown 900s" in d["detail"]
+    w.clock.advance(900)
+    fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now(), cluster="orders", region="us-east-1")
+    assert decision(invoke(command("failback", request_id="fb-later")))["outcome"] == "executed"
