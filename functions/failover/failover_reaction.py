@@ -99,7 +99,7 @@ class FailoverReaction:
             target = self._target(request.failover, rt)
             params: dict[str, Any] = {"run_id": request.run_id, "mode": request.mode,
                                       "execution": trigger.step.execution, "closing": request.closing,
-                                      "error": _error_of(request)}
+                                      "error": _error_of(request), "approved_by": _approver_of(request)}
             if trigger.step.task_token:
                 params["token_ref"] = self._remember_token(trigger.step.task_token)
             op = {wf.APPROVAL: "open_gate"}.get(trigger.step.step, trigger.step.step)
@@ -266,11 +266,19 @@ class FailoverReaction:
                        f"another operator until {iso(deadline)}; then it is not approved and nothing is done")
 
     def _plan_act(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
-        checked = self._own_run(intent, target, rt, frozenset({runs.APPROVED, runs.PROMOTING, runs.PROMOTED,
-                                                               runs.COMPLETED}))
+        checked = self._own_run(intent, target, rt, frozenset({runs.AWAITING_APPROVAL, runs.APPROVED, runs.PROMOTING,
+                                                               runs.PROMOTED, runs.COMPLETED}))
         if isinstance(checked, Skip):
             return checked
-        if checked.status != runs.APPROVED:
+        if checked.status == runs.AWAITING_APPROVAL:
+            # Only `approve` completes the gate's token with success, so the workflow reaching the act proves the
+            # approval; the approve's own record write may have failed after it (its approver is in the state).
+            approver = intent.params.get("approved_by")
+            if not approver:
+                return _skip(intent, "run-closed", f"run {checked.run_id} reached the act without a recorded "
+                             "approval", {"run": checked.public()}, page=True)
+            checked = dataclasses.replace(checked, approved_by=str(approver))
+        if checked.status not in (runs.APPROVED, runs.AWAITING_APPROVAL):
             return _skip(intent, "already-promoted", f"run {checked.run_id} is {checked.status}: it acted already",
                          {"run": checked.public()})
         mode: Mode = checked.mode  # type: ignore[assignment]
@@ -536,8 +544,11 @@ class FailoverReaction:
         if action.operation == wf.ACT:
             target = self._target(action.policy, rt)
             now = rt.clock.now().timestamp()
-            _runs(rt).update_run(target.name, str(action.params["run_id"]), frozenset({runs.APPROVED}),
-                                 status=runs.PROMOTING, acted_at=now, updated_at=now)
+            run = _runs(rt).load(target.name).run
+            approver = (run.approved_by if run and run.approved_by else None) or action.params.get("approved_by")
+            _runs(rt).update_run(target.name, str(action.params["run_id"]),
+                                 frozenset({runs.APPROVED, runs.AWAITING_APPROVAL}), status=runs.PROMOTING,
+                                 acted_at=now, updated_at=now, approved_by=approver, approval_token=None)
 
 
 class RecordsMoved(RuntimeError):
@@ -575,6 +586,12 @@ def _set_of(target: Failover, arn: str, sids: list[str]) -> str | None:
     if target.secondary_set_identifier not in sids or len(others) != 1:
         return None
     return target.secondary_set_identifier if arn == target.secondary_cluster_arn else others[0]
+
+
+def _approver_of(state: WorkflowState) -> str | None:
+    """Who approved, from the gate's callback output (`$.approval`, set by the workflow after the approval)."""
+    approval = (state.model_extra or {}).get("approval")
+    return str(approval["approved_by"])[:128] if isinstance(approval, dict) and approval.get("approved_by") else None
 
 
 def _error_of(state: WorkflowState) -> str:

@@ -419,3 +419,38 @@ def test_a_failback_right_after_a_promotion_waits_for_the_cooldown(w):
     w.clock.advance(900)
     fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now(), cluster="orders", region="us-east-1")
     assert decision(invoke(command("failback", request_id="fb-later")))["outcome"] == "executed"
+
+
+def test_an_approval_whose_record_write_failed_still_acts_once(w, monkeypatch):
+    """SendTaskSuccess went through, the run record's write did not: the workflow reaching the act proves the
+    approval (only approve_failover completes the gate with success); the approver comes from the workflow state."""
+    from failover.failover_runs import RunStore
+
+    state = start(w)
+    open_gate(w, state)
+    original = RunStore.update_run
+
+    def lost(self, failover, run_id, allowed, **changes):
+        if changes.get("status") == "approved":
+            raise TimeoutError("DynamoDB did not answer")
+        return original(self, failover, run_id, allowed, **changes)
+
+    monkeypatch.setattr(RunStore, "update_run", lost)
+    d = approve(w)
+    assert d["outcome"].startswith("failed:") and run_status(w) == "awaiting-approval"
+    monkeypatch.setattr(RunStore, "update_run", original)
+    approved = state | {"approval": {"approved_by": "bob", "reason": "ok"}}
+    assert step("act", approved, w.clock.now())["verdict"] == "continue"
+    assert len(w.fo.db.promotions()) == 1 and run_status(w) == "promoting"
+    # A later retry of the step (without the approval in its input) finds the run acted: no second call.
+    assert step("act", state, w.clock.now(), retry=5)["verdict"] == "continue"
+    assert len(w.fo.db.promotions()) == 1
+
+
+def test_an_act_without_any_approval_refuses_and_pages(w):
+    state = start(w)
+    open_gate(w, state)  # nobody approved; a broken or forged input reaches the act
+    assert step("act", state, w.clock.now())["verdict"] == "stuck"
+    record = w.audit_records()[-1]
+    assert record["outcome"] == "skipped:run-closed" and record.get("page") is True
+    assert w.fo.db.promotions() == []
