@@ -99,7 +99,7 @@ class FailoverReaction:
             target = self._target(request.failover, rt)
             params: dict[str, Any] = {"run_id": request.run_id, "mode": request.mode,
                                       "execution": trigger.step.execution, "closing": request.closing,
-                                      "error": _error_of(request), "approved_by": _approver_of(request)}
+                                      "error": _error_of(request)}
             if trigger.step.task_token:
                 params["token_ref"] = self._remember_token(trigger.step.task_token)
             op = {wf.APPROVAL: "open_gate"}.get(trigger.step.step, trigger.step.step)
@@ -207,6 +207,13 @@ class FailoverReaction:
     def _plan_approve(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         run = _runs(rt).load(target.name).run
         who = str(intent.params["operator"])
+        if (run is not None and run.status == runs.APPROVED and run.approval_token
+                and intent.params.get("run_id") in (None, run.run_id)):
+            # Approved in the record, but the gate's callback did not go through (the approval was interrupted):
+            # complete it (by the approver on record; a second operator's approve adds nothing else).
+            return _action(intent, "approve", {"run": run.run_id, "status": run.status},
+                           {"status": runs.APPROVED, "approved_by": run.approved_by, "callback": "success"},
+                           f"{intent.reason} (completing the approval by {run.approved_by})", run_id=run.run_id)
         checked = self._waiting(intent, run, rt)
         if isinstance(checked, Skip):
             return checked
@@ -217,7 +224,8 @@ class FailoverReaction:
             return _skip(intent, "self-approval", f"{who} asked for run {checked.run_id}; another operator must "
                          "approve it", {"run": checked.public()})
         return _action(intent, "approve", {"run": checked.run_id, "status": checked.status},
-                       {"status": runs.APPROVED, "approved_by": who}, intent.reason, run_id=checked.run_id)
+                       {"status": runs.APPROVED, "approved_by": who, "callback": "success"}, intent.reason,
+                       run_id=checked.run_id)
 
     def _plan_reject(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         run = _runs(rt).load(target.name).run
@@ -266,19 +274,13 @@ class FailoverReaction:
                        f"another operator until {iso(deadline)}; then it is not approved and nothing is done")
 
     def _plan_act(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
-        checked = self._own_run(intent, target, rt, frozenset({runs.AWAITING_APPROVAL, runs.APPROVED, runs.PROMOTING,
-                                                               runs.PROMOTED, runs.COMPLETED}))
+        checked = self._own_run(intent, target, rt, frozenset({runs.APPROVED, runs.PROMOTING, runs.PROMOTED,
+                                                               runs.COMPLETED}))
         if isinstance(checked, Skip):
             return checked
-        if checked.status == runs.AWAITING_APPROVAL:
-            # Only `approve` completes the gate's token with success, so the workflow reaching the act proves the
-            # approval; the approve's own record write may have failed after it (its approver is in the state).
-            approver = intent.params.get("approved_by")
-            if not approver:
-                return _skip(intent, "run-closed", f"run {checked.run_id} reached the act without a recorded "
-                             "approval", {"run": checked.public()}, page=True)
-            checked = dataclasses.replace(checked, approved_by=str(approver))
-        if checked.status not in (runs.APPROVED, runs.AWAITING_APPROVAL):
+        # Only the run record says approved (written by `approve_failover` before it completes the gate): a step
+        # payload claiming an approval is never taken for one.
+        if checked.status != runs.APPROVED:
             return _skip(intent, "already-promoted", f"run {checked.run_id} is {checked.status}: it acted already",
                          {"run": checked.public()})
         mode: Mode = checked.mode  # type: ignore[assignment]
@@ -470,22 +472,29 @@ class FailoverReaction:
         return rt.settings.workflow_arn
 
     def _execute_approve(self, action: Action, target: Failover, rt: ReactionRuntime, now: float) -> None:
+        """The record first (approved, by whom), then the gate's callback, then the token is forgotten. The act only
+        ever trusts the record; a callback that fails leaves the record approved with its token, and the next
+        `approve_failover` completes it; a gate gone (timed out) means nothing was approved: the workflow's close
+        step records the run not approved."""
         store = _runs(rt)
         p = action.params
-        run = store.load(target.name).run
-        if run is None or run.run_id != p["run_id"] or run.status != runs.AWAITING_APPROVAL or not run.approval_token:
-            raise GateGone(f"run {p['run_id']} no longer waits for approval ({run.status if run else 'gone'})")
-        who = action.intended["approved_by"]
+        who = str(action.intended["approved_by"])
+        run = store.update_run(target.name, str(p["run_id"]), frozenset({runs.AWAITING_APPROVAL, runs.APPROVED}),
+                               status=runs.APPROVED, approved_by=who, updated_at=now)
+        if run is None or not run.approval_token:
+            raise GateGone(f"run {p['run_id']} no longer waits for approval")
         try:
             rt.clients.stepfunctions.send_task_success(taskToken=run.approval_token, output=json.dumps(
                 {"approved_by": who, "reason": p["why"]}, sort_keys=True))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in _GONE_TOKEN:
+                store.update_run(target.name, run.run_id, frozenset({runs.APPROVED}), status=runs.NOT_APPROVED,
+                                 approval_token=None, updated_at=now,
+                                 detail=f"approved by {who} after the gate had closed; nothing was done")
                 raise GateGone(f"the approval gate of {run.run_id} no longer waits ({err}): it timed out or the "
                                "run ended; nothing was approved") from None
             raise
-        store.update_run(target.name, run.run_id, frozenset({runs.AWAITING_APPROVAL}), status=runs.APPROVED,
-                         approved_by=who, approval_token=None, updated_at=now)
+        store.update_run(target.name, run.run_id, frozenset({runs.APPROVED}), approval_token=None, updated_at=now)
 
     @staticmethod
     def _fail_token(rt: ReactionRuntime, token: str, error: str, cause: str) -> None:
@@ -516,6 +525,8 @@ class FailoverReaction:
         out = {"status": run.status if run else None}
         if op == "approve":
             out["approved_by"] = run.approved_by if run else None
+            # The approval is complete once the gate's callback went through (the token is then forgotten).
+            out["callback"] = "success" if run and run.approved_by and not run.approval_token else "pending"
         return out
 
     def reconcile(self, action: Action, rt: ReactionRuntime) -> Reconciled:
@@ -535,7 +546,7 @@ class FailoverReaction:
                 return "not-applied"
             return "unknown"
         state_now = self.verify(action, rt)
-        keys = [k for k in action.intended if k not in ("workflow", "callback", "error")]
+        keys = [k for k in action.intended if k not in ("workflow", "error")]
         if keys and all(state_now.get(k) == action.intended[k] for k in keys):
             return "applied"
         return "not-applied"
@@ -544,11 +555,8 @@ class FailoverReaction:
         if action.operation == wf.ACT:
             target = self._target(action.policy, rt)
             now = rt.clock.now().timestamp()
-            run = _runs(rt).load(target.name).run
-            approver = (run.approved_by if run and run.approved_by else None) or action.params.get("approved_by")
-            _runs(rt).update_run(target.name, str(action.params["run_id"]),
-                                 frozenset({runs.APPROVED, runs.AWAITING_APPROVAL}), status=runs.PROMOTING,
-                                 acted_at=now, updated_at=now, approved_by=approver, approval_token=None)
+            _runs(rt).update_run(target.name, str(action.params["run_id"]), frozenset({runs.APPROVED}),
+                                 status=runs.PROMOTING, acted_at=now, updated_at=now, approval_token=None)
 
 
 class RecordsMoved(RuntimeError):
@@ -586,12 +594,6 @@ def _set_of(target: Failover, arn: str, sids: list[str]) -> str | None:
     if target.secondary_set_identifier not in sids or len(others) != 1:
         return None
     return target.secondary_set_identifier if arn == target.secondary_cluster_arn else others[0]
-
-
-def _approver_of(state: WorkflowState) -> str | None:
-    """Who approved, from the gate's callback output (`$.approval`, set by the workflow after the approval)."""
-    approval = (state.model_extra or {}).get("approval")
-    return str(approval["approved_by"])[:128] if isinstance(approval, dict) and approval.get("approved_by") else None
 
 
 def _error_of(state: WorkflowState) -> str:

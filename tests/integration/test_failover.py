@@ -66,7 +66,8 @@ def test_planned_switchover_end_to_end_with_approval_route53_and_audit(w):
     token = open_gate(w, state)
     assert run_status(w) == "awaiting-approval"
     d = approve(w)
-    assert d["outcome"] == "executed" and d["after"] == {"status": "approved", "approved_by": "bob"}
+    assert d["outcome"] == "executed"
+    assert d["after"] == {"status": "approved", "approved_by": "bob", "callback": "success"}
     assert w.fo.workflow.callbacks == [("success", token, {"approved_by": "bob", "reason": "approve_failover in the "
                                                                                             "test"})]
     state = step("act", state, w.clock.now())
@@ -170,7 +171,7 @@ def test_approval_timeout_means_not_approved_and_nothing_done(w):
     assert out["verdict"] == "continue"
     assert run_status(w) == "not-approved"
     assert outcomes(w)[-1] == "skipped:not-approved"
-    assert "not approved within 900s" in w.audit_records()[-1]["detail"]
+    assert "nothing was done" in w.audit_records()[-1]["detail"]
     assert w.fo.db.promotions() == [] and w.fo.db.snapshot() == before
     # The run is over: a new one may start.
     fo.put_lag(w.clients, [900.0], w.clock.now())
@@ -421,36 +422,34 @@ def test_a_failback_right_after_a_promotion_waits_for_the_cooldown(w):
     assert decision(invoke(command("failback", request_id="fb-later")))["outcome"] == "executed"
 
 
-def test_an_approval_whose_record_write_failed_still_acts_once(w, monkeypatch):
-    """SendTaskSuccess went through, the run record's write did not: the workflow reaching the act proves the
-    approval (only approve_failover completes the gate with success); the approver comes from the workflow state."""
-    from failover.failover_runs import RunStore
-
+def test_an_interrupted_approval_is_completed_by_the_next_approve_and_acts_once(w, monkeypatch):
+    """The record says approved but the gate's callback failed (throttled): the act does not run (the workflow still
+    waits), the approve is not reported done, and the next approve_failover completes the callback."""
     state = start(w)
-    open_gate(w, state)
-    original = RunStore.update_run
+    token = open_gate(w, state)
+    workflow = w.fo.workflow
+    original = workflow.send_task_success
 
-    def lost(self, failover, run_id, allowed, **changes):
-        if changes.get("status") == "approved":
-            raise TimeoutError("DynamoDB did not answer")
-        return original(self, failover, run_id, allowed, **changes)
+    def throttled(**params):
+        raise _error("ThrottlingException", "Rate exceeded", "SendTaskSuccess")
 
-    monkeypatch.setattr(RunStore, "update_run", lost)
+    monkeypatch.setattr(workflow, "send_task_success", throttled)
     d = approve(w)
-    assert d["outcome"].startswith("failed:") and run_status(w) == "awaiting-approval"
-    monkeypatch.setattr(RunStore, "update_run", original)
-    approved = state | {"approval": {"approved_by": "bob", "reason": "ok"}}
-    assert step("act", approved, w.clock.now())["verdict"] == "continue"
-    assert len(w.fo.db.promotions()) == 1 and run_status(w) == "promoting"
-    # A later retry of the step (without the approval in its input) finds the run acted: no second call.
+    assert d["outcome"] == "failed:ThrottlingException", d
+    assert run_status(w) == "approved" and workflow.callbacks == []
+    monkeypatch.setattr(workflow, "send_task_success", original)
+    d = decision(invoke(command("approve_failover", "carol")))
+    assert d["outcome"] == "executed" and d["after"]["callback"] == "success" and d["after"]["approved_by"] == "bob"
+    assert workflow.callbacks == [("success", token, {"approved_by": "bob", "reason": "approve_failover in the test"})]
+    assert step("act", state, w.clock.now())["verdict"] == "continue"
     assert step("act", state, w.clock.now(), retry=5)["verdict"] == "continue"
     assert len(w.fo.db.promotions()) == 1
 
 
-def test_an_act_without_any_approval_refuses_and_pages(w):
+def test_a_step_payload_claiming_an_approval_is_not_one(w):
     state = start(w)
-    open_gate(w, state)  # nobody approved; a broken or forged input reaches the act
-    assert step("act", state, w.clock.now())["verdict"] == "stuck"
+    open_gate(w, state)  # nobody approved; a forged input claims an approval
+    forged = state | {"approval": {"approved_by": "mallory"}}
+    assert step("act", forged, w.clock.now())["verdict"] == "stuck"
     record = w.audit_records()[-1]
-    assert record["outcome"] == "skipped:run-closed" and record.get("page") is True
-    assert w.fo.db.promotions() == []
+    assert record["outcome"] == "skipped:run-closed" and w.fo.db.promotions() == []
