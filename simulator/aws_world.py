@@ -61,8 +61,9 @@ def moto_clients(max_attempts: int = 3, overrides: dict[str, Any] | None = None,
 
     config = Config(region_name=REGION, retries={"mode": "standard", "total_max_attempts": max_attempts})
     session = _shared_session()
-    def client(service: str) -> Any:
-        made = session.client(service, config=config)
+    def client(name: str) -> Any:
+        service, _, region = name.partition("@")  # `<service>@<region>`: another region's client
+        made = session.client(service, config=config, region_name=region or REGION)
         return injector.attach(made) if injector is not None else made
 
     if overrides is None:
@@ -193,6 +194,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
 
     from advisor.advisor_reaction import AdvisorReaction
     from drills.drill_reaction import DrillReaction
+    from failover.failover_reaction import FailoverReaction
     from invalidator.invalidation_reaction import InvalidationReaction
     from promoter.promotion_reaction import PromotionReaction
     from reflex_core.invalidation_config import InvalidationStageConfig
@@ -203,7 +205,7 @@ def function_view(config: ReflexConfig, reaction: str) -> StageConfig:
     models: dict[str, type[StageConfig]] = {
         r.name: r.config_model
         for r in (ScalingReaction, PromotionReaction, InvalidationReaction, CdnBatchReaction, ShardReaction,
-                  ReshardingReaction, DrillReaction)
+                  ReshardingReaction, DrillReaction, FailoverReaction)
     }
     models[AdvisorReaction.name] = AdvisorReaction.config_model
     models.setdefault("cache_health", InvalidationStageConfig)  # a collector, not a pipeline reaction

@@ -62,6 +62,8 @@ RESOURCE_STAR_ALLOWLIST: dict[str, str] = {
     # Drills (recovery_drills.py): restore jobs are named by AWS Backup at run time.
     "backup:DescribeRestoreJob": "restore jobs have no resource type (read-only)",
     "backup:PutRestoreValidationResult": "restore jobs have no resource type; only the validation result is written",
+    # Failover (recovery_failover.py): the replication lag of the global database's secondary.
+    "cloudwatch:GetMetricStatistics": "no resource type (read-only)",
     # Monitoring's journey canaries (Synthetics L2 role): no resource types; PutMetricData is limited to the
     # CloudWatchSynthetics namespace by a condition.
     "s3:ListAllMyBuckets": "no resource type (Synthetics runtime requirement, read-only)",
@@ -164,6 +166,8 @@ STATE_KEYS: dict[str, StateKeys] = {
     "advisor": StateKeys(write=default_state_keys("advisor").write, read_only=("shardmove#*",), scan=True),
     # Per resource `drill:<name>`; per on-demand drill `drillrun:<drill id>` (drills/drill_runs.py).
     "drills": StateKeys(write=(*default_state_keys("drills").write, "drill:*", "drillrun:*")),
+    # Failover: the guardrails of `failover:<global cluster>` targets and the run records `failover#<name>`.
+    "failover": StateKeys(write=(*guardrail_keys(("failover:",)), *reaction_keys("failover"), "failover#*")),
 }
 
 

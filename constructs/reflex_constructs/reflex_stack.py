@@ -24,6 +24,7 @@ from reflex_constructs.reaction_function import ReactionFunction, StageResources
 from reflex_constructs.reaction_schedules import ScheduleGroup
 from reflex_constructs.recovery_backup import RecoveryBackup, RecoveryBackupProps
 from reflex_constructs.recovery_drills import RecoveryDrills, RecoveryDrillsProps
+from reflex_constructs.recovery_failover import RecoveryFailover, RecoveryFailoverProps
 from reflex_constructs.reflex_event_bus import ReflexEventBus, ReflexEventBusProps, warn_about_production_gaps
 from reflex_constructs.resharder_reaction import ResharderReaction, ResharderReactionProps
 from reflex_constructs.scaler_reaction import ScalerReaction, ScalerReactionProps
@@ -81,6 +82,10 @@ class ReflexStack(Stack):
             self.recovery_drills = RecoveryDrills(self, "RecoveryDrills", RecoveryDrillsProps(
                 shared=self.shared, recovery=config.recovery, schedule_group=self.schedule_group,
                 backups=self.recovery_backup))
+        self.recovery_failover: RecoveryFailover | None = None
+        if config.recovery.failover:
+            self.recovery_failover = RecoveryFailover(self, "RecoveryFailover", RecoveryFailoverProps(
+                shared=self.shared, recovery=config.recovery))
         self.monitoring: StageMonitoring | None = None
         if config.monitoring is not None:
             # Imported here: loading cdk-monitoring-constructs (jsii) takes seconds, only stages that use it pay.
@@ -125,5 +130,9 @@ class ReflexStack(Stack):
         if self.promoter is not None:
             CfnOutput(self, "PromoterFunctionName", value=self.promoter.function.function.function_name)
             CfnOutput(self, "PromotionStateMachineArn", value=self.promoter.workflow.state_machine.state_machine_arn)
+        if self.recovery_failover is not None:
+            CfnOutput(self, "FailoverFunctionName", value=self.recovery_failover.function.function.function_name)
+            CfnOutput(self, "FailoverStateMachineArn",
+                      value=self.recovery_failover.state_machine.state_machine_arn)
         if self.resharder is not None:
             CfnOutput(self, "ResharderFunctionName", value=self.resharder.function.function.function_name)

@@ -13,11 +13,19 @@ from typing import Any
 
 DEFAULT_MAX_ATTEMPTS = 5
 
+# A service name, or `<service>@<region>` for a client of another region (the failover reaction reads and acts in
+# both regions of a global database); every factory accepts both forms.
 ClientFactory = Callable[[str], Any]
 
 
+def split_service(name: str) -> tuple[str, str | None]:
+    """`rds@eu-central-1` -> ("rds", "eu-central-1"); `rds` -> ("rds", None)."""
+    service, _, region = name.partition("@")
+    return service, region or None
+
+
 def default_client_factory(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> ClientFactory:
-    def make(service: str) -> Any:
+    def make(name: str) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -27,7 +35,9 @@ def default_client_factory(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> ClientFa
             connect_timeout=3,
             read_timeout=10,
         )
-        return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+        service, region = split_service(name)
+        return boto3.session.Session().client(service, config=config,  # type: ignore[call-overload]
+                                              region_name=region)
 
     return make
 
@@ -47,6 +57,10 @@ class AwsClients:
                 client = self._factory(service)
                 self._clients[service] = client
             return client
+
+    def in_region(self, service: str, region: str | None) -> Any:
+        """The client of `service` in `region` (None: the function's own region)."""
+        return self.get(f"{service}@{region}" if region else service)
 
     def __getattr__(self, service: str) -> Any:
         # clients.dynamodb, clients.ecs, ... read naturally at call sites.

@@ -292,15 +292,52 @@ class ProtectedResource(StrictModel):
 
 
 class Failover(StrictModel):
-    """A regional failover target: an Aurora Global Database and/or a Route 53 failover record."""
+    """A regional failover target: an Aurora Global Database and optionally its Route 53 failover record pair.
+
+    The protected `resource` is the global database's original primary (in the stage's region);
+    `secondary_cluster_arn` the member in the other region that a switchover or failover promotes. With
+    `hosted_zone_id` and `record_name`, the pair of failover records (`Failover: PRIMARY` / `SECONDARY`) of that
+    name is swapped after the promotion so that the new writer's record is PRIMARY; `secondary_set_identifier`
+    names the record (its `SetIdentifier`) that serves the secondary region (the other one serves the primary).
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9\-]{0,39}$")
     resource: str = Field(description="the aurora-cluster resource (by name) that is the global database's primary")
     global_cluster: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9\-]{0,62}$")
     secondary_cluster_arn: str = Field(pattern=r"^arn:aws[a-z\-]*:rds:[a-z0-9\-]+:\d{12}:cluster:[a-zA-Z0-9\-]+$")
     hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{1,32}$")
-    record_name: str | None = None
+    record_name: str | None = Field(default=None, min_length=1, max_length=255,
+                                    pattern=r"^([a-zA-Z0-9_\-]+\.)*[a-zA-Z0-9_\-]+\.?$")
+    record_type: Literal["A", "AAAA", "CNAME"] = "CNAME"
+    secondary_set_identifier: str | None = Field(default=None, min_length=1, max_length=128,
+                                                 description="SetIdentifier of the secondary region's record")
     approval_timeout_s: int = Field(default=900, ge=60, le=86400)
+    # Two promotions of the same global database closer than this are refused (a failback right after a
+    # failover is a decision to take calmly; the cooldown is per global cluster).
+    cooldown_s: int = Field(default=900, ge=0, le=86400)
+    # How long the workflow polls for the new writer before it pages and gives up watching.
+    promotion_timeout_s: int = Field(default=1800, ge=120, le=7200)
+
+    @model_validator(mode="after")
+    def _dns(self) -> Failover:
+        dns = (self.hosted_zone_id, self.record_name, self.secondary_set_identifier)
+        if any(v is not None for v in dns) and not all(v is not None for v in dns):
+            raise ValueError("hosted_zone_id: the Route 53 step needs hosted_zone_id, record_name and "
+                             "secondary_set_identifier together (or none of them)")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The lock, cooldown and rate-limit key: one failover at a time per global database."""
+        return f"failover:{self.global_cluster}"
+
+    @property
+    def secondary_region(self) -> str:
+        return self.secondary_cluster_arn.split(":")[3]
+
+    @property
+    def dns(self) -> bool:
+        return self.hosted_zone_id is not None
 
 
 class Recovery(StrictModel):
@@ -320,6 +357,12 @@ class Recovery(StrictModel):
         if dupes:
             raise ValueError(f"resources: each resource may be protected once; repeated: {', '.join(dupes)}")
         by_name = {r.name: r for r in self.resources}
+        dupes = repeated([f.name for f in self.failover])
+        if dupes:
+            raise ValueError(f"failover: names must be unique; repeated: {', '.join(dupes)}")
+        dupes = repeated([f.global_cluster for f in self.failover])
+        if dupes:
+            raise ValueError(f"failover: each global cluster may be configured once; repeated: {', '.join(dupes)}")
         for i, fo in enumerate(self.failover):
             target = by_name.get(fo.resource)
             if target is None:
@@ -332,6 +375,9 @@ class Recovery(StrictModel):
 
     def resource(self, name: str) -> ProtectedResource | None:
         return next((r for r in self.resources if r.name == name), None)
+
+    def failover_target(self, name: str) -> Failover | None:
+        return next((f for f in self.failover if f.name == name), None)
 
 
 class RecoveryStageConfig(StageConfig):
@@ -349,4 +395,8 @@ class RecoveryStageConfig(StageConfig):
             if self.is_prod_like and res.drill is not None and res.drill.approval is False:
                 raise ValueError(f"recovery.resources.{i}.drill.approval: a production stage's on-demand drills wait "
                                  "for an operator's approval (remove `approval: false`)")
+        for i, fo in enumerate(self.recovery.failover):
+            if self.region and fo.secondary_region == self.region:
+                raise ValueError(f"recovery.failover.{i}.secondary_cluster_arn: {fo.secondary_region} is the "
+                                 "stage's own region; the secondary of a global database is in another region")
         return self

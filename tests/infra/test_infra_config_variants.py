@@ -129,3 +129,55 @@ def test_a_stage_without_scaling_policies_has_no_scaler(tmp_path: Path) -> None:
     assert len(synth.resources("AWS::DynamoDB::Table")) == 3
     assert [p["Properties"]["Name"] for p in synth.resources("AWS::SSM::Parameter").values()] == [
         "/reflex/empty/kill-switch/global"]
+
+
+DR_YAML = f"""
+stage: dr
+account: "{QA_ACCOUNT}"
+region: {QA_REGION}
+notify: {{topic_name: reflex-dr}}
+recovery:
+  resources:
+    - name: ledger-db
+      kind: aurora-cluster
+      identifier: ledger
+      objectives: {{rto_s: 1800, rpo_s: 300}}
+      backup: {{cron: "0 3 * * ? *", retention_days: 7, pitr: true}}
+  failover:
+    - name: ledger-global
+      resource: ledger-db
+      global_cluster: ledger-global
+      secondary_cluster_arn: arn:aws:rds:us-east-2:{QA_ACCOUNT}:cluster:ledger-east
+"""
+
+
+@pytest.fixture(scope="module")
+def dr(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    config_dir = tmp_path_factory.mktemp("dr-config")
+    write_config(config_dir, "dr", DR_YAML)
+    return synthesize("dr", config_dir, tmp_path_factory.mktemp("cdk-dr"))
+
+
+def test_failover_without_route53_is_nag_and_lint_clean_and_grants_no_route53(dr: Synthesized) -> None:
+    from cfnlint.api import lint_file
+
+    (report,) = dr.validation_report()["pluginReports"]
+    assert report["conclusion"] == "success" and report["violations"] == []
+    (template,) = dr.outdir.glob("*.template.json")
+    assert [f"{m.rule.id} {m.message}" for m in lint_file(template)] == []
+    actions = {a for s in iam_statements(dr) for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith("route53:")}
+    (promote,) = [s for s in iam_statements(dr) if "rds:FailoverGlobalCluster" in as_list(s["Action"])]
+    assert sorted(render(as_list(promote["Resource"]), dr.json["Resources"])) == sorted([
+        f"arn:aws:rds::{QA_ACCOUNT}:global-cluster:ledger-global",
+        f"arn:aws:rds:{QA_REGION}:{QA_ACCOUNT}:cluster:ledger",
+        f"arn:aws:rds:us-east-2:{QA_ACCOUNT}:cluster:ledger-east"])
+    machines = [k for k in dr.resources("AWS::StepFunctions::StateMachine")]
+    assert len(machines) == 1
+
+
+def test_a_failover_secondary_in_the_stage_region_is_refused(tmp_path: Path) -> None:
+    text = DR_YAML.replace("arn:aws:rds:us-east-2:", f"arn:aws:rds:{QA_REGION}:")
+    write_config(tmp_path / "config", "dr", text)
+    with pytest.raises(Exception, match="secondary_cluster_arn"):
+        synthesize("dr", tmp_path / "config", tmp_path / "out")

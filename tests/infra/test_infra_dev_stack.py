@@ -159,7 +159,8 @@ def test_kill_switch_parameters_start_off(dev: Synthesized) -> None:
                            "/reflex/dev/kill-switch/promoter", "/reflex/dev/kill-switch/invalidator",
                            "/reflex/dev/kill-switch/cdn_batcher", "/reflex/dev/kill-switch/cache_health",
                            "/reflex/dev/kill-switch/advisor", "/reflex/dev/kill-switch/drills",
-                           "/reflex/dev/kill-switch/shards", "/reflex/dev/kill-switch/resharder"}
+                           "/reflex/dev/kill-switch/failover", "/reflex/dev/kill-switch/shards",
+                           "/reflex/dev/kill-switch/resharder"}
     assert all(p["Value"] == "off" and p["Type"] == "String" for p in params.values())
 
 
@@ -302,8 +303,10 @@ def test_asg_permissions_scoped_to_the_configured_group_name(dev: Synthesized) -
 
 def test_aurora_and_alarm_tag_permissions(dev: Synthesized) -> None:
     resources = dev.json["Resources"]
-    # The scaler's (the drills function's own statement, Sid DescribeDatabases, is tested in test_infra_recovery.py)
-    (rds,) = [s for s in _statements_with(dev, "rds:DescribeDBClusters") if s.get("Sid") != "DescribeDatabases"]
+    # The scaler's (the drills' and the failover's own statements, Sids DescribeDatabases and ReadMemberClusters,
+    # are tested in test_infra_recovery.py)
+    (rds,) = [s for s in _statements_with(dev, "rds:DescribeDBClusters")
+              if s.get("Sid") not in ("DescribeDatabases", "ReadMemberClusters")]
     assert render(as_list(rds["Resource"]), resources) == [f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:reporting"]
     # Every reaction that matches alarms by tag (scaler, shards, resharder) reads alarm tags, and nothing else.
     tag_reads = _statements_with(dev, "cloudwatch:ListTagsForResource")
@@ -320,7 +323,7 @@ def test_kill_switch_read_is_limited_to_the_two_parameters(dev: Synthesized) -> 
         read[own] = sorted(render(as_list(statement["Resource"]), dev.json["Resources"]))
     assert read == {prefix + r: sorted([prefix + "global", prefix + r])
                     for r in ("scaler", "promoter", "invalidator", "cdn_batcher", "cache_health", "advisor",
-                              "drills", "shards", "resharder")}
+                              "drills", "failover", "shards", "resharder")}
 
 
 def test_function_can_write_tables_publish_events_notify_and_park_dead_letters(dev: Synthesized) -> None:

@@ -39,6 +39,10 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:cluster:reflex-drill-*]",
     "AwsSolutions-IAM5[Resource::arn:aws:rds:eu-west-1:123456789012:db:reflex-drill-*]",
     "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:eu-west-1:123456789012:table/reflex-drill-*]",
+    # failover: the member clusters' instances in the secondary region (ids not in the config; the stage's region is
+    # above), and Route 53 health checks whose ids are read from the failover records (read-only)
+    "AwsSolutions-IAM5[Resource::arn:aws:rds:us-west-2:123456789012:db:*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:route53:::healthcheck/*]",
     # monitoring: the journey canary's artifacts bucket (no access logs), its writes below its prefix, the log
     # groups of the function Synthetics names with a generated suffix
     "AwsSolutions-S1",

@@ -233,3 +233,73 @@ def test_cache_drill_variant_passes_nag_and_cfn_lint(caches: Synthesized) -> Non
     assert report["conclusion"] == "success" and report["violations"] == []
     (template,) = Path(caches.outdir).glob("*.template.json")
     assert [f"{m.rule.id} {m.message}" for m in lint_file(template)] == []
+
+
+# --------------------------------------------------------------------------- regional failover (recovery.failover)
+
+
+def _failover_statements(dev: Synthesized) -> dict[str, dict[str, Any]]:
+    policies = [p for k, p in dev.resources("AWS::IAM::Policy").items() if k.startswith("RecoveryFailoverPolicy")]
+    assert len(policies) == 1
+    return {s["Sid"]: s for s in policies[0]["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_failover_promotes_only_the_configured_global_cluster_and_members(dev: Synthesized) -> None:
+    statements = _failover_statements(dev)
+    promote = statements["PromoteGlobalCluster"]
+    assert sorted(as_list(promote["Action"])) == ["rds:FailoverGlobalCluster", "rds:SwitchoverGlobalCluster"]
+    assert sorted(render(as_list(promote["Resource"]), dev.json["Resources"])) == sorted([
+        f"arn:aws:rds::{ACCOUNT}:global-cluster:orders-global",
+        f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:orders",
+        f"arn:aws:rds:us-west-2:{ACCOUNT}:cluster:orders-replica"])
+    assert "Condition" not in promote
+    # Nothing else in the failover policy writes to RDS.
+    writes = {a for s in statements.values() for a in as_list(s["Action"])
+              if a.startswith("rds:") and not a.startswith("rds:Describe")}
+    assert writes == {"rds:FailoverGlobalCluster", "rds:SwitchoverGlobalCluster"}
+
+
+def test_failover_route53_swap_is_limited_to_the_record(dev: Synthesized) -> None:
+    statements = _failover_statements(dev)
+    (swap,) = [s for sid, s in statements.items() if sid.startswith("SwapFailoverRecords")]
+    assert as_list(swap["Action"]) == ["route53:ChangeResourceRecordSets"]
+    assert as_list(swap["Resource"]) == ["arn:aws:route53:::hostedzone/Z0DEVEXAMPLE00001"]
+    assert swap["Condition"] == {"ForAllValues:StringEquals": {
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["orders-db.dev.example.com"],
+        "route53:ChangeResourceRecordSetsRecordTypes": ["CNAME"],
+        "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"]}}
+
+
+def test_failover_state_machine_runs_the_tested_definition(dev: Synthesized) -> None:
+    from failover.workflow_definition import failover_definition
+
+    machines = {k: m for k, m in dev.resources("AWS::StepFunctions::StateMachine").items()
+                if k.startswith("RecoveryFailover")}
+    (machine,) = machines.values()
+    props = machine["Properties"]
+    assert props["StateMachineName"] == "reflex-dev-failover"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    definition = json.loads(render(props["DefinitionString"], dev.json["Resources"]))
+    expected = failover_definition("<fn>")
+    assert set(definition["States"]) == set(expected["States"])
+    assert definition["States"]["Approval"]["TimeoutSecondsPath"] == "$.approval_timeout_s"
+    (function,) = [f for k, f in dev.resources("AWS::Lambda::Function").items() if k.startswith("RecoveryFailover")]
+    env = function["Properties"]["Environment"]["Variables"]
+    assert render(env["REFLEX_WORKFLOW_ARN"], dev.json["Resources"]) == (
+        f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-failover")
+
+
+def test_failover_definition_is_closed_and_every_path_ends() -> None:
+    from failover.workflow_definition import failover_definition
+
+    states = failover_definition("arn:aws:lambda:eu-west-1:123456789012:function:f")["States"]
+    targets = set()
+    for state in states.values():
+        targets.update(filter(None, [state.get("Next"), state.get("Default")]))
+        targets.update(c["Next"] for c in state.get("Choices", []) + state.get("Catch", []))
+    assert targets <= set(states) and set(states) - targets == {"Approval"}
+    # A timed-out or rejected approval never reaches the act.
+    catches = {c["ErrorEquals"][0]: c["Next"] for c in states["Approval"]["Catch"]}
+    assert catches["States.Timeout"] == "NotApproved" and catches["Reflex.Rejected"] == "NotApproved"
+    assert states["NotApproved"]["Next"] == "CloseNotApproved"
+    assert states["CloseNotApproved"]["Next"] == "NotApprovedEnd"

@@ -37,7 +37,7 @@ SIDECAR = ".expected.json"
 INITIAL = {"api": 4, "workers": 2, "reporting-db": 1}  # what the `world` fixture creates
 
 # events/<function>/ -> the function that the events are for.
-FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder", "advisor", "drills"}
+FUNCTIONS = {"scaler", "invalidator", "promoter", "shards", "resharder", "advisor", "drills", "failover"}
 PROMOTER_KEYS = {"given", "weights"}  # sidecar keys of events/promoter/ (see tests/support/promotion_events.py)
 RESHARDER_KEYS = {"given", "modified"}  # sidecar keys of events/resharder/ (see tests/support/resharder_events.py)
 DRILLS_KEYS = {"executions"}  # sidecar keys of events/drills/ (see tests/support/drills_events.py)
@@ -181,6 +181,11 @@ def test_console_event(path: Path, world, invoke, request):
         from tests.support.drills_events import check_drills_event
 
         check_drills_event(path, world, request.getfixturevalue("clock"), expected)
+        return
+    if function == "failover":  # the run the command finds (`given`); the global database never touched
+        from tests.support.failover_events import check_failover_event
+
+        check_failover_event(path, world, request.getfixturevalue("clock"), expected)
         return
     if function == "resharder":  # the replication group before the event (`given`) and the change sent
         from tests.support.resharder_events import check_resharder_event

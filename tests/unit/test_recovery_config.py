@@ -179,3 +179,30 @@ def test_on_demand_drills_need_approval_on_a_production_stage():
     refused(prod, "recovery.resources.0.drill.approval", "production stage")
     resource(data)["drill"]["approval_timeout_s"] = 10
     refused(data, "approval_timeout_s")
+
+
+def _failover(**extra) -> dict:
+    return {"name": "orders-global", "resource": "orders-db", "global_cluster": "orders-global",
+            "secondary_cluster_arn": "arn:aws:rds:eu-central-1:123456789012:cluster:orders-secondary"} | extra
+
+
+def test_failover_route53_fields_come_together():
+    data = base()
+    data["recovery"]["failover"] = [_failover(hosted_zone_id="Z0EXAMPLE", record_name="db.example.com")]
+    refused(data, "recovery.failover.0", "hosted_zone_id: the Route 53 step needs hosted_zone_id, record_name and "
+                  "secondary_set_identifier together")
+    data["recovery"]["failover"][0]["secondary_set_identifier"] = "eu-central-1"
+    config = parse_config(data, "inline")
+    target = config.recovery.failover[0]
+    assert target.dns and target.secondary_region == "eu-central-1" and target.key == "failover:orders-global"
+
+
+def test_failover_secondary_must_leave_the_stage_region_and_entries_are_unique():
+    data = base()
+    data["recovery"]["failover"] = [_failover(
+        secondary_cluster_arn="arn:aws:rds:eu-west-1:123456789012:cluster:orders-secondary")]
+    refused(data, "recovery.failover.0.secondary_cluster_arn: eu-west-1 is the stage's own region")
+    data["recovery"]["failover"] = [_failover(), _failover(name="again")]
+    refused(data, "each global cluster may be configured once; repeated: orders-global")
+    data["recovery"]["failover"] = [_failover(), _failover(global_cluster="other")]
+    refused(data, "failover: names must be unique; repeated: orders-global")
