@@ -64,7 +64,8 @@ def test_secrets_and_workflow_permissions_are_scoped(dev: Synthesized) -> None:
     assert [f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-shard-moves"] in starts
     assert all(r in ([f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-shard-moves"],
                      [f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-promotion"],
-                     [f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-drill"]) for r in starts)
+                     [f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-drill"],
+                     [f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:reflex-dev-failover"]) for r in starts), starts
 
 
 def test_the_deployed_definition_is_the_tested_one(dev: Synthesized) -> None:
