@@ -1,0 +1,252 @@
+"""Adversarial tests of regional failover and on-demand drills (an SRE/security review). Each test names one
+suspected defect; its docstring gives the scenario and the safe behaviour expected. The tests reuse the
+repository's harnesses: the real handlers, the deployed workflow definitions run by the local workflow driver
+(drills) or the steps sent as Step Functions sends them (failover)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from drills.drill_workflow import drill_definition
+from simulator.failover_world import _error
+from simulator.workflow_driver import LocalWorkflows
+from tests.support import drills as dr
+from tests.support import drills_on_demand as od
+from tests.support import failover as fo
+from tests.support.failover import command, decision
+from tests.support.failover import invoke as fo_invoke
+from tests.support.failover import step as fo_step
+
+# The drill helpers of the existing suite (same module, same harness).
+from tests.integration.test_drills_on_demand import (  # noqa: I001
+    answer,
+    approve_and_start_restore,
+    complete_restore,
+    copy_exists,
+    invoke as dr_invoke,
+    ledger,
+    run_of,
+    started_drill,
+)
+
+
+class LostAnswer(Exception):
+    """The Lambda invocation applied, but Step Functions got no answer (it retries the task as Lambda.Unknown)."""
+
+    error_type = "Lambda.Unknown"
+
+
+# =========================================================================== on-demand drills
+
+
+@pytest.fixture
+def dev_config():
+    return od.drills_config()
+
+
+@pytest.fixture
+def drills(world, clock, monkeypatch):
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    backup, data_api, cache = dr.BackupStub(session), dr.DataApiStub(session), od.CacheStub(session)
+    world.overrides.update({"backup": backup.client, "rds-data": data_api.client, "elasticache": cache.client})
+    dr.create_rds(world.clients)
+    monkeypatch.setenv("REFLEX_RESTORE_ROLE_ARN", od.RESTORE_ROLE)
+    world.settings = world.settings.model_copy(update={"workflow_arn": od.MACHINE_ARN})
+    world.driver = LocalWorkflows(drill_definition(od.FUNCTION_ARN), od.MACHINE_ARN, od.FUNCTION_ARN, dr_invoke,
+                                  clock)
+    world.overrides["stepfunctions"] = world.driver
+    world.runtime(clock, reaction="drills")
+    world.backup, world.data_api, world.cache = backup, data_api, cache
+    world.od = od.OnDemandBackup(backup.stub)
+    yield world
+    world.overrides.clear()
+
+
+def test_attack1_drill_poll_answer_lost_after_restore_completed_loops_forever_copy_never_deleted(drills, clock):
+    """The restore completes; the poll step that saw it records the drill `restored`, but its answer is lost
+    (Lambda.Unknown) and Step Functions retries the step. The retry finds the drill no longer restoring
+    (skipped:not-restoring) and hands back its *input* state, whose verdict is still `running`: AfterPoll loops to
+    WaitForRestore, every later poll skips the same way, forever. Validate, Teardown and Record never run: the
+    restored copy of production data stays up (unalarmed: it is not in the ledger), the drill is never recorded.
+    Safe: a retried step carries on from the drill's record (restored -> Validate -> Teardown -> Record); within an
+    hour the copy is gone and the drill recorded."""
+    drill_id, copy_id, point = approve_and_start_restore(drills, clock)
+    complete_restore(drills, clock, drill_id, copy_id, point)  # poll 1 ran (running); poll 2 will complete
+    real = drills.driver._invoke
+    lost = {"done": False}
+
+    def lossy(event: dict[str, Any]) -> Any:
+        out = real(event)
+        if event["reflex_step"]["step"] == "poll_restore" and not lost["done"]:
+            lost["done"] = True
+            raise LostAnswer("the invocation's answer was lost")
+        return out
+
+    drills.driver._invoke = lossy
+    drills.driver.run_until(clock.now() + timedelta(hours=1))
+    assert lost["done"]
+    run = run_of(drills, drill_id)
+    polls = [r for r in drills.audit_records() if r.get("operation") == "poll_restore"]
+    assert run["status"] == "recorded", (run["status"], len(polls), drills.driver.execution(drill_id).state)
+    assert not copy_exists(drills, copy_id)
+
+
+def test_attack2_drill_requester_can_approve_their_own_production_drill(drills, clock):
+    """A production-like drill waits for `approve_drill` (the CAB gate), but the requester approves it herself:
+    `_plan_answer` never compares the approver with `requested_by` (the failover gate does: skipped:self-approval).
+    Safe: the requester's approve is refused (skipped:self-approval) and the drill keeps waiting."""
+    drill_id, _ = started_drill(drills)  # requested by alice
+    drills.driver.run_due()
+    assert run_of(drills, drill_id)["status"] == "awaiting-approval"
+    [d] = answer("approve_drill", drill_id, operator="alice")["decisions"]
+    assert d["outcome"] == "skipped:self-approval", d
+    assert run_of(drills, drill_id)["status"] == "awaiting-approval"
+
+
+def test_attack3_drill_approval_whose_callback_was_throttled_can_never_be_completed(drills, clock, monkeypatch):
+    """bob approves; the record is written `approved` (token dropped) and then SendTaskSuccess is throttled. The
+    workflow still waits, but the record no longer holds the token: a second approve_drill is refused
+    (not-awaiting-approval: "drill is approved"), and the drill silently times out as not-approved although it
+    shows approved_by bob. Safe (as the failover gate does): the record keeps the token until the callback went
+    through, and the next approve_drill completes it; the drill then restores."""
+    drill_id, _ = started_drill(drills)
+    drills.driver.run_due()
+    real = drills.driver.send_task_success
+    calls = {"n": 0}
+
+    def throttled_once(**params: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                              "SendTaskSuccess")
+        return real(**params)
+
+    monkeypatch.setattr(drills.driver, "send_task_success", throttled_once)
+    [first] = answer("approve_drill", drill_id)["decisions"]
+    [again] = answer("approve_drill", drill_id, operator="carol")["decisions"]
+    drills.driver.run_until(clock.now() + timedelta(seconds=601))  # past the approval timeout
+    run = run_of(drills, drill_id)
+    approvals = [(first["outcome"], first["detail"][-90:]), (again["outcome"], again["detail"][-90:])]
+    # The drill must not end not-approved while the audit trail says an approve_drill was executed.
+    assert not (run["outcome"] == "not-approved" and "executed" in (first["outcome"], again["outcome"])), (
+        run["status"], run["outcome"], run["approved_by"], approvals)
+
+
+# =========================================================================== regional failover
+
+
+@pytest.fixture
+def w(world, clock):
+    res = fo.create_failover(world, clock.now())
+    world.runtime(clock, reaction="failover")
+    world.fo = res
+    world.clock = clock
+    yield world
+    world.overrides.clear()
+
+
+def _run(w) -> Any:
+    from failover.failover_runs import RunStore
+
+    return RunStore(w.clients.dynamodb, w.settings.state_table).load(fo.NAME).run
+
+
+def _start(w, mode: str = "switchover", operator: str = "alice", **fields: Any) -> dict[str, Any]:
+    d = decision(fo_invoke(command("failover", operator, mode=mode, **fields)))
+    assert d["outcome"] == "executed", d
+    [name] = list(w.fo.workflow.executions)
+    return dict(w.fo.workflow.executions[name]["input"])
+
+
+def _open_gate(w, state: dict[str, Any]) -> str:
+    token = w.fo.workflow.new_token()
+    fo_step("wait_for_approval", state, w.clock.now(), token=token, state_name="Approval")
+    return token
+
+
+def test_attack4_failover_whose_workflow_failed_to_start_is_claimed_started_and_blocks_the_next(w, monkeypatch):
+    """Region loss at 3 a.m.: `failover` records the run `started`, then StartExecution is throttled. No workflow
+    runs. Safe: the decision says it failed (not executed), and the operator's next `failover` (a new request)
+    starts the run's workflow or a new run -- it is not refused `failover-in-flight` by a run with no workflow for
+    the approval timeout plus an hour (as the on-demand drills do: "a failed start blocks nothing")."""
+    workflow = w.fo.workflow
+    real = workflow.start_execution
+    calls = {"n": 0}
+
+    def throttled_once(**params: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _error("ThrottlingException", "Rate exceeded", "StartExecution")
+        return real(**params)
+
+    monkeypatch.setattr(workflow, "start_execution", throttled_once)
+    first = decision(fo_invoke(command("failover", mode="failover", request_id="r1")))
+    assert workflow.executions == {}
+    second = decision(fo_invoke(command("failover", mode="failover", request_id="r2")))
+    outcomes = [(first["outcome"], first["detail"][-80:]), (second["outcome"], second["detail"][:120])]
+    assert first["outcome"] != "executed", outcomes  # no workflow was started
+    assert len(workflow.executions) == 1, outcomes
+
+
+def test_attack5_failover_approved_but_callback_pending_cannot_be_rejected(w, monkeypatch):
+    """bob approves; the record says approved, but the gate's SendTaskSuccess is throttled: the workflow still
+    waits at the gate and nothing was acted. alice (who learns the primary is back) sends reject_failover: it is
+    refused (skipped:no-run-waiting, "the last run is approved") although the gate is still open, and the next
+    approve_failover by anyone completes bob's approval and promotes. Safe: a run that has not acted and whose gate
+    still waits can be rejected (the gate fails, the run is not-approved, nothing is done)."""
+    state = _start(w)
+    _open_gate(w, state)
+    workflow = w.fo.workflow
+    original = workflow.send_task_success
+
+    def throttled(**params: Any) -> Any:
+        raise _error("ThrottlingException", "Rate exceeded", "SendTaskSuccess")
+
+    monkeypatch.setattr(workflow, "send_task_success", throttled)
+    assert decision(fo_invoke(command("approve_failover", "bob")))["outcome"] == "failed:ThrottlingException"
+    monkeypatch.setattr(workflow, "send_task_success", original)
+    d = decision(fo_invoke(command("reject_failover", "carol")))
+    assert d["outcome"] == "executed", d
+    assert _run(w).status == "not-approved" and w.fo.db.promotions() == []
+
+
+def test_attack6_failover_with_unknown_lag_accepts_zero_seconds_of_data_loss(w):
+    """The primary region is gone: no lag datapoint. The operator sends mode failover with accept_data_loss_s 0 (or
+    a value below the RPO): the pre-check takes it ("lag unknown; up to 0s of data loss accepted") although the
+    loss is unknown and may exceed the RPO -- the operator explicitly said they accept no loss. Safe: with the lag
+    unknown, accept_data_loss_s must be at least the RPO (an unknown lag can only be bounded by what was accepted)
+    or the failover is refused naming accept_data_loss_s."""
+    from failover.failover_runs import RunStore  # noqa: F401
+
+    w.clock.advance(3600)  # the lag datapoints are older than the 5-minute window: lag unknown
+    d = decision(fo_invoke(command("plan_failover", mode="failover", accept_data_loss_s=0)))
+    assert d["before"]["prechecks"]["lag_s"] is None, d["before"]["prechecks"]
+    assert d["before"]["prechecks"]["passed"] is False, d["detail"]
+    assert "accept_data_loss_s" in d["detail"]
+
+
+def test_attack7_failover_request_id_reused_after_idempotency_ttl_claims_a_start_that_did_nothing(w):
+    """A runbook script reuses its request_id ("orders-failover"). The first run was not approved (timed out) and
+    ended. Hours later (past the idempotency TTL) the same command is sent again: its run id is the old run's,
+    StartExecution answers ExecutionAlreadyExists (swallowed), no run record is written: nothing starts, yet the
+    operator is told it started (or a misleading failure). Safe: either a new run starts (a workflow runs and waits
+    for approval) or the command is refused saying the request id was used by an ended run."""
+    state = _start(w, request_id="orders-failover")
+    token = _open_gate(w, state)
+    w.clock.advance(901)
+    w.fo.workflow.time_out(token)
+    fo_step("close", state | {"closing": "not-approved", "error": {"Error": "States.Timeout", "Cause": ""}},
+            w.clock.now(), state_name="CloseNotApproved")
+    assert _run(w).status == "not-approved"
+    w.clock.advance(4 * 3600)  # past guardrails.idempotency_ttl_s (3600)
+    fo.put_lag(w.clients, [900.0, 800.0], w.clock.now())
+    d = decision(fo_invoke(command("failover", mode="switchover", request_id="orders-failover")))
+    run = _run(w)
+    started_now = run.status == "started" and len(w.fo.workflow.executions) == 2
+    refused = d["outcome"].startswith("skipped:") or d["outcome"].startswith("rejected")
+    assert started_now or refused, (d["outcome"], d["detail"][:200], run.status, len(w.fo.workflow.executions))
