@@ -250,3 +250,45 @@ def test_attack7_failover_request_id_reused_after_idempotency_ttl_claims_a_start
     started_now = run.status == "started" and len(w.fo.workflow.executions) == 2
     refused = d["outcome"].startswith("skipped:") or d["outcome"].startswith("rejected")
     assert started_now or refused, (d["outcome"], d["detail"][:200], run.status, len(w.fo.workflow.executions))
+
+
+def test_attack8_failover_approved_run_held_by_the_kill_switch_cannot_be_cancelled(w):
+    """bob approves (the gate completes); on-call sees the primary coming back and turns the kill switch on: the act
+    is deferred (StepDeferred, retried for about 3.4 h). The runbook says reject_failover still runs under the kill
+    switch and cancels a run, but a run that is `approved` and has not acted is refused (skipped:no-run-waiting):
+    when the switch is released the act promotes with a stale approval. Safe: reject_failover cancels any run
+    that has not acted yet (the run ends not-approved; the act, when it comes, does nothing)."""
+    from failover.step_response import StepDeferred
+
+    state = _start(w)
+    _open_gate(w, state)
+    assert decision(fo_invoke(command("approve_failover", "bob")))["outcome"] == "executed"
+    w.set_kill_switch("failover", True)
+    w.invalidate_kill_switch_caches()
+    with pytest.raises(StepDeferred):
+        fo_step("act", state, w.clock.now())
+    d = decision(fo_invoke(command("reject_failover", "carol")))
+    w.set_kill_switch("failover", False)
+    w.invalidate_kill_switch_caches()
+    fo_step("act", state, w.clock.now(), retry=1)
+    assert (d["outcome"], w.fo.db.promotions()) == ("executed", []), (d["outcome"], d["detail"][:160],
+                                                                      w.fo.db.promotions())
+
+
+def test_attack9_failover_route53_swap_does_not_recheck_the_writer(w):
+    """await_writer saw orders-replica as writer (run `promoted`). Before the route step runs (deferred by the lock
+    or kill switch, or simply 30 s later), the writer moves back to orders (a manual switchover, an AWS-side
+    recovery). The route step trusts the run record and makes the replica's record PRIMARY: the application's
+    writes now go to a reader (read-only errors) until `complete` notices and pages. Safe: the route step re-reads
+    the global cluster and refuses (pages, swaps nothing) unless the target is the writer."""
+    w.fo.db.on_promotion = lambda db: db.settle()
+    state = _start(w)
+    _open_gate(w, state)
+    decision(fo_invoke(command("approve_failover", "bob")))
+    for name in ("act", "await_writer"):
+        state = fo_step(name, state, w.clock.now())
+    assert _run(w).status == "promoted" and w.fo.db.writer == fo.SECONDARY_ARN
+    w.fo.db.writer = fo.PRIMARY_ARN  # the writer moved back before the swap
+    fo_step("route", state, w.clock.now())
+    roles = fo.record_roles(w.clients, w.fo.hosted_zone_id)
+    assert roles == {fo.PRIMARY_SET: "PRIMARY", fo.SECONDARY_SET: "SECONDARY"}, roles
