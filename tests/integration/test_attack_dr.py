@@ -292,3 +292,30 @@ def test_attack9_failover_route53_swap_does_not_recheck_the_writer(w):
     fo_step("route", state, w.clock.now())
     roles = fo.record_roles(w.clients, w.fo.hosted_zone_id)
     assert roles == {fo.PRIMARY_SET: "PRIMARY", fo.SECONDARY_SET: "SECONDARY"}, roles
+
+
+def test_attack10_drill_teardown_deletes_the_planned_name_not_the_copy_the_restore_created(drills, clock):
+    """The restore job completes with CreatedResourceArn naming a cluster other than the planned copy name (AWS
+    Backup did not apply the name override, or the job is another one). Validation judges the created copy (it is
+    isolated: passed), teardown deletes the *planned* name, finds it "already gone" and -- the drill being
+    restored/validated -- does not watch it: the drill is recorded passed with "teardown: ... already gone", the real
+    copy of production data stays up and nothing alarms (not in the ledger). Safe: teardown deletes the copy the
+    restore created (a drill-prefixed name), or refuses/alarms on the mismatch; the copy never outlives the drill
+    unalarmed."""
+    from tests.integration.test_drills_on_demand import COUNT_SQL, FRESH_SQL
+
+    drill_id, copy_id, point = approve_and_start_restore(drills, clock)
+    started = clock.now()
+    stray = "reflex-drill-" + "f" * 20  # drill-prefixed, isolated, but not the planned copy name
+    assert stray != copy_id
+    copy_arn = dr.restore_copy(drills.clients, stray)
+    drills.od.status("od-job-1", "COMPLETED", started=started, point=point, created=copy_arn, took_s=900)
+    newest = (point["CreationDate"] - timedelta(seconds=60)).strftime("%Y-%m-%d %H:%M:%S")
+    drills.data_api.answer(copy_arn, COUNT_SQL, {"longValue": 10_000})
+    drills.data_api.answer(dr.cluster_arn("orders"), COUNT_SQL, {"longValue": 10_020})
+    drills.data_api.answer(copy_arn, FRESH_SQL, {"stringValue": newest})
+    drills.driver.run_until_idle()
+    run = run_of(drills, drill_id)
+    leftovers = [c["identifier"] for c in ledger(drills).get("copies", [])]
+    assert not copy_exists(drills, stray) or stray in leftovers, (run["status"], run["outcome"], run["teardown"],
+                                                                  leftovers)
