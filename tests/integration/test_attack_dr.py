@@ -319,3 +319,26 @@ def test_attack10_drill_teardown_deletes_the_planned_name_not_the_copy_the_resto
     leftovers = [c["identifier"] for c in ledger(drills).get("copies", [])]
     assert not copy_exists(drills, stray) or stray in leftovers, (run["status"], run["outcome"], run["teardown"],
                                                                   leftovers)
+
+
+def test_attack11_drill_hard_stop_for_hours_leaves_the_copy_undeleted_unrecorded_and_unalarmed(drills, clock):
+    """A drill's restore completed (the copy exists). The kill switch goes to `hard-stop` for an incident lasting
+    three hours. Every step defers (StepDeferred, about 42 minutes each), then is caught: PollRestore -> Teardown
+    -> RecordLeftover -> Record -> RecordFailed. The execution fails; the run stays `restoring`; the copy is neither
+    deleted nor in the ledger, so check_drills does not alarm; when the switch is released nothing resumes.
+    Safe: the copy is deleted or recorded as a leftover (alarmed) and the drill's result recorded, whatever the
+    kill switch did meanwhile (e.g. a deferred step keeps waiting while the switch holds)."""
+    drill_id, copy_id, point = approve_and_start_restore(drills, clock)
+    complete_restore(drills, clock, drill_id, copy_id, point)
+    drills.set_kill_switch_value("drills", "hard-stop")
+    drills.invalidate_kill_switch_caches()
+    drills.driver.run_until(clock.now() + timedelta(hours=3))
+    drills.set_kill_switch_value("drills", "off")
+    drills.invalidate_kill_switch_caches()
+    drills.driver.run_until(clock.now() + timedelta(hours=2))
+    run = run_of(drills, drill_id)
+    execution = drills.driver.execution(drill_id)
+    leftovers = [c["identifier"] for c in ledger(drills).get("copies", [])]
+    assert not copy_exists(drills, copy_id) or copy_id in leftovers, (
+        run["status"], execution.status, execution.error, leftovers)
+    assert run["status"] == "recorded", (run["status"], execution.status, execution.error)
