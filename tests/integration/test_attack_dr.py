@@ -347,3 +347,45 @@ def test_attack11_drill_hard_stop_for_hours_leaves_the_copy_undeleted_unrecorded
     alarmed = copy_id in leftovers or 1 in failed_metric
     assert not copy_exists(drills, copy_id) or alarmed, (
         run["status"], execution.status, execution.error, leftovers, failed_metric)
+
+
+class _LedgerWriteFailsOnce:
+    """The moto DynamoDB client, except that the next put_item of the resource's drill ledger is throttled."""
+
+    def __init__(self, real: Any, pk: str) -> None:
+        self._real, self._pk, self.failed = real, pk, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def put_item(self, **kwargs: Any) -> Any:
+        if not self.failed and kwargs.get("Item", {}).get("pk", {}).get("S") == self._pk:
+            self.failed = True
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}},
+                              "PutItem")
+        return self._real.put_item(**kwargs)
+
+
+def test_attack12_drill_start_reported_failed_while_its_workflow_runs_allows_a_second_concurrent_drill(drills,
+                                                                                                      clock):
+    """start_drill records the drill, starts its workflow, then the ledger write (active drill, cooldown start) is
+    throttled: the answer is failed (verify: no execution ARN recorded yet) although the drill's workflow runs. The
+    operator sends start_drill again (a new request): no active drill, no cooldown in the ledger -> a second drill of
+    the same production resource starts while the first is in flight (two restores, two copies; the first one's
+    fate is not what the operator was told). Safe: either the first answer says the drill started, or the second
+    request is refused (drill-in-flight) -- never two drills of one resource at once."""
+    drills.overrides["dynamodb"] = _LedgerWriteFailsOnce(drills.clients.dynamodb._real, "drill:orders-db")
+    first = start_drill_raw()
+    drills.overrides.pop("dynamodb")
+    second = start_drill_raw(request_id="req-2")
+    running = [e.name for e in drills.driver.executions.values() if e.status == "RUNNING"]
+    assert not (first["outcome"] != "executed" and len(running) > 1), (
+        first["outcome"], first["detail"][-120:], second["outcome"], running)
+    assert len(running) <= 1, (first["outcome"], second["outcome"], running)
+
+
+def start_drill_raw(request_id: str = "req-1") -> dict[str, Any]:
+    out = dr_invoke({"command": "start_drill", "resource": "orders-db", "operator": "alice",
+                     "reason": "quarterly DR drill", "request_id": request_id})
+    [d] = out["decisions"]
+    return d
