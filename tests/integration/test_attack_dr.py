@@ -15,24 +15,26 @@ from botocore.exceptions import ClientError
 from drills.drill_workflow import drill_definition
 from simulator.failover_world import _error
 from simulator.workflow_driver import LocalWorkflows
+
+# The drill helpers of the existing suite (same module, same harness).
+from tests.integration.test_drills_on_demand import (
+    answer,
+    approve_and_start_restore,
+    complete_restore,
+    copy_exists,
+    ledger,
+    run_of,
+    started_drill,
+)
+from tests.integration.test_drills_on_demand import (
+    invoke as dr_invoke,
+)
 from tests.support import drills as dr
 from tests.support import drills_on_demand as od
 from tests.support import failover as fo
 from tests.support.failover import command, decision
 from tests.support.failover import invoke as fo_invoke
 from tests.support.failover import step as fo_step
-
-# The drill helpers of the existing suite (same module, same harness).
-from tests.integration.test_drills_on_demand import (  # noqa: I001
-    answer,
-    approve_and_start_restore,
-    complete_restore,
-    copy_exists,
-    invoke as dr_invoke,
-    ledger,
-    run_of,
-    started_drill,
-)
 
 
 class LostAnswer(Exception):
