@@ -112,10 +112,12 @@ def test_attack2_drill_requester_can_approve_their_own_production_drill(drills, 
 
 def test_attack3_drill_approval_whose_callback_was_throttled_can_never_be_completed(drills, clock, monkeypatch):
     """bob approves; the record is written `approved` (token dropped) and then SendTaskSuccess is throttled. The
-    workflow still waits, but the record no longer holds the token: a second approve_drill is refused
-    (not-awaiting-approval: "drill is approved"), and the drill silently times out as not-approved although it
-    shows approved_by bob. Safe (as the failover gate does): the record keeps the token until the callback went
-    through, and the next approve_drill completes it; the drill then restores."""
+    pipeline's verify reads only the record, so bob is told `executed` ("the call answered ThrottlingException, but
+    the change is in place"). The workflow still waits, but the record no longer holds the token: a second
+    approve_drill is refused (not-awaiting-approval: "drill is approved"), and the drill times out and is recorded
+    not-approved while the audit trail says it was approved (approved_by bob). Safe (as the failover gate does):
+    the approve is not reported done until the callback went through, the record keeps the token, and the next
+    approve_drill completes it; the drill then restores."""
     drill_id, _ = started_drill(drills)
     drills.driver.run_due()
     real = drills.driver.send_task_success
