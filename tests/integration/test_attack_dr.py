@@ -393,3 +393,27 @@ def start_drill_raw(request_id: str = "req-1") -> dict[str, Any]:
                      "reason": "quarterly DR drill", "request_id": request_id})
     [d] = out["decisions"]
     return d
+
+
+def test_attack13_failover_run_that_acted_but_could_not_be_closed_blocks_every_later_failover_forever(w):
+    """The act promoted (run `promoted`), then the Route 53 step failed after its retries and the close step failed
+    too (hard-stop, DynamoDB throttled): the workflow ends in CloseFailed, whose cause says "the run ... ends by
+    itself after its approval deadline". That holds only for runs that never acted: a `promoting`/`promoted` run
+    is in flight forever (in_flight never goes stale after the act), and reject_failover cannot end it (it only
+    answers runs at the gate). Days later, the next region incident: `failback` (and any `failover`) is refused
+    `failover-in-flight` until someone edits the state table by hand. Safe: a run whose workflow ended stops
+    holding the global database (it goes stale, or a console command can close it)."""
+    w.fo.db.on_promotion = lambda db: db.settle()
+    state = _start(w)
+    _open_gate(w, state)
+    decision(fo_invoke(command("approve_failover", "bob")))
+    for name in ("act", "await_writer"):
+        state = fo_step(name, state, w.clock.now())
+    assert _run(w).status == "promoted"
+    # Route failed after its retries -> Abandon -> CloseAbandoned failed after its retries -> CloseFailed (ended).
+    w.clock.advance(2 * 86400)
+    fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now(), cluster="orders", region="us-east-1")
+    fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now())
+    reject = decision(fo_invoke(command("reject_failover", "carol")))
+    d = decision(fo_invoke(command("failback", request_id="fb-2-days-later")))
+    assert d["outcome"] != "skipped:failover-in-flight", (d["outcome"], d["detail"][:200], reject["outcome"])
