@@ -417,3 +417,42 @@ def test_attack13_failover_run_that_acted_but_could_not_be_closed_blocks_every_l
     reject = decision(fo_invoke(command("reject_failover", "carol")))
     d = decision(fo_invoke(command("failback", request_id="fb-2-days-later")))
     assert d["outcome"] != "skipped:failover-in-flight", (d["outcome"], d["detail"][:200], reject["outcome"])
+
+
+def test_attack14_failover_close_pages_nothing_was_done_after_a_switchover_that_landed(w):
+    """The act's SwitchoverGlobalCluster is accepted by RDS (the global cluster is switching over) but its answer is
+    lost (read timeout). The retries cannot read the global cluster (DescribeGlobalClusters throttled), so the
+    workflow abandons the run and closes it `failed`. The close step's page says "nothing was done to the database"
+    because `acted_at` is only set after a *confirmed* act -- while the writer is moving. On-call is told the
+    database is untouched during a switchover. Safe: when the act's intent was written (the call may have been
+    made), the close says the database call may have been made and to check the writer (runbook)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    def lost_answer(db: Any) -> None:
+        # The call applied; from now on the global cluster cannot be read (throttled), and its answer is lost.
+        db.on_promotion = None
+        db.sticky_faults = True
+        db.faults["describe_global_clusters"] = _error("Throttling", "Rate exceeded", "DescribeGlobalClusters")
+        raise ReadTimeoutError(endpoint_url="https://rds.us-west-2.amazonaws.com")
+
+    state = _start(w)
+    _open_gate(w, state)
+    decision(fo_invoke(command("approve_failover", "bob")))
+    w.fo.db.on_promotion = lost_answer
+    first = None
+    try:
+        first = fo_step("act", state, w.clock.now())
+    except Exception as err:  # noqa: BLE001 - the step fails: the workflow retries, then abandons
+        first = type(err).__name__
+    assert w.fo.db.failover_state is not None, first  # the switchover is under way
+    for retry in (1, 2):
+        w.clock.advance(10 * retry)
+        try:
+            fo_step("act", state, w.clock.now(), retry=retry)
+        except Exception:  # noqa: BLE001 - the step fails: the workflow retries, then abandons
+            pass
+    out = fo_step("close", state | {"closing": "failed", "error": {"Error": "ActionFailed", "Cause": "timeout"}},
+                  w.clock.now(), state_name="CloseAbandoned")
+    last = w.audit_records()[-1]
+    assert last["outcome"] == "skipped:failover-failed" and last.get("page") is True, last
+    assert "nothing was done to the database" not in last["detail"], (last["detail"], out.get("verdict"))
