@@ -455,3 +455,44 @@ def test_attack14_failover_close_pages_nothing_was_done_after_a_switchover_that_
     last = w.audit_records()[-1]
     assert last["outcome"] == "skipped:failover-failed" and last.get("page") is True, last
     assert "nothing was done to the database" not in last["detail"], (last["detail"], out.get("verdict"))
+
+
+@pytest.fixture
+def wd(world, clock):
+    """The failover world with the deployed failover definition run by the local workflow driver."""
+    from failover.handler import lambda_handler
+    from failover.workflow_definition import failover_definition
+    from tests.conftest import FakeLambdaContext
+
+    fn = "arn:aws:lambda:us-east-1:123456789012:function:reflex-dev-failover"
+    sm = "arn:aws:states:us-east-1:123456789012:stateMachine:reflex-dev-failover"
+    res = fo.create_failover(world, clock.now())
+    driver = LocalWorkflows(failover_definition(fn), sm, fn, lambda e: lambda_handler(e, FakeLambdaContext()), clock)
+    world.overrides["stepfunctions"] = driver
+    world.settings = world.settings.model_copy(update={"workflow_arn": sm})
+    world.runtime(clock, reaction="failover")
+    world.fo, world.driver, world.clock = res, driver, clock
+    yield world
+    world.overrides.clear()
+
+
+def test_attack15_failover_rejection_is_retried_by_the_approval_gate_and_reopens_it(wd):
+    """reject_failover fails the gate's token with `Reflex.Rejected`. The failover definition's Approval task keeps
+    the generic Retry, whose `States.TaskFailed` matches every task error but States.Timeout -- so Step Functions
+    *retries* the rejected gate (twice, 10 s and 20 s later): open_gate runs again with new tokens, each answered by
+    close_gate, before the Catch finally routes to NotApproved. The drill workflow avoids exactly this ("Not
+    States.TaskFailed: a rejection must not wait again"). The audit trail shows `open_gate executed` three times for
+    one rejected run (the re-entries are audited under the intent's operation), and the rejection reaches its end
+    30 s late. Safe: a rejection goes straight to NotApproved; the gate is
+    opened once."""
+    fo_invoke(command("failover", mode="switchover"))
+    wd.driver.run_due()
+    [execution] = wd.driver.executions.values()
+    assert execution.state == "Approval" and execution.waiting_token
+    assert decision(fo_invoke(command("reject_failover", "bob")))["outcome"] == "executed"
+    wd.driver.run_until_idle()
+    assert execution.status == "FAILED" and execution.error == "Reflex.NotApproved"
+    gate = [(r["operation"], r["outcome"]) for r in wd.audit_records() if r.get("operation") in ("open_gate",
+                                                                                                "close_gate")]
+    retries = [e.detail for e in wd.driver.history if e.kind == "retry"]
+    assert gate == [("open_gate", "executed")], (gate, retries)
