@@ -42,6 +42,7 @@ REFUSED = "refused"
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
+ENDED = "ended"  # a retried step found the drill past its restore: on to Teardown / Record
 
 # Outcomes a drill ends with (`$.outcome`, recorded by the last step).
 PASSED = "passed"

@@ -191,7 +191,12 @@ class OnDemandDrills:
             wf.POLL_RESTORE: self._plan_poll, wf.VALIDATE: self._plan_validate, wf.TEARDOWN: self._plan_teardown,
             wf.RECORD_LEFTOVER: self._plan_leftover, wf.RECORD_RESULT: self._plan_record,
         }[op]
-        return planner(intent, res, run, rt)
+        planned = planner(intent, res, run, rt)
+        if isinstance(planned, Skip) and op in wf.STEPS:
+            # A retried or redelivered step that finds the drill past it: the workflow carries on from the
+            # drill's record (never from the step's stale input, e.g. `running` after the restore completed).
+            planned = planned.model_copy(update={"before": {"status": run.status, "workflow": flow_view(run)}})
+        return planned
 
     @staticmethod
     def _action(intent: Intent, run: DrillRun | None, status: str, reason: str, **params: Any) -> Action:
@@ -522,6 +527,15 @@ class OnDemandDrills:
             # The drill moves on by itself once started: what this action did is the record and the execution.
             return {"status": REQUESTED, "started": run.execution_arn is not None, "workflow": view}
         return {"status": run.status, "workflow": view}
+
+
+def flow_view(run: DrillRun) -> dict[str, Any]:
+    """The workflow state a step that finds the drill past it hands back: the drill's record and the verdict its
+    status dictates. Any other status (validated, torn down, leftover, recorded...) gets `ended`, which every
+    Choice routes onwards (to Teardown, which carries on to Record), never back to a wait."""
+    view = run.view()
+    view["verdict"] = VERDICT_OF_STATUS.get(run.status, wf.ENDED)
+    return view
 
 
 def _target(res: ProtectedResource) -> dict[str, Any]:

@@ -50,7 +50,12 @@ def workflow_response(event: Any, result: dict[str, Any]) -> dict[str, Any]:
         raise StepDeferred(f"{reason}: {decision.get('detail', '')}"[:1000])
     if head == "skipped":
         # The step found the drill past it (a redelivery, a retry after the step landed): carry on from the
-        # drill's record as it is.
+        # drill's record as it is (its status dictates the verdict), never from the step's stale input.
+        record = (decision.get("before") or {}).get("workflow")
+        if isinstance(record, dict):
+            state.update(record)
+        elif state.get("verdict") == wf.RUNNING:
+            state["verdict"] = wf.ENDED  # no record to read: never loop back to the wait
         return state | {"skipped": f"{reason}: {decision.get('detail', '')}"[:500]}
     # failed:<code> raised in the pipeline already (ActionFailed); anything else is a bug worth retrying.
     raise StepDeferred(f"unexpected outcome {decision['outcome']}")
