@@ -29,6 +29,7 @@ from drills.drill_checks import DrillReport, evaluate
 from drills.drill_ledger import Copy, LedgerStore
 from drills.drill_metrics import publish
 from drills.on_demand_reaction import (
+    CLEANUP_OPERATIONS,
     OPERATIONS,
     SAFETY_OPERATIONS,
     ApproveDrillCommand,
@@ -260,7 +261,8 @@ class DrillReaction:
             # The workflow's steps exist only for a drill that was started: a dry-run stage never starts one.
             step = intent.operation not in ("start_drill", "approve_drill", "reject_drill")
             return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=600, circuit_open_for_s=600,
-                                 dry_run=rt.config.dry_run and not step, safety=safety, bypass_rate_limit=safety)
+                                 dry_run=rt.config.dry_run and not step, safety=safety, bypass_rate_limit=safety,
+                                 cleanup=intent.operation in CLEANUP_OPERATIONS)
         return GuardSettings(out_cooldown_s=0, in_cooldown_s=0, max_actions_per_hour=120, circuit_open_for_s=600,
                              dry_run=rt.config.dry_run)
 

@@ -15,7 +15,8 @@ through the pipeline like any action (kill switch, dry run, idempotency, the res
   alarms on it); `record_result` records the drill's result in the ledger and ends it.
 
 The kill switch refuses `start_drill`, `approve_drill` and `start_restore` (nothing is restored); every later
-step (reading, judging, deleting the drill's own copy, recording) is a safety step that `on` does not stop.
+step (reading, judging, deleting the drill's own copy, recording) is a safety step that `on` does not stop, and
+`hard-stop` does not hold the cleanup steps (`teardown`, `record_leftover`, `record_result`) either.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ OPERATIONS = CONSOLE_OPERATIONS | set(wf.STEPS)
 # drill's own copy or record; none starts a restore.
 SAFETY_OPERATIONS = frozenset({"reject_drill", wf.AWAIT_APPROVAL, wf.POLL_RESTORE, wf.VALIDATE, wf.TEARDOWN,
                                wf.RECORD_LEFTOVER, wf.RECORD_RESULT})
+# Steps that run under every kill-switch level, `hard-stop` included: they only delete the drill's own copy (never
+# anything else: delete_copy refuses other names) or record a leftover or a result. Holding them would leave a
+# copy of production data up, unrecorded and unalarmed (a drill always ends with its copy gone or alarmed).
+CLEANUP_OPERATIONS = frozenset({wf.TEARDOWN, wf.RECORD_LEFTOVER, wf.RECORD_RESULT})
 # What a run's status tells the workflow (`$.verdict`).
 VERDICT_OF_STATUS = {RESTORING: wf.STARTED, REFUSED: wf.REFUSED, RESTORED: wf.COMPLETED,
                      RESTORE_FAILED: wf.FAILED}

@@ -58,6 +58,9 @@ class GuardSettings:
     bypass_rate_limit: bool = False
     # A rollback to the last known-good state: it runs when the kill switch is `on` (only `hard-stop` stops it).
     safety: bool = False
+    # Cleanup and bookkeeping of what Reflex itself created (a drill's own copy deleted, a leftover or a result
+    # recorded): it only reduces risk, so no kill-switch level (not even `hard-stop`) holds it.
+    cleanup: bool = False
     # More direction reversals than this within an hour is oscillation: the breaker opens for every direction.
     max_reversals_per_hour: int = 4
 
@@ -372,7 +375,10 @@ class Pipeline:
         settings = self.reaction.guard_settings(intent, rt)
         kill = rt.kill_switch.state()
         note = ""
-        if kill.blocks(safety=settings.safety):
+        if settings.cleanup:
+            if kill.engaged:
+                note = f"; {kill.reason}, which lets a cleanup of Reflex's own resources run"
+        elif kill.blocks(safety=settings.safety):
             if not (kill.level == "on" and self._override(trigger)):
                 return Decision(**base, outcome="skipped:kill-switch", detail=kill.reason, transient=kill.transient)
             note = f"; {kill.reason}, overridden for this action by {trigger.who}"

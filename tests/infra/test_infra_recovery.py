@@ -170,6 +170,17 @@ def test_alarms_per_drilled_resource(dev: Synthesized) -> None:
     assert dims == {"stage": "dev", "resource": "orders-db", "service": "drills"}
 
 
+def test_drill_workflow_failed_executions_alarm(dev: Synthesized) -> None:
+    """A drill whose execution fails without recording (RecordFailed: no DrillFailed datapoint) still alarms."""
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in dev.resources("AWS::CloudWatch::Alarm").values()
+              if isinstance(a["Properties"].get("AlarmName"), str)}
+    failed = alarms["reflex-dev-drill-failed"]
+    assert (failed["Namespace"], failed["MetricName"], failed["Statistic"]) == ("AWS/States", "ExecutionsFailed",
+                                                                               "Sum")
+    assert failed["Threshold"] == 0 and failed["AlarmActions"]
+    assert [d["Name"] for d in failed["Dimensions"]] == ["StateMachineArn"]
+
+
 # ------------------------------------------------------------------ a stage drilling every kind on demand
 
 CACHES_YAML = """
