@@ -48,6 +48,7 @@ from drills.drill_runs import (
     RunStore,
 )
 from drills.on_demand import DrillRefused, copy_identifier, delete_copy, restore_status, start_restore
+from drills.restored_copies import identifier_from_arn
 from promoter.promotion_workflow import PromotionWorkflow, TokenGone
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
@@ -318,7 +319,10 @@ class OnDemandDrills:
         if run.status == REFUSED:
             return self._action(intent, run, TORN_DOWN, f"drill {run.drill_id}: no restore was started",
                                 delete=False)
-        return self._action(intent, run, TORN_DOWN, f"delete {run.copy_id}, the copy of drill {run.drill_id}",
+        names = copy_names(run)
+        return self._action(intent, run, TORN_DOWN, f"delete {', '.join(names)}, the copy of drill {run.drill_id}"
+                            + ("" if names == [run.copy_id] else f" (the restore created it, not the planned "
+                                                                  f"{run.copy_id})"),
                             delete=True, caught=_caught(intent.params["state"]))
 
     def _plan_leftover(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
@@ -326,8 +330,12 @@ class OnDemandDrills:
         if run.status in (TORN_DOWN, LEFTOVER, RECORDED):
             return self._skip(intent, "already-torn-down", f"drill {run.drill_id} is {run.status}")
         why = _caught(intent.params["state"])
-        return self._action(intent, run, LEFTOVER, f"{run.copy_id} could not be deleted ({why}): recorded as a "
-                            "leftover, check_drills alarms on it until it is deleted")
+        names = copy_names(run)
+        foreign = [n for n in names if not _is_drill_copy(res, n)]
+        note = (f"; {', '.join(foreign)} is not a drill copy's name: never deleted by Reflex nor put in the ledger, "
+                "check it by hand (the drill is recorded failed)") if foreign else ""
+        return self._action(intent, run, LEFTOVER, f"{', '.join(names)} could not be deleted ({why}): recorded as a "
+                            f"leftover, check_drills alarms on it until it is deleted{note}")
 
     def _plan_record(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
                      ) -> Action | Skip:
@@ -392,9 +400,14 @@ class OnDemandDrills:
         elif op == wf.RECORD_LEFTOVER:
             store = self._ledgers(rt)
             ledger = store.load(res.name)
-            if all(c.identifier != run.copy_id for c in ledger.copies):
-                ledger.copies.append(Copy(job_id=run.restore_job_id or run.drill_id, identifier=run.copy_id,
+            # The copy the restore created (and the planned name): only drill-prefixed names, which are safe to
+            # tell an operator to delete.
+            new = [n for n in copy_names(run) if _is_drill_copy(res, n)
+                   and all(c.identifier != n for c in ledger.copies)]
+            for name in new:
+                ledger.copies.append(Copy(job_id=run.restore_job_id or run.drill_id, identifier=name,
                                           window_ends_at=now, teardown_failed=True))
+            if new:
                 store.save(ledger)
             run.status, run.teardown = LEFTOVER, "deletion failed twice: recorded as a leftover (check_drills alarms)"
         elif op == wf.RECORD_RESULT:
@@ -484,17 +497,30 @@ class OnDemandDrills:
         if not action.params.get("delete"):
             run.status, run.teardown = TORN_DOWN, "nothing to delete (no restore was started)"
             return
-        done = delete_copy(rt.clients, res, run.copy_id)
-        if done.endswith("already gone") and run.status not in (RESTORED, VALIDATED):
-            # The restore may still be making the copy (timed out, or the workflow lost its answer): watch for it.
-            store = self._ledgers(rt)
-            ledger = store.load(res.name)
-            if all(c.identifier != run.copy_id for c in ledger.copies):
-                ledger.copies.append(Copy(job_id=run.restore_job_id or run.drill_id, identifier=run.copy_id,
-                                          window_ends_at=now))
-                store.save(ledger)
-            done += " (watched: a copy appearing later alarms as a leftover)"
-        run.status, run.teardown = TORN_DOWN, done
+        results: list[str] = []
+        refused: list[str] = []
+        for name in copy_names(run):
+            # The copy the restore created (DescribeRestoreJob's CreatedResourceArn), then the planned name:
+            # delete_copy refuses any name that is not a drill copy's (never deletes anything else).
+            try:
+                done = delete_copy(rt.clients, res, name)
+            except DrillRefused as err:
+                refused.append(str(err))
+                continue
+            if done.endswith("already gone") and run.status not in (RESTORED, VALIDATED):
+                # The restore may still be making the copy (timed out, or the workflow lost its answer): watch it.
+                store = self._ledgers(rt)
+                ledger = store.load(res.name)
+                if all(c.identifier != name for c in ledger.copies):
+                    ledger.copies.append(Copy(job_id=run.restore_job_id or run.drill_id, identifier=name,
+                                              window_ends_at=now))
+                    store.save(ledger)
+                done += " (watched: a copy appearing later alarms as a leftover)"
+            results.append(done)
+        if refused:
+            # The step fails (retried once, then record_leftover): the drill is recorded failed, never passed.
+            raise DrillRefused("; ".join(refused + results))
+        run.status, run.teardown = TORN_DOWN, "; ".join(results)
 
     def _execute_record(self, action: Action, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime,
                         now: float) -> None:
@@ -532,6 +558,17 @@ class OnDemandDrills:
             # The drill moves on by itself once started: what this action did is the record and the execution.
             return {"status": REQUESTED, "started": run.execution_arn is not None, "workflow": view}
         return {"status": run.status, "workflow": view}
+
+
+def copy_names(run: DrillRun) -> list[str]:
+    """What a teardown deletes: the copy the restore created (its CreatedResourceArn, recorded by the poll) and
+    the planned name (the copy AWS Backup was asked to create), the created one first."""
+    created = identifier_from_arn(run.copy_arn) if run.copy_arn else ""
+    return [created, run.copy_id] if created and created != run.copy_id else [run.copy_id]
+
+
+def _is_drill_copy(res: ProtectedResource, name: str) -> bool:
+    return name != res.identifier and name.startswith(res.isolation.name_prefix)
 
 
 def flow_view(run: DrillRun) -> dict[str, Any]:
