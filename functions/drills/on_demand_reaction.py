@@ -3,9 +3,9 @@
 through the pipeline like any action (kill switch, dry run, idempotency, the resource's lock, audit).
 
 * `start_drill` (resource, optional recovery point, reason, operator): refused while another on-demand drill
-  of the resource is in flight or within its `drill.cooldown_s`; otherwise records the drill
-  (`drillrun:<id>`), marks it in flight in the resource's ledger and starts the workflow (execution name =
-  drill id: a retried start starts one execution).
+  of the resource is in flight (its execution, found by name, is RUNNING) or within its `drill.cooldown_s`;
+  otherwise records the drill (`drillrun:<id>`), marks it in flight in the resource's ledger and then starts the
+  workflow (execution name = drill id: a retried start starts one execution).
 * `approve_drill` / `reject_drill` (drill id): answer the workflow's approval wait (SendTaskSuccess with the
   approver, SendTaskFailure `Reflex.DrillRejected`). Too late (the wait timed out) approves nothing.
 * Steps: `await_approval` keeps the task token in the drill's record; `start_restore` starts the isolated
@@ -218,13 +218,19 @@ class OnDemandDrills:
         assert res.drill is not None  # validated
         now = rt.clock.now().timestamp()
         ledger = self._ledgers(rt).load(res.name)
+        # The cooldown's start in the ledger is this drill's own (a retried start): it does not hold it.
+        no_cooldown = ledger.active_drill == intent.params["drill_id"]
         if ledger.active_drill and ledger.active_drill != intent.params["drill_id"]:
             active = self._runs(rt).load(ledger.active_drill)
-            if active is not None and active.status != RECORDED and self._running(active, rt):
+            execution = self._execution_status(active, rt) if active is not None else "MISSING"
+            if active is not None and active.status != RECORDED and execution == "RUNNING":
                 return self._skip(intent, "drill-in-flight", f"drill {active.drill_id} of {res.name} is still "
                                   f"{active.status}; one on-demand drill per resource at a time")
+            # The drill in flight is recorded before its workflow starts: one whose workflow never started (the
+            # start failed) blocks nothing, not even the cooldown.
+            no_cooldown = execution == "MISSING"
         last = ledger.last_drill_started_at
-        if last is not None and now - last < res.drill.cooldown_s:
+        if last is not None and not no_cooldown and now - last < res.drill.cooldown_s:
             return self._skip(intent, "cooldown", f"the last on-demand drill of {res.name} started {now - last:.0f}s "
                               f"ago (drill.cooldown_s {res.drill.cooldown_s}s)")
         if not rt.settings.workflow_arn:
@@ -241,12 +247,14 @@ class OnDemandDrills:
                                          "intended": {"status": REQUESTED, "started": True}})
 
     @staticmethod
-    def _running(run: DrillRun, rt: ReactionRuntime) -> bool:
-        """Is the drill's workflow still running? A drill whose execution never started, or ended without
-        recording (stopped by hand, its last step failed), no longer blocks the next one."""
-        if not run.execution_arn:
-            return False
-        return PromotionWorkflow(rt.clients, rt.settings.workflow_arn).status(run.execution_arn) == "RUNNING"
+    def _execution_status(run: DrillRun, rt: ReactionRuntime) -> str:
+        """The drill's execution's status (RUNNING, SUCCEEDED, FAILED... or MISSING: never started), looked up by
+        its name (the drill id) when its ARN was not recorded yet. A drill whose execution never started, or
+        ended without recording (stopped by hand, its last step failed), no longer blocks the next one."""
+        if not rt.settings.workflow_arn:
+            return "MISSING"
+        flow = PromotionWorkflow(rt.clients, rt.settings.workflow_arn)
+        return flow.status(run.execution_arn or flow.execution_arn(run.drill_id))
 
     def _plan_answer(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
                      ) -> Action | Skip:
@@ -426,15 +434,17 @@ class OnDemandDrills:
         runs.save(run, expect_status=None)  # a retry finds it written: the same drill
         state = {"drill_id": drill_id, "resource": res.name, "approval": bool(p["approval"]),
                  "approval_timeout_s": res.drill.approval_timeout_s, "poll_interval_s": res.drill.poll_interval_s}
-        # A retry starts nothing new: the execution is named after the drill (ExecutionAlreadyExists).
-        arn = PromotionWorkflow(rt.clients, rt.settings.workflow_arn).start(drill_id, state)
-        # In flight (and the cooldown's start) only once its workflow runs: a failed start blocks nothing.
+        # In flight (and the cooldown's start) *before* its workflow starts: a drill whose workflow runs is always
+        # in the ledger, so no second drill of the resource can start beside it. A failed start blocks nothing:
+        # the next start_drill finds no execution of the drill in flight (_plan_start).
         store = self._ledgers(rt)
         ledger = store.load(res.name)
         if ledger.active_drill != drill_id:
             self._abandon(ledger, rt, now)
             ledger.active_drill, ledger.last_drill_started_at = drill_id, now
             store.save(ledger)
+        # A retry starts nothing new: the execution is named after the drill (ExecutionAlreadyExists).
+        arn = PromotionWorkflow(rt.clients, rt.settings.workflow_arn).start(drill_id, state)
         run = runs.load(drill_id) or run
         if run.execution_arn != arn:
             run.execution_arn = arn
@@ -556,7 +566,8 @@ class OnDemandDrills:
             view["verdict"] = verdict
         if action.operation == "start_drill":
             # The drill moves on by itself once started: what this action did is the record and the execution.
-            return {"status": REQUESTED, "started": run.execution_arn is not None, "workflow": view}
+            started = run.execution_arn is not None or self._execution_status(run, rt) != "MISSING"
+            return {"status": REQUESTED, "started": started, "workflow": view}
         return {"status": run.status, "workflow": view}
 
 
