@@ -258,11 +258,17 @@ class OnDemandDrills:
 
     def _plan_answer(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
                      ) -> Action | Skip:
-        if run.status != AWAITING_APPROVAL or not run.approval_token:
+        # `approved` with the token still held: the approval's callback was not delivered (the workflow still
+        # waits): the next approve_drill delivers it, a reject_drill rejects it.
+        if run.status not in (AWAITING_APPROVAL, APPROVED) or not run.approval_token:
             return self._skip(intent, "not-awaiting-approval", f"drill {run.drill_id} is {run.status}"
                               + (f" ({run.outcome})" if run.outcome else "") + ": there is no approval to give")
         who = str(intent.params["operator"])
         if intent.operation == "approve_drill":
+            if who == run.requested_by:
+                # Four eyes, as the failover gate: the requester of a drill behind an approval cannot approve it.
+                return self._skip(intent, "self-approval", f"drill {run.drill_id} was requested by {who}: another "
+                                  "operator must approve it (it keeps waiting)")
             return self._action(intent, run, APPROVED, f"{intent.reason} (drill {run.drill_id})", approved_by=who)
         return self._action(intent, run, "rejected", f"{intent.reason} (drill {run.drill_id})", rejected_by=who)
 
@@ -278,9 +284,13 @@ class OnDemandDrills:
 
     def _plan_restore(self, intent: Intent, res: ProtectedResource, run: DrillRun, rt: ReactionRuntime
                       ) -> Action | Skip:
-        if run.status not in (REQUESTED, APPROVED):
+        # The approval's callback reached the workflow (only approve_drill sends it) although the record was put
+        # back to waiting (the approve's answer was lost after delivery): the drill is approved.
+        callback = intent.params["state"].get("callback")
+        delivered = isinstance(callback, dict) and bool(callback.get("approved_by"))
+        if run.status not in (REQUESTED, APPROVED) and not (run.status == AWAITING_APPROVAL and delivered):
             return self._skip(intent, "not-startable", f"drill {run.drill_id} is {run.status}")
-        if run.approval_required and run.status != APPROVED:
+        if run.approval_required and run.status != APPROVED and not delivered:
             return self._action(intent, run, REFUSED, f"drill {run.drill_id} was never approved: no restore",
                                 refusal="not approved")
         return self._action(intent, run, RESTORING, f"restore {res.name} into {run.copy_id} (drill {run.drill_id})")
@@ -382,7 +392,7 @@ class OnDemandDrills:
         assert run is not None
         before = run.status
         if op in ("approve_drill", "reject_drill"):
-            self._execute_answer(action, run, rt)
+            self._execute_answer(action, run, rt, before)
             return
         if op == wf.AWAIT_APPROVAL:
             # A retried step (the same status already) brings a new token: the newest one waits.
@@ -460,27 +470,37 @@ class OnDemandDrills:
             ledger.copies.append(Copy(job_id=old.restore_job_id, identifier=old.copy_id, window_ends_at=now,
                                       teardown_failed=True))
 
-    def _execute_answer(self, action: Action, run: DrillRun, rt: ReactionRuntime) -> None:
+    def _execute_answer(self, action: Action, run: DrillRun, rt: ReactionRuntime, before: str) -> None:
         runs = self._runs(rt)
         token = run.approval_token
         assert token is not None
         flow = PromotionWorkflow(rt.clients, rt.settings.workflow_arn)
         if action.operation == "approve_drill":
             who = str(action.params["approved_by"])
-            run.status, run.approved_by, run.approval_token = APPROVED, who, None
-            if not runs.save(run, expect_status=AWAITING_APPROVAL):
+            # The token stays in the record until the callback went through: an approval whose SendTaskSuccess
+            # failed is not done (verify) and the next approve_drill delivers it.
+            run.status, run.approved_by = APPROVED, who
+            if not runs.save(run, expect_status=before):
                 raise RuntimeError(f"drill {run.drill_id} stopped waiting for approval")
             try:
                 flow.succeed(token, {"approved_by": who})
             except TokenGone:
-                run.status, run.approved_by, run.approval_token = AWAITING_APPROVAL, None, token
+                run.status, run.approved_by = AWAITING_APPROVAL, None
                 runs.save(run, expect_status=APPROVED)
                 raise DrillRefused(f"drill {run.drill_id}'s approval wait already ended (timed out): it approved "
                                    "nothing; no restore is started") from None
+            except Exception:
+                # Not delivered (throttled, ...): the drill still waits; the record says so (best effort: a record
+                # left `approved` with its token is retried the same way).
+                run.status, run.approved_by = AWAITING_APPROVAL, None
+                runs.save(run, expect_status=APPROVED)
+                raise
+            run.approval_token = None
+            runs.save(run, expect_status=APPROVED)
             return
         run.status, run.approval_token = "rejected", None
         run.detail = action.reason
-        if not runs.save(run, expect_status=AWAITING_APPROVAL):
+        if not runs.save(run, expect_status=before):
             raise RuntimeError(f"drill {run.drill_id} stopped waiting for approval")
         flow.fail(token, wf.REJECTED_ERROR, run.detail)
 
@@ -489,6 +509,9 @@ class OnDemandDrills:
         if action.intended["status"] == REFUSED:
             run.status, run.outcome, run.detail = REFUSED, "refused", action.reason
             return
+        if run.status == AWAITING_APPROVAL:  # approved by the delivered callback (_plan_restore)
+            callback = action.params["state"].get("callback") or {}
+            run.approved_by, run.approval_token = str(callback.get("approved_by")), None
         try:
             started = start_restore(rt.clients, res, drill_id=run.drill_id, copy_id=run.copy_id,
                                     vault=rt.config.recovery.vault_name, role_arn=os.environ.get(RESTORE_ROLE_ENV, ""),
@@ -564,6 +587,9 @@ class OnDemandDrills:
         verdict = VERDICT_OF_STATUS.get(run.status)
         if verdict:
             view["verdict"] = verdict
+        if action.operation == "approve_drill" and run.status == APPROVED and run.approval_token:
+            # Recorded approved, but the callback was not delivered: the workflow still waits, nothing approved.
+            return {"status": "approval-not-delivered", "workflow": view}
         if action.operation == "start_drill":
             # The drill moves on by itself once started: what this action did is the record and the execution.
             started = run.execution_arn is not None or self._execution_status(run, rt) != "MISSING"
