@@ -7,7 +7,9 @@ through the pipeline like any action (kill switch, dry run, idempotency, the res
   otherwise records the drill (`drillrun:<id>`), marks it in flight in the resource's ledger and then starts the
   workflow (execution name = drill id: a retried start starts one execution).
 * `approve_drill` / `reject_drill` (drill id): answer the workflow's approval wait (SendTaskSuccess with the
-  approver, SendTaskFailure `Reflex.DrillRejected`). Too late (the wait timed out) approves nothing.
+  approver, SendTaskFailure `Reflex.DrillRejected`). Too late (the wait timed out) approves nothing; the
+  requester cannot approve their own drill (skipped:self-approval); an approval is done only once its callback
+  was delivered (the record keeps the token until then, and the next approve_drill delivers it).
 * Steps: `await_approval` keeps the task token in the drill's record; `start_restore` starts the isolated
   restore; `poll_restore` reads its status (past `drill.restore_timeout_s` it fails the drill); `validate` runs
   the same judgement as restore testing drills (DrillReaction.judge: isolation, checks, RTO/RPO, metrics);
@@ -428,6 +430,10 @@ class OnDemandDrills:
             if new:
                 store.save(ledger)
             run.status, run.teardown = LEFTOVER, "deletion failed twice: recorded as a leftover (check_drills alarms)"
+            foreign = [n for n in copy_names(run) if not _is_drill_copy(res, n)]
+            if foreign:
+                run.teardown += (f"; {', '.join(foreign)} is not a drill copy's name (the restore job created it): "
+                                 "never deleted by Reflex nor put in the ledger, check it by hand")
         elif op == wf.RECORD_RESULT:
             self._execute_record(action, res, run, rt, now)
         if not runs.save(run, expect_status=before):

@@ -5,7 +5,9 @@ record as the step left it (`after.workflow`, including `$.verdict` for the Choi
 refuses *for now* (the lock, a hard-stop or unreadable kill switch, a duplicate still running) raises
 `StepDeferred` (retried later); a payload that does not validate raises `StepRejected`. The kill switch
 refusing `start_restore` refuses the drill (nothing restored); a poll that finds the restore still running
-answers `running`. Every other trigger gets the pipeline's result unchanged.
+answers `running`. A step that finds the drill past it (a retry after its answer was lost) answers the drill's
+record with the verdict its status dictates (carried in the skip's `before.workflow`), never its stale input.
+Every other trigger gets the pipeline's result unchanged.
 """
 
 from __future__ import annotations

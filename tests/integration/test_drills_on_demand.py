@@ -324,6 +324,21 @@ def test_teardown_that_fails_twice_leaves_a_ledger_leftover_that_check_drills_al
     assert leftovers["orders-db"] == [1] and leftovers["sessions"] == [0]
 
 
+def test_a_restore_that_created_a_non_drill_name_is_never_deleted_and_the_drill_fails(drills, clock):
+    """CreatedResourceArn names a cluster without the drill prefix: teardown refuses to delete it (never anything
+    but a drill copy), the drill is recorded failed naming it, and it is not put in the ledger as deletable."""
+    drill_id, _, point = approve_and_start_restore(drills, clock)
+    other_arn = dr.restore_copy(drills.clients, "orders-restored-by-hand")
+    drills.od.status("od-job-1", "COMPLETED", started=clock.now(), point=point, created=other_arn, took_s=900)
+    drills.driver.run_until_idle()
+    run = run_of(drills, drill_id)
+    assert copy_exists(drills, "orders-restored-by-hand") and copy_exists(drills, "orders")
+    assert run["status"] == "recorded" and run["outcome"] != "passed", run
+    assert "orders-restored-by-hand is not a drill copy's name" in run["detail"]
+    assert outcomes(drills, "teardown")[0].startswith("failed:")
+    assert "orders-restored-by-hand" not in [c["identifier"] for c in ledger(drills).get("copies", [])]
+
+
 def test_kill_switch_refuses_the_drill_and_an_approved_restore(drills, clock):
     drills.set_kill_switch("global", True)
     [d] = start()["decisions"]
