@@ -174,6 +174,42 @@ def test_approval_timeout_means_no_drill_nothing_restored_and_audited(drills, cl
     assert late["outcome"] == "skipped:not-awaiting-approval"
 
 
+def test_an_approval_whose_callback_failed_is_reported_failed_and_the_next_approve_delivers_it(drills, clock,
+                                                                                                monkeypatch):
+    from botocore.exceptions import ClientError
+
+    drill_id, _ = started_drill(drills)
+    drills.driver.run_due()
+    real = drills.driver.send_task_success
+    calls = {"n": 0}
+
+    def throttled_once(**params: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "SendTaskSuccess")
+        return real(**params)
+
+    monkeypatch.setattr(drills.driver, "send_task_success", throttled_once)
+    [first] = answer("approve_drill", drill_id)["decisions"]
+    assert first["outcome"] == "failed:ThrottlingException", first
+    assert run_of(drills, drill_id)["status"] == "awaiting-approval"
+    copy_id = run_of(drills, drill_id)["copy_id"]
+    drills.od.start(copy_id, [od.recovery_point(dr.cluster_arn("orders"), clock.now() - timedelta(minutes=10))])
+    [again] = answer("approve_drill", drill_id, operator="carol")["decisions"]
+    assert again["outcome"] == "executed" and again["after"]["workflow"]["approved_by"] == "carol", again
+    drills.driver.run_due()
+    assert run_of(drills, drill_id)["status"] == "restoring"
+
+
+def test_the_requester_cannot_approve_their_own_drill(drills, clock):
+    drill_id, _ = started_drill(drills)  # requested by alice
+    drills.driver.run_due()
+    [d] = answer("approve_drill", drill_id, operator="alice")["decisions"]
+    assert d["outcome"] == "skipped:self-approval" and "another operator must approve it" in d["detail"]
+    assert run_of(drills, drill_id)["status"] == "awaiting-approval"
+    assert answer("approve_drill", drill_id)["decisions"][0]["outcome"] == "executed"  # bob may
+
+
 def test_rejected_drill_restores_nothing(drills, clock):
     drill_id, _ = started_drill(drills)
     drills.driver.run_due()
