@@ -66,10 +66,12 @@ OPERATIONS = CONSOLE_OPERATIONS | set(wf.STEPS)
 # drill's own copy or record; none starts a restore.
 SAFETY_OPERATIONS = frozenset({"reject_drill", wf.AWAIT_APPROVAL, wf.POLL_RESTORE, wf.VALIDATE, wf.TEARDOWN,
                                wf.RECORD_LEFTOVER, wf.RECORD_RESULT})
-# Steps that run under every kill-switch level, `hard-stop` included: they only delete the drill's own copy (never
-# anything else: delete_copy refuses other names) or record a leftover or a result. Holding them would leave a
-# copy of production data up, unrecorded and unalarmed (a drill always ends with its copy gone or alarmed).
-CLEANUP_OPERATIONS = frozenset({wf.TEARDOWN, wf.RECORD_LEFTOVER, wf.RECORD_RESULT})
+# Steps that run under every kill-switch level, `hard-stop` included: they only write Reflex's own records (a
+# leftover in the ledger, alarmed by check_drills; the result). Holding them would leave a copy of production data
+# up, unrecorded and unalarmed (a drill always ends with its copy gone or alarmed). The teardown itself deletes an
+# AWS resource: `hard-stop` holds it like every other change (an operator who stops everything in an incident may
+# need that copy, e.g. to recover deleted rows); after its retries the copy is recorded as a leftover instead.
+CLEANUP_OPERATIONS = frozenset({wf.RECORD_LEFTOVER, wf.RECORD_RESULT})
 # What a run's status tells the workflow (`$.verdict`).
 VERDICT_OF_STATUS = {RESTORING: wf.STARTED, REFUSED: wf.REFUSED, RESTORED: wf.COMPLETED,
                      RESTORE_FAILED: wf.FAILED}
