@@ -321,6 +321,13 @@ class FailoverReaction:
             return _skip(intent, "no-route53", f"{target.name} has no Route 53 record configured; the global "
                          "database's writer endpoint follows the promotion by itself", {"run": checked.run_id})
         db = GlobalDatabase(rt.clients, target)
+        # The run record says promoted, but the writer may have moved since (a manual switchover, an AWS-side
+        # recovery): the swap follows only what the global cluster shows now.
+        state = db.state(target.secondary_region)
+        if state.writer != checked.target_arn or state.failover_state:
+            return _skip(intent, "writer-moved", f"the writer of {target.global_cluster} is {state.writer} "
+                         f"({state.status}), not {cluster_id_of(checked.target_arn)} as run {checked.run_id} "
+                         "recorded: Route 53 not swapped; check the writer (runbook)", state.as_dict(), page=True)
         records = db.records()
         wanted = _set_of(target, checked.target_arn, list(records.records))
         current = records.primary_set()
@@ -332,7 +339,7 @@ class FailoverReaction:
         return _action(intent, wf.ROUTE, {"primary_set": current},
                        {"primary_set": wanted, "workflow": {"verdict": wf.CONTINUE}},
                        f"Route 53 {target.record_name}: {wanted} becomes PRIMARY, {current} SECONDARY",
-                       set_identifier=wanted)
+                       set_identifier=wanted, target_arn=checked.target_arn)
 
     def _plan_complete(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         checked = self._own_run(intent, target, rt, frozenset({runs.PROMOTED, runs.COMPLETED}))
@@ -432,6 +439,9 @@ class FailoverReaction:
                              updated_at=now)
         elif op == wf.ROUTE:
             db = GlobalDatabase(rt.clients, target)
+            writer = db.state(target.secondary_region).writer
+            if writer != p["target_arn"]:
+                raise WriterMoved(f"the writer is {writer} now, not {p['target_arn']}: not swapping Route 53")
             records = db.records()
             if records.primary_set() != action.before.get("primary_set"):
                 raise RecordsMoved(f"Route 53 PRIMARY is {records.primary_set()} now, not "
@@ -561,6 +571,10 @@ class FailoverReaction:
 
 class RecordsMoved(RuntimeError):
     """The Route 53 records changed between the plan and the swap: nothing was changed."""
+
+
+class WriterMoved(RuntimeError):
+    """The global cluster's writer is not the run's target any more, right before the Route 53 swap: not swapped."""
 
 
 def _runs(rt: ReactionRuntime) -> RunStore:
