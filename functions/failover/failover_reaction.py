@@ -50,7 +50,7 @@ from failover.prechecks import Mode, PrecheckReport, run_prechecks
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
-from reflex_core.pipeline import GuardSettings, Reconciled
+from reflex_core.pipeline import GuardSettings, Reconciled, Superseded
 from reflex_core.recovery_config import Failover, RecoveryStageConfig
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
@@ -228,12 +228,23 @@ class FailoverReaction:
                        run_id=checked.run_id)
 
     def _plan_reject(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
+        """An operator's stop: cancels the run as long as it has not acted (waiting at the gate, approved but its
+        callback pending, or approved and held before the act by the kill switch or the lock)."""
         run = _runs(rt).load(target.name).run
-        checked = self._waiting(intent, run, rt)
-        if isinstance(checked, Skip):
-            return checked
-        return _action(intent, "reject", {"run": checked.run_id, "status": checked.status},
-                       {"status": runs.NOT_APPROVED}, intent.reason, run_id=checked.run_id)
+        wanted = intent.params.get("run_id")
+        if run is None or not run.not_acted:
+            if run is not None and run.status in runs.IN_FLIGHT:
+                last = (f"run {run.run_id} is {run.status}: the database call was made (or may have been); a "
+                        "reject cannot undo it (runbook: check the writer)")
+            else:
+                last = f"the last run ({run.run_id}) is {run.status}" if run else "there has been none"
+            return _skip(intent, "no-run-waiting", f"no failover run is waiting to act; {last}",
+                         {"run": run.public() if run else None})
+        if wanted and wanted != run.run_id:
+            return _skip(intent, "other-run", f"run {wanted} is not the current one ({run.run_id})",
+                         {"run": run.public()})
+        return _action(intent, "reject", {"run": run.run_id, "status": run.status},
+                       {"status": runs.NOT_APPROVED}, intent.reason, run_id=run.run_id)
 
     @staticmethod
     def _waiting(intent: Intent, run: FailoverRun | None, rt: ReactionRuntime) -> FailoverRun | Skip:
@@ -379,8 +390,13 @@ class FailoverReaction:
             if closing == "not-approved":
                 detail = f"not approved within {target.approval_timeout_s}s (gate timed out); nothing was done"
             elif closing == "failed":
-                acted = ("the database call was made: check the writer (runbook)" if run.acted_at
-                         else "nothing was done to the database")
+                if run.acted_at:
+                    acted = "the database call was made: check the writer (runbook)"
+                elif run.attempted_at:
+                    acted = ("the database call was attempted and may have landed (its answer is unknown): check "
+                             "the writer (runbook)")
+                else:
+                    acted = "nothing was done to the database"
                 detail = f"failed: {error or 'a step failed after its retries'}; {acted}"
             else:
                 detail = "a pre-check after the approval refused; nothing was done"
@@ -422,18 +438,34 @@ class FailoverReaction:
         elif op == "approve":
             self._execute_approve(action, target, rt, now)
         elif op == "reject":
+            # The record first, fenced on the run not having acted (the act's mark is fenced the same way): from
+            # then on the act step refuses; then the gate (if it still waits) fails.
             run = store.load(target.name).run
-            if run is not None and run.run_id == p["run_id"] and run.approval_token:
-                self._fail_token(rt, run.approval_token, wf.REJECTED_ERROR, f"rejected by {p['operator']}")
-            store.update_run(target.name, p["run_id"], runs.BEFORE_ACTING, status=runs.NOT_APPROVED,
-                             approval_token=None, updated_at=now,
-                             detail=f"rejected by {p['operator']}: {p['why']}; nothing was done"[:1000])
+            gate_token = run.approval_token if run is not None and run.run_id == p["run_id"] else None
+            if store.update_run(target.name, p["run_id"], runs.BEFORE_ACTING, require=lambda r: r.not_acted,
+                                status=runs.NOT_APPROVED, approval_token=None, updated_at=now,
+                                detail=f"rejected by {p['operator']}: {p['why']}; nothing was done"[:1000]) is None:
+                raise Superseded("run-acted", f"run {p['run_id']} acted or ended meanwhile: nothing rejected")
+            if gate_token:
+                self._fail_token(rt, gate_token, wf.REJECTED_ERROR, f"rejected by {p['operator']}")
         elif op == wf.ACT:
+            # Write-ahead mark, conditional on the run still approved and not rejected: an approval cancelled while
+            # the act waited (kill switch, lock) is never acted on; after this the call may have landed.
+            if store.update_run(target.name, p["run_id"], frozenset({runs.APPROVED}), attempted_at=now,
+                                updated_at=now) is None:
+                raise Superseded("run-closed", f"run {p['run_id']} is no longer approved (rejected or ended): "
+                                 "nothing was done to the database")
             db = GlobalDatabase(rt.clients, target)
-            if p["api"] == "failover":
-                db.failover(str(p["target_arn"]))
-            else:
-                db.switchover(str(p["target_arn"]))
+            try:
+                if p["api"] == "failover":
+                    db.failover(str(p["target_arn"]))
+                else:
+                    db.switchover(str(p["target_arn"]))
+            except ClientError:
+                # RDS answered with an error: the call was refused, nothing was done (unlike a lost answer).
+                store.update_run(target.name, p["run_id"], frozenset({runs.APPROVED}), attempted_at=None,
+                                 updated_at=now)
+                raise
         elif op == "promoted":
             store.update_run(target.name, p["run_id"], frozenset({runs.PROMOTING}), status=runs.PROMOTED,
                              updated_at=now)
