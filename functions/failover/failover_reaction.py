@@ -63,6 +63,7 @@ ReactionRuntime = Runtime[RecoveryStageConfig]
 MAX_ACTIONS_PER_HOUR = 20
 _TOKEN_CACHE = 64
 _GONE_TOKEN = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+NOT_STARTED = "NOT-STARTED"  # the run's execution does not exist
 
 
 class GateGone(RuntimeError):
@@ -188,21 +189,50 @@ class FailoverReaction:
                                   "run": record.run.public() if record.run else None}
         if not report.passed:
             return _skip(intent, "precheck-refused", report.summary(), before)
+        replaces: str | None = None
         if intent.operation == "start":
             run = record.run
+            if run is not None and run.run_id == p["run_id"] and run.status in runs.ENDED:
+                # The same request id (idempotency key) as a run that has ended (the idempotency window passed):
+                # its workflow cannot be started again under the same name.
+                return _skip(intent, "request-id-used", f"this command's request_id was used by run {run.run_id}, "
+                             f"which ended {run.status}; send it with a new request_id to start a new run", before)
             if run is not None and run.in_flight(now) and run.run_id != p["run_id"]:
-                return _skip(intent, "failover-in-flight", f"run {run.run_id} ({run.mode}, {run.status}, asked by "
-                             f"{run.requested_by}) holds {target.global_cluster}; reject it or let it end", before)
+                workflow = self._workflow_status(rt, run.run_id)
+                if workflow in (None, "RUNNING"):
+                    return _skip(intent, "failover-in-flight", f"run {run.run_id} ({run.mode}, {run.status}, asked "
+                                 f"by {run.requested_by}) holds {target.global_cluster}; reject it or let it end",
+                                 before)
+                # Its workflow never started or has ended (e.g. CloseFailed): the run no longer holds anything; the
+                # pre-checks above read the global database as it is now.
+                before["replaces"] = {"run": run.run_id, "status": run.status, "workflow": workflow}
+                replaces = run.run_id
             last = rt.store.last_actions(target.key).get("out")
             if last is not None and now - last < target.cooldown_s:
                 return _skip(intent, "cooldown", f"{target.global_cluster} was promoted {now - last:.0f}s ago "
                              f"(cooldown {target.cooldown_s}s)", before)
         deadline = now + target.approval_timeout_s
         return _action(intent, "start" if intent.operation == "start" else report.mode, before,
-                       {"run": p.get("run_id"), "status": runs.STARTED},
+                       {"run": p.get("run_id"), "status": runs.STARTED, "execution": "RUNNING"},
                        f"{intent.reason} -> {report.summary()}; then waits for approve_failover until "
                        f"{iso(datetime.fromtimestamp(deadline, tz=UTC))}",
-                       source=report.source_arn, target_arn=report.target_arn, deadline=deadline)
+                       source=report.source_arn, target_arn=report.target_arn, deadline=deadline, replaces=replaces)
+
+    def _workflow_status(self, rt: ReactionRuntime, run_id: str) -> str | None:
+        """The status of run `run_id`'s execution (RUNNING, SUCCEEDED, FAILED, ...; NOT-STARTED when it does not
+        exist), or None when Step Functions could not be read (then the run is taken as running)."""
+        try:
+            resp = rt.clients.stepfunctions.describe_execution(executionArn=self._execution_arn(rt, run_id))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return NOT_STARTED
+            logger.warning("could not read the run's execution", extra={"run": run_id, "error": str(err)})
+            return None
+        return str(resp.get("status") or "") or None
+
+    def _execution_arn(self, rt: ReactionRuntime, run_id: str) -> str:
+        head, _, machine = self._state_machine(rt).rpartition(":stateMachine:")
+        return f"{head}:execution:{machine}:{run_id}"
 
     def _plan_approve(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         run = _runs(rt).load(target.name).run
@@ -232,6 +262,15 @@ class FailoverReaction:
         callback pending, or approved and held before the act by the kill switch or the lock)."""
         run = _runs(rt).load(target.name).run
         wanted = intent.params.get("run_id")
+        if run is not None and run.status in runs.IN_FLIGHT and not run.not_acted and (
+                wanted in (None, run.run_id)):
+            workflow = self._workflow_status(rt, run.run_id)
+            if workflow not in (None, "RUNNING"):
+                # The run acted, then its workflow ended without closing it (CloseFailed): the operator closes it.
+                return _action(intent, "reject", {"run": run.run_id, "status": run.status, "workflow": workflow},
+                               {"status": runs.FAILED}, f"{intent.reason} (closing run {run.run_id}: its workflow "
+                               f"ended {workflow} after the database call; check the writer)", run_id=run.run_id,
+                               ended=workflow)
         if run is None or not run.not_acted:
             if run is not None and run.status in runs.IN_FLIGHT:
                 last = (f"run {run.run_id} is {run.status}: the database call was made (or may have been); a "
@@ -437,6 +476,12 @@ class FailoverReaction:
             self._fail_token(rt, self._token(action), wf.REJECTED_ERROR, action.reason)
         elif op == "approve":
             self._execute_approve(action, target, rt, now)
+        elif op == "reject" and p.get("ended"):
+            if store.update_run(target.name, p["run_id"], runs.IN_FLIGHT, require=lambda r: not r.not_acted,
+                                status=runs.FAILED, approval_token=None, updated_at=now,
+                                detail=f"closed by {p['operator']} after its workflow ended {p['ended']}: "
+                                       f"{p['why']}; the database call was made: check the writer"[:1000]) is None:
+                raise Superseded("run-closed", f"run {p['run_id']} changed meanwhile: not closed")
         elif op == "reject":
             # The record first, fenced on the run not having acted (the act's mark is fenced the same way): from
             # then on the act step refuses; then the gate (if it still waits) fails.
@@ -490,7 +535,8 @@ class FailoverReaction:
         store = _runs(rt)
         record = store.load(target.name)
         if record.run is None or record.run.run_id != p["run_id"]:
-            if record.run is not None and record.run.in_flight(now):
+            if (record.run is not None and record.run.in_flight(now)
+                    and record.run.run_id != p.get("replaces")):
                 raise runs.RunConflict(f"run {record.run.run_id} started meanwhile")
             run = FailoverRun(run_id=p["run_id"], failover=target.name, mode=p["mode"], source_arn=str(p["source"]),
                               target_arn=str(p["target_arn"]), status=runs.STARTED, requested_by=p["operator"],
@@ -505,6 +551,9 @@ class FailoverReaction:
                     "approval_timeout_s": target.approval_timeout_s}, sort_keys=True))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                # No workflow: the run must not hold the global database (a retry or a new request proceeds).
+                store.update_run(target.name, p["run_id"], frozenset({runs.STARTED}), status=runs.FAILED,
+                                 updated_at=now, detail=f"its workflow did not start ({err}); nothing was done"[:1000])
                 raise
 
     @staticmethod
@@ -563,7 +612,10 @@ class FailoverReaction:
             return {"primary_set": GlobalDatabase(rt.clients, target).records().primary_set()}
         run = _runs(rt).load(target.name).run
         if op == "start":
-            return {"run": run.run_id if run else None, "status": run.status if run else None}
+            # Started means the run is recorded *and* its workflow exists.
+            execution = self._workflow_status(rt, str(action.params["run_id"])) if run else None
+            return {"run": run.run_id if run else None, "status": run.status if run else None,
+                    "execution": execution}
         out = {"status": run.status if run else None}
         if op == "approve":
             out["approved_by"] = run.approved_by if run else None
