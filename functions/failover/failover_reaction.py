@@ -7,12 +7,15 @@ Console commands (docs/runbooks/region-loss.md; events/failover/):
 * `failover` (mode switchover | failover) and `failback` -> pre-checks; refused with the reason, or the run is
   recorded (`failover#<name>`: one run in flight per global database) and the workflow started (execution named
   after the run, itself derived from the command's idempotency key: a repeated command starts nothing new).
-* `approve_failover` / `reject_failover` -> complete the gate's callback token (approver != requester).
+* `approve_failover` / `reject_failover` -> complete the gate's callback token (approver != requester). A reject
+  cancels any run that has not acted (even approved, held by the kill switch); it also closes a run that acted and
+  whose workflow has ended (CloseFailed). A run whose workflow never started or has ended holds nothing.
 
 Workflow steps (`reflex_step`, workflow_definition.py): `wait_for_approval` stores the token; `act` re-runs the
 pre-checks (state may have changed while waiting) and calls SwitchoverGlobalCluster or FailoverGlobalCluster;
-`await_writer` polls until the target is the writer; `route` swaps the Route 53 failover roles; `complete` verifies
-and records; `close` records a run that ends otherwise (not approved, refused, failed; the latter is paged).
+`await_writer` polls until the target is the writer; `route` re-reads the writer and swaps the Route 53 failover
+roles only if it is the target; `complete` verifies and records; `close` records a run that ends otherwise (not
+approved, refused, failed; the latter is paged).
 
 Every step passes the same guardrails (kill switch, lock per global cluster, rate limit, cooldown, dry-run) and
 leaves an audit record. The act's write-ahead intent is scoped to the run, so whatever retries it (Lambda, the

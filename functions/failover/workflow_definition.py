@@ -131,7 +131,9 @@ def failover_definition(function_arn: str) -> dict[str, Any]:
         "AbandonedEnd": {"Type": "Fail", "Error": "Reflex.FailoverFailed",
                          "Cause": "the failover failed or did not finish; see the audit trail and the runbook"},
         "CloseFailed": {"Type": "Fail", "Error": "Reflex.CloseFailed",
-                        "Cause": "the run could not be closed; it ends by itself after its approval deadline"},
+                        "Cause": "the run could not be closed; one that never acted ends by itself after its "
+                                 "approval deadline; one that acted holds nothing once this execution ended: check "
+                                 "the writer, then reject_failover closes it (runbook)"},
     }
     return {"Comment": "Reflex regional failover: approval gate, pre-checks, promote, Route 53, verify",
             "StartAt": "Approval", "States": states}
