@@ -445,6 +445,9 @@ class FailoverReaction:
             store.update_run(target.name, run.run_id, runs.IN_FLIGHT, status=status, detail=detail[:1000],
                              approval_token=None, updated_at=now)
         before = {"run": run.run_id, "status": run.status}
+        if closing == "failed" and run.status == runs.NOT_APPROVED and not (run.acted_at or run.attempted_at):
+            # Rejected by an operator after its gate (e.g. held before the act): the act refused; nothing failed.
+            return _skip(intent, "not-approved", f"run {run.run_id} ({run.mode}) {detail}", before)
         if closing == "not-approved":
             return _skip(intent, "not-approved", f"run {run.run_id} ({run.mode}) {detail}", before)
         if closing == "failed":
