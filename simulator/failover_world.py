@@ -218,6 +218,19 @@ class WorkflowFake:
         head, _, machine = params["stateMachineArn"].rpartition(":stateMachine:")
         return {"executionArn": f"{head}:execution:{machine}:{name}", "startDate": datetime(2026, 1, 1)}
 
+    def describe_execution(self, **params: Any) -> dict[str, Any]:
+        name = params["executionArn"].rsplit(":", 1)[-1]
+        execution = self.executions.get(name)
+        if execution is None:
+            raise _error("ExecutionDoesNotExist", f"Execution Does Not Exist: {params['executionArn']}",
+                         "DescribeExecution")
+        return {"executionArn": params["executionArn"], "name": name, "status": execution.get("status", "RUNNING"),
+                "input": json.dumps(execution["input"])}
+
+    def end(self, name: str, status: str = "FAILED") -> None:
+        """The execution `name` ended (the fake does not run workflows: the test says how it ended)."""
+        self.executions[name]["status"] = status
+
     def new_token(self) -> str:
         token = f"token-{next(self._tokens)}-" + "x" * 40
         self.live_tokens.add(token)

@@ -10,7 +10,7 @@ verify; `failover.workflow_definition`), and least-privilege IAM:
 * route53:ListResourceRecordSets on the configured hosted zones; route53:ChangeResourceRecordSets on them, only
   for the configured record names and types, only CREATE and DELETE (the atomic role swap);
   route53:GetHealthCheckStatus on health checks (their ids are read from the records: `healthcheck/*`);
-* states:StartExecution and the callbacks on the failover state machine.
+* states:StartExecution and the callbacks on the failover state machine; DescribeExecution on its executions.
 
 Pure mappings (`failover_policy_statements`) are tested without synthesizing.
 """
@@ -54,6 +54,12 @@ def _record_name(target: Failover) -> str:
     return target.record_name.lower().rstrip(".")
 
 
+def _executions_of(state_machine_arn: str) -> str:
+    """Every execution of the machine: `...:stateMachine:<name>` -> `...:execution:<name>:*`."""
+    head, _, name = state_machine_arn.rpartition(":stateMachine:")
+    return f"{head}:execution:{name}:*"
+
+
 def failover_policy_statements(stack: Stack, recovery: Recovery, state_machine_arn: str) -> list[iam.PolicyStatement]:
     partition, account = stack.partition, stack.account
     global_arns = sorted({f"arn:{partition}:rds::{account}:global-cluster:{f.global_cluster}"
@@ -80,6 +86,10 @@ def failover_policy_statements(stack: Stack, recovery: Recovery, state_machine_a
         iam.PolicyStatement(sid="StartFailovers", actions=["states:StartExecution"], resources=[state_machine_arn]),
         iam.PolicyStatement(sid="CompleteApprovals", actions=["states:SendTaskFailure", "states:SendTaskSuccess"],
                             resources=[state_machine_arn]),
+        # Did the run's workflow start, is it still running (a run whose workflow ended no longer holds the
+        # global database)?
+        iam.PolicyStatement(sid="ReadFailoverExecutions", actions=["states:DescribeExecution"],
+                            resources=[_executions_of(state_machine_arn)]),
     ]
     with_dns = [t for t in recovery.failover if t.dns]
     if with_dns:
@@ -122,6 +132,8 @@ class RecoveryFailover(Construct):
         statements = failover_policy_statements(stack, props.recovery, machine_arn)
         policy = iam.Policy(self, "Policy", statements=statements, roles=[self.function.role])
         acknowledge_wildcard_statements(policy, statements, {
+            "ReadFailoverExecutions": "Executions of the failover machine only, named after each run (read-only: "
+                                      "DescribeExecution).",
             "ReadMemberInstances": "DescribeDBInstances is filtered by the member cluster (db-cluster-id); the "
                                    "instances' ids are not in the config, so the db:* of the two regions, read-only.",
             "ReadReplicationLag": "cloudwatch:GetMetricStatistics has no resource type (Service Authorization "

@@ -38,7 +38,7 @@ class PlanFailover(_Command):
 
 class StartFailover(_Command):
     """Move the writer to the secondary region: `switchover` (planned, no data loss) or `failover` (the primary is
-    lost; with a lag above the RPO, or unknown, only with `accept_data_loss_s` >= the lag)."""
+    lost; with a lag above the RPO only with `accept_data_loss_s` >= the lag; with the lag unknown, >= the RPO)."""
 
     command: Literal["failover"]
     mode: Literal["switchover", "failover"]

@@ -7,12 +7,15 @@ Console commands (docs/runbooks/region-loss.md; events/failover/):
 * `failover` (mode switchover | failover) and `failback` -> pre-checks; refused with the reason, or the run is
   recorded (`failover#<name>`: one run in flight per global database) and the workflow started (execution named
   after the run, itself derived from the command's idempotency key: a repeated command starts nothing new).
-* `approve_failover` / `reject_failover` -> complete the gate's callback token (approver != requester).
+* `approve_failover` / `reject_failover` -> complete the gate's callback token (approver != requester). A reject
+  cancels any run that has not acted (even approved, held by the kill switch); it also closes a run that acted and
+  whose workflow has ended (CloseFailed). A run whose workflow never started or has ended holds nothing.
 
 Workflow steps (`reflex_step`, workflow_definition.py): `wait_for_approval` stores the token; `act` re-runs the
 pre-checks (state may have changed while waiting) and calls SwitchoverGlobalCluster or FailoverGlobalCluster;
-`await_writer` polls until the target is the writer; `route` swaps the Route 53 failover roles; `complete` verifies
-and records; `close` records a run that ends otherwise (not approved, refused, failed; the latter is paged).
+`await_writer` polls until the target is the writer; `route` re-reads the writer and swaps the Route 53 failover
+roles only if it is the target; `complete` verifies and records; `close` records a run that ends otherwise (not
+approved, refused, failed; the latter is paged).
 
 Every step passes the same guardrails (kill switch, lock per global cluster, rate limit, cooldown, dry-run) and
 leaves an audit record. The act's write-ahead intent is scoped to the run, so whatever retries it (Lambda, the
@@ -50,7 +53,7 @@ from failover.prechecks import Mode, PrecheckReport, run_prechecks
 from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.observability import logger
-from reflex_core.pipeline import GuardSettings, Reconciled
+from reflex_core.pipeline import GuardSettings, Reconciled, Superseded
 from reflex_core.recovery_config import Failover, RecoveryStageConfig
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
@@ -63,6 +66,7 @@ ReactionRuntime = Runtime[RecoveryStageConfig]
 MAX_ACTIONS_PER_HOUR = 20
 _TOKEN_CACHE = 64
 _GONE_TOKEN = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+NOT_STARTED = "NOT-STARTED"  # the run's execution does not exist
 
 
 class GateGone(RuntimeError):
@@ -188,21 +192,50 @@ class FailoverReaction:
                                   "run": record.run.public() if record.run else None}
         if not report.passed:
             return _skip(intent, "precheck-refused", report.summary(), before)
+        replaces: str | None = None
         if intent.operation == "start":
             run = record.run
+            if run is not None and run.run_id == p["run_id"] and run.status in runs.ENDED:
+                # The same request id (idempotency key) as a run that has ended (the idempotency window passed):
+                # its workflow cannot be started again under the same name.
+                return _skip(intent, "request-id-used", f"this command's request_id was used by run {run.run_id}, "
+                             f"which ended {run.status}; send it with a new request_id to start a new run", before)
             if run is not None and run.in_flight(now) and run.run_id != p["run_id"]:
-                return _skip(intent, "failover-in-flight", f"run {run.run_id} ({run.mode}, {run.status}, asked by "
-                             f"{run.requested_by}) holds {target.global_cluster}; reject it or let it end", before)
+                workflow = self._workflow_status(rt, run.run_id)
+                if workflow in (None, "RUNNING"):
+                    return _skip(intent, "failover-in-flight", f"run {run.run_id} ({run.mode}, {run.status}, asked "
+                                 f"by {run.requested_by}) holds {target.global_cluster}; reject it or let it end",
+                                 before)
+                # Its workflow never started or has ended (e.g. CloseFailed): the run no longer holds anything; the
+                # pre-checks above read the global database as it is now.
+                before["replaces"] = {"run": run.run_id, "status": run.status, "workflow": workflow}
+                replaces = run.run_id
             last = rt.store.last_actions(target.key).get("out")
             if last is not None and now - last < target.cooldown_s:
                 return _skip(intent, "cooldown", f"{target.global_cluster} was promoted {now - last:.0f}s ago "
                              f"(cooldown {target.cooldown_s}s)", before)
         deadline = now + target.approval_timeout_s
         return _action(intent, "start" if intent.operation == "start" else report.mode, before,
-                       {"run": p.get("run_id"), "status": runs.STARTED},
+                       {"run": p.get("run_id"), "status": runs.STARTED, "execution": "RUNNING"},
                        f"{intent.reason} -> {report.summary()}; then waits for approve_failover until "
                        f"{iso(datetime.fromtimestamp(deadline, tz=UTC))}",
-                       source=report.source_arn, target_arn=report.target_arn, deadline=deadline)
+                       source=report.source_arn, target_arn=report.target_arn, deadline=deadline, replaces=replaces)
+
+    def _workflow_status(self, rt: ReactionRuntime, run_id: str) -> str | None:
+        """The status of run `run_id`'s execution (RUNNING, SUCCEEDED, FAILED, ...; NOT-STARTED when it does not
+        exist), or None when Step Functions could not be read (then the run is taken as running)."""
+        try:
+            resp = rt.clients.stepfunctions.describe_execution(executionArn=self._execution_arn(rt, run_id))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return NOT_STARTED
+            logger.warning("could not read the run's execution", extra={"run": run_id, "error": str(err)})
+            return None
+        return str(resp.get("status") or "") or None
+
+    def _execution_arn(self, rt: ReactionRuntime, run_id: str) -> str:
+        head, _, machine = self._state_machine(rt).rpartition(":stateMachine:")
+        return f"{head}:execution:{machine}:{run_id}"
 
     def _plan_approve(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         run = _runs(rt).load(target.name).run
@@ -228,12 +261,32 @@ class FailoverReaction:
                        run_id=checked.run_id)
 
     def _plan_reject(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
+        """An operator's stop: cancels the run as long as it has not acted (waiting at the gate, approved but its
+        callback pending, or approved and held before the act by the kill switch or the lock)."""
         run = _runs(rt).load(target.name).run
-        checked = self._waiting(intent, run, rt)
-        if isinstance(checked, Skip):
-            return checked
-        return _action(intent, "reject", {"run": checked.run_id, "status": checked.status},
-                       {"status": runs.NOT_APPROVED}, intent.reason, run_id=checked.run_id)
+        wanted = intent.params.get("run_id")
+        if run is not None and run.status in runs.IN_FLIGHT and not run.not_acted and (
+                wanted in (None, run.run_id)):
+            workflow = self._workflow_status(rt, run.run_id)
+            if workflow not in (None, "RUNNING"):
+                # The run acted, then its workflow ended without closing it (CloseFailed): the operator closes it.
+                return _action(intent, "reject", {"run": run.run_id, "status": run.status, "workflow": workflow},
+                               {"status": runs.FAILED}, f"{intent.reason} (closing run {run.run_id}: its workflow "
+                               f"ended {workflow} after the database call; check the writer)", run_id=run.run_id,
+                               ended=workflow)
+        if run is None or not run.not_acted:
+            if run is not None and run.status in runs.IN_FLIGHT:
+                last = (f"run {run.run_id} is {run.status}: the database call was made (or may have been); a "
+                        "reject cannot undo it (runbook: check the writer)")
+            else:
+                last = f"the last run ({run.run_id}) is {run.status}" if run else "there has been none"
+            return _skip(intent, "no-run-waiting", f"no failover run is waiting to act; {last}",
+                         {"run": run.public() if run else None})
+        if wanted and wanted != run.run_id:
+            return _skip(intent, "other-run", f"run {wanted} is not the current one ({run.run_id})",
+                         {"run": run.public()})
+        return _action(intent, "reject", {"run": run.run_id, "status": run.status},
+                       {"status": runs.NOT_APPROVED}, intent.reason, run_id=run.run_id)
 
     @staticmethod
     def _waiting(intent: Intent, run: FailoverRun | None, rt: ReactionRuntime) -> FailoverRun | Skip:
@@ -321,6 +374,13 @@ class FailoverReaction:
             return _skip(intent, "no-route53", f"{target.name} has no Route 53 record configured; the global "
                          "database's writer endpoint follows the promotion by itself", {"run": checked.run_id})
         db = GlobalDatabase(rt.clients, target)
+        # The run record says promoted, but the writer may have moved since (a manual switchover, an AWS-side
+        # recovery): the swap follows only what the global cluster shows now.
+        state = db.state(target.secondary_region)
+        if state.writer != checked.target_arn or state.failover_state:
+            return _skip(intent, "writer-moved", f"the writer of {target.global_cluster} is {state.writer} "
+                         f"({state.status}), not {cluster_id_of(checked.target_arn)} as run {checked.run_id} "
+                         "recorded: Route 53 not swapped; check the writer (runbook)", state.as_dict(), page=True)
         records = db.records()
         wanted = _set_of(target, checked.target_arn, list(records.records))
         current = records.primary_set()
@@ -332,7 +392,7 @@ class FailoverReaction:
         return _action(intent, wf.ROUTE, {"primary_set": current},
                        {"primary_set": wanted, "workflow": {"verdict": wf.CONTINUE}},
                        f"Route 53 {target.record_name}: {wanted} becomes PRIMARY, {current} SECONDARY",
-                       set_identifier=wanted)
+                       set_identifier=wanted, target_arn=checked.target_arn)
 
     def _plan_complete(self, intent: Intent, target: Failover, rt: ReactionRuntime) -> Action | Skip:
         checked = self._own_run(intent, target, rt, frozenset({runs.PROMOTED, runs.COMPLETED}))
@@ -372,14 +432,22 @@ class FailoverReaction:
             if closing == "not-approved":
                 detail = f"not approved within {target.approval_timeout_s}s (gate timed out); nothing was done"
             elif closing == "failed":
-                acted = ("the database call was made: check the writer (runbook)" if run.acted_at
-                         else "nothing was done to the database")
+                if run.acted_at:
+                    acted = "the database call was made: check the writer (runbook)"
+                elif run.attempted_at:
+                    acted = ("the database call was attempted and may have landed (its answer is unknown): check "
+                             "the writer (runbook)")
+                else:
+                    acted = "nothing was done to the database"
                 detail = f"failed: {error or 'a step failed after its retries'}; {acted}"
             else:
                 detail = "a pre-check after the approval refused; nothing was done"
             store.update_run(target.name, run.run_id, runs.IN_FLIGHT, status=status, detail=detail[:1000],
                              approval_token=None, updated_at=now)
         before = {"run": run.run_id, "status": run.status}
+        if closing == "failed" and run.status == runs.NOT_APPROVED and not (run.acted_at or run.attempted_at):
+            # Rejected by an operator after its gate (e.g. held before the act): the act refused; nothing failed.
+            return _skip(intent, "not-approved", f"run {run.run_id} ({run.mode}) {detail}", before)
         if closing == "not-approved":
             return _skip(intent, "not-approved", f"run {run.run_id} ({run.mode}) {detail}", before)
         if closing == "failed":
@@ -414,24 +482,49 @@ class FailoverReaction:
             self._fail_token(rt, self._token(action), wf.REJECTED_ERROR, action.reason)
         elif op == "approve":
             self._execute_approve(action, target, rt, now)
+        elif op == "reject" and p.get("ended"):
+            if store.update_run(target.name, p["run_id"], runs.IN_FLIGHT, require=lambda r: not r.not_acted,
+                                status=runs.FAILED, approval_token=None, updated_at=now,
+                                detail=f"closed by {p['operator']} after its workflow ended {p['ended']}: "
+                                       f"{p['why']}; the database call was made: check the writer"[:1000]) is None:
+                raise Superseded("run-closed", f"run {p['run_id']} changed meanwhile: not closed")
         elif op == "reject":
+            # The record first, fenced on the run not having acted (the act's mark is fenced the same way): from
+            # then on the act step refuses; then the gate (if it still waits) fails.
             run = store.load(target.name).run
-            if run is not None and run.run_id == p["run_id"] and run.approval_token:
-                self._fail_token(rt, run.approval_token, wf.REJECTED_ERROR, f"rejected by {p['operator']}")
-            store.update_run(target.name, p["run_id"], runs.BEFORE_ACTING, status=runs.NOT_APPROVED,
-                             approval_token=None, updated_at=now,
-                             detail=f"rejected by {p['operator']}: {p['why']}; nothing was done"[:1000])
+            gate_token = run.approval_token if run is not None and run.run_id == p["run_id"] else None
+            if store.update_run(target.name, p["run_id"], runs.BEFORE_ACTING, require=lambda r: r.not_acted,
+                                status=runs.NOT_APPROVED, approval_token=None, updated_at=now,
+                                detail=f"rejected by {p['operator']}: {p['why']}; nothing was done"[:1000]) is None:
+                raise Superseded("run-acted", f"run {p['run_id']} acted or ended meanwhile: nothing rejected")
+            if gate_token:
+                self._fail_token(rt, gate_token, wf.REJECTED_ERROR, f"rejected by {p['operator']}")
         elif op == wf.ACT:
+            # Write-ahead mark, conditional on the run still approved and not rejected: an approval cancelled while
+            # the act waited (kill switch, lock) is never acted on; after this the call may have landed.
+            if store.update_run(target.name, p["run_id"], frozenset({runs.APPROVED}), attempted_at=now,
+                                updated_at=now) is None:
+                raise Superseded("run-closed", f"run {p['run_id']} is no longer approved (rejected or ended): "
+                                 "nothing was done to the database")
             db = GlobalDatabase(rt.clients, target)
-            if p["api"] == "failover":
-                db.failover(str(p["target_arn"]))
-            else:
-                db.switchover(str(p["target_arn"]))
+            try:
+                if p["api"] == "failover":
+                    db.failover(str(p["target_arn"]))
+                else:
+                    db.switchover(str(p["target_arn"]))
+            except ClientError:
+                # RDS answered with an error: the call was refused, nothing was done (unlike a lost answer).
+                store.update_run(target.name, p["run_id"], frozenset({runs.APPROVED}), attempted_at=None,
+                                 updated_at=now)
+                raise
         elif op == "promoted":
             store.update_run(target.name, p["run_id"], frozenset({runs.PROMOTING}), status=runs.PROMOTED,
                              updated_at=now)
         elif op == wf.ROUTE:
             db = GlobalDatabase(rt.clients, target)
+            writer = db.state(target.secondary_region).writer
+            if writer != p["target_arn"]:
+                raise WriterMoved(f"the writer is {writer} now, not {p['target_arn']}: not swapping Route 53")
             records = db.records()
             if records.primary_set() != action.before.get("primary_set"):
                 raise RecordsMoved(f"Route 53 PRIMARY is {records.primary_set()} now, not "
@@ -448,7 +541,8 @@ class FailoverReaction:
         store = _runs(rt)
         record = store.load(target.name)
         if record.run is None or record.run.run_id != p["run_id"]:
-            if record.run is not None and record.run.in_flight(now):
+            if (record.run is not None and record.run.in_flight(now)
+                    and record.run.run_id != p.get("replaces")):
                 raise runs.RunConflict(f"run {record.run.run_id} started meanwhile")
             run = FailoverRun(run_id=p["run_id"], failover=target.name, mode=p["mode"], source_arn=str(p["source"]),
                               target_arn=str(p["target_arn"]), status=runs.STARTED, requested_by=p["operator"],
@@ -463,6 +557,9 @@ class FailoverReaction:
                     "approval_timeout_s": target.approval_timeout_s}, sort_keys=True))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                # No workflow: the run must not hold the global database (a retry or a new request proceeds).
+                store.update_run(target.name, p["run_id"], frozenset({runs.STARTED}), status=runs.FAILED,
+                                 updated_at=now, detail=f"its workflow did not start ({err}); nothing was done"[:1000])
                 raise
 
     @staticmethod
@@ -521,7 +618,10 @@ class FailoverReaction:
             return {"primary_set": GlobalDatabase(rt.clients, target).records().primary_set()}
         run = _runs(rt).load(target.name).run
         if op == "start":
-            return {"run": run.run_id if run else None, "status": run.status if run else None}
+            # Started means the run is recorded *and* its workflow exists.
+            execution = self._workflow_status(rt, str(action.params["run_id"])) if run else None
+            return {"run": run.run_id if run else None, "status": run.status if run else None,
+                    "execution": execution}
         out = {"status": run.status if run else None}
         if op == "approve":
             out["approved_by"] = run.approved_by if run else None
@@ -561,6 +661,10 @@ class FailoverReaction:
 
 class RecordsMoved(RuntimeError):
     """The Route 53 records changed between the plan and the swap: nothing was changed."""
+
+
+class WriterMoved(RuntimeError):
+    """The global cluster's writer is not the run's target any more, right before the Route 53 swap: not swapped."""
 
 
 def _runs(rt: ReactionRuntime) -> RunStore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,9 @@ class FailoverRun:
     approval_token: str | None = None
     approved_by: str | None = None
     acted_at: float | None = None
+    # Set right before the act's RDS call (its write-ahead mark): from then on the call may have landed, whatever
+    # its answer; the run can no longer be rejected and is never said to have done nothing.
+    attempted_at: float | None = None
     updated_at: float = 0.0
     detail: str = ""
 
@@ -60,7 +64,13 @@ class FailoverRun:
         if self.status not in IN_FLIGHT:
             return False
         # A run that never acted and whose gate closed long ago is abandoned (the workflow is gone).
-        return not (self.status in BEFORE_ACTING and now > self.approval_deadline + STALE_GRACE_S)
+        return not (self.status in BEFORE_ACTING and self.attempted_at is None
+                    and now > self.approval_deadline + STALE_GRACE_S)
+
+    @property
+    def not_acted(self) -> bool:
+        """Nothing was (or may have been) done to the database yet: an operator's reject still cancels it."""
+        return self.status in BEFORE_ACTING and self.attempted_at is None
 
     def public(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -107,13 +117,15 @@ class RunStore:
             raise
         return dataclasses.replace(record, version=version)
 
-    def update_run(self, failover: str, run_id: str, allowed: frozenset[str], **changes: Any) -> FailoverRun | None:
+    def update_run(self, failover: str, run_id: str, allowed: frozenset[str], *,
+                   require: Callable[[FailoverRun], bool] | None = None, **changes: Any) -> FailoverRun | None:
         """Change run `run_id` if it is still in one of the `allowed` statuses (re-read and retried on a race).
-        Returns the run as written, or None when it is not that run or not in those statuses any more (fenced)."""
+        Returns the run as written, or None when it is not that run or not in those statuses any more, or `require`
+        does not hold (fenced)."""
         for _ in range(3):
             record = self.load(failover)
             run = record.run
-            if run is None or run.run_id != run_id or run.status not in allowed:
+            if run is None or run.run_id != run_id or run.status not in allowed or (require and not require(run)):
                 return None
             changed = dataclasses.replace(run, **changes)
             last = record.last_completed

@@ -4,7 +4,8 @@
 * switchover: primary -> secondary, SwitchoverGlobalCluster; refused unless both clusters are healthy and the lag
   is known and <= the RPO.
 * failover: primary -> secondary, FailoverGlobalCluster(AllowDataLoss); refused unless the secondary is healthy;
-  a lag above the RPO (or unknown) only with `accept_data_loss_s` >= the lag.
+  a lag above the RPO only with `accept_data_loss_s` >= the lag; an unknown lag only with `accept_data_loss_s` >=
+  the RPO.
 * failback: secondary -> original primary, SwitchoverGlobalCluster; refused unless the old primary is a healthy
   member again and the lag is steady (>= 3 datapoints in 5 minutes) and <= the RPO.
 
@@ -131,10 +132,12 @@ def run_prechecks(db: GlobalDatabase, target: Failover, identifier: str, rpo_s: 
                             f"{lag.window_s // 60} minutes, {STEADY_DATAPOINTS} needed)")
     else:
         if lag.max_s is None:
-            if accept_data_loss_s is None:
-                problems.append("accept_data_loss_s: the replication lag is unknown (no data: the primary region may "
-                                "be gone); a failover needs an explicit accept_data_loss_s (seconds of writes you "
-                                "accept to lose)")
+            if accept_data_loss_s is None or accept_data_loss_s < rpo_s:
+                # An unknown lag is bounded only by what was accepted: at least the RPO (what the objectives
+                # already accept); accepting less than that would claim a bound nobody measured.
+                problems.append(f"accept_data_loss_s: the replication lag is unknown (no data: the primary region "
+                                f"may be gone); a failover then needs accept_data_loss_s >= the RPO {rpo_s}s "
+                                f"(seconds of writes you accept to lose; given: {accept_data_loss_s})")
             else:
                 report.notes.append(f"lag unknown; up to {accept_data_loss_s}s of data loss accepted")
         elif lag.max_s > rpo_s:

@@ -23,6 +23,8 @@ VERDICT_OF_SKIP = {
     "promotion-in-progress": wf.WAIT,
     "promotion-stuck": wf.STUCK,
     "verify-failed": wf.STUCK,
+    # The Route 53 step found the writer is not the run's target any more: nothing swapped, abandoned (paged).
+    "writer-moved": wf.STUCK,
     "already-done": wf.CONTINUE,
     "already-promoted": wf.CONTINUE,
     "already-routed": wf.CONTINUE,

@@ -54,12 +54,15 @@ def _payload(step: str, callback: bool) -> dict[str, Any]:
     return {"reflex_step": body}
 
 
-def _retry() -> list[dict[str, Any]]:
+def _retry(*, never: list[str] | None = None) -> list[dict[str, Any]]:
+    """Retriers are matched in order, the first match decides: `never` (MaxAttempts 0) keeps those errors from the
+    generic States.TaskFailed retrier (which matches every task error but States.Timeout)."""
     return [
         {"ErrorEquals": _LAMBDA_TRANSIENT, "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2.0},
         # The kill switch, the lock or the breaker refused the step for now: 3 s, 6 s, ... about 3.4 h in all, then
         # the run is abandoned (recorded failed, paged). Nothing was done while it waited.
         {"ErrorEquals": [STEP_DEFERRED], "IntervalSeconds": 3, "MaxAttempts": 12, "BackoffRate": 2.0},
+        *([{"ErrorEquals": never, "MaxAttempts": 0}] if never else []),
         # An AWS call failed after its own retries (audited failed:<code>): two more tries, then Abandon.
         {"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 10, "MaxAttempts": 2, "BackoffRate": 2.0},
     ]
@@ -71,7 +74,8 @@ def _task(function_arn: str, step: str, next_state: str, *, callback: bool = Fal
         "Type": "Task", "Comment": comment,
         "Resource": "arn:aws:states:::lambda:invoke" + (".waitForTaskToken" if callback else ""),
         "Parameters": {"FunctionName": function_arn, "Payload": _payload(step, callback)},
-        "Retry": _retry(),
+        # A rejected gate (Reflex.Rejected) must not wait again: straight to its Catch (NotApproved).
+        "Retry": _retry(never=[REJECTED_ERROR] if callback else None),
         "Catch": catch if catch is not None else [
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Abandon"}],
         "Next": next_state,
@@ -127,7 +131,9 @@ def failover_definition(function_arn: str) -> dict[str, Any]:
         "AbandonedEnd": {"Type": "Fail", "Error": "Reflex.FailoverFailed",
                          "Cause": "the failover failed or did not finish; see the audit trail and the runbook"},
         "CloseFailed": {"Type": "Fail", "Error": "Reflex.CloseFailed",
-                        "Cause": "the run could not be closed; it ends by itself after its approval deadline"},
+                        "Cause": "the run could not be closed; one that never acted ends by itself after its "
+                                 "approval deadline; one that acted holds nothing once this execution ended: check "
+                                 "the writer, then reject_failover closes it (runbook)"},
     }
     return {"Comment": "Reflex regional failover: approval gate, pre-checks, promote, Route 53, verify",
             "StartAt": "Approval", "States": states}

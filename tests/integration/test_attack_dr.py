@@ -249,6 +249,11 @@ def test_attack7_failover_request_id_reused_after_idempotency_ttl_claims_a_start
             w.clock.now(), state_name="CloseNotApproved")
     assert _run(w).status == "not-approved"
     w.clock.advance(4 * 3600)  # past guardrails.idempotency_ttl_s (3600)
+    # Setup: Powertools expires idempotency records on wall-clock time, not the virtual clock: drop them as the TTL
+    # would have (as tests/integration/test_failure_semantics.py does).
+    ddb = w.clients.dynamodb
+    for item in ddb.scan(TableName=w.settings.idempotency_table)["Items"]:
+        ddb.delete_item(TableName=w.settings.idempotency_table, Key={"id": item["id"]})
     fo.put_lag(w.clients, [900.0, 800.0], w.clock.now())
     d = decision(fo_invoke(command("failover", mode="switchover", request_id="orders-failover")))
     run = _run(w)
@@ -412,6 +417,7 @@ def test_attack13_failover_run_that_acted_but_could_not_be_closed_blocks_every_l
         state = fo_step(name, state, w.clock.now())
     assert _run(w).status == "promoted"
     # Route failed after its retries -> Abandon -> CloseAbandoned failed after its retries -> CloseFailed (ended).
+    w.fo.workflow.end(state["run_id"], "FAILED")  # setup: the workflow fake does not run executions; tell it
     w.clock.advance(2 * 86400)
     fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now(), cluster="orders", region="us-east-1")
     fo.put_lag(w.clients, [100.0, 120.0, 90.0], w.clock.now())
