@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -56,6 +55,7 @@ from reflex_core.actions import Action, Intent, Skip
 from reflex_core.clock import iso
 from reflex_core.recovery_config import ProtectedResource, RecoveryStageConfig
 from reflex_core.runtime import Runtime
+from reflex_core.step_results import TaskTokens
 from reflex_core.triggers import Trigger
 
 ReactionRuntime = Runtime[RecoveryStageConfig]
@@ -130,8 +130,7 @@ def drill_id_for(resource: ProtectedResource, trigger: Trigger) -> str:
 class OnDemandDrills:
     def __init__(self) -> None:
         # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
-        self._tokens: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._tokens = TaskTokens(_TOKEN_CACHE)
 
     # ------------------------------------------------------------------ intents
     def intents(self, trigger: Trigger, request: Any, rt: ReactionRuntime) -> list[Intent | Skip]:
@@ -162,21 +161,12 @@ class OnDemandDrills:
         params: dict[str, Any] = {"drill_id": request.drill_id, "state": request.model_dump(mode="json"),
                                   "execution": trigger.step.execution}
         if trigger.step.task_token:
-            params["token_ref"] = self._remember(trigger.step.task_token)
+            params["token_ref"] = self._tokens.remember(trigger.step.task_token)
         return [Intent(policy=res.name, target_key=res.key, target=_target(res), operation=trigger.step.step,
                        params=params, reason=f"drill workflow step {trigger.step.step} of {request.drill_id}")]
 
-    def _remember(self, token: str) -> str:
-        ref = hashlib.sha256(token.encode()).hexdigest()[:16]
-        with self._lock:
-            if len(self._tokens) >= _TOKEN_CACHE:
-                self._tokens.clear()
-            self._tokens[ref] = token
-        return ref
-
     def _token(self, action: Action) -> str:
-        with self._lock:
-            return self._tokens[str(action.params["token_ref"])]
+        return self._tokens.of(action)
 
     @staticmethod
     def _runs(rt: ReactionRuntime) -> RunStore:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +56,7 @@ from reflex_core.pipeline import GuardSettings, Reconciled, Superseded
 from reflex_core.recovery_config import Failover, RecoveryStageConfig
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
+from reflex_core.step_results import TaskTokens
 from reflex_core.triggers import Trigger, TriggerError
 
 ReactionRuntime = Runtime[RecoveryStageConfig]
@@ -79,8 +79,7 @@ class FailoverReaction:
 
     def __init__(self) -> None:
         # Callback tokens of the gate steps being handled, by fingerprint: tokens never enter the audit trail.
-        self._tokens: dict[str, str] = {}
-        self._tokens_lock = threading.Lock()
+        self._tokens = TaskTokens(_TOKEN_CACHE)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
@@ -105,7 +104,7 @@ class FailoverReaction:
                                       "execution": trigger.step.execution, "closing": request.closing,
                                       "error": _error_of(request)}
             if trigger.step.task_token:
-                params["token_ref"] = self._remember_token(trigger.step.task_token)
+                params["token_ref"] = self._tokens.remember(trigger.step.task_token)
             op = {wf.APPROVAL: "open_gate"}.get(trigger.step.step, trigger.step.step)
             return [_intent(target, op, f"workflow step {trigger.step.step} of {request.run_id}",
                             quiet=op == wf.AWAIT_WRITER, **params)]
@@ -133,17 +132,8 @@ class FailoverReaction:
             return f"failover-run:{intent.params['run_id']}:act"
         return None
 
-    def _remember_token(self, token: str) -> str:
-        ref = hashlib.sha256(token.encode()).hexdigest()[:16]
-        with self._tokens_lock:
-            if len(self._tokens) >= _TOKEN_CACHE:
-                self._tokens.clear()
-            self._tokens[ref] = token
-        return ref
-
     def _token(self, action: Action) -> str:
-        with self._tokens_lock:
-            return self._tokens[str(action.params["token_ref"])]
+        return self._tokens.of(action)
 
     # ------------------------------------------------------------------ guard settings
     def allowed_targets(self, rt: ReactionRuntime) -> set[str]:

@@ -69,6 +69,7 @@ from reflex_core.pipeline import GuardSettings, Superseded
 from reflex_core.promotion_config import COLOURS, Colour, PromotionPair, PromotionStageConfig, other
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
+from reflex_core.step_results import TaskTokens
 from reflex_core.triggers import Trigger, TriggerError
 
 
@@ -123,8 +124,7 @@ class PromotionReaction:
 
     def __init__(self) -> None:
         # Callback tokens of the steps being handled, by fingerprint: tokens never enter the audit trail.
-        self._tokens: dict[str, str] = {}
-        self._tokens_lock = threading.Lock()
+        self._tokens = TaskTokens(_TOKEN_CACHE)
         # A guard alarm's weights, written before the pipeline runs (fast_rollback.py).
         self.fast_rollback = FastRollback()
         # Per invocation (thread): what `execute` found fenced (see execute).
@@ -200,7 +200,7 @@ class PromotionReaction:
         assert pair is not None
         params: dict[str, Any] = {"state": request.model_dump(mode="json"), "execution": trigger.step.execution}
         if trigger.step.task_token:
-            params["token_ref"] = self._remember_token(trigger.step.task_token)
+            params["token_ref"] = self._tokens.remember(trigger.step.task_token)
         return [self._intent(pair, trigger.step.step, f"workflow step {trigger.step.step} of {request.promotion_id}",
                              **params)]
 
@@ -222,17 +222,8 @@ class PromotionReaction:
         return Intent(policy=pair.name, target_key=_key(pair), target={"pair": pair.name, "kind": pair.target.kind},
                       operation=operation, params=params, reason=reason, quiet=quiet)
 
-    def _remember_token(self, token: str) -> str:
-        ref = hashlib.sha256(token.encode()).hexdigest()[:16]
-        with self._tokens_lock:
-            if len(self._tokens) >= _TOKEN_CACHE:
-                self._tokens.clear()
-            self._tokens[ref] = token
-        return ref
-
     def _token(self, action: Action) -> str:
-        with self._tokens_lock:
-            return self._tokens[str(action.params["token_ref"])]
+        return self._tokens.of(action)
 
     # ------------------------------------------------------------------ guard settings
     def allowed_targets(self, rt: ReactionRuntime) -> set[str]:

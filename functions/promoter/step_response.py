@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from promoter import workflow_definition as wf
+from reflex_core.step_results import StepDeferred, StepRejected, step_decision
+
+__all__ = ["StepDeferred", "StepRejected", "workflow_response"]  # the errors, re-exported for the tests
 
 # Guardrails that may let the same step through later.
 DEFERRING = frozenset({"kill-switch", "locked", "circuit-open", "circuit-open-tripped", "duplicate-in-progress"})
@@ -28,26 +31,12 @@ VERDICT_OF_SKIP = {
 }
 
 
-class StepDeferred(RuntimeError):  # the class name is the error the Retry matches
-    """A guardrail refused the step for now; the workflow retries it later."""
-
-
-class StepRejected(RuntimeError):  # the class name is the error the Catch sees
-    """The step's payload did not validate."""
-
-
 def workflow_response(event: Any, result: dict[str, Any]) -> dict[str, Any]:
-    if not (isinstance(event, dict) and isinstance(event.get("reflex_step"), dict)):
+    found = step_decision(event, result)
+    if found is None:
         return result
-    if result.get("status") == "rejected":
-        raise StepRejected("; ".join(result.get("errors", []))[:1000])
-    step = event["reflex_step"]
+    step, decision, head, reason = found
     state = dict(step.get("input") or {})
-    decisions = result.get("decisions") or []
-    if not decisions:
-        raise StepDeferred("the step produced no decision")
-    decision = decisions[0]
-    head, _, reason = str(decision["outcome"]).partition(":")
     if head in ("executed", "dry-run"):
         state.update((decision.get("intended") or {}).get("workflow", {}))
         state.update((decision.get("after") or {}).get("workflow", {}))

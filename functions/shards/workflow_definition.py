@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reflex_core.step_results import StepDeferred, StepRejected, step_decision
+
 ADVANCE = "advance"
 STEPS = (ADVANCE,)
 STEP_DEFERRED = "StepDeferred"
@@ -21,14 +23,6 @@ STEP_REJECTED = "StepRejected"
 
 _LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                      "Lambda.TooManyRequestsException", "Lambda.Unknown"]
-
-
-class StepDeferred(RuntimeError):  # the class name is the error the Retry matches
-    """A guardrail refused the step for now; the workflow retries it later."""
-
-
-class StepRejected(RuntimeError):
-    """The step's payload did not validate."""
 
 
 def move_definition(function_arn: str) -> dict[str, Any]:
@@ -72,16 +66,11 @@ def move_definition(function_arn: str) -> dict[str, Any]:
 
 def step_response(event: Any, result: dict[str, Any]) -> dict[str, Any]:
     """The workflow's next state from the pipeline's result (other triggers get the result unchanged)."""
-    if not (isinstance(event, dict) and isinstance(event.get("reflex_step"), dict)):
+    found = step_decision(event, result)
+    if found is None:
         return result
-    if result.get("status") == "rejected":
-        raise StepRejected("; ".join(result.get("errors", []))[:1000])
-    state = dict(event["reflex_step"].get("input") or {})
-    decisions = result.get("decisions") or []
-    if not decisions:
-        raise StepDeferred("the step produced no decision")
-    decision = decisions[0]
-    head, _, reason = str(decision["outcome"]).partition(":")
+    reflex_step, decision, head, reason = found
+    state = dict(reflex_step.get("input") or {})
     if head == "executed":
         step = (decision.get("after") or {}).get("step") or (decision.get("intended") or {}).get("step") or {}
         state.update(phase=step.get("phase"), wait_s=int(-(-float(step.get("wait_s") or 0) // 1)),
