@@ -12,9 +12,12 @@ the source rows are deleted), and the tables are vacuumed between moves (not tim
 1. Copy throughput (`block_writes`): the mover's copy phase (`Mover._copy`, timed around the call: chunk
    bounds, binary COPY streamed source -> target through the mover's process, the progress row) against
    `psql -c "COPY (SELECT <same columns> FROM orders WHERE <same bucket filter>) TO STDOUT" | psql -c "COPY
-   orders_baseline FROM STDIN"` (text format, a table with the same definition and primary key but no fence
-   trigger) on the same rows, alternated in the same run. MB/s = the rows' bytes in the table
-   (sum(pg_column_size(row))), the same figure for both. Target: ours >= 0.8 x the pipe.
+   ... FROM STDIN"` (text format) on the same rows, alternated in the same run, into two destinations: (A) the
+   target shard's own `orders`, the table the mover writes into, in the same state and with the session set up
+   as the mover's chunk (`session_replication_role = replica`: no trigger fires), the rows deleted again
+   afterwards; (B) an empty `orders_baseline` of the same definition without trigger (the only baseline until
+   2026-12-02, session 7). MB/s = the rows' bytes in the table (sum(pg_column_size(row))), the same for all.
+   Target: ours >= 0.8 x pipe A (like for like); the ratio to pipe B is printed next to it.
 2. Fence (write unavailability of the moving bucket, `MoveRecord.fence_ms`: from just before the source's
    fence to the switch) per mode and size, p50/p99/max over the runs (nearest rank: with 3-10 runs the p99
    is the max). Target: online p99 < 1 s at both sizes; block_writes grows with the size (reported).
@@ -149,7 +152,8 @@ def psql_pipe(pgc: PostgresCluster, src_db: str, dst_db: str, select: str, *, in
               where: str = "true") -> tuple[float, int]:
     """The baseline: psql COPY TO STDOUT piped into psql COPY FROM STDIN (text format). (seconds, rows).
 
-    `into="orders_baseline"`: an empty table of the same definition, no trigger (the baseline until 2026-12-03).
+    `into="orders_baseline"`: an empty table of the same definition, no trigger (the only baseline until
+    2026-12-02, session 7).
     `into="orders"`: like for like, the table the mover writes into, in the same state (the target shard's
     filler rows, its fence trigger, the space its last delete left), in a session set up as the mover's chunk is
     (`session_replication_role = replica`, `reflex.mover = on`: no trigger fires). The rows are deleted again
