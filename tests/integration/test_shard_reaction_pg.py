@@ -204,8 +204,12 @@ def test_abort_during_the_grace_period_rolls_back(shards_world: dict[str, Any]) 
     driver, clock = env["driver"], env["clock"]
     from datetime import timedelta
 
-    driver.run_until(clock.now() + timedelta(seconds=60))
     mover = _mover(env)
+    # Until the switch, in virtual time but well inside the 600 s grace period. Steps that wait in real time
+    # (catch-up, with real deadlines) can take a few more virtual rounds on a loaded machine: no fixed 60 s.
+    end = clock.now() + timedelta(seconds=400)
+    while mover.load(move_id).phase != "switched" and clock.now() < end:
+        driver.run_until(clock.now() + timedelta(seconds=10))
     assert mover.load(move_id).phase == "switched"
     out = _console(env, command="abort", move_id=move_id)["decisions"][0]
     assert out["outcome"] == "executed" and out["after"] == {"moves": {move_id: "abort"}}
