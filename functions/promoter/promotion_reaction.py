@@ -573,8 +573,8 @@ class PromotionReaction:
             if current == target and not self._rollback_unfinished(rt, ctx.pair, p, stop=own is None):
                 return self._skip(intent, ctx, "already-rolled-back", f"promotion {p.id} is {p.status}: "
                                                                       f"{p.reason}", weights=current)
-            empty = [c for c in COLOURS if target[c] > current.get(c, 0) and ctx.traffic.healthy(c) == 0]
-            if ctx.record.blocked and intent.quiet and empty:
+            if ctx.record.blocked and intent.quiet and any(
+                    target[c] > current.get(c, 0) and ctx.traffic.healthy(c) == 0 for c in COLOURS):
                 # The reconcile found it could not enforce this before, and paged: quiet until the colour can take
                 # traffic again (then it is enforced) or an operator settles it with `close`.
                 return self._skip(intent, ctx, "enforce-blocked", f"promotion {p.id} is {p.status} onto "
