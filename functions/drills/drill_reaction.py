@@ -45,6 +45,7 @@ from reflex_core.pipeline import GuardSettings
 from reflex_core.recovery_config import BACKUP_RESOURCE_TYPE, ProtectedResource, RecoveryStageConfig, max_backup_gap_s
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
+from reflex_core.step_results import check_step
 from reflex_core.triggers import Trigger, TriggerError
 
 ReactionRuntime = Runtime[RecoveryStageConfig]
@@ -137,12 +138,7 @@ class DrillReaction:
             return command
         if trigger.kind == "step" and trigger.step is not None:
             step = trigger.step
-            if step.step not in wf.STEPS:
-                raise TriggerError([f"reflex_step.step: unknown step {step.step!r}; expected one of "
-                                    f"{', '.join(wf.STEPS)}"])
-            if (step.step in wf.CALLBACK_STEPS) != (step.task_token is not None):
-                raise TriggerError(["reflex_step.task_token: required for, and only for, "
-                                    f"{', '.join(sorted(wf.CALLBACK_STEPS))}"])
+            check_step(step.step, step.task_token is not None, wf.STEPS, wf.CALLBACK_STEPS)
             try:
                 state = DrillState.model_validate(step.input)
             except ValidationError as err:

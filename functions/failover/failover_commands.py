@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from failover import workflow_definition as wf
 from reflex_core.config_base import format_validation_error
 from reflex_core.recovery_config import RecoveryStageConfig
+from reflex_core.step_results import check_step
 from reflex_core.triggers import TriggerError
 
 COMMANDS = ("plan_failover", "failover", "failback", "approve_failover", "reject_failover")
@@ -112,10 +113,7 @@ def validate_command(payload: dict[str, Any] | None, config: RecoveryStageConfig
 
 
 def validate_step(step: str, has_token: bool, state: dict[str, Any], config: RecoveryStageConfig) -> WorkflowState:
-    if step not in wf.STEPS:
-        raise TriggerError([f"reflex_step.step: unknown step {step!r}; expected one of {', '.join(wf.STEPS)}"])
-    if (step in wf.CALLBACK_STEPS) != has_token:
-        raise TriggerError([f"reflex_step.task_token: required for, and only for, {', '.join(wf.CALLBACK_STEPS)}"])
+    check_step(step, has_token, wf.STEPS, wf.CALLBACK_STEPS)
     try:
         parsed = WorkflowState.model_validate(state)
     except ValidationError as err:

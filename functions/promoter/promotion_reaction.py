@@ -69,7 +69,7 @@ from reflex_core.pipeline import GuardSettings, Superseded
 from reflex_core.promotion_config import COLOURS, Colour, PromotionPair, PromotionStageConfig, other
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory, Promotion, PromotionConflict, PromotionRecord
-from reflex_core.step_results import TaskTokens
+from reflex_core.step_results import TaskTokens, check_step
 from reflex_core.triggers import Trigger, TriggerError
 
 
@@ -149,12 +149,7 @@ class PromotionReaction:
             return None
         if trigger.kind == "step" and trigger.step is not None:
             step = trigger.step
-            if step.step not in wf.STEPS:
-                raise TriggerError([f"reflex_step.step: unknown step {step.step!r}; expected one of "
-                                    f"{', '.join(wf.STEPS)}"])
-            if (step.step in wf.CALLBACK_STEPS) != (step.task_token is not None):
-                raise TriggerError(["reflex_step.task_token: required for, and only for, "
-                                    f"{' and '.join(sorted(wf.CALLBACK_STEPS))}"])
+            check_step(step.step, step.task_token is not None, wf.STEPS, wf.CALLBACK_STEPS)
             return validate_workflow_state(step.input, rt.config)
         return None
 

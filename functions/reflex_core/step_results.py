@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Collection, Sequence
 from typing import Any
+
+from reflex_core.triggers import TriggerError
 
 
 class StepDeferred(RuntimeError):  # the class name is the error the Retry matches
@@ -31,6 +34,18 @@ def step_decision(event: Any, result: dict[str, Any]) -> tuple[dict[str, Any], d
     decision = decisions[0]
     head, _, reason = str(decision["outcome"]).partition(":")
     return event["reflex_step"], decision, head, reason
+
+
+def check_step(step: str, has_token: bool, steps: Sequence[str], callback_steps: Collection[str] = ()) -> None:
+    """A `reflex_step`'s name is one of the workflow's `steps`, and it carries a callback token if and only if it
+    is one of `callback_steps`; otherwise a TriggerError naming the field."""
+    if step not in steps:
+        raise TriggerError([f"reflex_step.step: unknown step {step!r}; expected one of {', '.join(steps)}"])
+    if (step in callback_steps) != has_token:
+        if not callback_steps:
+            raise TriggerError(["reflex_step.task_token: this workflow's steps take no callback token"])
+        raise TriggerError(["reflex_step.task_token: required for, and only for, "
+                            f"{', '.join(sorted(callback_steps))}"])
 
 
 class TaskTokens:

@@ -28,6 +28,7 @@ from reflex_core.pipeline import GuardSettings
 from reflex_core.runtime import Runtime
 from reflex_core.sharding_config import ShardingStageConfig, ShardSet
 from reflex_core.state_store import AlarmMemory
+from reflex_core.step_results import check_step
 from reflex_core.triggers import AlarmInfo, Trigger, TriggerError
 from shards import pg
 from shards import workflow_definition as wf
@@ -108,8 +109,7 @@ class ShardReaction:
                                     "(balance_check)"])
             return None
         if trigger.kind == "step" and trigger.step is not None:
-            if trigger.step.step not in wf.STEPS:
-                raise TriggerError([f"reflex_step.step: unknown step {trigger.step.step!r}; expected advance"])
+            check_step(trigger.step.step, trigger.step.task_token is not None, wf.STEPS)
             return validate_move_state(trigger.step.input, rt.config)
         return None
 
