@@ -44,7 +44,8 @@ def test_check_step_refuses_any_token_in_a_workflow_without_callbacks() -> None:
 def test_step_decision_reads_the_first_decision_and_raises_what_the_retry_and_catch_match() -> None:
     event = {"reflex_step": {"step": "act"}}
     assert step_decision({"not": "a step"}, {}) is None
-    assert step_decision(event, {"decisions": [{"outcome": "skipped:cooldown"}]})[2:] == ("skipped", "cooldown")
+    read = step_decision(event, {"decisions": [{"outcome": "skipped:cooldown"}]})
+    assert read is not None and read[2:] == ("skipped", "cooldown")
     with pytest.raises(StepRejected, match="bad field"):
         step_decision(event, {"status": "rejected", "errors": ["bad field"]})
     with pytest.raises(StepDeferred):
