@@ -17,21 +17,17 @@ Pure mappings (`failover_policy_statements`) are tested without synthesizing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, CfnResource, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from failover.workflow_definition import failover_definition
-from reflex_constructs.nag_acknowledgements import acknowledge, acknowledge_wildcard_statements, wildcard_resource_rule
+from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
 from reflex_constructs.reaction_function import ReactionFunction, ReactionFunctionProps, StageResources
+from reflex_constructs.standard_workflow import StandardWorkflowSpec, build_standard_workflow
 from reflex_core.recovery_config import Failover, Recovery
 
 REACTION = "failover"
@@ -122,13 +118,19 @@ class RecoveryFailover(Construct):
         self.function = ReactionFunction(self, "Function", ReactionFunctionProps(
             reaction=REACTION, shared=props.shared, workflow_arn=machine_arn, timeout_s=120,
             description=f"Reflex failover ({stage}): Aurora Global Database switchover/failover behind approval"))
-        self.log_group_name = f"/aws/vendedlogs/states/{self.state_machine_name}"
-        self.key = self._build_key()
-        self.log_group = logs.LogGroup(self, "WorkflowLogs", log_group_name=self.log_group_name,
-                                       encryption_key=self.key, retention=props.log_retention,
-                                       removal_policy=RemovalPolicy.DESTROY)
-        self.state_machine = self._build_state_machine()
-        self.failed_alarm = self._build_alarm(props.shared)
+        parts = build_standard_workflow(self, StandardWorkflowSpec(
+            name=self.state_machine_name, definition=failover_definition(self.function.function.function_arn),
+            function_arn=self.function.function.function_arn, topic=props.shared.notifications.topic,
+            comment="Reflex regional failover",
+            # Not approved, refused, failed: every failover execution that does not complete deserves a notice.
+            failed_description="A regional failover ended without completing (not approved, refused after "
+                               "approval, or failed); see the audit trail and docs/runbooks/region-loss.md.",
+            log_retention=props.log_retention, log_id="WorkflowLogs"))
+        self.key = parts.key
+        self.log_group_name = parts.log_group_name
+        self.log_group = parts.log_group
+        self.state_machine = parts.state_machine
+        self.failed_alarm = parts.failed_alarm
         statements = failover_policy_statements(stack, props.recovery, machine_arn)
         policy = iam.Policy(self, "Policy", statements=statements, roles=[self.function.role])
         acknowledge_wildcard_statements(policy, statements, {
@@ -141,53 +143,3 @@ class RecoveryFailover(Construct):
             "ReadRecordHealth": "The health check ids are read from the failover records at run time (not in the "
                                 "config): healthcheck/* for GetHealthCheckStatus, read-only.",
         })
-
-    def _build_key(self) -> kms.Key:
-        stack = Stack.of(self)
-        key = kms.Key(self, "LogsKey", description=f"Encrypts the logs of the {self.state_machine_name} state machine",
-                      enable_key_rotation=True, removal_policy=RemovalPolicy.DESTROY, pending_window=Duration.days(7))
-        key.add_to_resource_policy(iam.PolicyStatement(
-            sid="CloudWatchLogsForThisLogGroup",
-            principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-            actions=["kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
-                     "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"],
-            resources=["*"],
-            conditions={"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": stack.format_arn(
-                service="logs", resource="log-group", resource_name=self.log_group_name,
-                arn_format=ArnFormat.COLON_RESOURCE_NAME)}},
-        ))
-        return key
-
-    def _build_state_machine(self) -> sfn.StateMachine:
-        function_arn = self.function.function.function_arn
-        machine = sfn.StateMachine(
-            self, "StateMachine",
-            state_machine_name=self.state_machine_name,
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(failover_definition(function_arn))),
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-            tracing_enabled=True,
-            comment="Reflex regional failover",
-        )
-        cfn_machine = machine.node.default_child
-        assert isinstance(cfn_machine, CfnResource)
-        # cfn-lint W3005: as for the functions, CDK's DependsOn on the role is redundant with the RoleArn GetAtt.
-        cfn_machine.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
-        machine.add_to_role_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function_arn]))
-        acknowledge(machine.role, wildcard_resource_rule(self, "*"),
-                    "Step Functions logging (logs:CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, "
-                    "DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, "
-                    "DescribeLogGroups) and X-Ray tracing (xray:PutTraceSegments, PutTelemetryRecords, "
-                    "GetSamplingRules, GetSamplingTargets) support no resource-level permissions.")
-        return machine
-
-    def _build_alarm(self, shared: StageResources) -> cloudwatch.Alarm:
-        # Not approved, refused, failed: every failover execution that does not complete deserves a notice.
-        alarm = self.state_machine.metric_failed(period=Duration.minutes(1), statistic="Sum").create_alarm(
-            self, "FailedAlarm", alarm_name=f"{self.state_machine_name}-failed",
-            alarm_description="A regional failover ended without completing (not approved, refused after approval, "
-                              "or failed); see the audit trail and docs/runbooks/region-loss.md.",
-            threshold=0, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1, treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-        alarm.add_alarm_action(cloudwatch_actions.SnsAction(shared.notifications.topic))
-        return alarm
