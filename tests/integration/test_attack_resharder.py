@@ -148,3 +148,147 @@ def test_after_a_lost_response_the_scale_out_cooldown_still_holds(world, reshard
     response = reshard({"reflex_schedule": {"name": "reflex-dev-resharder-evaluate", "operation": "evaluate",
                                             "scheduled_time": "2026-11-26T09:10:00Z", "execution_id": "x"}})
     assert len(stub.modifications) == 1, (stub.modifications, response)
+
+
+# --------------------------------------------------------------------------- someone else's change
+
+
+def test_a_change_started_by_someone_else_between_plan_and_execute_is_not_audited_as_ours(
+        world, reshard, stub, clock) -> None:
+    """Defect: plan() reads the group `available`; an operator then starts their own resharding in the console
+    (or another tool does); execute() re-reads, finds `modifying` and silently returns ("Our first call went
+    through (or someone else's change is running): do not send another one"). The pipeline treats a normal
+    return as success: the audit says `executed` for add_shards to 4 shards, which Reflex never sent, and the
+    scale-out cooldown starts. Expected: the first attempt of an action that finds the group modifying without
+    having sent anything is not `executed` (e.g. `skipped:busy` / superseded), and no ModifyReplicationGroup-
+    ShardConfiguration was sent by Reflex."""
+    original = stub.describe_replication_groups
+    seen = {"n": 0}
+
+    def describe(**params: Any) -> Any:
+        seen["n"] += 1
+        if seen["n"] == 2:  # after plan's read: someone else's change starts (to 5 shards)
+            group = stub.groups[GROUP]
+            group.status, group.pending, group.progress = "modifying", {"count": 5, "remove": []}, 0.0
+        return original(**params)
+
+    stub.describe_replication_groups = describe  # type: ignore[method-assign]
+    response = reshard(console("add_shards"))
+    assert stub.modifications == []  # Reflex sent nothing
+    [decision] = response["decisions"]
+    assert decision["outcome"] != "executed", decision
+    rt = world.activate("resharder", clock)
+    assert "out" not in rt.store.last_actions(KEY), rt.store.last_actions(KEY)
+
+
+# --------------------------------------------------------------------------- the shard router
+
+
+def _map(version: int, owners: list[str], key_type: str = "text", states: dict[int, Any] | None = None):
+    from shards.shard_map import ShardMap
+
+    return ShardMap(set_name="orders", buckets=len(owners), key_type=key_type, owners=list(owners),
+                    version=version, states=dict(states or {}))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_router_never_goes_back_to_an_older_map_version() -> None:
+    """Defect: Router.current() replaces its map with whatever the loader returns, even an older version (a
+    loader reading a lagging replica / regional copy, or a reload racing a refresh that finished later). A
+    router that had seen version 5 (bucket 1 switched to shard-b) falls back to version 4 and routes the key
+    to the old owner again (every write then refused by the fence, or blocked as `fenced` by the old states).
+    Expected: the router keeps the newest version it has seen (a map only moves forward)."""
+    from shards.router import Router
+
+    maps = iter([_map(5, ["shard-a", "shard-b"]), _map(4, ["shard-a", "shard-a"])])
+    clock = _Clock()
+    router = Router(lambda: next(maps), ttl_s=5.0, clock=clock)
+    assert router.version == 5
+    clock.t = 10.0  # TTL passed: the reload answers an older version
+    assert router.version == 5
+    moved_key = next(k for k in (f"tenant-{i}" for i in range(100)) if _bucket(k, 2) == 1)
+    assert router.route(moved_key) == "shard-b"
+
+
+def _bucket(key: Any, n: int, key_type: str = "text") -> int:
+    from shards.buckets import bucket_of
+
+    return bucket_of(key, n, key_type)  # type: ignore[arg-type]
+
+
+def test_router_keeps_routing_on_its_last_map_when_a_reload_fails() -> None:
+    """Defect: the map is "only a hint for speed: the authority is each shard database's write fence" (router
+    docstring), yet when the TTL expires and the reload fails (DynamoDB throttling / a brief outage), route()
+    raises and the application cannot write at all, although a perfectly usable (fence-protected) map is in
+    memory. Expected: a failed reload keeps serving the last map (and tries again later)."""
+    from shards.router import Router
+
+    calls = {"n": 0}
+
+    def loader():
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "GetItem")
+        return _map(3, ["shard-a", "shard-b"])
+
+    clock = _Clock()
+    router = Router(loader, ttl_s=5.0, clock=clock)
+    first = router.route("tenant-1")
+    clock.t = 6.0
+    assert router.route("tenant-1") == first
+
+
+def test_router_refuses_a_none_key_instead_of_routing_the_string_None() -> None:
+    """Defect: bucket_of() hashes str(key), so route(None) routes the literal text "None" to some shard, while
+    the SQL bucket function gives NULL for a NULL key (the fence / row filter never place such a row). A bug in
+    the caller (a missing tenant id) silently writes to an arbitrary shard. Expected: TypeError/ValueError."""
+    from shards.router import Router
+
+    router = Router(lambda: _map(1, ["shard-a", "shard-b", "shard-c", "shard-d"]))
+    with pytest.raises((TypeError, ValueError)):
+        router.route(None)  # type: ignore[arg-type]
+
+
+def test_router_bytes_key_routes_like_the_sql_function_or_is_refused() -> None:
+    """Defect: bucket_of(b"tenant-7") hashes str(b"tenant-7") == "b'tenant-7'", not the key's bytes, so the
+    router and the SQL function (md5 over the text column's UTF-8 bytes) disagree for a key read as bytes (e.g.
+    from Redis or a Kafka message): the router sends the write to a shard that does not own it. Expected: bytes
+    are hashed as their own bytes (same bucket as the str), or refused with TypeError."""
+    from shards.buckets import bucket_of
+
+    try:
+        got = bucket_of(b"tenant-7", 4096)  # type: ignore[arg-type]
+    except TypeError:
+        return
+    assert got == bucket_of("tenant-7", 4096)
+
+
+def test_router_boolean_text_key_matches_sql_text_cast() -> None:
+    """Defect: for a text key, bucket_of(True) hashes "True" while the SQL expression hashes `true::text` ==
+    "true" (PostgreSQL's boolean output). Expected: refused (a boolean is not a shard key) or the same bucket
+    as the SQL function."""
+    from shards.buckets import bucket_of
+
+    try:
+        got = bucket_of(True, 4096)
+    except TypeError:
+        return
+    assert got == bucket_of("true", 4096)
+
+
+def test_router_float_integer_key_does_not_truncate_differently_from_sql() -> None:
+    """Defect: for an integer key, bucket_of(7.9) is int(7.9) % N == 7, while the SQL expression casts
+    `(7.9)::bigint`, which ROUNDS to 8: the router and the fence/row filter put the same key in different
+    buckets. Expected: a non-integral key is refused (TypeError/ValueError), never silently truncated."""
+    from shards.buckets import bucket_of
+
+    with pytest.raises((TypeError, ValueError)):
+        bucket_of(7.9, 16, "integer")  # type: ignore[arg-type]
