@@ -292,3 +292,62 @@ def test_router_float_integer_key_does_not_truncate_differently_from_sql() -> No
 
     with pytest.raises((TypeError, ValueError)):
         bucket_of(7.9, 16, "integer")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- remembered alarm state vs CloudWatch
+
+
+def _remember(world, clock, name: str, state: str, ago_s: float) -> None:
+    from reflex_core.state_store import AlarmMemory
+
+    rt = world.activate("resharder", clock)
+    at = (clock.now() - timedelta(seconds=ago_s)).timestamp()
+    rt.store.remember_alarm(AlarmMemory(name=name, state=state, changed_at=at), [f"resharding:{POLICY}"], clock.now())
+
+
+def _evaluate(execution: str, clock) -> dict[str, Any]:
+    from reflex_core.clock import iso
+
+    return {"reflex_schedule": {"name": "reflex-dev-resharder-evaluate", "operation": "evaluate",
+                                "scheduled_time": iso(clock.now()), "execution_id": execution}}
+
+
+def test_periodic_removal_checks_cloudwatch_not_only_remembered_alarms(world, reshard, stub, clock) -> None:
+    """Defect: the periodic check removes a shard when the alarm MEMORY says every alarm has been OK long enough,
+    without asking CloudWatch. A CPU alarm matched by the policy's prefix (`sessions-engine-cpu-`) that has been
+    in ALARM since before Reflex was deployed (no event will ever arrive), or a memory alarm whose ALARM event was
+    lost, is invisible: the resharder removes a shard -- moving data off shards -- while the cluster is in
+    ALARM. The runbook/module promise: "Removing shards is never done while an alarm of the policy is in ALARM,
+    whoever asks"; the scaler fixed the same hole ("Remembered state alone never justifies an action:
+    CloudWatch's actual state decides", test_scaler_correctness::test_7). Expected: no removal."""
+    stub.add_group(GROUP, 4)
+    _remember(world, clock, "sessions-memory-high", "OK", ago_s=7300)
+    world.set_alarm_state("sessions-memory-high", "OK", clock.now() - timedelta(seconds=7300))
+    world.set_alarm_state("sessions-engine-cpu-0001", "ALARM", clock.now() - timedelta(days=1))
+    reshard(_evaluate("calm?", clock))
+    assert stub.modifications == []
+
+
+def test_console_removal_is_refused_while_cloudwatch_shows_an_alarm_of_the_policy(world, reshard, stub, clock) -> None:
+    """Defect: console `remove_shards` checks only the alarm memory for ALARM. The memory alarm's ALARM event was
+    lost (memory still says OK from yesterday) while CloudWatch reports it in ALARM right now: the operator's
+    removal goes through during the alarm. Expected: `skipped:alarm-active`, nothing sent ("never ... while an
+    alarm of the policy is in ALARM, whoever asks")."""
+    stub.add_group(GROUP, 4)
+    _remember(world, clock, "sessions-memory-high", "OK", ago_s=86400)
+    world.set_alarm_state("sessions-memory-high", "ALARM", clock.now() - timedelta(seconds=120))
+    decision = reshard(console("remove_shards"))["decisions"][0]
+    assert stub.modifications == [], decision
+    assert decision["outcome"] == "skipped:alarm-active", decision
+
+
+def test_periodic_repeat_addition_checks_cloudwatch_not_only_remembered_alarms(world, reshard, stub, clock) -> None:
+    """Defect: with `repeat_while_alarm`, the periodic check adds a shard whenever the alarm MEMORY says ALARM.
+    If the OK event was lost (EventBridge delivery failure, a rejected/DLQ'd event), memory says ALARM forever
+    and the resharder keeps adding a shard every cooldown (30 min) up to `bounds.max` while CloudWatch says OK.
+    Expected (as the scaler does): the repeat acts only when CloudWatch confirms an alarm of the policy is in
+    ALARM; here it is OK, so nothing is sent."""
+    _remember(world, clock, "sessions-memory-high", "ALARM", ago_s=3600)
+    world.set_alarm_state("sessions-memory-high", "OK", clock.now() - timedelta(seconds=3000))
+    reshard(_evaluate("stuck-alarm", clock))
+    assert stub.modifications == []
