@@ -351,3 +351,40 @@ def test_periodic_repeat_addition_checks_cloudwatch_not_only_remembered_alarms(w
     world.set_alarm_state("sessions-memory-high", "OK", clock.now() - timedelta(seconds=3000))
     reshard(_evaluate("stuck-alarm", clock))
     assert stub.modifications == []
+
+
+# --------------------------------------------------------------------------- describe shapes with missing fields
+
+
+def _shape_without(stub: ElastiCacheStub, drop) -> None:
+    original = stub._shape
+
+    def shape(group):
+        out = original(group)
+        drop(out)
+        return out
+
+    stub._shape = shape  # type: ignore[method-assign]
+
+
+def test_a_describe_without_node_groups_never_plans_a_count_below_the_minimum(world, reshard, stub) -> None:
+    """Defect: `NodeGroups` is optional in DescribeReplicationGroups' response shape; when it is absent the parser
+    reads 0 shards and add_shards plans `add_target(0, 1, bounds) == 1` -- a NodeGroupCount of 1, below
+    `bounds.min` (2) and far below the group's real 3 shards: an "add" that would ask ElastiCache to shrink the
+    cluster. add_target never applies the minimum. Expected: no ModifyReplicationGroupShardConfiguration is
+    sent with a count below bounds.min / below the current count (the plan refuses an unreadable shard count)."""
+    _shape_without(stub, lambda s: s.pop("NodeGroups"))
+    reshard(console("add_shards"))
+    sent = [m["NodeGroupCount"] for m in stub.modifications]
+    assert all(n >= 2 for n in sent), sent
+
+
+def test_missing_slot_ranges_do_not_trigger_a_rebalance(world, reshard, stub, clock) -> None:
+    """Defect: `Slots` is optional per node group in the response shape. When absent, slot_count() reads 0 for
+    every shard, slots_balanced() says "uneven" and the periodic check (rebalance_slots: true) sends a
+    rebalancing ModifyReplicationGroupShardConfiguration -- an online slot migration of the whole cluster --
+    on data it could not read (and again every time the group is available, up to the rate limit). Expected:
+    unknown slot ranges are not evidence of imbalance; nothing is sent."""
+    _shape_without(stub, lambda s: [ng.pop("Slots") for ng in s["NodeGroups"]])
+    reshard(_evaluate("no-slots", clock))
+    assert stub.modifications == []
