@@ -388,3 +388,29 @@ def test_missing_slot_ranges_do_not_trigger_a_rebalance(world, reshard, stub, cl
     _shape_without(stub, lambda s: [ng.pop("Slots") for ng in s["NodeGroups"]])
     reshard(_evaluate("no-slots", clock))
     assert stub.modifications == []
+
+
+def test_bucket_moved_retry_sees_the_switch_instead_of_waiting_for_the_ttl() -> None:
+    """Defect: locate() raises BucketMoved(retry_after_s=0.05) from the CACHED map, and nothing makes the next
+    call reload it: the documented loop (`except BucketMoved: time.sleep(moved.retry_after_s)`) spins on the same
+    stale `fenced` state until the TTL (5 s by default) expires, although the switch (a fence of a few ms,
+    recorded as `fence_ms`) finished long before. Writes to the moving bucket stall ~100x longer than the fence.
+    Expected: after a BucketMoved, the retry after `retry_after_s` reads the current map (here: switched to
+    shard-b) and routes."""
+    from shards.router import BucketMoved, Router
+    from shards.shard_map import BucketState
+
+    key = "tenant-42"
+    b = _bucket(key, 4)
+    owners = ["shard-a"] * 4
+    fenced = _map(7, owners, states={b: BucketState("fenced", "m1", "shard-a", "shard-b")})
+    switched_owners = list(owners)
+    switched_owners[b] = "shard-b"
+    switched = _map(8, switched_owners, states={b: BucketState("switched", "m1", "shard-a", "shard-b")})
+    maps = iter([fenced, switched, switched, switched])
+    clock = _Clock()
+    router = Router(lambda: next(maps), ttl_s=5.0, retry_after_s=0.05, clock=clock)
+    with pytest.raises(BucketMoved) as moved:
+        router.route(key)
+    clock.t += moved.value.retry_after_s  # the documented wait, then retry (the switch is done by now)
+    assert router.route(key) == "shard-b"
