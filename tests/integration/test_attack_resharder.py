@@ -414,3 +414,44 @@ def test_bucket_moved_retry_sees_the_switch_instead_of_waiting_for_the_ttl() -> 
         router.route(key)
     clock.t += moved.value.retry_after_s  # the documented wait, then retry (the switch is done by now)
     assert router.route(key) == "shard-b"
+
+
+# --------------------------------------------------------------------------- completing an open removal
+
+
+def test_completing_an_interrupted_removal_rechecks_that_no_alarm_is_in_alarm(world, reshard, stub, clock) -> None:
+    """Defect: a removal whose first attempt ended `unknown` (the Modify call was throttled and the re-read
+    throttled too) leaves its intent open. When the same command is re-sent (or the trigger retried), `_complete`
+    reads the group, finds it unchanged (`not-applied`) and runs execute() directly -- without planning again, so
+    the `alarm-active` check of plan() is skipped. The memory alarm went into ALARM in between: a shard is
+    removed while the cluster is in ALARM ("Removing shards is never done while an alarm of the policy is in
+    ALARM, whoever asks"). Expected: nothing is sent; the retry is refused as alarm-active."""
+    stub.add_group(GROUP, 4)
+    _remember(world, clock, "sessions-memory-high", "OK", ago_s=86400)
+    real_modify = stub.modify_replication_group_shard_configuration
+    real_describe = stub.describe_replication_groups
+    st = {"modify_failed": False, "describes": 0}
+
+    def throttled(op: str) -> ClientError:
+        return ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, op)
+
+    def modify(**params: Any) -> Any:
+        if not st["modify_failed"]:
+            st["modify_failed"] = True
+            raise throttled("ModifyReplicationGroupShardConfiguration")
+        return real_modify(**params)
+
+    def describe(**params: Any) -> Any:
+        st["describes"] += 1
+        if st["modify_failed"] and st["describes"] == 3:  # the re-read right after the failed call
+            raise throttled("DescribeReplicationGroups")
+        return real_describe(**params)
+
+    stub.modify_replication_group_shard_configuration = modify  # type: ignore[method-assign]
+    stub.describe_replication_groups = describe  # type: ignore[method-assign]
+    first = reshard(console("remove_shards", request_id="shrink-1"))
+    assert first["decisions"][0]["outcome"] == "failed:Throttling", first
+    clock.advance(120)
+    _remember(world, clock, "sessions-memory-high", "ALARM", ago_s=30)  # memory climbs meanwhile
+    again = reshard(console("remove_shards", request_id="shrink-1"))  # the operator re-sends the command
+    assert stub.modifications == [], again["decisions"]
