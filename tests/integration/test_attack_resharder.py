@@ -455,3 +455,29 @@ def test_completing_an_interrupted_removal_rechecks_that_no_alarm_is_in_alarm(wo
     _remember(world, clock, "sessions-memory-high", "ALARM", ago_s=30)  # memory climbs meanwhile
     again = reshard(console("remove_shards", request_id="shrink-1"))  # the operator re-sends the command
     assert stub.modifications == [], again["decisions"]
+
+
+# --------------------------------------------------------------------------- event sources and policy scope
+
+
+def test_an_event_source_configured_for_one_policy_cannot_drive_another(world, clock, stub) -> None:
+    """Defect: `on_events` is per policy ("sessions" accepts app.ops/ReshardRequested), but validate() only asks
+    whether ANY policy lists the event's source and detail-type, then accepts `detail.policy` naming any policy.
+    A second policy "carts" that lists no event source at all is reshaped by an app.ops event addressed to it.
+    Expected: an event may only drive a policy whose own `on_events` matches it (here: refused / no action on
+    carts)."""
+    from reflex_core.resharding_config import ReshardingPolicy
+    from resharder.handler import lambda_handler
+
+    carts = ReshardingPolicy(name="carts", replication_group="carts", bounds={"min": 2, "max": 8})
+    world.config = world.config.model_copy(update={"resharding": [*world.config.resharding, carts]})
+    world.runtime(clock, reaction="resharder")
+    stub.add_group("carts", 3)
+    event = {"version": "0", "id": "ev-carts-1", "detail-type": "ReshardRequested", "source": "app.ops",
+             "account": "123456789012", "time": "2026-11-26T08:59:30Z", "region": "us-east-1", "resources": [],
+             "detail": {"command": "add_shards", "policy": "carts", "reason": "not yours to ask"}}
+    try:
+        lambda_handler(event, FakeLambdaContext())
+    except Exception:  # noqa: BLE001, S110 - a refusal may be raised for the DLQ
+        pass
+    assert [m for m in stub.modifications if m["ReplicationGroupId"] == "carts"] == []
