@@ -481,3 +481,20 @@ def test_an_event_source_configured_for_one_policy_cannot_drive_another(world, c
     except Exception:  # noqa: BLE001, S110 - a refusal may be raised for the DLQ
         pass
     assert [m for m in stub.modifications if m["ReplicationGroupId"] == "carts"] == []
+
+
+def test_an_operator_can_override_the_kill_switch_level_on_as_documented(world, reshard, stub) -> None:
+    """Defect: docs/architecture.md ("Kill switch levels") promises, at level `on`, "a console command with
+    `"override_kill_switch": true` and an operator runs one action, audited as overridden", and the pipeline
+    implements it (`Pipeline._override`). But the resharder's command models are `extra="forbid"` without that
+    field, so the documented command is rejected (`rejected:validation`, "override_kill_switch: Extra inputs are
+    not permitted"): an operator cannot add a shard during an incident while automation is paused. Expected: the
+    command runs one add_shards, audited `executed` with the override noted."""
+    world.set_kill_switch("resharder", True)
+    world.activate("resharder").kill_switch.invalidate()
+    response = reshard(console("add_shards", override_kill_switch=True))
+    assert response["status"] == "ok", response
+    [decision] = response["decisions"]
+    assert decision["outcome"] == "executed", decision
+    assert "overridden" in decision["detail"]
+    assert len(stub.modifications) == 1
