@@ -498,3 +498,39 @@ def test_an_operator_can_override_the_kill_switch_level_on_as_documented(world, 
     assert decision["outcome"] == "executed", decision
     assert "overridden" in decision["detail"]
     assert len(stub.modifications) == 1
+
+
+def test_a_throttled_intent_write_after_a_successful_change_is_not_recorded_as_someone_elses(
+        world, reshard, stub, clock) -> None:
+    """Defect (same root as the lost response, reached without any ElastiCache error): the Modify call succeeds,
+    then the intent's `applied` write to DynamoDB is throttled (or Lambda times out right there). The retry finds
+    the intent still `planned`, reads the group (`modifying`, old count): `unknown`, and closes it as
+    `skipped:target-changed` -- "changed by someone else", paged -- although Reflex made the change; the audit
+    has no `executed` record and no cooldown is recorded. (The first attempt's record even says
+    "failed ... before acting:" for a change that was made.) Expected: the retry completes Reflex's own change
+    (`executed`)."""
+    rt = world.activate("resharder", clock)
+    real = rt.store.advance_intent
+    st = {"armed": True}
+
+    def advance(pk: str, status: str, *args: Any, **kwargs: Any) -> Any:
+        if st["armed"] and status == "applied":
+            st["armed"] = False
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                              "UpdateItem")
+        return real(pk, status, *args, **kwargs)
+
+    rt.store.advance_intent = advance  # type: ignore[method-assign]
+    event = alarm_event("sessions-memory-high", "ALARM", "2026-11-26T08:59:00Z")
+    try:
+        reshard(event)
+    except Exception:  # noqa: BLE001, S110 - RetryLater / ActionFailed: Lambda retries
+        pass
+    assert len(stub.modifications) == 1
+    clock.advance(60)
+    try:
+        reshard(event)
+    except Exception:  # noqa: BLE001, S110
+        pass
+    outcomes = [r["outcome"] for r in world.audit_records()]
+    assert "executed" in outcomes and "skipped:target-changed" not in outcomes, outcomes
