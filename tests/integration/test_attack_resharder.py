@@ -534,3 +534,26 @@ def test_a_throttled_intent_write_after_a_successful_change_is_not_recorded_as_s
         pass
     outcomes = [r["outcome"] for r in world.audit_records()]
     assert "executed" in outcomes and "skipped:target-changed" not in outcomes, outcomes
+
+
+def test_a_removal_waits_for_the_last_additions_cooldown_as_the_runbook_says(world, clock, stub) -> None:
+    """Defect: docs/runbooks/resharding.md: "cooldowns (`add_shards.cooldown_s`, default 30 min;
+    `remove_shards.cooldown_s`, default 1 h; a removal also waits for the last addition's cooldown)". The guard
+    measures a removal against the last addition with the REMOVAL's cooldown (cooldown_block uses in_cooldown_s
+    for both), so a policy with a short removal cooldown (here 0 s; the schema allows ge=0) removes a shard
+    one minute after an alarm added it -- the oscillation the addition's 30-minute cooldown is meant to
+    prevent. Expected: a removal within `add_shards.cooldown_s` of the last addition is `skipped:cooldown`."""
+    from resharder.handler import lambda_handler
+
+    [policy] = world.config.resharding
+    assert policy.remove_shards is not None
+    quick = policy.model_copy(update={"remove_shards": policy.remove_shards.model_copy(update={"cooldown_s": 0})})
+    world.config = world.config.model_copy(update={"resharding": [quick]})
+    world.runtime(clock, reaction="resharder")
+    first = lambda_handler(console("add_shards"), FakeLambdaContext())
+    assert first["decisions"][0]["outcome"] == "executed", first
+    stub.finish(GROUP)
+    clock.advance(60)
+    second = lambda_handler(console("remove_shards", request_id="undo"), FakeLambdaContext())
+    assert second["decisions"][0]["outcome"] == "skipped:cooldown", second["decisions"]
+    assert len(stub.modifications) == 1
