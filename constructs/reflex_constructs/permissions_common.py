@@ -26,6 +26,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from reflex_core.config_base import AlarmMatch
+
 # --------------------------------------------------------------------------- Resource "*" allowlist
 
 # Every action granted on Resource "*" anywhere in the stack, and why AWS leaves no narrower choice. A new entry needs
@@ -252,3 +254,30 @@ def vpc_network_statements(scope: Construct, vpc_id: str, subnet_ids: Sequence[s
         iam.PolicyStatement(sid="DescribeNetworkInterfaces",
                             actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], resources=["*"]),
     ]
+
+
+# --------------------------------------------------------------------------- alarm states
+
+DESCRIBE_ALARMS_REASON = (
+    "cloudwatch:DescribeAlarms (read-only) on the alarms the policies match: exact names, and `<prefix>*` for "
+    "name prefixes (the matching alarms' names are not known in advance); alarm:* only where a policy matches by "
+    "tag without tag_name_prefixes (every alarm not OK is read, then kept only when its tags match).")
+
+
+def describe_alarms_statements(stack: Stack, rules: Iterable[AlarmMatch], sid: str = "ReadAlarmStates"
+                               ) -> list[iam.PolicyStatement]:
+    """DescribeAlarms on the alarms `rules` match (reflex_core/alarm_states.py reads them by name, by prefix, by
+    tag-name prefix, or by state for a tag rule without prefixes), so that an action never rests on remembered
+    alarm state alone."""
+    rules = list(rules)
+    if not rules:
+        return []
+    if any(r.tags and not r.tag_name_prefixes for r in rules):
+        names = ["*"]
+    else:
+        names = sorted({n for r in rules for n in r.names} | {f"{p}*" for r in rules for p in r.prefixes}
+                       | {f"{p}*" for r in rules if r.tags for p in r.tag_name_prefixes})
+    return [iam.PolicyStatement(sid=sid, actions=["cloudwatch:DescribeAlarms"], resources=[
+        stack.format_arn(service="cloudwatch", resource="alarm", resource_name=n,
+                         arn_format=ArnFormat.COLON_RESOURCE_NAME) for n in names])]
+

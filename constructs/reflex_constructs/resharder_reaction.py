@@ -18,6 +18,7 @@ from constructs import Construct
 
 from reflex_constructs.alarm_triggers import AlarmMatcher, AlarmTriggers, AlarmTriggersProps, CustomEventMatcher
 from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
+from reflex_constructs.permissions_common import DESCRIBE_ALARMS_REASON, describe_alarms_statements
 from reflex_constructs.reaction_function import ReactionFunction, ReactionFunctionProps, StageResources
 from reflex_constructs.reaction_schedules import (
     ReactionSchedules,
@@ -72,8 +73,11 @@ class ResharderReaction(Construct):
                 resources=[stack.format_arn(service="cloudwatch", resource="alarm", resource_name="*",
                                             arn_format=ArnFormat.COLON_RESOURCE_NAME)],
             ))
+        statements += describe_alarms_statements(stack, [p.add_shards.alarms for p in config.resharding
+                                                         if p.add_shards])
         policy = iam.Policy(self, "Policy", statements=statements, roles=[self.function.role])
         acknowledge_wildcard_statements(policy, statements, {
+            "ReadAlarmStates": DESCRIBE_ALARMS_REASON,
             "ReplicationGroups": "never a wildcard (one ARN per configured replication group)",
             "AlarmTags": ("A resharding policy matches alarms by tag, so alarm names are unknown in advance; "
                           "read-only tag lookup limited to this account's alarms in this region."),

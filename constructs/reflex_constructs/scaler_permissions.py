@@ -26,6 +26,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from reflex_constructs.nag_acknowledgements import acknowledge_wildcard_statements
+from reflex_constructs.permissions_common import DESCRIBE_ALARMS_REASON, describe_alarms_statements
 from reflex_core.config import AuroraReplicasTarget, AutoScalingGroupTarget, EcsServiceTarget, ScalingPolicy
 
 # The dummy ARN Application Auto Scaling's permission probe tags (its documented validation request).
@@ -54,6 +55,7 @@ class ScalerPermissions(Construct):
             *self._asg_statements([t for t in targets if isinstance(t, AutoScalingGroupTarget)]),
             *self._aurora_statements([t for t in targets if isinstance(t, AuroraReplicasTarget)]),
             *self._alarm_tag_statements(props.policies),
+            *describe_alarms_statements(self._stack, [p.scale_out.alarms for p in props.policies if p.scale_out]),
         ]
         self.policy: iam.Policy | None = None
         if statements:
@@ -180,6 +182,7 @@ class ScalerPermissions(Construct):
 
 
 _WILDCARD_REASONS = {
+    "ReadAlarmStates": DESCRIBE_ALARMS_REASON,
     "AutoScalingGroups": (
         "Auto Scaling group ARNs embed a service-generated id, so the statement is scoped to "
         "autoScalingGroup:*:autoScalingGroupName/<configured group name>."),

@@ -102,11 +102,12 @@ class KillSwitch:
 
 
 def cooldown_block(direction: str | None, last: dict[str, float], now: datetime,
-                   out_cooldown_s: int, in_cooldown_s: int) -> str | None:
+                   out_cooldown_s: int, in_cooldown_s: int, *, in_after_out_s: int | None = None) -> str | None:
     """Why the cooldown blocks this direction, or None.
 
     Scale-out waits only for the previous scale-out: it may cut a scale-in cooldown short.
-    Scale-in waits for both, so it never follows a scale-out before its cooldown has passed.
+    Scale-in waits for both, so it never follows a scale-out before its cooldown has passed: `in_cooldown_s`
+    after either, or `in_after_out_s` after a scale-out when given.
     """
     if direction is None:
         return None
@@ -117,9 +118,10 @@ def cooldown_block(direction: str | None, last: dict[str, float], now: datetime,
             return f"scale-out cooldown: {since:.0f}s since last scale-out < {out_cooldown_s}s"
         return None
     for prev in ("in", "out"):
+        wait = in_after_out_s if prev == "out" and in_after_out_s is not None else in_cooldown_s
         since = ts - last.get(prev, float("-inf"))
-        if since < in_cooldown_s:
-            return f"scale-in cooldown: {since:.0f}s since last scale-{prev} < {in_cooldown_s}s"
+        if since < wait:
+            return f"scale-in cooldown: {since:.0f}s since last scale-{prev} < {wait}s"
     return None
 
 

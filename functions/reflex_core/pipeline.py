@@ -63,6 +63,9 @@ class GuardSettings:
     cleanup: bool = False
     # More direction reversals than this within an hour is oscillation: the breaker opens for every direction.
     max_reversals_per_hour: int = 4
+    # How long a decrease waits after the last increase, when not `in_cooldown_s` (e.g. the resharder: a removal
+    # also waits for the addition's own cooldown, whatever the removal's).
+    in_after_out_cooldown_s: int | None = None
 
 
 class Reaction(Protocol):
@@ -148,6 +151,18 @@ def _check_operator(trigger: Trigger, rt: Runtime[Any]) -> None:
         raise TriggerError(err.errors) from None
 
 
+def _without_override(trigger: Trigger) -> Trigger:
+    """The console command as the reaction validates it: `override_kill_switch` is the pipeline's field (docs/
+    architecture.md, "Kill switch levels"), read by `Pipeline._override`, not the reaction's; strictly a boolean."""
+    payload = trigger.payload
+    if trigger.kind != "console" or not isinstance(payload, dict) or "override_kill_switch" not in payload:
+        return trigger
+    if not isinstance(payload["override_kill_switch"], bool):
+        raise TriggerError([f"override_kill_switch: must be true or false (got "
+                            f"{type(payload['override_kill_switch']).__name__})"])
+    return trigger.model_copy(update={"payload": {k: v for k, v in payload.items() if k != "override_kill_switch"}})
+
+
 def default_reconcile(action: Action, state: dict[str, Any]) -> Reconciled:
     """Applied when the target shows every intended value; not applied when each value is still the one read before,
     or when some are and the others already show the intended value (an attempt interrupted between two writes,
@@ -177,7 +192,7 @@ class Pipeline:
             trigger = parse_trigger(event, now, request_id)
             logger.set_correlation_id(trigger.event_id)
             _check_operator(trigger, rt)
-            request = self.reaction.validate(trigger, rt)
+            request = self.reaction.validate(_without_override(trigger), rt)
         except TriggerError as err:
             return self._reject(rt, event, err, request_id)
 
@@ -417,7 +432,8 @@ class Pipeline:
                 return Decision(**base, outcome="skipped:circuit-open", detail=verdict.reason,
                                 page=direction == "out")
             blocked = cooldown_block(direction, rt.store.last_actions(key), now,
-                                     settings.out_cooldown_s, settings.in_cooldown_s)
+                                     settings.out_cooldown_s, settings.in_cooldown_s,
+                                     in_after_out_s=settings.in_after_out_cooldown_s)
             if blocked:
                 return Decision(**base, outcome="skipped:cooldown", detail=blocked)
 

@@ -225,6 +225,13 @@ class StateStore:
     def _delete(self, pk: str) -> None:
         self._db.delete_item(TableName=self._table, Key={"pk": {"S": pk}})
 
+    def get_doc(self, pk: str) -> dict[str, Any] | None:
+        """A reaction's own small record (its key under the reaction's prefix, e.g. `resharder#...`)."""
+        return self._get(pk)
+
+    def put_doc(self, pk: str, doc: dict[str, Any], expires_at: float) -> None:
+        self._put(pk, doc, expires_at)
+
     # ------------------------------------------------------------------ lock
     def acquire_lock(self, key: str, owner: str, now: datetime, lease_s: int) -> bool:
         ts = now.timestamp()

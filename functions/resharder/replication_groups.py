@@ -28,6 +28,9 @@ class ReplicationGroupState:
     node_groups: tuple[NodeGroupState, ...]
     # Online resharding in progress (PendingModifiedValues.Resharding.SlotMigration.ProgressPercentage).
     resharding_progress: float | None = None
+    # What the answer lacked to count shards or slots (`NodeGroups`, every `Slots`): "" when complete. Both are
+    # optional in the API's shape; 0 shards or 0 slots read from their absence would be a guess.
+    unreadable: str = ""
 
     @property
     def node_group_count(self) -> int:
@@ -73,6 +76,12 @@ def slot_count(slots: str | None) -> int:
 def parse_replication_group(group: dict[str, Any]) -> ReplicationGroupState:
     progress = (group.get("PendingModifiedValues", {}).get("Resharding", {})
                 .get("SlotMigration", {}).get("ProgressPercentage"))
+    node_groups = group.get("NodeGroups")
+    unreadable = ""
+    if not node_groups:
+        unreadable = "the answer lists no NodeGroups"
+    elif not any(ng.get("Slots") for ng in node_groups):
+        unreadable = "the answer gives no node group's Slots"
     return ReplicationGroupState(
         replication_group_id=group["ReplicationGroupId"],
         status=group.get("Status", "unknown"),
@@ -83,6 +92,7 @@ def parse_replication_group(group: dict[str, Any]) -> ReplicationGroupState:
             for ng in sorted(group.get("NodeGroups", []), key=lambda ng: ng["NodeGroupId"])
         ),
         resharding_progress=float(progress) if progress is not None else None,
+        unreadable=unreadable,
     )
 
 

@@ -9,18 +9,28 @@
 
 ElastiCache refuses a second change while the group is `modifying` (InvalidReplicationGroupState): the plan reads
 the group under the lock and skips (`skipped:busy`) until it is `available` again. Removing shards is never done
-while an alarm of the policy is in ALARM, whoever asks.
+while an alarm of the policy is in ALARM, whoever asks: neither CloudWatch (read at the plan, and again right
+before the call) nor Reflex's alarm memory may say ALARM. A repeated addition acts only when CloudWatch confirms
+an alarm of the policy is still in ALARM (remembered state alone never justifies an action).
+
+Reflex's own change is told from anyone else's by a marker written right before the call (`resharder#sent#<target>`,
+the action's `change_id`): a change that landed but whose answer was lost, or whose bookkeeping failed, is
+completed by the retry as `executed` (its cooldown recorded); a resharding Reflex did not send is never audited as
+Reflex's (`skipped:busy`).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Intent, Skip
+from reflex_core.alarm_states import actual_alarms
 from reflex_core.alarm_tags import AlarmTagReader
-from reflex_core.pipeline import GuardSettings
+from reflex_core.pipeline import GuardSettings, Reconciled, Superseded
 from reflex_core.resharding_config import MAX_NODE_GROUPS, ReshardingPolicy, ReshardingStageConfig
 from reflex_core.runtime import Runtime
 from reflex_core.state_store import AlarmMemory
@@ -34,7 +44,9 @@ ReactionRuntime = Runtime[ReshardingStageConfig]
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # strict: a boolean is not a count and a string is neither (`"count": true` would add a shard), and
+    # `"dry_run": "no"` is not false.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True)
 
     policy: str = Field(min_length=1)
     reason: str = Field(min_length=3, max_length=500)
@@ -105,9 +117,16 @@ class ReshardingReaction:
             self._known_policy(cmd.policy, rt, "policy")
             return cmd
         if trigger.kind == "event" and trigger.event is not None:
-            if self._event_policies(trigger, rt):
+            policies = self._event_policies(trigger, rt)
+            if policies:
                 cmd = _validate_command(trigger.event.detail, "detail.", require_operator=False)
                 self._known_policy(cmd.policy, rt, "detail.policy")
+                if cmd.policy not in {p.name for p in policies}:
+                    # An event source speaks only for the policies that list it in their own `on_events`.
+                    ev = trigger.event
+                    raise TriggerError([f"detail.policy: policy {cmd.policy!r} does not take {ev.source} "
+                                        f"{ev.detail_type!r} events (its on_events); they may address "
+                                        f"{', '.join(sorted(p.name for p in policies))}"])
                 return cmd
             return None
         if trigger.kind == "schedule" and trigger.schedule is not None and trigger.schedule.operation != "evaluate":
@@ -198,16 +217,54 @@ class ReshardingReaction:
                       direction=direction, params={"count": count} if count is not None else {},
                       reason=reason, quiet=quiet)
 
+    def _alarms_now(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> tuple[list[AlarmMemory], list[str]]:
+        """The policy's alarms as CloudWatch has them now (those remembered, named, prefix- or tag-matched; deleted
+        ones drop out), and the names of alarms not OK whose tags could not be read (they may be the policy's).
+        Raises ClientError / BotoCoreError when CloudWatch cannot be read."""
+        remembered = rt.store.alarms_for_policy(policy.alarm_scope)
+        if policy.add_shards is None:
+            return remembered, []
+        uncertain: list[AlarmMemory] = []
+        alarms = actual_alarms(rt.clients.cloudwatch, policy.add_shards.alarms, [a.name for a in remembered],
+                               self._alarm_tags, uncertain)
+        return alarms, [a.name for a in uncertain if a.state != "OK"]
+
+    def _removal_blocked(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> tuple[str, str] | None:
+        """(reason, detail) when shards must not be removed now: an alarm of the policy in ALARM in CloudWatch or
+        in Reflex's memory (either is enough: removing is the risky direction), or CloudWatch unreadable."""
+        try:
+            alarms, unsure = self._alarms_now(policy, rt)
+        except (ClientError, BotoCoreError) as err:
+            return "alarm-state-unreadable", f"{_error_code(err)} reading the alarms; no removal unchecked"
+        active = sorted({a.name for a in [*alarms, *rt.store.alarms_for_policy(policy.alarm_scope)]
+                         if a.state == "ALARM"})
+        if active:
+            return "alarm-active", f"never removes shards while {', '.join(active)} is in ALARM"
+        if unsure:
+            return "alarm-state-unreadable", (f"tags of {', '.join(unsure)} (not OK) unreadable: they may be the "
+                                              "policy's; no removal unchecked")
+        return None
+
     def _evaluate(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> list[Intent | Skip]:
-        alarms = rt.store.alarms_for_policy(policy.alarm_scope)
+        remembered = rt.store.alarms_for_policy(policy.alarm_scope)
+        try:
+            alarms, unsure = self._alarms_now(policy, rt)
+        except (ClientError, BotoCoreError) as err:
+            # Remembered state alone never justifies an action: nothing but the slot check until CloudWatch answers.
+            skip = Skip(reason="alarm-state-unreadable", policy=policy.name, target_key=policy.key, quiet=True,
+                        detail=f"{_error_code(err)} reading the alarms; no addition or removal on remembered state")
+            return [skip] + ([self._intent(policy, "rebalance", "periodic slot balance check", quiet=True)]
+                             if policy.rebalance_slots else [])
         in_alarm = [a for a in alarms if a.state == "ALARM"]
-        if in_alarm and policy.add_shards and policy.add_shards.repeat_while_alarm:
+        seen_in_alarm = {a.name for a in remembered if a.state == "ALARM"}
+        if (seen_in_alarm and in_alarm and policy.add_shards and policy.add_shards.repeat_while_alarm):
+            # Like the scaler: Reflex saw the alarm go into ALARM, and CloudWatch confirms one is still there.
             names = ", ".join(a.name for a in in_alarm)
-            return [self._intent(policy, "add_shards", f"{names} still in ALARM", direction="out")]
-        if in_alarm:
-            return []
-        if policy.remove_shards is not None and alarms and all(a.state == "OK" for a in alarms):
-            ok_for = rt.clock.now().timestamp() - max(a.changed_at for a in alarms)
+            return [self._intent(policy, "add_shards", f"{names} still in ALARM (CloudWatch)", direction="out")]
+        if in_alarm or seen_in_alarm:
+            return []  # no removal and no slot migration while the cluster is in ALARM
+        if (policy.remove_shards is not None and alarms and not unsure and all(a.state == "OK" for a in alarms)):
+            ok_for = rt.clock.now().timestamp() - max(a.changed_at for a in [*alarms, *remembered])
             if ok_for >= policy.remove_shards.when_ok_for_s:
                 return [self._intent(policy, "remove_shards", f"all alarms OK for {ok_for:.0f}s", direction="in",
                                      quiet=True)]
@@ -221,9 +278,13 @@ class ReshardingReaction:
 
     def guard_settings(self, intent: Intent, rt: ReactionRuntime) -> GuardSettings:
         policy = self._policy(intent.policy, intent.target_key, rt)
+        out_cooldown_s = policy.add_shards.cooldown_s if policy.add_shards else 0
+        in_cooldown_s = policy.remove_shards.cooldown_s if policy.remove_shards else 0
         return GuardSettings(
-            out_cooldown_s=policy.add_shards.cooldown_s if policy.add_shards else 0,
-            in_cooldown_s=policy.remove_shards.cooldown_s if policy.remove_shards else 0,
+            out_cooldown_s=out_cooldown_s,
+            in_cooldown_s=in_cooldown_s,
+            # A removal also waits for the last addition's own cooldown (docs/runbooks/resharding.md).
+            in_after_out_cooldown_s=max(in_cooldown_s, out_cooldown_s),
             max_actions_per_hour=policy.rate_limit.max_actions_per_hour,
             circuit_open_for_s=policy.rate_limit.open_for_s,
             dry_run=rt.config.dry_run or policy.dry_run,
@@ -253,6 +314,9 @@ class ReshardingReaction:
             return Skip(reason=reason, detail=detail, policy=policy.name, target_key=policy.key, before=before,
                         quiet=intent.quiet)
 
+        if state.unreadable and state.cluster_enabled:
+            # No shard count or slot ranges in the answer: 0 shards or 0 slots would be a guess, not a reading.
+            return skip("state-unreadable", f"{policy.replication_group}: {state.unreadable}; nothing planned on it")
         if not state.cluster_enabled:
             return skip("not-cluster-mode", f"{policy.replication_group} has cluster mode disabled: it has no shards")
         if state.status != "available" or state.resharding:
@@ -272,9 +336,9 @@ class ReshardingReaction:
                 return skip("at-max", f"{current} shards is already the maximum {bounds.max}")
             params = {"node_group_count": target}
         elif intent.operation == "remove_shards":
-            active = [a.name for a in rt.store.alarms_for_policy(policy.alarm_scope) if a.state == "ALARM"]
-            if active:
-                return skip("alarm-active", f"never removes shards while {', '.join(active)} is in ALARM")
+            blocked = self._removal_blocked(policy, rt)
+            if blocked:
+                return skip(*blocked)
             if count is not None and count > bounds.max_step:
                 return skip("step-too-large", f"removing {count} shards exceeds max_step {bounds.max_step}")
             if count is not None and current - count < bounds.min:
@@ -292,24 +356,71 @@ class ReshardingReaction:
         else:
             raise ValueError(f"unknown operation {intent.operation}")
         intended = {"node_group_count": target, "status": "available", "slots_balanced": True}
+        # `change_id` tells this change from anyone else's: it is written to the marker right before the call.
+        params["change_id"] = uuid.uuid4().hex
         return Action(policy=policy.name, target_key=policy.key, target=intent.target, operation=intent.operation,
                       direction=intent.direction, params=intent.params | params, before=before, intended=intended,
                       reason=intent.reason)
 
+    # ------------------------------------------------------------------ Reflex's own change: the marker
+    @staticmethod
+    def _marker_pk(action: Action) -> str:
+        return f"resharder#sent#{action.target_key}"
+
+    def _ours(self, action: Action, rt: ReactionRuntime) -> bool:
+        """Whether Reflex sent this very action's call (its marker carries the action's change_id)."""
+        change = action.params.get("change_id")
+        doc = rt.store.get_doc(self._marker_pk(action))
+        return change is not None and doc is not None and doc.get("change_id") == change
+
     def execute(self, action: Action, rt: ReactionRuntime) -> None:
-        """One ModifyReplicationGroupShardConfiguration; a retry after a lost response does not send a second one."""
+        """One ModifyReplicationGroupShardConfiguration; a retry after a lost response does not send a second one,
+        a change someone else started is not taken for this one, and a removal re-checks the alarms first (a
+        retried removal does not plan again)."""
         policy = self._policy(action.policy, action.target_key, rt)
         groups = self._groups(rt)
         state = groups.read(policy.replication_group)
         target = int(action.params["node_group_count"])
+        ours = self._ours(action, rt)
         if state.status != "available" or state.resharding:
-            if state.resharding or state.status == "modifying":
-                # Our first call went through (or someone else's change is running): do not send another one.
-                return
-            raise RuntimeError(f"{policy.replication_group} is {state.status}; not changing it")
+            if ours and (state.resharding or state.status == "modifying"):
+                return  # this action's call went through: ElastiCache is carrying it out
+            raise Superseded("busy", f"{policy.replication_group} is {state.status}"
+                             + (f" (resharding {state.resharding_progress:.0f} %)" if state.resharding else "")
+                             + ": a change Reflex did not send for this action is under way; nothing sent")
         if action.operation != "rebalance" and state.node_group_count == target:
-            return  # already applied
+            if ours:
+                return  # applied by this action's call
+            raise Superseded("already-there", f"{policy.replication_group} already has {target} shards (changed "
+                             "since the plan, not by this action); nothing sent")
+        if action.operation == "remove_shards":
+            blocked = self._removal_blocked(policy, rt)
+            if blocked:
+                raise Superseded(blocked[0], f"{blocked[1]} (checked again right before the call); nothing sent")
+        now = rt.clock.now().timestamp()
+        rt.store.put_doc(self._marker_pk(action), {"change_id": action.params.get("change_id"), "sent_at": now,
+                                                    "operation": action.operation, "node_group_count": target},
+                         now + 30 * 86400)
         groups.modify_shards(policy.replication_group, target, action.params.get("node_groups_to_remove"))
+
+    def reconcile(self, action: Action, rt: ReactionRuntime) -> Reconciled:
+        """Whether an interrupted attempt's call landed. This action's marker and the group resharding (or showing
+        the intended count) -> applied; the group as it was before and no marker of this action -> not applied;
+        the marker but the group as before -> the call was refused or failed: not applied (the retry re-checks
+        and sends again); anything else (someone else's change) -> unknown."""
+        policy = self._policy(action.policy, action.target_key, rt)
+        state = self._groups(rt).read(policy.replication_group)
+        ours = self._ours(action, rt)
+        if ours and (state.resharding or state.status == "modifying"):
+            return "applied"
+        shows = state.as_dict(policy.slot_tolerance)
+        if all(shows.get(k) == v for k, v in action.intended.items()) and (
+                ours or action.operation != "rebalance"):
+            return "applied"
+        if (state.status == "available" and not state.resharding
+                and state.node_group_count == action.before.get("node_group_count")):
+            return "not-applied"
+        return "unknown"
 
     def after_executed(self, action: Action, rt: ReactionRuntime) -> None:
         return None
@@ -318,6 +429,12 @@ class ReshardingReaction:
         """The group's state with the keys of `intended`: `status` is `modifying` while ElastiCache reshards."""
         policy = self._policy(action.policy, action.target_key, rt)
         return self._groups(rt).read(policy.replication_group).as_dict(policy.slot_tolerance)
+
+
+def _error_code(err: Exception) -> str:
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code") or type(err).__name__)
+    return type(err).__name__
 
 
 def _summary(state: ReplicationGroupState) -> str:

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflex_core.actions import Action, Direction, Intent, Skip
+from reflex_core.alarm_states import actual_alarms
 from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.cron import CronExpression
 from reflex_core.pipeline import GuardSettings
@@ -24,7 +25,6 @@ from reflex_core.runtime import Runtime
 from reflex_core.scaling_config import ScalingPolicy, ScalingStageConfig
 from reflex_core.state_store import AlarmMemory, PrewarmState, PrewarmWindow
 from reflex_core.triggers import Trigger, TriggerError
-from scaler.alarm_states import actual_alarms
 from scaler.capacity_targets import capacity_target
 from scaler.step_sizing import counted_change, scale_in_target, scale_out_target
 

@@ -100,3 +100,23 @@ def test_config_to_infrastructure_mapping_without_synth() -> None:
     assert [(m.source, m.detail_type) for m in resharder_custom_events(config)] == [("app.ops", "ReshardRequested")]
     assert [s.operation for s in resharder_schedules(config)] == ["evaluate"]
     assert parse_config(base, "test").resharding == []
+
+
+def test_the_resharder_and_the_scaler_may_read_the_states_of_the_alarms_they_act_on(dev: Synthesized) -> None:
+    """Both act only when CloudWatch confirms the remembered alarm state (reflex_core/alarm_states.py, DescribeAlarms
+    by name and by prefix); without the grant every such read is AccessDenied in AWS (moto does not check IAM)."""
+    resources = dev.json["Resources"]
+    alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
+    by_role: dict[str, list[str]] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if "cloudwatch:DescribeAlarms" in as_list(statement["Action"]):
+                for role in resource["Properties"].get("Roles", []):
+                    by_role.setdefault(render(role, resources), []).extend(
+                        render(as_list(statement["Resource"]), resources))
+    resharder = [r for role, rs in by_role.items() if role.startswith("<Resharder") for r in rs]
+    assert sorted(resharder) == [f"{alarm}sessions-engine-cpu-*", f"{alarm}sessions-memory-high"]
+    scaler = [r for role, rs in by_role.items() if role.startswith("<Scaler") for r in rs]
+    assert scaler and all(r.startswith(alarm) for r in scaler), by_role

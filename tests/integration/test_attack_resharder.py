@@ -115,8 +115,10 @@ def test_a_lost_response_whose_change_landed_is_completed_by_the_retry_not_paged
     went through ... do not send another one") and completes the action (executed, cooldown recorded)."""
     lose_response_after_landing(stub)
     event = alarm_event("sessions-memory-high", "ALARM", "2026-11-26T08:59:00Z")
-    with pytest.raises(Exception):  # noqa: B017 - ActionFailed: Lambda retries the event
+    try:  # since the fix the first attempt recognises its own call at once (executed); before, it raised
         reshard(event)
+    except Exception:  # noqa: BLE001, S110 - ActionFailed: Lambda retries the event
+        pass
     assert len(stub.modifications) == 1 and stub.groups[GROUP].status == "modifying"
     clock.advance(60)
     try:
@@ -125,7 +127,7 @@ def test_a_lost_response_whose_change_landed_is_completed_by_the_retry_not_paged
         response = {"raised": repr(err)}
     outcomes = [r["outcome"] for r in world.audit_records()]
     assert "skipped:target-changed" not in outcomes, (outcomes, response)
-    assert outcomes[-1] == "executed", (outcomes, response)
+    assert outcomes.count("executed") == 1, (outcomes, response)  # the first attempt or its retry, once
     assert len(stub.modifications) == 1
 
 
@@ -136,8 +138,10 @@ def test_after_a_lost_response_the_scale_out_cooldown_still_holds(world, reshard
     -- two shards added within minutes from one alarm. Expected: the second addition waits for the cooldown."""
     lose_response_after_landing(stub)
     event = alarm_event("sessions-memory-high", "ALARM", "2026-11-26T08:59:00Z")
-    with pytest.raises(Exception):  # noqa: B017
+    try:
         reshard(event)
+    except Exception:  # noqa: BLE001, S110
+        pass
     clock.advance(60)
     try:
         reshard(event)

@@ -66,6 +66,8 @@ def remember(world, clock, name: str, state: str, ago_s: float) -> None:
     rt = world.activate("resharder", clock)
     at = (clock.now() - timedelta(seconds=ago_s)).timestamp()
     rt.store.remember_alarm(AlarmMemory(name=name, state=state, changed_at=at), [f"resharding:{POLICY}"], clock.now())
+    # CloudWatch agrees with what Reflex remembers (the resharder acts on CloudWatch's state, not on memory alone).
+    world.set_alarm_state(name, state, clock.now() - timedelta(seconds=ago_s))
 
 
 def only(response: dict[str, Any]) -> dict[str, Any]:

@@ -138,3 +138,10 @@ def test_kill_switch_is_cached_briefly():
     assert not ks.state().engaged and ssm.calls == 1
     clock.advance(31)
     assert ks.state().engaged and ssm.calls == 2
+
+
+def test_a_decrease_may_wait_longer_after_an_increase_than_after_a_decrease() -> None:
+    after_out = {"out": T0.timestamp() - 100}
+    assert cooldown_block("in", after_out, T0, 120, 0) is None  # in_cooldown_s alone: no wait
+    assert "since last scale-out < 300s" in (cooldown_block("in", after_out, T0, 120, 0, in_after_out_s=300) or "")
+    assert cooldown_block("in", {"in": T0.timestamp() - 100}, T0, 120, 0, in_after_out_s=300) is None
