@@ -5,7 +5,7 @@
     router = Router.from_dynamodb(table="reflex-prod-state", set_name="orders")
     while True:
         try:
-            shard = router.route(tenant_id)          # cached map; refreshed every `ttl_s`
+            shard = router.route(tenant_id)          # cached map; re-read every `ttl_s`
             with pools[shard].connection() as conn:
                 conn.execute("INSERT INTO orders ...")
             break
@@ -18,7 +18,21 @@
 The map is only a hint for speed: the authority is each shard database's write fence (a trigger installed
 by the mover), which refuses a write to a bucket the shard does not own (SQLSTATE RX409, message
 "reflex: bucket ... is fenced|moved|incoming"). So a router holding a stale map can never write to the
-wrong shard; it gets that error, refreshes and retries.
+wrong shard; it gets that error, refreshes and retries. Hence:
+
+* a failed re-read (DynamoDB throttling, an outage) does not stop routing: the router keeps its last map,
+  logs and counts the failure (`reload_failures`, `last_reload_error`) and tries again after `reload_retry_s`;
+  only a router that never loaded a map raises the loader's error (and `refused()` raises it, the write
+  having been refused and the map not re-readable);
+* the map only moves forward: a read answering an older version than the one held (a lagging read, or a
+  reload racing another) is ignored;
+* after a `BucketMoved`, the map is re-read once the wait it asked for is over (one re-read for all the
+  callers, not at the next TTL); while the re-read map still shows the bucket fenced, the wait doubles up
+  to `max_retry_after_s` (at most `ttl_s`).
+
+Keys: `bucket_of` (shards.buckets) raises TypeError/ValueError for a key it cannot place the way the SQL
+bucket function does (None, bool, bytes, a non-integral float for an integer key, ...): a caller's bug is
+not written to an arbitrary shard.
 """
 
 from __future__ import annotations
@@ -116,6 +130,12 @@ class Router:
     @property
     def version(self) -> int:
         return self.current().version
+
+    @property
+    def map_age_s(self) -> float | None:
+        """Seconds since the map held was last (re-)read successfully; None before the first load."""
+        with self._lock:
+            return None if self._map is None else self._clock() - self._loaded_at
 
     def current(self) -> ShardMap:
         """The map to route on: the cached one, re-read when it is due (TTL, or a retry after BucketMoved).
