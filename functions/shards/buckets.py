@@ -15,22 +15,106 @@ PostgreSQL version, the platform or the locale:
 The SQL expression uses only immutable built-in functions and operators (`md5`, `decode`, `get_byte`,
 arithmetic), which PostgreSQL 15 requires of a publication's row filter (user-defined functions are
 refused there). tests/integration/test_shard_buckets_pg.py checks Python against SQL on real PostgreSQL.
+
+Which keys the Python function accepts (it must give the SQL answer for every key it accepts, so it refuses,
+with a TypeError or ValueError naming the key's type, every key it could not place the way SQL would):
+
+* `text` keys: a `str` (hashed as its UTF-8 bytes), or an `int` (hashed as its decimal text, which is what
+  PostgreSQL's `int::text` gives). Refused: None (SQL's bucket of NULL is NULL: no shard owns such a row),
+  bool (Python's "True" is not PostgreSQL's `true::text`), bytes (which text they stand for depends on a
+  decoding the caller knows and we do not: decode them first), floats and any other type, a str holding
+  NUL (PostgreSQL text cannot) or a lone surrogate (not encodable as UTF-8).
+* `integer` keys: an `int` (or an integer-like object with `__index__`, such as numpy's), a float only if it
+  is integral (`7.0`: SQL's `::bigint` ROUNDS `7.9` to 8 where `int()` truncates to 7, so `7.9` is refused),
+  or a str of ASCII digits with an optional sign (`"-42"`); always within bigint's range (the SQL expression
+  casts to bigint, which refuses anything larger). Refused: None, bool, bytes, other strings, other types.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import operator
+import re
 from typing import Literal
 
 KeyType = Literal["text", "integer"]
 
+BIGINT_MIN = -(2**63)
+BIGINT_MAX = 2**63 - 1
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
 
 def bucket_of(key: str | int, buckets: int, key_type: KeyType = "text") -> int:
-    """The bucket of one shard key (the router's function; see the module docstring)."""
+    """The bucket of one shard key (the router's function; see the module docstring for the keys it accepts:
+    the others raise TypeError or ValueError rather than land in a bucket the SQL function would not give)."""
+    n = _bucket_count(buckets)
     if key_type == "integer":
-        return int(key) % buckets
-    digest = hashlib.md5(str(key).encode("utf-8"), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:4], "big") % buckets
+        return integer_key(key) % n
+    if key_type == "text":
+        digest = hashlib.md5(text_key_bytes(key), usedforsecurity=False).digest()
+        return int.from_bytes(digest[:4], "big") % n
+    raise ValueError(f"unknown shard key type {key_type!r} (expected 'text' or 'integer')")
+
+
+def _bucket_count(buckets: object) -> int:
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
+        raise ValueError(f"the bucket count must be a positive integer, not {buckets!r}")
+    return buckets
+
+
+def text_key_bytes(key: object) -> bytes:
+    """The bytes md5 hashes for a `text` shard key: the UTF-8 of the text PostgreSQL stores for it."""
+    if key is None:
+        raise TypeError("a shard key cannot be None (SQL places no row with a NULL key): pass the key's value")
+    if isinstance(key, bool):
+        raise TypeError(f"a text shard key cannot be a bool ({key!r}): pass the text the column holds")
+    if isinstance(key, str):
+        if "\x00" in key:
+            raise ValueError("a text shard key cannot contain NUL characters (PostgreSQL text cannot hold them)")
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"a text shard key must be valid Unicode text (not encodable as UTF-8): {key!r}"
+                             ) from None
+    if isinstance(key, int):
+        return str(int(key)).encode("ascii")
+    if isinstance(key, bytes | bytearray | memoryview):
+        raise TypeError(f"a text shard key must be str, not {type(key).__name__}: decode it first "
+                        "(its text depends on an encoding only the caller knows)")
+    raise TypeError(f"a text shard key must be str (or int), not {type(key).__name__}")
+
+
+def integer_key(key: object) -> int:
+    """An `integer` shard key as the int SQL's `::bigint` gives, or TypeError/ValueError when they could
+    differ (see the module docstring)."""
+    if key is None:
+        raise TypeError("a shard key cannot be None (SQL places no row with a NULL key): pass the key's value")
+    if isinstance(key, bool):
+        raise TypeError(f"an integer shard key cannot be a bool ({key!r})")
+    value: int
+    if isinstance(key, int):
+        value = int(key)
+    elif isinstance(key, float):
+        if not math.isfinite(key) or not key.is_integer():
+            raise ValueError(f"an integer shard key must be integral, not the float {key!r} "
+                             "(SQL's ::bigint rounds where Python's int() truncates)")
+        value = int(key)
+    elif isinstance(key, str):
+        if not _INTEGER_TEXT.fullmatch(key):
+            raise ValueError(f"an integer shard key given as str must be ASCII digits with an optional sign, "
+                             f"not {key!r}")
+        value = int(key)
+    elif isinstance(key, bytes | bytearray | memoryview):
+        raise TypeError(f"an integer shard key must be int, not {type(key).__name__}")
+    else:
+        try:
+            value = operator.index(key)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"an integer shard key must be int, not {type(key).__name__}") from None
+    if not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise ValueError(f"an integer shard key must fit in bigint (the SQL function casts to bigint): {value}")
+    return value
 
 
 def quote_ident(name: str) -> str:
