@@ -40,6 +40,9 @@ class RunProgress:
     checkpoint: dict[str, Any] | None = None
     requested_by: str = ""
     keys_ref: str | None = None  # a key-list run: where its keys are stored (`ProgressStore.put_keys`)
+    # A follow-up run whose first message could not be queued: no message will ever carry it out, so the next
+    # trigger of its target (the failed invocation's retry, a redelivered message, a new request) adopts it.
+    orphaned: bool = False
 
     def describe(self) -> str:
         return (f"run {self.run_id[:8]} ({self.runs} run(s), {self.removed} removed so far"

@@ -317,7 +317,14 @@ class InvalidationReaction:
         now = rt.clock.now().timestamp()
         current = store.get(intent.target_key)
         follow = params.get("continuation")
-        if follow is not None:
+        adopted = current is not None and current.orphaned and not (intent.dry_run or rt.config.dry_run
+                                                                     or cache.dry_run)
+        if adopted:
+            assert current is not None
+            # A follow-up run whose message was never queued: this trigger carries it out (from its beginning, so
+            # it also covers a new request of the same target).
+            run = current
+        elif follow is not None:
             if current is None or current.run_id != follow["run_id"] or current.runs != follow["runs"]:
                 return Skip(reason="superseded", policy=intent.policy, target_key=intent.target_key,
                             detail=f"run {follow['run_id'][:8]} step {follow['runs']} was already done, finished "
@@ -339,8 +346,8 @@ class InvalidationReaction:
                               lease_until=now + _lease_s(cache), requested_by=str(params.get("requested_by", "")))
         kind = params["kind"]
         keys = list(params.get("keys") or [])
-        if not keys and kind == "keys" and run.keys_ref:
-            keys = store.get_keys(run.keys_ref)
+        if kind == "keys" and run.keys_ref and (not keys or adopted):
+            keys = list(dict.fromkeys([*store.get_keys(run.keys_ref), *keys]))
         if keys:
             self._payload[intent.target_key] = keys
         before = {"cache": cache.name, "kind": kind, "target": params["target"], "run": run.run_id,
@@ -356,8 +363,8 @@ class InvalidationReaction:
                               "run": {"run_id": run.run_id, "started_at": run.started_at, "runs": run.runs,
                                       "attempt": run.attempt, "matched": run.matched, "removed": run.removed,
                                       "checkpoint": run.checkpoint, "requested_by": run.requested_by,
-                                      "keys_ref": run.keys_ref},
-                              "new_run": follow is None})
+                                      "keys_ref": run.keys_ref, "orphaned": run.orphaned},
+                              "new_run": follow is None and not adopted})
 
     def _plan_queue(self, intent: Intent, rt: ReactionRuntime) -> Action:
         cdn = self._cdn(intent.params["cdn"], rt)
@@ -432,6 +439,7 @@ class InvalidationReaction:
         cache = self._cache(action.params["cache"], rt)
         kind, target = action.params["kind"], action.params["target"]
         run = RunProgress(**action.params["run"], updated_at=0.0, lease_until=0.0)
+        run.orphaned = False  # carried out now (`previous` keeps the mark, should this attempt fail as a whole)
         previous = RunProgress(**action.params["run"], updated_at=run.started_at,
                                lease_until=rt.clock.now().timestamp() + _lease_s(cache))
         keys = self._payload.pop(action.target_key, None) or list(self._requested.get(action.target_key, []))
@@ -596,7 +604,14 @@ class InvalidationReaction:
         try:
             self._send(action, cache, follow, "follow-up", 0, rt)
         except Exception:
-            store.clear(action.target_key, follow.run_id)
+            # Not cleared: that would lose the requests it covers. Marked orphaned, so that the next trigger of
+            # this target (this invocation's retry included) carries it out; if even the mark fails, its lease
+            # expires and the next request starts a run from the beginning.
+            follow.orphaned = True
+            try:
+                store.save(action.target_key, follow)
+            except Exception:  # noqa: BLE001 - the original failure is the one to raise
+                logger.exception("could not mark the follow-up run orphaned", extra={"target": action.target_key})
             raise
         logger.info("follow-up run queued", extra={"target": action.target_key, "run": follow.run_id,
                                                    "pending": pending.count})

@@ -52,6 +52,8 @@ EXPECTED_ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/cwsyn-*]",
     # the invalidator and cache health collector run in the VPC: their network interfaces, limited by ec2:Vpc
     "AwsSolutions-IAM5[Resource::arn:aws:ec2:eu-west-1:123456789012:network-interface/*]",
+    # the resharder reads the states of the alarms its policy matches by prefix (DescribeAlarms)
+    "AwsSolutions-IAM5[Resource::arn:aws:cloudwatch:eu-west-1:123456789012:alarm:sessions-engine-cpu-*]",
     # the operators' and read-only managed policies: the stage's kill switches
     "AwsSolutions-IAM5[Resource::arn:aws:ssm:eu-west-1:123456789012:parameter/reflex/dev/kill-switch/*]",
     # the advisor's reports (keys made at run time, under advisor/) and rds-db:connect through the proxies it

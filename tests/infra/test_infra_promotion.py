@@ -196,7 +196,8 @@ def test_weights_are_written_only_on_the_configured_listener(dev: Synthesized) -
 
 
 def test_guard_alarms_are_read_by_name(dev: Synthesized) -> None:
-    (describe,) = _statements_with(dev, "cloudwatch:DescribeAlarms")
+    # (the scaler and the resharder read their own alarms: tests/infra/test_infra_resharder.py)
+    (describe,) = [s for s in _statements_with(dev, "cloudwatch:DescribeAlarms") if s.get("Sid") == "ReadGuardAlarms"]
     assert _rendered(dev, describe) == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:web-5xx-rate-high",
                                         f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:web-p99-latency-high"]
 

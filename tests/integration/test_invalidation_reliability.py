@@ -285,3 +285,45 @@ def test_a_run_that_never_finishes_stops_at_max_runs(space, clock) -> None:
         runs = audit_by_operation(env, "invalidate_pattern")
         assert [r["outcome"] for r in runs].count("failed:RunLimitReached") == 1
         assert env.queue_bodies(env.continuation_url) == []
+
+
+@needs_shared
+def test_a_follow_up_whose_message_cannot_be_queued_is_carried_out_not_lost(space, clock) -> None:
+    """The run ends with requests pending: its follow-up run is recorded, then its first message is sent. When that
+    send fails, the follow-up used to be cleared, and the redelivered message found no run of its own
+    (superseded): the requests that arrived during the run were never carried out. Now the follow-up stays,
+    marked orphaned, and the redelivery adopts it."""
+    from botocore.exceptions import ClientError
+
+    space.fill([f"item:{i}" for i in range(3000)])
+    pattern = space.key("item:*")
+    with invalidation_env(_pattern_config(space, time_budget_s=0.001), clock) as env:
+        env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))
+        assert outcomes(env.invoke("invalidator", content_changed({"patterns": [pattern]}, T0))) == [
+            "skipped:coalesced"]
+        sqs = env.world.clients.sqs
+        real = sqs.send_message
+        failed: list[str] = []
+
+        def send_message(**kwargs: Any) -> Any:
+            if json.loads(kwargs["MessageBody"]).get("reason") == "follow-up" and not failed:
+                failed.append(kwargs["MessageBody"])
+                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "simulated"}}, "SendMessage")
+            return real(**kwargs)
+
+        sqs.send_message = send_message  # type: ignore[method-assign]
+        try:
+            env.run_continuations()
+        finally:
+            sqs.send_message = real  # type: ignore[method-assign]
+        assert failed, "the follow-up's message was never sent"
+        assert any(d["failed"] for d in env.deliveries)  # the batch item failed: SQS redelivers it
+        runs = audit_by_operation(env, "invalidate_pattern")
+        seen = [(r["outcome"], (r["after"] or {}).get("status"), (r["before"] or {}).get("run")) for r in runs]
+        first_run = {run for _, _, run in seen if run} - {run for _, status, run in seen if status == "complete"}
+        # The first run's last step is audited failed (its invocation raised); the follow-up for the coalesced
+        # request is carried out (adopted by the redelivered message) and completes.
+        assert ("failed:ServiceUnavailable", None, next(iter(first_run))) in seen, seen
+        assert [status for _, status, run in seen if run not in first_run] == ["complete"], seen
+        assert _progress(env, pattern) is None
+        assert env.queue_bodies(env.continuation_url) == []

@@ -1,8 +1,8 @@
 """Run an `events/resharder/` file through the real resharder handler, against its sidecar.
 
 Sidecar keys beyond the scaler's: `given` (the replication group `sessions` before the event: `shards`, optional
-`status` and `slots`, and `alarms`: alarm name -> state recorded for the policy, OK states 7,300 s old, ALARM
-states 30 s old) and `modified` (the one ModifyReplicationGroupShardConfiguration request the event sends; absent:
+`status` and `slots`, and `alarms`: alarm name -> state recorded for the policy and set in CloudWatch, OK states
+7,300 s old, ALARM states 30 s old) and `modified` (the one ModifyReplicationGroupShardConfiguration request the event sends; absent:
 none is sent). ElastiCache is the Stubber-checked stub of tests/support/elasticache_stub.py.
 """
 
@@ -36,6 +36,7 @@ def check_resharder_event(path: Path, world: World, clock: VirtualClock, expecte
         at = (clock.now() - timedelta(seconds=AGE_S[state])).timestamp()
         rt.store.remember_alarm(AlarmMemory(name=name, state=state, changed_at=at), ["resharding:sessions"],
                                 clock.now())
+        world.set_alarm_state(name, state, clock.now() - timedelta(seconds=AGE_S[state]))  # CloudWatch agrees
     event = json.loads(path.read_text(encoding="utf-8"))
 
     response = lambda_handler(event, FakeLambdaContext())
