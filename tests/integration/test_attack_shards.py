@@ -96,3 +96,165 @@ def test_abort_after_the_source_delete_but_before_done_loses_the_buckets(env: di
         pass
     mover.run("m-late-abort", wait=False)
     check_placement(sset, mover, expected)
+
+
+def test_shard_moved_is_published_even_when_the_first_publish_fails(env: dict[str, Any]) -> None:
+    """DEFECT: `_from_verified` saves the record as `switched` and only then calls `on_switched` (the reaction
+    publishes ShardMoved from it). If the publish fails once (an EventBridge throttle, or the Lambda dies
+    right after the save) the step fails, the retry finds the record `switched` and goes on with the grace
+    and the delete: ShardMoved is never published, and the applications' caches keep serving what they
+    cached per moved bucket (tags shard:<set>:<b>).
+
+    EXPECTED: the ShardMoved notification is delivered at least once for a switched move, whatever
+    failure happens between the switch and the publish (publish before the record leaves `verified`, or
+    re-publish from `switched` until recorded as sent)."""
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0)
+    published: list[str] = []
+    attempts: list[str] = []
+
+    def on_switched(move: Any) -> None:
+        attempts.append(move.id)
+        if len(attempts) == 1:
+            raise _throttle("PutEvents")
+        published.append(move.id)
+
+    mover = make_mover(sset, env["ddb"], on_switched=on_switched)
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-event")
+    with pytest.raises(ClientError):
+        mover.run("m-event", wait=False)
+    result = mover.run("m-event", wait=False)
+    assert result.phase == "done"
+    check_placement(sset, mover, expected)
+    assert published == ["m-event"], f"ShardMoved attempts {attempts}, delivered {published}"
+
+
+# ---------------------------------------------------------------------------------------------------- reaction
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:reflex-dev-shards"
+WORKFLOW_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:reflex-dev-shard-moves"
+
+
+def _config(pgc: PostgresCluster, **set_over: Any) -> Any:
+    import yaml
+
+    from reflex_core.config import parse_config
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "config" / "dev.yaml").read_text())
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS]
+    data["sharding"] = {"sets": [{"name": "orders", "buckets": 32, "shards": shards,
+                                  "placement": [{"shard": "atk-a", "buckets": ["0-15"]},
+                                                {"shard": "atk-b", "buckets": ["16-31"]}],
+                                  "tables": [{"name": "orders", "key_column": "tenant"},
+                                             {"name": "order_lines", "key_column": "tenant"}],
+                                  "grace_period_s": 600, "cooldown_s": 0} | set_over]}
+    return parse_config(data, "dev.yaml+shards")
+
+
+@pytest.fixture
+def world(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
+    from reflex_core.clock import VirtualClock
+    from reflex_core.runtime import install_runtime
+    from shards import handler
+    from shards.workflow_definition import move_definition
+    from simulator.aws_world import create_world
+    from simulator.workflow_driver import LocalWorkflows
+    from tests.conftest import T0, FakeLambdaContext
+
+    reset_databases(pgc, DBS)
+    clock = VirtualClock(T0)
+    with mock_aws():
+        config = _config(pgc)
+        w = create_world(config)
+        w.settings = w.settings.model_copy(update={"workflow_arn": WORKFLOW_ARN})
+        w.set_kill_switch("shards", False)
+
+        def invoke(event: dict[str, Any]) -> Any:
+            w.activate("shards", clock)
+            return handler.lambda_handler(event, FakeLambdaContext())
+
+        driver = LocalWorkflows(move_definition(FUNCTION_ARN), WORKFLOW_ARN, FUNCTION_ARN, invoke, clock)
+        w.overrides["stepfunctions"] = driver
+        w.runtime(clock, "shards")
+        yield {"world": w, "invoke": invoke, "driver": driver, "clock": clock, "config": config, "pgc": pgc}
+    install_runtime(None)
+
+
+def _console(env: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    body = {"set": "orders", "reason": "attack move", "operator": "mallory"} | payload
+    return env["invoke"](body)
+
+
+def _mover_of(env: dict[str, Any]) -> Any:
+    from shards.shard_reaction import ShardReaction
+
+    rt = env["world"].activate("shards", env["clock"])
+    return ShardReaction().mover(env["config"].sharding.sets[0], rt)
+
+
+@pytest.mark.parametrize(("buckets", "why"), [
+    (["5-3"], "a reversed range names no bucket: validation passes (the list is not empty), then plan() "
+              "crashes with KeyError('buckets') because bucket_numbers() is [] and the intent drops the param"),
+    ([-1], "a negative bucket passes validation (only >= N is checked) and reaches plan(), where owners[-1] "
+           "silently reads the LAST bucket's owner (atk-b): the answer is the misleading skip 'target: the "
+           "target is the source'"),
+    ([True], "JSON true is coerced to bucket 1 (lax int): a boolean moves a real bucket"),
+], ids=["reversed-range", "negative", "boolean"])
+def test_malformed_bucket_lists_are_rejected_naming_the_field(world: dict[str, Any], buckets: list[Any],
+                                                               why: str) -> None:
+    """DEFECT: ShardCommand.buckets is `list[int | str]` in pydantic's lax mode and validate_command only checks
+    `b >= buckets`: reversed ranges, negative numbers, booleans and floats get through validation (see `why`).
+
+    EXPECTED (as for bucket 99, tests/integration/test_shard_reaction_pg.py): the console command is rejected
+    at validation (`rejected:validation`), the error names `buckets`, nothing is claimed."""
+    out = _console(world, command="move", buckets=buckets, target="atk-b", request_id=f"bad-{buckets!r}")
+    assert out["status"] == "rejected", (why, out.get("decisions", out))
+    assert any(e.startswith("buckets") for e in out["errors"]), out["errors"]
+    assert _mover_of(world).map().states == {}
+    assert world["world"].audit_records()[-1]["outcome"] == "rejected:validation"
+
+
+def test_a_huge_bucket_range_is_rejected_without_materialising_it(tmp_path: Any) -> None:
+    """DEFECT: validate_command calls `bucket_numbers()`, which expands every "a-b" range into a Python set
+    BEFORE checking the bounds: {"buckets": ["0-99999999999"]} (a 15-byte console payload) makes the
+    shards Lambda allocate ~10^11 ints: it runs out of memory or time instead of answering.
+
+    EXPECTED: rejected at once with a TriggerError naming `buckets` (outside 0-N-1). Run in a subprocess
+    capped at 1 GB of address space and 20 s."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "huge.py"
+    script.write_text(f"""
+import resource, sys
+sys.path[:0] = [{str(root)!r}, {str(root / 'functions')!r}]
+from reflex_core.triggers import TriggerError
+from shards.shard_commands import validate_command
+class Cfg:
+    class sharding:
+        sets = []
+from reflex_core.sharding_config import ShardSet
+sset = ShardSet.model_validate({{"name": "orders", "buckets": 64,
+    "shards": [{{"name": "a", "connection": {{"kind": "dsn", "dsn": "postgresql://x/a"}}}},
+               {{"name": "b", "connection": {{"kind": "dsn", "dsn": "postgresql://x/b"}}}}],
+    "tables": [{{"name": "orders", "key_column": "tenant"}}]}})
+Cfg.sharding.sets = [sset]
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+try:
+    validate_command({{"command": "move", "set": "orders", "buckets": ["0-99999999999"], "target": "b",
+                      "reason": "why not", "operator": "mallory"}}, Cfg)
+    print("ACCEPTED")
+except TriggerError as err:
+    print("REJECTED", err.errors)
+except MemoryError:
+    print("MEMORYERROR")
+""")
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+        out = proc.stdout + proc.stderr[-500:]
+    except subprocess.TimeoutExpired:
+        out = "TIMEOUT after 20 s"
+    assert out.startswith("REJECTED") and "buckets" in out, out
