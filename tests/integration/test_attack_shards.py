@@ -3,6 +3,7 @@ behaviour and fails while the defect it describes is present. See ATTACK_SHARDS.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,8 +153,8 @@ def _config(pgc: PostgresCluster, **set_over: Any) -> Any:
     return parse_config(data, "dev.yaml+shards")
 
 
-@pytest.fixture
-def world(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def _make_world(pgc: PostgresCluster, **set_over: Any) -> Iterator[dict[str, Any]]:
     from reflex_core.clock import VirtualClock
     from reflex_core.runtime import install_runtime
     from shards import handler
@@ -164,21 +165,29 @@ def world(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
 
     reset_databases(pgc, DBS)
     clock = VirtualClock(T0)
-    with mock_aws():
-        config = _config(pgc)
-        w = create_world(config)
-        w.settings = w.settings.model_copy(update={"workflow_arn": WORKFLOW_ARN})
-        w.set_kill_switch("shards", False)
+    try:
+        with mock_aws():
+            config = _config(pgc, **set_over)
+            w = create_world(config)
+            w.settings = w.settings.model_copy(update={"workflow_arn": WORKFLOW_ARN})
+            w.set_kill_switch("shards", False)
 
-        def invoke(event: dict[str, Any]) -> Any:
-            w.activate("shards", clock)
-            return handler.lambda_handler(event, FakeLambdaContext())
+            def invoke(event: dict[str, Any]) -> Any:
+                w.activate("shards", clock)
+                return handler.lambda_handler(event, FakeLambdaContext())
 
-        driver = LocalWorkflows(move_definition(FUNCTION_ARN), WORKFLOW_ARN, FUNCTION_ARN, invoke, clock)
-        w.overrides["stepfunctions"] = driver
-        w.runtime(clock, "shards")
-        yield {"world": w, "invoke": invoke, "driver": driver, "clock": clock, "config": config, "pgc": pgc}
-    install_runtime(None)
+            driver = LocalWorkflows(move_definition(FUNCTION_ARN), WORKFLOW_ARN, FUNCTION_ARN, invoke, clock)
+            w.overrides["stepfunctions"] = driver
+            w.runtime(clock, "shards")
+            yield {"world": w, "invoke": invoke, "driver": driver, "clock": clock, "config": config, "pgc": pgc}
+    finally:
+        install_runtime(None)
+
+
+@pytest.fixture
+def world(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
+    with _make_world(pgc) as w:
+        yield w
 
 
 def _console(env: dict[str, Any], **payload: Any) -> dict[str, Any]:
@@ -258,3 +267,68 @@ except MemoryError:
     except subprocess.TimeoutExpired:
         out = "TIMEOUT after 20 s"
     assert out.startswith("REJECTED") and "buckets" in out, out
+
+
+def _bytes_on(env: dict[str, Any], shard: str, extra: list[int]) -> int:
+    from shards.inventory import bucket_bytes
+
+    mover = _mover_of(env)
+    m = mover.map()
+    sizes = bucket_bytes(env["config"].sharding.sets[0], m, mover._connect)
+    return sum(n for b, n in sizes.items() if m.owners[b] == shard or b in extra)
+
+
+def test_drain_respects_the_target_max_bytes(pgc: PostgresCluster) -> None:
+    """DEFECT: `max_bytes` ("capacity: a move that would exceed it is refused") is checked only for the console
+    `move` command (ShardReaction._capacity). The planner (plan_rebalance / plan_drain) is never told about
+    it (ShardInfo has no max_bytes), so drain, rebalance, add_shard and the alarm/schedule-driven rebalance
+    happily plan and start moves that push a shard far past its capacity.
+
+    EXPECTED: a drain whose only possible target would exceed its max_bytes is refused (skipped, the target
+    named), or at least plans no move that puts the target over max_bytes."""
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS]
+    with _make_world(pgc, shards=shards) as probe:
+        seed(pgc, probe["config"].sharding.sets[0], _mover_of(probe))
+        held_b = _bytes_on(probe, "atk-b", [])
+        held_a = _bytes_on(probe, "atk-a", [])
+    cap = held_b + held_a // 2  # atk-b has room for half of atk-a: the drain cannot fit
+    shards[1] |= {"max_bytes": cap}
+    with _make_world(pgc, shards=shards) as env:
+        seed(pgc, env["config"].sharding.sets[0], _mover_of(env))
+        out = _console(env, command="drain", shard="atk-a", dry_run=True, request_id="drain-1")["decisions"][0]
+        moved_in = [b for mv in (out.get("intended") or {}).get("moves", []) if mv["target"] == "atk-b"
+                    for b in mv["buckets"]]
+        after = _bytes_on(env, "atk-b", moved_in)
+        assert after <= cap, (f"the drain plans {len(moved_in)} bucket(s) into atk-b: {after} bytes > max_bytes "
+                              f"{cap} (atk-b held {held_b}; outcome {out['outcome']})")
+
+
+def test_capacity_counts_the_moves_already_heading_to_the_target(pgc: PostgresCluster) -> None:
+    """DEFECT: ShardReaction._capacity adds the new move's bytes to what the map says the target OWNS, ignoring
+    the buckets of unfinished moves already heading there (their owner is still the source until the switch).
+    With max_concurrent_moves 2, two console moves that each fit under max_bytes alone are both accepted and
+    together overflow the target.
+
+    EXPECTED: the second move is refused `skipped:target-at-capacity`."""
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS]
+    with _make_world(pgc, shards=shards) as probe:
+        sset = probe["config"].sharding.sets[0]
+        seed(pgc, sset, _mover_of(probe))
+        mover = _mover_of(probe)
+        full = sorted(b for b in mover.map().buckets_of("atk-a")
+                      if any(bucket_of(f"tenant-{t}", 32) == b for t in range(60)))
+        first, second = full[:2], full[2:4]
+        base = _bytes_on(probe, "atk-b", [])
+        one = _bytes_on(probe, "atk-b", first) - base
+        two = _bytes_on(probe, "atk-b", second) - base
+    cap = base + max(one, two) + min(one, two) // 2  # either move fits alone, both do not
+    shards[0] |= {"max_concurrent_moves": 2}
+    shards[1] |= {"max_bytes": cap, "max_concurrent_moves": 2}
+    with _make_world(pgc, shards=shards) as env:
+        seed(pgc, env["config"].sharding.sets[0], _mover_of(env))
+        a = _console(env, command="move", buckets=first, target="atk-b", request_id="cap-1")["decisions"][0]
+        assert a["outcome"] == "executed", a
+        b = _console(env, command="move", buckets=second, target="atk-b", request_id="cap-2")["decisions"][0]
+        assert b["outcome"] == "skipped:target-at-capacity", (
+            f"cap {cap}: atk-b holds {base}, move 1 brings {one}, move 2 brings {two}; second move: "
+            f"{b['outcome']} {b.get('detail')}")
