@@ -332,3 +332,47 @@ def test_capacity_counts_the_moves_already_heading_to_the_target(pgc: PostgresCl
         assert b["outcome"] == "skipped:target-at-capacity", (
             f"cap {cap}: atk-b holds {base}, move 1 brings {one}, move 2 brings {two}; second move: "
             f"{b['outcome']} {b.get('detail')}")
+
+
+def test_block_writes_copy_of_a_table_with_a_bytea_primary_key(env: dict[str, Any]) -> None:
+    """DEFECT: the block_writes copy keeps its chunk cursor as `_jsonable(v)` (str(v) for anything not a JSON
+    scalar) and uses that cursor as the next chunk's lower bound, cast back with `%s::<pk type>`. For a bytea
+    column of a (composite) primary key str(b'\\x01') is "b'\\\\x01'", which is not bytea input: as soon as the
+    table needs more than one chunk, the copy fails (invalid input syntax for type bytea) or compares against a
+    wrong value, on every retry: the move cannot complete and the buckets stay fenced (write unavailability)
+    until someone aborts.
+
+    EXPECTED: a table with a composite (text, bytea) primary key moves like any other: done, every row once on
+    its new owner."""
+    import hashlib
+
+    with contextlib.ExitStack() as stack:
+        for db in DBS:
+            conn = stack.enter_context(psycopg.connect(env["pgc"].dsn(db), autocommit=True))
+            conn.execute("DROP TABLE IF EXISTS blobs")
+            conn.execute("CREATE TABLE blobs (tenant text NOT NULL, h bytea NOT NULL, v int NOT NULL, "
+                         "PRIMARY KEY (tenant, h))")
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0, copy_chunk_rows=100,
+                     tables=[{"name": "blobs", "key_column": "tenant"}])
+    mover = make_mover(sset, env["ddb"])
+    owners = mover.map().owners
+    rows = [(f"tenant-{t}", hashlib.sha256(f"{t}/{i}".encode()).digest()[:8], i)
+            for t in range(60) for i in range(10)]
+    on_a = [r for r in rows if owners[bucket_of(r[0], sset.buckets)] == "atk-a"]
+    with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO blobs (tenant, h, v) VALUES (%s, %s, %s)", on_a)
+    buckets = sorted({bucket_of(r[0], sset.buckets) for r in on_a})[:6]
+    want = sorted((t, bytes(h), v) for t, h, v in on_a if bucket_of(t, sset.buckets) in buckets)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-bytea")
+    errors: list[str] = []
+    result = None
+    for _ in range(3):  # a failed step is retried (the workflow's Retry)
+        try:
+            result = mover.run("m-bytea", wait=False)
+            break
+        except psycopg.Error as err:
+            errors.append(str(err).splitlines()[0])
+    assert result is not None and result.phase == "done", f"move stuck in {mover.load('m-bytea').phase}: {errors}"
+    with psycopg.connect(env["pgc"].dsn("atk_b"), autocommit=True) as conn:
+        got = sorted((t, bytes(h), v) for t, h, v in conn.execute("SELECT tenant, h, v FROM blobs").fetchall())
+    assert got == want
