@@ -376,3 +376,69 @@ def test_block_writes_copy_of_a_table_with_a_bytea_primary_key(env: dict[str, An
     with psycopg.connect(env["pgc"].dsn("atk_b"), autocommit=True) as conn:
         got = sorted((t, bytes(h), v) for t, h, v in conn.execute("SELECT tenant, h, v FROM blobs").fetchall())
     assert got == want
+
+
+@pytest.mark.parametrize("mode", ["block_writes", "online"])
+def test_abort_before_the_first_step_rolls_back(env: dict[str, Any], mode: str) -> None:
+    """DEFECT: an abort that arrives right after the move was claimed (phase `claimed`: the workflow's first
+    step has not run yet, so `prepare` never installed the reflex schema on the shards) rolls back through
+    `_rollback`, which unconditionally runs `set_fence` (UPDATE reflex.fence) on the source: on shards that never
+    took part in a move the table does not exist, the rollback raises UndefinedTable on every retry, and the
+    buckets stay claimed (`copying`) by a move that can neither proceed nor roll back.
+
+    EXPECTED: the abort converges to `rolled_back`; the map releases the buckets; no row moves."""
+    sset = shard_set(env["pgc"], DBS, transfer=mode, grace_period_s=0)
+    mover = make_mover(sset, env["ddb"])
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-early-abort")
+    mover.request_abort("m-early-abort", "wrong buckets")
+    errors: list[str] = []
+    result = None
+    for _ in range(3):
+        try:
+            result = mover.run("m-early-abort", wait=False)
+            break
+        except psycopg.Error as err:
+            errors.append(str(err).splitlines()[0])
+    assert result is not None and result.phase == "rolled_back", (
+        f"phase {mover.load('m-early-abort').phase}: {errors}")
+    assert mover.map().states == {}
+    check_placement(sset, mover, expected)
+
+
+def test_online_move_does_not_replicate_a_truncate_onto_the_targets_own_buckets(env: dict[str, Any]) -> None:
+    """DEFECT: the online move's publications are created `WITH (publish = 'insert, update, delete, truncate')`.
+    Row filters do not apply to TRUNCATE: a TRUNCATE of `orders` on the source while a move is replicating
+    (or on the target during the grace period, through the reverse stream) is applied to the WHOLE table on
+    the other shard, wiping the rows of every bucket that shard owns and that the move has nothing to do
+    with. The write fence does not see it either (row triggers only).
+
+    EXPECTED: the target's own buckets (never part of the move) keep every row whatever happens on the
+    source."""
+    import time
+
+    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600)
+    mover = make_mover(sset, env["ddb"])
+    seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    before_b = _rows(env["pgc"].dsn("atk_b"))
+    assert before_b > 0
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-trunc")
+    for _ in range(40):  # until the initial copy is done and changes stream
+        if mover.step("m-trunc").phase == "caught_up":
+            break
+        time.sleep(0.3)
+    with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn:
+        conn.execute("TRUNCATE orders")  # the source shard's application empties its own table
+    deadline = time.monotonic() + 8
+    own_b = before_b
+    while time.monotonic() < deadline:
+        with psycopg.connect(env["pgc"].dsn("atk_b"), autocommit=True) as conn:
+            own = conn.execute("SELECT count(*) FROM orders WHERE NOT (" + mover._filter("tenant", buckets) + ")"
+                               ).fetchone()
+        own_b = int(own[0])  # type: ignore[index]
+        if own_b < before_b:
+            break
+        time.sleep(0.2)
+    assert own_b == before_b, f"atk-b lost {before_b - own_b} rows of buckets it owns (not moving) to a TRUNCATE on atk-a"
