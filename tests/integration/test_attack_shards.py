@@ -442,3 +442,44 @@ def test_online_move_does_not_replicate_a_truncate_onto_the_targets_own_buckets(
             break
         time.sleep(0.2)
     assert own_b == before_b, f"atk-b lost {before_b - own_b} rows of buckets it owns (not moving) to a TRUNCATE on atk-a"
+
+
+def test_online_abort_after_the_reverse_stream_started_keeps_the_source_rows(env: dict[str, Any]) -> None:
+    """DEFECT: `_from_verified` (online) starts the reverse replication (target -> source) before it switches
+    the map. A crash there (crash point `switch:replication`, or a DynamoDB fault on the map's switch) leaves
+    the record `verified` and the map unswitched. An abort then rolls back through the "not switched" branch,
+    which tears down only the FORWARD stream: the reverse subscription stays enabled, and the rollback's
+    DELETE of the target's copy (with reflex.mover = on) flows through it and deletes the same rows on the
+    source. Every row of the moving buckets is lost; the reverse slot is also left behind (WAL retention).
+
+    EXPECTED: the abort converges to `rolled_back` with every row on the source (check_placement), and no
+    replication slot or subscription of the move left behind."""
+    import time
+
+    from shards.mover import InjectedCrash
+
+    crashed: list[str] = []
+
+    def crash(at: str) -> None:
+        if at == "switch:replication" and not crashed:
+            crashed.append(at)
+            raise InjectedCrash(at)
+
+    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600)
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-rev")
+    with pytest.raises(InjectedCrash):
+        for _ in range(60):
+            result = mover.step("m-rev")
+            if result.wait_s:
+                time.sleep(min(result.wait_s, 0.3))
+    assert mover.load("m-rev").phase == "verified"
+    mover.request_abort("m-rev", "abort after the crash")
+    assert mover.run("m-rev", wait=False).phase == "rolled_back"
+    time.sleep(8)  # let any stream still running apply what it has
+    check_placement(sset, mover, expected)
+    with psycopg.connect(env["pgc"].dsn("postgres"), autocommit=True) as conn:
+        slots = [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()]
+    assert slots == [], f"replication slots left behind: {slots}"
