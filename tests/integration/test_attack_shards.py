@@ -483,3 +483,53 @@ def test_online_abort_after_the_reverse_stream_started_keeps_the_source_rows(env
     with psycopg.connect(env["pgc"].dsn("postgres"), autocommit=True) as conn:
         slots = [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()]
     assert slots == [], f"replication slots left behind: {slots}"
+
+
+def test_online_rollback_after_the_switch_survives_a_crash(env: dict[str, Any], monkeypatch: Any) -> None:
+    """DEFECT: an online rollback after the switch fences the target, awaits a marker through the reverse
+    stream, TEARS DOWN the reverse stream, and only then opens the source and puts the map back. A crash right
+    after the teardown (crash point `rollback:source-current`) leaves the map switched; the retry takes the
+    same branch and waits for a marker through the reverse stream that no longer exists: "reverse replication
+    did not catch up; retry the rollback" on every retry, forever. The buckets stay fenced on both shards
+    (the target `fenced`, the source `moved`): no write to them succeeds again.
+
+    EXPECTED (the issue: a crash at every step boundary converges): the retried rollback reaches
+    `rolled_back`, every row on the source. (MARKER_WAIT_S is shortened to 5 s to keep the test fast.)"""
+    import time
+
+    from shards import mover as mover_mod
+    from shards.mover import InjectedCrash
+
+    monkeypatch.setattr(mover_mod, "MARKER_WAIT_S", 5.0)
+    crashed: list[str] = []
+
+    def crash(at: str) -> None:
+        if at == "rollback:source-current" and not crashed:
+            crashed.append(at)
+            raise InjectedCrash(at)
+
+    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600)
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-rb")
+    for _ in range(60):
+        result = mover.step("m-rb")
+        if result.phase == "switched":
+            break
+        if result.wait_s:
+            time.sleep(min(result.wait_s, 0.3))
+    assert mover.load("m-rb").phase == "switched"
+    mover.request_abort("m-rb", "roll it back")
+    with pytest.raises(InjectedCrash):
+        mover.step("m-rb")
+    errors: list[str] = []
+    phase = mover.load("m-rb").phase
+    for _ in range(2):
+        try:
+            phase = mover.run("m-rb", wait=False).phase
+            break
+        except RuntimeError as err:
+            errors.append(str(err))
+    assert phase == "rolled_back", f"stuck in {phase}: {errors}"
+    check_placement(sset, mover, expected)
