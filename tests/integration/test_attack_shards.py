@@ -533,3 +533,73 @@ def test_online_rollback_after_the_switch_survives_a_crash(env: dict[str, Any], 
             errors.append(str(err))
     assert phase == "rolled_back", f"stuck in {phase}: {errors}"
     check_placement(sset, mover, expected)
+
+
+def test_a_null_shard_key_is_not_a_retryable_fence_refusal(env: dict[str, Any]) -> None:
+    """DEFECT: the router hashes `str(key)`, so `route(None)` answers the owner of md5("None")'s bucket
+    (the same bucket as the string "None"). The fence trigger computes a NULL bucket (the bucket functions
+    are STRICT), finds no fence row and refuses with SQLSTATE RX409 "bucket <NULL> is unknown ... refresh
+    the shard map and retry" (BEFORE triggers run before the NOT NULL check). `Router.refused(err)` says
+    True (refreshed, retry), so the retry loop the router's docstring tells applications to write spins
+    forever on a write that can never succeed.
+
+    EXPECTED: a NULL key is a non-retryable error: the router refuses it (ValueError/TypeError) or the
+    database answers something other than the fence's RX409 (e.g. the NOT NULL violation), so the documented
+    loop ends."""
+    from tests.support.shards import router_for
+
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes")
+    mover = make_mover(sset, env["ddb"])
+    seed(env["pgc"], sset, mover, tenants=4, orders_per_tenant=1)
+    from shards import pg
+
+    for s in sset.shards:  # the fence is installed by a move's prepare step
+        with psycopg.connect(s.connection.dsn, autocommit=True) as conn:  # type: ignore[union-attr]
+            pg.install(conn, sset, set(mover.map().buckets_of(s.name)))
+    router = router_for(env["ddb"])
+    dsn = {s.name: s.connection.dsn for s in sset.shards}  # type: ignore[union-attr]
+    outcome = "looped 50 times on 'refused, retry'"
+    for _ in range(50):  # the loop of shards/router.py's docstring
+        try:
+            shard = router.route(None)  # type: ignore[arg-type]
+            with psycopg.connect(dsn[shard], autocommit=True) as conn:
+                conn.execute("INSERT INTO orders (tenant, id, v) VALUES (%s, 1, 1)", (None,))
+            outcome = "inserted"
+            break
+        except psycopg.Error as err:
+            if not router.refused(err):
+                outcome = f"non-retryable {type(err).__name__}"
+                break
+        except (ValueError, TypeError) as err:
+            outcome = f"router refused: {err}"
+            break
+    assert outcome.startswith(("non-retryable", "router refused")), outcome
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"command": "drain", "shard": "atk-a", "mode": "block_writes", "dry_run": True}, "mode"),
+    ({"command": "move", "buckets": [1], "target": "atk-b", "move_id": "my-move", "dry_run": True}, "move_id"),
+    ({"command": "status", "shard": "no-such-shard"}, "shard"),
+], ids=["drain-mode", "move-move_id", "status-unknown-shard"])
+def test_console_fields_are_honoured_or_rejected(world: dict[str, Any], payload: dict[str, Any],
+                                                 field: str) -> None:
+    """DEFECT: validate_command accepts fields a command does not use and the reaction silently ignores them:
+    `mode` on drain/rebalance/add_shard (the planned moves take the set's `transfer`, so an operator asking for
+    block_writes gets online moves), `move_id` on move (the move gets a generated id, not the operator's),
+    `shard` on status/pause/abort/move (not even checked to exist: "no-such-shard" is accepted).
+
+    EXPECTED: a field is either honoured (drain's moves use the requested mode; the move gets the requested id)
+    or the command is rejected at validation with the field named."""
+    seed(world["pgc"], world["config"].sharding.sets[0], _mover_of(world), tenants=20, orders_per_tenant=2)
+    out = _console(world, request_id=f"extra-{field}", **payload)
+    if out["status"] == "rejected":
+        assert any(e.startswith(field) for e in out["errors"]), out["errors"]
+        return
+    decision = out["decisions"][0]
+    moves = (decision.get("intended") or {}).get("moves", [])
+    if field == "mode":
+        assert moves and all(mv["mode"] == "block_writes" for mv in moves), (decision["outcome"], moves)
+    elif field == "move_id":
+        assert [mv["id"] for mv in moves] == ["my-move"], (decision["outcome"], moves)
+    else:
+        pytest.fail(f"{payload} accepted: {decision['outcome']}")
