@@ -603,3 +603,50 @@ def test_console_fields_are_honoured_or_rejected(world: dict[str, Any], payload:
         assert [mv["id"] for mv in moves] == ["my-move"], (decision["outcome"], moves)
     else:
         pytest.fail(f"{payload} accepted: {decision['outcome']}")
+
+
+def test_online_move_of_a_table_whose_key_is_not_in_the_primary_key(env: dict[str, Any]) -> None:
+    """DEFECT: the online move publishes each table with a row filter on the shard key column. PostgreSQL
+    requires the columns of a row filter of a publication that publishes UPDATE/DELETE to be part of the
+    table's replica identity (the primary key by default). For a table whose key column is not in its primary
+    key (items(id PRIMARY KEY, tenant, ...): a perfectly common layout that config validation and the
+    prepare step accept), every UPDATE and DELETE of the source table fails ("cannot update table ...") for
+    as long as the publication exists: the writes of EVERY bucket of the source shard, not only the moving
+    ones, are refused for the whole move.
+
+    EXPECTED: an update of a row of a bucket that is not moving succeeds on the source while the move
+    replicates (or the move is refused up front, naming the table, before anything is published)."""
+    import time
+
+    from shards.mover import MoveRefused
+
+    with contextlib.ExitStack() as stack:
+        for db in DBS:
+            conn = stack.enter_context(psycopg.connect(env["pgc"].dsn(db), autocommit=True))
+            conn.execute("DROP TABLE IF EXISTS items")
+            conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, tenant text NOT NULL, v int NOT NULL)")
+    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600,
+                     tables=[{"name": "items", "key_column": "tenant"}])
+    mover = make_mover(sset, env["ddb"])
+    owners = mover.map().owners
+    rows = [(i, f"tenant-{i % 60}", 0) for i in range(600)]
+    on_a = [r for r in rows if owners[bucket_of(r[1], sset.buckets)] == "atk-a"]
+    with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO items (id, tenant, v) VALUES (%s, %s, %s)", on_a)
+    buckets = sorted({bucket_of(r[1], sset.buckets) for r in on_a})[:2]
+    staying = next(r for r in on_a if bucket_of(r[1], sset.buckets) not in buckets)
+    try:
+        mover.start(buckets, "atk-a", "atk-b", move_id="m-ri")
+        for _ in range(10):
+            if mover.step("m-ri").phase in ("replicating", "caught_up"):
+                break
+            time.sleep(0.2)
+    except MoveRefused as refused:  # refusing such a table up front, naming it, is a correct answer
+        assert "items" in str(refused)
+        return
+    with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn:
+        try:
+            conn.execute("UPDATE items SET v = v + 1 WHERE id = %s", (staying[0],))
+        except psycopg.Error as err:
+            pytest.fail(f"an update of bucket {bucket_of(staying[1], sset.buckets)} (not moving) on the source "
+                        f"failed during the move: {str(err).splitlines()[0]}")
