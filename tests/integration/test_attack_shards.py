@@ -650,3 +650,37 @@ def test_online_move_of_a_table_whose_key_is_not_in_the_primary_key(env: dict[st
         except psycopg.Error as err:
             pytest.fail(f"an update of bucket {bucket_of(staying[1], sset.buckets)} (not moving) on the source "
                         f"failed during the move: {str(err).splitlines()[0]}")
+
+
+def test_shard_moved_entry_rejected_by_eventbridge_is_not_silently_dropped(world: dict[str, Any]) -> None:
+    """DEFECT: `_publish_moved` calls events.put_events and ignores its answer. PutEvents reports a failed
+    entry in the RESPONSE (FailedEntryCount / Entries[i].ErrorCode, e.g. InternalFailure or a throttled
+    entry), not as an exception: such a ShardMoved is dropped without a trace, the step succeeds, and the
+    applications' caches are never told the buckets moved.
+
+    EXPECTED: a switched move's ShardMoved is accepted by EventBridge at least once (a failed entry is retried
+    or fails the step so that it is retried)."""
+    accepted: list[dict[str, Any]] = []
+    calls: list[int] = []
+
+    class Events:
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+            shard_moved = [e for e in Entries if e["DetailType"] == world["config"].shard_moved_detail_type]
+            if shard_moved:
+                calls.append(len(Entries))
+            if shard_moved and len(calls) == 1:
+                return {"FailedEntryCount": len(Entries),
+                        "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "injected"} for _ in Entries]}
+            accepted.extend(Entries)
+            return {"FailedEntryCount": 0, "Entries": [{"EventId": f"e{len(accepted)}"} for _ in Entries]}
+
+    world["world"].overrides["events"] = Events()
+    seed(world["pgc"], world["config"].sharding.sets[0], _mover_of(world), tenants=20, orders_per_tenant=2)
+    decision = _console(world, command="move", buckets=[2, 3], target="atk-b", mode="block_writes",
+                        request_id="evt-1")["decisions"][0]
+    assert decision["outcome"] == "executed", decision
+    move_id = decision["intended"]["moves"][0]["id"]
+    world["driver"].run_until_idle()
+    assert _mover_of(world).load(move_id).phase == "done"
+    moved = [e for e in accepted if e["DetailType"] == world["config"].shard_moved_detail_type]
+    assert moved, f"put_events called {len(calls)} time(s) with ShardMoved; the entry was rejected and never resent"
