@@ -734,3 +734,29 @@ def test_online_move_of_a_partitioned_table(env: dict[str, Any]) -> None:
     assert result is not None and result.phase == "done", (
         f"stuck in {mover.load(f'm-part-{mode}').phase}: {errors}")
     check_placement(sset, mover, expected)
+
+
+def test_shard_added_event_for_a_shard_that_does_not_accept_buckets(pgc: PostgresCluster) -> None:
+    """DEFECT: the console `add_shard` of a shard with `accepting: false` is rejected ("shard: ... does not accept
+    buckets"), but the ShardAdded EVENT for the same shard is validated by validate_shard_added, which only
+    checks that the set and the shard exist. The event goes on as an `add_shard` (a rebalance) and is acted on
+    (planned and, if anything is off balance, moves started) in the name of a shard that must take nothing.
+
+    EXPECTED: the same refusal as the console's: rejected at validation, the error naming detail.shard,
+    nothing planned or moved."""
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS]
+    shards[1] |= {"accepting": False}
+    with _make_world(pgc, shards=shards) as env:
+        seed(pgc, env["config"].sharding.sets[0], _mover_of(env), tenants=20, orders_per_tenant=2)
+        event = {"version": "0", "id": "5e1b1c2e-0000-4000-8000-0000000000aa", "detail-type": "ShardAdded",
+                 "source": "app.shards", "account": "123456789012", "time": "2026-11-26T09:00:00Z",
+                 "region": "us-east-1", "resources": [], "detail": {"set": "orders", "shard": "atk-b"}}
+        try:
+            out = env["invoke"](event)
+        except Exception as err:  # noqa: BLE001 - a rejected event may be raised to the DLQ
+            out = {"status": "raised", "errors": [str(err)]}
+        console = _console(env, command="add_shard", shard="atk-b", request_id="add-b")
+        assert console["status"] == "rejected"  # the console refuses it...
+        assert out.get("status") in ("rejected", "raised") and any("detail.shard" in e for e in out.get("errors", [])), (
+            f"...the event is accepted: {out.get('status')} "
+            f"{[(d.get('outcome'), (d.get('intended') or {}).get('moves')) for d in out.get('decisions', [])]}")
