@@ -760,3 +760,34 @@ def test_shard_added_event_for_a_shard_that_does_not_accept_buckets(pgc: Postgre
         assert out.get("status") in ("rejected", "raised") and any("detail.shard" in e for e in out.get("errors", [])), (
             f"...the event is accepted: {out.get('status')} "
             f"{[(d.get('outcome'), (d.get('intended') or {}).get('moves')) for d in out.get('decisions', [])]}")
+
+
+def test_router_keeps_routing_on_its_cached_map_when_a_refresh_fails() -> None:
+    """DEFECT: the router's docstring says the map "is only a hint for speed: the authority is each shard
+    database's write fence". Yet once its TTL has passed, `Router.current()` calls the loader on every route and
+    lets its error through: a DynamoDB throttle or outage makes EVERY route of EVERY key fail (the application
+    cannot write anywhere) although the router holds a map that is still right for all buckets that are not
+    moving; `refused()` even drops the cached map (`_map = None`) before reloading.
+
+    EXPECTED: when a refresh fails the router goes on routing from the map it has (the fence refuses whatever
+    that map gets wrong), and retries the refresh later."""
+    from shards.router import Router
+    from shards.shard_map import ShardMap
+
+    now = [0.0]
+    calls: list[int] = []
+
+    def load() -> ShardMap:
+        calls.append(1)
+        if len(calls) > 1:
+            raise _throttle("GetItem")
+        return ShardMap(set_name="orders", buckets=8, key_type="text", owners=["a"] * 4 + ["b"] * 4, version=3)
+
+    router = Router(load, ttl_s=5.0, clock=lambda: now[0])
+    first = router.route("tenant-1")
+    now[0] = 60.0  # the TTL passed; DynamoDB now throttles
+    try:
+        again = router.route("tenant-1")
+    except ClientError as err:
+        pytest.fail(f"routing failed because the map could not be refreshed: {err}")
+    assert again == first
