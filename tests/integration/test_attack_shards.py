@@ -791,3 +791,41 @@ def test_router_keeps_routing_on_its_cached_map_when_a_refresh_fails() -> None:
     except ClientError as err:
         pytest.fail(f"routing failed because the map could not be refreshed: {err}")
     assert again == first
+
+
+@pytest.mark.parametrize("after", ["done", "rolled_back"])
+def test_a_move_completes_or_rolls_back_with_a_foreign_key_between_its_tables(env: dict[str, Any],
+                                                                              after: str) -> None:
+    """DEFECT: `_delete_rows` deletes the buckets' rows table by table in the configured order, in ordinary
+    sessions (only `reflex.mover = on`; foreign-key checks apply, unlike the copy which runs as a replica).
+    With the natural configuration (the parent `orders` listed before `order_lines`, which references it with a
+    plain FOREIGN KEY), the delete of `orders` rows that `order_lines` still references fails: the source cleanup
+    after the grace period fails on every retry (the move never reaches `done`, the source keeps the rows), and
+    a rollback's delete of the target copy fails the same way (the move never reaches `rolled_back`).
+
+    EXPECTED: the move reaches `done` (or, aborted after the switch, `rolled_back`), every row once on the shard
+    the map names."""
+    for db in DBS:
+        with psycopg.connect(env["pgc"].dsn(db), autocommit=True) as conn:
+            conn.execute("ALTER TABLE order_lines ADD FOREIGN KEY (tenant, order_id) REFERENCES orders (tenant, id)")
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0 if after == "done" else 3600)
+    mover = make_mover(sset, env["ddb"])
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-fk")
+    errors: list[str] = []
+    phase = ""
+    for attempt in range(3):
+        try:
+            result = mover.run("m-fk", wait=False)
+            phase = result.phase
+            if phase == "switched" and after == "rolled_back" and not mover.load("m-fk").abort_requested:
+                mover.request_abort("m-fk", "roll back")
+                phase = mover.run("m-fk", wait=False).phase
+            if phase == after:
+                break
+        except psycopg.Error as err:
+            errors.append(str(err).splitlines()[0])
+        phase = mover.load("m-fk").phase
+    assert phase == after, f"stuck in {phase}: {errors}"
+    check_placement(sset, mover, expected)
