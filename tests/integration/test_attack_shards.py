@@ -829,3 +829,33 @@ def test_a_move_completes_or_rolls_back_with_a_foreign_key_between_its_tables(en
         phase = mover.load("m-fk").phase
     assert phase == after, f"stuck in {phase}: {errors}"
     check_placement(sset, mover, expected)
+
+
+def test_the_cleanup_of_moved_rows_does_not_fire_the_applications_delete_triggers(env: dict[str, Any]) -> None:
+    """DEFECT: the copy applies rows "as logical replication applies them", with session_replication_role =
+    replica, precisely so that "an audit or updated_at trigger must not see a moved row as a new one"
+    (Mover._apply_as_replica). The cleanup does not: `_delete_rows` deletes the moved rows from the source (and,
+    on a rollback, from the target) in an ordinary session, so the application's ON DELETE triggers fire for
+    every moved row: an audit trigger records deletions nobody made, a trigger that cascades into a table
+    that is not sharded (invoices, counters) destroys or corrupts data.
+
+    EXPECTED: a completed move fires no application DELETE trigger on the source: the audit table stays
+    empty."""
+    for db in DBS:
+        with psycopg.connect(env["pgc"].dsn(db), autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS deleted_log (tenant text, id bigint)")
+            conn.execute("TRUNCATE deleted_log")
+            conn.execute("CREATE OR REPLACE FUNCTION log_delete() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$ BEGIN INSERT INTO deleted_log VALUES (OLD.tenant, OLD.id); RETURN OLD; END $$")
+            conn.execute("DROP TRIGGER IF EXISTS app_audit ON orders")
+            conn.execute("CREATE TRIGGER app_audit AFTER DELETE ON orders FOR EACH ROW EXECUTE FUNCTION log_delete()")
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0)
+    mover = make_mover(sset, env["ddb"])
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-trg")
+    assert mover.run("m-trg", wait=False).phase == "done"
+    check_placement(sset, mover, expected)
+    with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn:
+        logged = int(conn.execute("SELECT count(*) FROM deleted_log").fetchone()[0])  # type: ignore[index]
+    assert logged == 0, f"the application's delete trigger fired for {logged} moved rows"
