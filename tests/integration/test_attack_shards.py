@@ -859,3 +859,37 @@ def test_the_cleanup_of_moved_rows_does_not_fire_the_applications_delete_trigger
     with psycopg.connect(env["pgc"].dsn("atk_a"), autocommit=True) as conn:
         logged = int(conn.execute("SELECT count(*) FROM deleted_log").fetchone()[0])  # type: ignore[index]
     assert logged == 0, f"the application's delete trigger fired for {logged} moved rows"
+
+
+def test_a_large_move_fits_the_shard_map_item_or_is_refused_naming_buckets() -> None:
+    """DEFECT: shard_map.py promises the map stays under DynamoDB's 400 KB item limit ("at worst ~60 KB") but only
+    counts the run-length owners: every moving bucket adds a JSON state (~90 bytes: state, move id, source,
+    target). Sets may have up to 65,536 buckets and a console `move` may name up to 65,536 of them, so claiming
+    8,192 buckets writes a ~750 KB map item: PutItem fails with ValidationException ("Item size has exceeded
+    the maximum allowed size"), an opaque failure instead of a refusal naming the field.
+
+    EXPECTED: the move is either recorded (states stored compactly) or refused with MoveRefused naming
+    `buckets`."""
+    from reflex_core.sharding_config import ShardSet
+    from shards.mover import MoveRefused
+
+    with mock_aws():
+        ddb = state_table()
+        sset = ShardSet.model_validate({
+            "name": "orders", "buckets": 65536,
+            "shards": [{"name": "a", "connection": {"kind": "dsn", "dsn": "postgresql://x/a"}},
+                       {"name": "b", "connection": {"kind": "dsn", "dsn": "postgresql://x/b"}}],
+            "tables": [{"name": "orders", "key_column": "tenant"}]})
+        mover = make_mover(sset, ddb)
+        owners = mover.map().owners
+        source = owners[0]
+        target = "b" if source == "a" else "a"
+        buckets = [b for b in range(65536) if owners[b] == source][:8192]
+        try:
+            record = mover.start(buckets, source, target, move_id="big")
+        except MoveRefused as refused:
+            assert refused.field == "buckets", refused
+            return
+        except ClientError as err:
+            pytest.fail(f"claiming {len(buckets)} buckets failed in DynamoDB: {err}")
+        assert record.phase == "claimed" and len(mover.map().states) == len(buckets)
