@@ -893,3 +893,36 @@ def test_a_large_move_fits_the_shard_map_item_or_is_refused_naming_buckets() -> 
         except ClientError as err:
             pytest.fail(f"claiming {len(buckets)} buckets failed in DynamoDB: {err}")
         assert record.phase == "claimed" and len(mover.map().states) == len(buckets)
+
+
+@pytest.mark.parametrize(("setting", "value", "column"), [
+    ("IntervalStyle", "sql_standard", "dur interval NOT NULL DEFAULT '1 day 02:03:04'"),
+    ("bytea_output", "escape", "blob bytea NOT NULL DEFAULT '\\x00ff'::bytea"),
+], ids=["IntervalStyle", "bytea_output"])
+def test_verification_does_not_depend_on_per_database_output_settings(env: dict[str, Any], setting: str,
+                                                                       value: str, column: str) -> None:
+    """DEFECT: the verification compares md5(ROW(...)::text) on both shards, so the row's TEXT must read the same
+    on both; the mover pins TimeZone, DateStyle and extra_float_digits on its sessions for that reason but not
+    IntervalStyle or bytea_output. A shard database with another default (ALTER DATABASE ... SET IntervalStyle =
+    'sql_standard', or bytea_output = 'escape') prints the same interval/bytea values differently: every
+    bucket holding such a row "mismatches" and every move rolls back (the rows are identical).
+
+    EXPECTED: the move of identical rows verifies and completes (done)."""
+    for db in DBS:
+        with psycopg.connect(env["pgc"].dsn(db), autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE orders ADD COLUMN {column}")
+    with psycopg.connect(env["pgc"].dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE atk_b SET {setting} = '{value}'")
+    try:
+        sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0)
+        mover = make_mover(sset, env["ddb"])
+        expected = seed(env["pgc"], sset, mover)
+        buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+        mover.start(buckets, "atk-a", "atk-b", move_id="m-style")
+        result = mover.run("m-style", wait=False)
+        record = mover.load("m-style")
+        assert result.phase == "done", f"{result.phase}: {record.error} {record.verify}"
+        check_placement(sset, mover, expected)
+    finally:
+        with psycopg.connect(env["pgc"].dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE atk_b RESET {setting}")
