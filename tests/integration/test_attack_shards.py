@@ -926,3 +926,37 @@ def test_verification_does_not_depend_on_per_database_output_settings(env: dict[
     finally:
         with psycopg.connect(env["pgc"].dsn("postgres"), autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE atk_b RESET {setting}")
+
+
+def test_two_different_moves_under_one_request_id_both_move(pgc: PostgresCluster) -> None:
+    """DEFECT: the pipeline treats a reused request_id with a different body as a different command (its
+    idempotency key includes the payload's hash), but the shard reaction names moves after the trigger's
+    event id only (`_move_id(base=request_id, index)`). The second command plans a move of OTHER buckets under
+    the SAME move id; `_claim` finds that move's record and `Mover.start` returns it as is ("idempotent for a
+    given move_id"): the decision says `executed` with the second command's buckets in `intended`, but those
+    buckets were never claimed or moved. (Shards with max_concurrent_moves 2, so that the second move is not
+    refused for concurrency.)
+
+    EXPECTED: the second, different command moves its own buckets (or is refused naming request_id); it never
+    reports executed for a move that did not happen."""
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)},
+               "max_concurrent_moves": 2} for db in DBS]
+    with _make_world(pgc, shards=shards) as world:
+        _second_move_under_the_same_request_id(world)
+
+
+def _second_move_under_the_same_request_id(world: dict[str, Any]) -> None:
+    seed(world["pgc"], world["config"].sharding.sets[0], _mover_of(world), tenants=20, orders_per_tenant=2)
+    one = _console(world, command="move", buckets=[1], target="atk-b", request_id="ops-script")["decisions"][0]
+    assert one["outcome"] == "executed", one
+    two = _console(world, command="move", buckets=[2], target="atk-b", request_id="ops-script",
+                   reason="second move")
+    if two.get("status") == "rejected":
+        assert any(e.startswith("request_id") for e in two["errors"]), two["errors"]
+        return
+    decision = two["decisions"][0]
+    claimed = sorted(_mover_of(world).map().states)
+    assert decision["outcome"] != "executed" or 2 in claimed, (
+        f"second command reported executed with intended {decision['intended']['moves']}, but only buckets "
+        f"{claimed} are claimed")
+    assert decision["outcome"] == "executed", decision
