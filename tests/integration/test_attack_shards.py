@@ -91,10 +91,8 @@ def test_abort_after_the_source_delete_but_before_done_loses_the_buckets(env: di
     with pytest.raises(ClientError):
         mover.run("m-late-abort", wait=False)
     assert failed and mover.load("m-late-abort").phase == "switched"
-    try:
+    with contextlib.suppress(Exception):  # refusing the abort here is a correct answer
         mover.request_abort("m-late-abort", "operator changed their mind")
-    except Exception:  # noqa: BLE001 - refusing the abort here is a correct answer
-        pass
     mover.run("m-late-abort", wait=False)
     check_placement(sset, mover, expected)
 
@@ -441,7 +439,8 @@ def test_online_move_does_not_replicate_a_truncate_onto_the_targets_own_buckets(
         if own_b < before_b:
             break
         time.sleep(0.2)
-    assert own_b == before_b, f"atk-b lost {before_b - own_b} rows of buckets it owns (not moving) to a TRUNCATE on atk-a"
+    assert own_b == before_b, (f"atk-b lost {before_b - own_b} rows of buckets it owns (not moving) to a "
+                               "TRUNCATE on atk-a")
 
 
 def test_online_abort_after_the_reverse_stream_started_keeps_the_source_rows(env: dict[str, Any]) -> None:
@@ -664,7 +663,7 @@ def test_shard_moved_entry_rejected_by_eventbridge_is_not_silently_dropped(world
     calls: list[int] = []
 
     class Events:
-        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
             shard_moved = [e for e in Entries if e["DetailType"] == world["config"].shard_moved_detail_type]
             if shard_moved:
                 calls.append(len(Entries))
@@ -757,7 +756,8 @@ def test_shard_added_event_for_a_shard_that_does_not_accept_buckets(pgc: Postgre
             out = {"status": "raised", "errors": [str(err)]}
         console = _console(env, command="add_shard", shard="atk-b", request_id="add-b")
         assert console["status"] == "rejected"  # the console refuses it...
-        assert out.get("status") in ("rejected", "raised") and any("detail.shard" in e for e in out.get("errors", [])), (
+        errors = out.get("errors", [])
+        assert out.get("status") in ("rejected", "raised") and any("detail.shard" in e for e in errors), (
             f"...the event is accepted: {out.get('status')} "
             f"{[(d.get('outcome'), (d.get('intended') or {}).get('moves')) for d in out.get('decisions', [])]}")
 
@@ -815,7 +815,7 @@ def test_a_move_completes_or_rolls_back_with_a_foreign_key_between_its_tables(en
     mover.start(buckets, "atk-a", "atk-b", move_id="m-fk")
     errors: list[str] = []
     phase = ""
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             result = mover.run("m-fk", wait=False)
             phase = result.phase
