@@ -960,3 +960,24 @@ def _second_move_under_the_same_request_id(world: dict[str, Any]) -> None:
         f"second command reported executed with intended {decision['intended']['moves']}, but only buckets "
         f"{claimed} are claimed")
     assert decision["outcome"] == "executed", decision
+
+
+def test_under_the_kill_switch_the_planner_still_runs(pgc: PostgresCluster) -> None:
+    """DEFECT: the issue asks that under the kill switch (as under dry-run) "the planner runs, nothing moves".
+    The pipeline checks the kill switch before it calls the reaction's plan(), so with the switch on even the
+    console `plan` command (a dry run by definition, it moves nothing) answers `skipped:kill-switch` with no
+    plan: the operator who stopped automation cannot even see what a rebalance would do.
+
+    EXPECTED: with the kill switch on, `plan` (and a rebalance) still computes and reports the plan (dry-run
+    outcome with intended moves) and nothing moves."""
+    shards = [{"name": db.replace("_", "-"), "connection": {"kind": "dsn", "dsn": pgc.dsn(db)}} for db in DBS]
+    # everything on atk-a: a rebalance has work to plan
+    with _make_world(pgc, shards=shards, placement=[{"shard": "atk-a", "buckets": ["0-31"]}]) as env:
+        seed(pgc, env["config"].sharding.sets[0], _mover_of(env), tenants=20, orders_per_tenant=2)
+        env["world"].set_kill_switch("shards", True)
+        env["clock"].advance(60)  # past the kill switch's cache
+        out = _console(env, command="plan", request_id="plan-under-kill")["decisions"][0]
+        mover = _mover_of(env)
+        assert mover.map().states == {} and mover.store.moves("orders") == []
+        assert out["outcome"] == "dry-run" and (out.get("intended") or {}).get("moves"), (
+            f"{out['outcome']}: {out.get('detail')}")
