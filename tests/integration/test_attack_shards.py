@@ -981,3 +981,39 @@ def test_under_the_kill_switch_the_planner_still_runs(pgc: PostgresCluster) -> N
         assert mover.map().states == {} and mover.store.moves("orders") == []
         assert out["outcome"] == "dry-run" and (out.get("intended") or {}).get("moves"), (
             f"{out['outcome']}: {out.get('detail')}")
+
+
+def test_abort_racing_the_final_cleanup_step_loses_the_buckets(env: dict[str, Any]) -> None:
+    """DEFECT (the race behind test_abort_after_the_source_delete_but_before_done_loses_the_buckets, without any
+    fault): `abort` preempts the set's lock (GuardSettings.preempt_lock), so it runs while a workflow step runs.
+    An abort that lands while the step is in `_from_switched`, after it deleted the source rows and settled the
+    map but before it saved `done`, is accepted (the record still says `switched`) and bumps the record's version;
+    the step's conditional save of `done` then fails (MapConflict) and the next step rolls back a move whose
+    source rows are gone: the rollback deletes the target's rows too.
+
+    EXPECTED: every seeded row survives exactly once on the shard the map names."""
+    from shards.shard_map import MapConflict
+
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0)
+    mover = make_mover(sset, env["ddb"])
+    operator = make_mover(sset, env["ddb"])  # the console invocation that preempts the lock
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 3)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-race")
+
+    real_save = mover.store.save
+    aborted: list[str] = []
+
+    def save(new: Any, change: str) -> Any:
+        saved = real_save(new, change)
+        if change.endswith(": done") and not aborted:  # the map is settled; the record is not `done` yet
+            aborted.append(change)
+            operator.request_abort("m-race", "operator: stop it")
+        return saved
+
+    mover.store.save = save  # type: ignore[method-assign]
+    with contextlib.suppress(MapConflict):
+        mover.run("m-race", wait=False)
+    assert aborted
+    mover.run("m-race", wait=False)
+    check_placement(sset, mover, expected)
