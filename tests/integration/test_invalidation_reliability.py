@@ -324,6 +324,7 @@ def test_a_follow_up_whose_message_cannot_be_queued_is_carried_out_not_lost(spac
         # The first run's last step is audited failed (its invocation raised); the follow-up for the coalesced
         # request is carried out (adopted by the redelivered message) and completes.
         assert ("failed:ServiceUnavailable", None, next(iter(first_run))) in seen, seen
-        assert [status for _, status, run in seen if run not in first_run] == ["complete"], seen
+        follow_up = [status for _, status, run in seen if run not in first_run]
+        assert follow_up.count("complete") == 1 and set(follow_up) <= {"complete", "continuing"}, seen
         assert _progress(env, pattern) is None
         assert env.queue_bodies(env.continuation_url) == []
