@@ -80,3 +80,7 @@ def invoke(world):
         return lambda_handler(event, context or FakeLambdaContext())
 
     return _invoke
+
+
+# Fixtures shared by several test modules, registered here so that modules use them by name without importing.
+pytest_plugins = ["tests.support.resharder_world"]

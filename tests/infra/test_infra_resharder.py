@@ -108,7 +108,7 @@ def test_the_resharder_and_the_scaler_may_read_the_states_of_the_alarms_they_act
     resources = dev.json["Resources"]
     alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
     by_role: dict[str, list[str]] = {}
-    for logical_id, resource in resources.items():
+    for resource in resources.values():
         if resource["Type"] != "AWS::IAM::Policy":
             continue
         for statement in resource["Properties"]["PolicyDocument"]["Statement"]:

@@ -9,57 +9,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from reflex_core.clock import iso
 from reflex_core.state_store import AlarmMemory
-from tests.conftest import FakeLambdaContext
-from tests.support.elasticache_stub import ElastiCacheStub, even_slots
-
-GROUP = "sessions"
-POLICY = "sessions"
-
-
-@pytest.fixture
-def stub(world) -> ElastiCacheStub:
-    stub = ElastiCacheStub()
-    stub.add_group(GROUP, 3)
-    world.overrides["elasticache"] = stub
-    return stub
-
-
-@pytest.fixture
-def reshard(world, clock, stub):
-    from resharder.handler import lambda_handler
-
-    world.runtime(clock, reaction="resharder")
-
-    def invoke(event: Any) -> dict[str, Any]:
-        return lambda_handler(event, FakeLambdaContext())
-
-    return invoke
-
-
-def console(command: str, **extra: Any) -> dict[str, Any]:
-    return {"command": command, "policy": POLICY, "reason": "test run", "operator": "alice"} | extra
-
-
-def alarm_event(name: str, state: str, at: str, previous: str = "OK") -> dict[str, Any]:
-    return {
-        "version": "0", "id": f"evt-{name}-{state}-{at}", "detail-type": "CloudWatch Alarm State Change",
-        "source": "aws.cloudwatch", "account": "123456789012", "time": at, "region": "us-east-1",
-        "resources": [f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}"],
-        "detail": {"alarmName": name,
-                   "state": {"value": state, "reason": "test", "timestamp": at.replace("Z", ".000+0000")},
-                   "previousState": {"value": previous, "reason": "test", "timestamp": "2026-11-26T06:00:00.000+0000"},
-                   "configuration": {"description": "memory of the sessions cache above 80 %"}},
-    }
-
-
-def schedule(execution: str, at: datetime | None = None) -> dict[str, Any]:
-    """One run of the evaluate schedule; runs are told apart by their scheduled time (the execution id is per
-    delivery attempt)."""
-    return {"reflex_schedule": {"name": "reflex-dev-resharder-evaluate", "operation": "evaluate",
-                                "scheduled_time": iso(at) if at else "2026-11-26T09:00:00Z",
-                                "execution_id": execution}}
+from tests.support.elasticache_stub import even_slots
+from tests.support.resharder_world import (  # fixtures `stub`, `reshard`: tests/conftest.py
+    GROUP,
+    POLICY,
+    alarm_event,
+    console,
+    schedule,
+)
 
 
 def remember(world, clock, name: str, state: str, ago_s: float) -> None:
@@ -241,7 +199,7 @@ def test_malformed_commands_are_rejected_naming_the_field_and_audited(world, res
 
 
 def _console_trigger(payload: dict[str, Any]):
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from reflex_core.triggers import parse_trigger
 

@@ -16,10 +16,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from reflex_core.alarm_states import actual_alarms, describe_alarm_states
 from reflex_core.alarm_tags import AlarmTagReader
 from reflex_core.config import AlarmMatch, Bounds, ScalingPolicy
 from reflex_core.state_store import AlarmMemory
-from reflex_core.alarm_states import actual_alarms, describe_alarm_states
 from scaler.scaling_reaction import ScalingReaction
 from scaler.step_sizing import counted_change
 
