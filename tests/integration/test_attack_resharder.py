@@ -87,7 +87,8 @@ def test_a_lost_response_whose_change_landed_is_completed_by_the_retry_not_paged
     went through ... do not send another one") and completes the action (executed, cooldown recorded)."""
     lose_response_after_landing(stub)
     event = alarm_event("sessions-memory-high", "ALARM", "2026-11-26T08:59:00Z")
-    with contextlib.suppress(Exception):  # since the fix the first attempt recognises its own call at once (executed); before, it raised
+    # Since the fix the first attempt recognises its own call at once (executed); before, it raised.
+    with contextlib.suppress(Exception):
         reshard(event)
     assert len(stub.modifications) == 1 and stub.groups[GROUP].status == "modifying"
     clock.advance(60)

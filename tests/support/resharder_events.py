@@ -3,7 +3,8 @@
 Sidecar keys beyond the scaler's: `given` (the replication group `sessions` before the event: `shards`, optional
 `status` and `slots`, and `alarms`: alarm name -> state recorded for the policy and set in CloudWatch, OK
 states 7,300 s old, ALARM states 30 s old) and `modified` (the one ModifyReplicationGroupShardConfiguration
-request the event sends; absent: none is sent). ElastiCache is the Stubber-checked stub of tests/support/elasticache_stub.py.
+request the event sends; absent: none is sent). ElastiCache is the Stubber-checked stub of
+tests/support/elasticache_stub.py.
 """
 
 from __future__ import annotations
