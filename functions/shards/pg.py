@@ -116,7 +116,8 @@ def install(conn: psycopg.Connection[Any], shard_set: ShardSet, owned: set[int])
                 IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
                 RETURN NEW;
               END IF;
-              IF TG_OP <> 'INSERT' THEN
+              -- An existing row with a NULL key belongs to no bucket (no move carries it): nothing to fence.
+              IF TG_OP <> 'INSERT' AND OLD.{col} IS NOT NULL THEN
                 b := {bucket_fn}(OLD.{col}{cast}, {n});
                 SELECT f.state, f.move_id INTO st, mv FROM reflex.fence f
                   WHERE f.set_name = {_lit(shard_set.name)} AND f.bucket = b FOR SHARE;
@@ -128,6 +129,14 @@ def install(conn: psycopg.Connection[Any], shard_set: ShardSet, owned: set[int])
               END IF;
               IF TG_OP <> 'DELETE' THEN
                 IF TG_OP = 'UPDATE' AND NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN RETURN NEW; END IF;
+                -- A NULL key has no bucket and no shard: refused for good (not_null_violation), never with the
+                -- fence's retryable code (a router told "refresh and retry" would retry it forever).
+                IF NEW.{col} IS NULL THEN
+                  RAISE EXCEPTION 'reflex: the shard key % of % cannot be NULL (shard set %)',
+                    {_lit(t.key_column)}, {_lit(t.name)}, {_lit(shard_set.name)}
+                    USING ERRCODE = 'not_null_violation', COLUMN = {_lit(t.key_column)},
+                    TABLE = {_lit(t.name)};
+                END IF;
                 b := {bucket_fn}(NEW.{col}{cast}, {n});
                 SELECT f.state, f.move_id INTO st, mv FROM reflex.fence f
                   WHERE f.set_name = {_lit(shard_set.name)} AND f.bucket = b FOR SHARE;
