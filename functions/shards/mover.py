@@ -694,10 +694,10 @@ class Mover:
             partitioned = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
                                        (table,)).fetchone()
             # ctid alone is not unique in a partitioned table (each partition has its own): pair it with tableoid.
-            row_id = "(tableoid, ctid)" if partitioned and partitioned[0] else "ctid"
+            row_id = "tableoid, ctid" if partitioned and partitioned[0] else "ctid"
             batch = (f"SELECT {row_id} FROM {table} WHERE {self._filter(key_column, buckets)} "
                      f"LIMIT {self.set.delete_batch_rows}")
-            where = f"{row_id} IN ({batch})" if row_id != "ctid" else f"ctid = ANY(ARRAY({batch}))"
+            where = f"({row_id}) IN ({batch})" if row_id != "ctid" else f"ctid = ANY(ARRAY({batch}))"
             while True:
                 with conn.transaction():
                     conn.execute("SET LOCAL reflex.mover = 'on'")
