@@ -26,10 +26,15 @@ their cursor in the target's own transaction, map writes conditional on its vers
 * verify: per bucket, row count and a checksum (sum of md5 of each row's text) on both sides.
 * switch: forward replication torn down, reverse replication (target -> source) started (online),
   target fence `open`, map updated (conditional, versioned), source fence `moved`, ShardMoved published.
-* after the grace period: reverse replication dropped, the source rows deleted in batches; done.
-* rollback (any time before done): the map, the fences and the rows go back to the source; after a switch
-  the target is fenced first and the source brought current (reverse replication drained, or, for
-  block_writes, the rows copied back).
+* after the grace period: the point of no return marked on the source (reflex.copy_progress, tbl `#cleanup`),
+  reverse replication dropped, the source rows deleted in batches (as a replica when allowed, children
+  first), the map settled; done.
+* rollback (any time before the cleanup starts): the map, the fences and the rows go back to the source; after
+  a switch the target is fenced first and the source brought current (reverse replication drained, or, for
+  block_writes, the rows copied back; then marked `#source-current` so a retry skips it); before a switch both
+  streams (the reverse one too) are torn down before the target's copy is deleted. Past the point of no return
+  (the `#cleanup` mark, or the map settled) an abort is refused or ignored (recorded) and the move goes on to
+  done: a rollback then would delete the only copy left.
 """
 
 from __future__ import annotations
