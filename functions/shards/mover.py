@@ -865,6 +865,9 @@ class Mover:
                 tables = [f"{quote_ident(t.name)} WHERE {self._filter(t.key_column, move.buckets)}"
                           for t in self.set.tables]
                 tables.append(f"reflex.marker WHERE (move_id = {_lit(names['marker'])})")
+                # No `truncate`: row filters do not apply to it, a TRUNCATE on this shard would empty the whole
+                # table on the other, the buckets it owns included. Partitioned tables publish through their root
+                # (PostgreSQL refuses a row filter on a partitioned table otherwise; no effect on plain ones).
                 src.execute(f"CREATE PUBLICATION {names['pub']} FOR TABLE {', '.join(tables)} "
                             "WITH (publish = 'insert, update, delete', publish_via_partition_root = true)")
             if not src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (names["slot"],)).fetchone():

@@ -11,7 +11,9 @@ The fence trigger locks the bucket's fence row FOR SHARE: fencing (an UPDATE of 
 for every in-flight writer of the bucket to end, and every writer after it sees the fence, whatever its
 isolation level (REPEATABLE READ writers get a serialization failure). The mover's own sessions set
 `reflex.mover = on` to pass (copy into the target, deletes of moved rows); logical replication's apply
-workers do not fire ordinary triggers.
+workers do not fire ordinary triggers. A row with a NULL shard key has no bucket: the trigger refuses to write
+one with `not_null_violation` (not the fence's retryable code: retrying cannot help), and lets an existing one
+be updated or deleted (no move ever fences it).
 """
 
 from __future__ import annotations
