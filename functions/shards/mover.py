@@ -26,10 +26,15 @@ their cursor in the target's own transaction, map writes conditional on its vers
 * verify: per bucket, row count and a checksum (sum of md5 of each row's text) on both sides.
 * switch: forward replication torn down, reverse replication (target -> source) started (online),
   target fence `open`, map updated (conditional, versioned), source fence `moved`, ShardMoved published.
-* after the grace period: reverse replication dropped, the source rows deleted in batches; done.
-* rollback (any time before done): the map, the fences and the rows go back to the source; after a switch
-  the target is fenced first and the source brought current (reverse replication drained, or, for
-  block_writes, the rows copied back).
+* after the grace period: the point of no return marked on the source (reflex.copy_progress, tbl `#cleanup`),
+  reverse replication dropped, the source rows deleted in batches (as a replica when allowed, children
+  first), the map settled; done.
+* rollback (any time before the cleanup starts): the map, the fences and the rows go back to the source; after
+  a switch the target is fenced first and the source brought current (reverse replication drained, or, for
+  block_writes, the rows copied back; then marked `#source-current` so a retry skips it); before a switch both
+  streams (the reverse one too) are torn down before the target's copy is deleted. Past the point of no return
+  (the `#cleanup` mark, or the map settled) an abort is refused or ignored (recorded) and the move goes on to
+  done: a rollback then would delete the only copy left.
 """
 
 from __future__ import annotations
@@ -55,7 +60,14 @@ ACTIVE_PHASES = ("claimed", "prepared", "replicating", "caught_up", "fenced", "c
                  "rolling_back")
 MARKER_WAIT_S = 30.0
 FENCED_CHAIN = ("fenced", "copied", "verified")
+CLEANUP_MARK = "#cleanup"  # reflex.copy_progress.tbl on the source: the deletion of the moved rows has started
+CURRENT_MARK = "#source-current"  # ... on the source: a rollback after the switch brought it current
 CATCH_UP_POLL_S = 1.0
+# Every output setting the text of a row depends on (the verification hashes ROW(...)::text on both shards, and
+# the copy's resume cursor is a primary key's text): pinned in every mover session, whatever the database's or
+# the role's defaults (ALTER DATABASE ... SET IntervalStyle / bytea_output ...).
+SESSION_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 3",
+                    "SET IntervalStyle = 'postgres'", "SET bytea_output = 'hex'")
 
 
 class MoveRefused(ValueError):
@@ -126,9 +138,8 @@ class Mover:
             yield cached  # one connection per shard for the whole step (closed when the step ends)
             return
         conn = self._connect(shard)
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.execute("SET DateStyle = 'ISO, YMD'")
-        conn.execute("SET extra_float_digits = 3")
+        for setting in SESSION_SETTINGS:
+            conn.execute(setting)
         if self._in_step:
             self._open[shard_name] = conn
             yield conn
@@ -222,6 +233,10 @@ class Mover:
             if refused is not None:
                 raise refused
         wanted = sorted(set(buckets))
+        if not mine and (mode or self.set.transfer) == "online":
+            refused = self._online_refusal(source)
+            if refused is not None:
+                raise refused
 
         def claim(m: ShardMap) -> bool:
             if all(m.states.get(b) is not None and m.states[b].move_id == move_id for b in wanted):
@@ -249,8 +264,14 @@ class Mover:
         move = self.load(move_id)
         if move.finished:
             return StepResult(move.id, move.phase, detail="finished")
+        if move.abort_requested and move.phase in ("switched", "rolling_back"):
+            why = self._past_return(move)
+            if why:  # the source rows are (being) deleted: rolling back would delete the only copy left
+                refused, move.abort_requested = move.abort_requested, ""
+                move = self._save(move, "switched", f"abort ignored ({refused}): {why}; the move goes on to done "
+                                                    "(move the buckets back with a new move)")
         if move.abort_requested and move.phase != "rolling_back" and move.phase in ACTIVE_PHASES:
-                move = self._save(move, "rolling_back", f"abort: {move.abort_requested}")
+            move = self._save(move, "rolling_back", f"abort: {move.abort_requested}")
         if move.paused and move.phase not in ("fenced", "copied", "verified", "rolling_back"):
             return StepResult(move.id, move.phase, wait_s=30.0, detail="paused")
         handler = getattr(self, f"_from_{move.phase}")
@@ -294,6 +315,12 @@ class Mover:
                                          "with a new move")
         if move.finished:
             return move
+        why = self._past_return(move)
+        if why:
+            # Refused (and recorded): the source rows are deleted or being deleted, the move can only go forward.
+            # Not raised: an abort preempts the set's lock and may land while the step finishing the move runs.
+            return self.store.save_move(move, f"abort refused ({reason or 'abort requested'}): {why}; move the "
+                                              "buckets back with a new move")
         move.abort_requested = reason or "abort requested"
         return self.store.save_move(move, f"abort requested: {move.abort_requested}")
 
@@ -314,11 +341,49 @@ class Mover:
                     _, pk = pg.table_columns(conn, t.name)
                     if not pk:
                         raise MoveRefused("tables", f"{t.name} has no primary key on {shard}")
+            if move.mode == "online":
+                refused = self._online_refusal(move.source, src)
+                if refused is not None:  # (start checks it too): roll back before anything is published
+                    move.error = str(refused)
+                    return StepResult(move.id, self._save(move, "rolling_back", move.error).phase)
             pg.set_fence(tgt, self.set.name, move.buckets, "incoming", move.id)
             self._delete_rows(tgt, move.buckets)
             tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id = %s", (move.id,))
         self._crash("prepare:done")
         return StepResult(move.id, self._save(move, "prepared", "prepared both shards").phase)
+
+    def _online_refusal(self, source: str, conn: psycopg.Connection[Any] | None = None) -> MoveRefused | None:
+        """Why the `online` mode cannot move this set's tables from `source` (None: it can).
+
+        The publication filters each table's rows on the shard key; PostgreSQL requires a row filter's columns
+        of a publication publishing UPDATE and DELETE to be in the table's replica identity (its primary key by
+        default), and otherwise refuses every UPDATE and DELETE of the table, every bucket's, while the
+        publication exists. Such a table is refused here, before anything is published: use block_writes, or
+        make the key part of the primary key (or of a REPLICA IDENTITY index)."""
+        if conn is None:
+            try:
+                with self._conn(source) as c:
+                    return self._online_refusal(source, c)
+            except psycopg.Error:
+                return None  # the prepare step checks again, with the schema it needs
+        for t in self.set.tables:
+            row = conn.execute("SELECT relreplident FROM pg_class WHERE oid = to_regclass(%s)",
+                               (quote_ident(t.name),)).fetchone()
+            if row is None:
+                continue  # a missing table: the prepare step names it
+            ident = str(row[0])
+            if ident == "f":
+                continue
+            cols = [] if ident == "n" else [r[0] for r in conn.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
+                + ("i.indisprimary" if ident == "d" else "i.indisreplident"), (quote_ident(t.name),)).fetchall()]
+            if t.key_column not in cols:
+                return MoveRefused("tables", f"{t.name}: its shard key column {t.key_column} is not in its replica "
+                                             f"identity (the primary key) on {source}; the online mode's row filter "
+                                             "would refuse every UPDATE and DELETE of the table: move it with "
+                                             "mode block_writes, or add the key to the primary key")
+        return None
 
     def _from_prepared(self, move: MoveRecord) -> StepResult:
         if move.mode == "block_writes":
@@ -407,7 +472,7 @@ class Mover:
         assert shard is not None
         conn = self._connect(shard)
         try:
-            for setting in ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 3"):
+            for setting in SESSION_SETTINGS:
                 conn.execute(setting)  # the row text the checksum hashes must read the same on both sides
             conn.autocommit = False
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -505,6 +570,13 @@ class Mover:
         now = self._now()
         if move.grace_until is not None and now < move.grace_until:
             return StepResult(move.id, move.phase, wait_s=move.grace_until - now, detail="grace period")
+        with self._conn(move.source) as src:
+            # The point of no return, recorded on the source before anything of it goes (the reverse stream, then
+            # the rows): from here a rollback would delete the only copy left, so an abort is refused or ignored
+            # (_past_return) and the move only goes forward to done.
+            src.execute("INSERT INTO reflex.copy_progress (move_id, tbl, done) VALUES (%s, %s, true) "
+                        "ON CONFLICT DO NOTHING", (move.id, CLEANUP_MARK))
+        self._crash("cleanup:started")
         if move.mode == "online":
             self._teardown(move, forward=False)
         with self._conn(move.source) as src:
@@ -520,9 +592,33 @@ class Mover:
             return bool(mine)
 
         self._update_map(f"move {move.id}: done", settle)
+        with self._conn(move.source) as src:  # the settled map says it from now on
+            src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
         return StepResult(move.id, self._save(move, "done", f"source rows deleted ({deleted})").phase)
 
+    def _past_return(self, move: MoveRecord) -> str:
+        """Why the move can no longer roll back ('' while it can): the map is settled to the target (the move's
+        states are gone), or the cleanup of the source has started (its mark is on the source)."""
+        if move.phase not in ("switched", "rolling_back") and move.switched_at is None:
+            return ""
+        m = self.map()
+        if not all(m.owners[b] == move.target for b in move.buckets):
+            return ""  # not switched, or already put back by a rollback
+        if not any(m.states.get(b) is not None and m.states[b].move_id == move.id for b in move.buckets):
+            return "the map is settled to the target and the source rows are deleted"
+        try:
+            with self._conn(move.source) as src:
+                started = src.execute("SELECT 1 FROM reflex.copy_progress WHERE move_id = %s AND tbl = %s",
+                                      (move.id, CLEANUP_MARK)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return ""
+        return "the cleanup of the source rows has started" if started else ""
+
     def _from_rolling_back(self, move: MoveRecord) -> StepResult:
+        why = self._past_return(move)
+        if why:  # re-read under the step: a rollback from here would delete the target's rows, the only copy left
+            move = self._save(move, "switched", f"rollback refused: {why}; the move goes on to done")
+            return self._from_switched(move)
         self._rollback(move)
         return StepResult(move.id, move.phase)
 
@@ -535,26 +631,39 @@ class Mover:
             with self._conn(move.target) as tgt:
                 pg.set_fence(tgt, self.set.name, move.buckets, "fenced", move.id,
                              lock_timeout_ms=self.set.fence_lock_timeout_ms)
+            with self._conn(move.source) as src:
+                current = src.execute("SELECT 1 FROM reflex.copy_progress WHERE move_id = %s AND tbl = %s",
+                                      (move.id, CURRENT_MARK)).fetchone() is not None
+            if not current:  # a retry after a crash below skips what is done (the reverse stream may be gone)
+                if move.mode == "online":
+                    with self._conn(move.target) as tgt, self._conn(move.source) as src:
+                        if not self._await_marker(tgt, src, move.id + "-r", MARKER_WAIT_S):
+                            raise RuntimeError("reverse replication did not catch up; retry the rollback")
+                else:
+                    with self._conn(move.target) as tgt, self._conn(move.source) as src:
+                        if not src.execute("SELECT 1 FROM reflex.copy_progress WHERE move_id = %s",
+                                           (move.id + "-back",)).fetchone():
+                            self._delete_rows(src, move.buckets)
+                        self._copy(tgt, src, move.buckets, move.id + "-back")
+                        report = self._verify(tgt, src, move.buckets)
+                        if report["mismatched_buckets"]:
+                            raise RuntimeError(f"copy back mismatch in {ranges(report['mismatched_buckets'])}")
+                with self._conn(move.source) as src:
+                    src.execute("INSERT INTO reflex.copy_progress (move_id, tbl, done) VALUES (%s, %s, true) "
+                                "ON CONFLICT DO NOTHING", (move.id, CURRENT_MARK))
             if move.mode == "online":
-                with self._conn(move.target) as tgt, self._conn(move.source) as src:
-                    if not self._await_marker(tgt, src, move.id + "-r", MARKER_WAIT_S):
-                        raise RuntimeError("reverse replication did not catch up; retry the rollback")
                 self._teardown(move, forward=False)
-            else:
-                with self._conn(move.target) as tgt, self._conn(move.source) as src:
-                    if not src.execute("SELECT 1 FROM reflex.copy_progress WHERE move_id = %s",
-                                       (move.id + "-back",)).fetchone():
-                        self._delete_rows(src, move.buckets)
-                    self._copy(tgt, src, move.buckets, move.id + "-back")
-                    report = self._verify(tgt, src, move.buckets)
-                    if report["mismatched_buckets"]:
-                        raise RuntimeError(f"copy back mismatch in {ranges(report['mismatched_buckets'])}")
             self._crash("rollback:source-current")
         else:
+            # Before the switch both streams go, the reverse one too (a crash or a fault after `_from_verified`
+            # started it leaves it running): otherwise the delete of the target's copy below would travel back
+            # through it and delete the same rows on the source. Their slots go with them.
             self._teardown(move, forward=True)
+            self._teardown(move, forward=False)
         with self._conn(move.source) as src:
-            pg.set_fence(src, self.set.name, move.buckets, "open", None)
-            src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
+            if _has_schema(src):  # an abort before the first step: prepare never installed it
+                pg.set_fence(src, self.set.name, move.buckets, "open", None)
+                src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
 
         def back(mp: ShardMap) -> bool:
             mine = [b for b in move.buckets if mp.states.get(b) is not None and mp.states[b].move_id == move.id]
@@ -566,30 +675,64 @@ class Mover:
         self._update_map(f"move {move.id}: rolled back", back)
         self._crash("rollback:map")
         with self._conn(move.target) as tgt:
-            pg.set_fence(tgt, self.set.name, move.buckets, "moved", None)
-            self._delete_rows(tgt, move.buckets)
-            tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
+            # Without the schema on the target, prepare never ran there: nothing of this move can be in it.
+            if _has_schema(tgt):
+                pg.set_fence(tgt, self.set.name, move.buckets, "moved", None)
+                self._delete_rows(tgt, move.buckets)
+                tgt.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
         if move.fence_started_at is not None and move.fence_ms is None:
             move.fence_ms = round((time.time() - move.fence_started_at) * 1000, 1)
         self._save(move, "rolled_back", move.error or move.abort_requested or "rolled back")
 
     # ------------------------------------------------------------------ data
     def _delete_rows(self, conn: psycopg.Connection[Any], buckets: list[int]) -> int:
-        """Delete the buckets' rows in batches (the mover passes the fence)."""
+        """Delete the buckets' rows in batches (the mover passes the fence).
+
+        The rows are removed the way they were copied (`_apply_as_replica`): with `session_replication_role =
+        replica` when the role may set it, so that neither the application's triggers (an audit or a cascade
+        into an unsharded table must not see a moved row as deleted) nor foreign-key checks fire. The tables go
+        children first (a table referencing another of the set is emptied before it), so that without that
+        right a plain FOREIGN KEY between the set's tables does not refuse the delete of its parent rows."""
         total = 0
-        for t in self.set.tables:
-            table = quote_ident(t.name)
+        for name, key_column in self._delete_order(conn):
+            table = quote_ident(name)
+            partitioned = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
+                                       (table,)).fetchone()
+            # ctid alone is not unique in a partitioned table (each partition has its own): pair it with tableoid.
+            row_id = "tableoid, ctid" if partitioned and partitioned[0] else "ctid"
+            batch = (f"SELECT {row_id} FROM {table} WHERE {self._filter(key_column, buckets)} "
+                     f"LIMIT {self.set.delete_batch_rows}")
+            where = f"({row_id}) IN ({batch})" if row_id != "ctid" else f"ctid = ANY(ARRAY({batch}))"
             while True:
                 with conn.transaction():
                     conn.execute("SET LOCAL reflex.mover = 'on'")
-                    cur = conn.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
-                                       f"WHERE {self._filter(t.key_column, buckets)} "
-                                       f"LIMIT {self.set.delete_batch_rows}))")
-                    n = cur.rowcount
+                    self._apply_as_replica(conn)
+                    n = conn.execute(f"DELETE FROM {table} WHERE {where}").rowcount
                 total += n
                 if n < self.set.delete_batch_rows:
                     break
         return total
+
+    def _delete_order(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+        """The set's tables (name, key column), every table before the tables it references (children first)."""
+        tables = {t.name: t.key_column for t in self.set.tables}
+        oids = {int(r[0]): name for name in tables
+                for r in [conn.execute("SELECT %s::regclass::oid", (quote_ident(name),)).fetchone()] if r}
+        parents: dict[str, set[str]] = {name: set() for name in tables}
+        for child, parent in conn.execute("SELECT conrelid::oid, confrelid::oid FROM pg_constraint "
+                                          "WHERE contype = 'f' AND conrelid = ANY(%s) AND confrelid = ANY(%s)",
+                                          (list(oids), list(oids))).fetchall():
+            if int(child) != int(parent):
+                parents[oids[int(child)]].add(oids[int(parent)])
+        order: list[str] = []
+        # Repeatedly take the tables no remaining table references (a cycle, unlikely, keeps the configured order).
+        remaining = list(tables)
+        while remaining:
+            free = [n for n in remaining if not any(n in parents[o] for o in remaining if o != n)]
+            pick = free[0] if free else remaining[0]
+            order.append(pick)
+            remaining.remove(pick)
+        return [(n, tables[n]) for n in order]
 
     def _copy(self, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], buckets: list[int],
               progress_id: str) -> dict[str, int]:
@@ -600,6 +743,7 @@ class Mover:
             table = quote_ident(t.name)
             col_list = ", ".join(quote_ident(c) for c in cols)
             pk_list = ", ".join(quote_ident(c) for c, _ in pk)
+            pk_text = ", ".join(f"{quote_ident(c)}::text" for c, _ in pk)
             where = self._filter(t.key_column, buckets)
             row = dst.execute("SELECT cursor, rows, done FROM reflex.copy_progress WHERE move_id = %s AND tbl = %s",
                               (progress_id, t.name)).fetchone()
@@ -617,7 +761,11 @@ class Mover:
                 # walk of the primary key. Bounding by the bucket's own rows would evaluate the bucket function
                 # once more per row, and the planner, underestimating the filter, read and sorted every row after
                 # the cursor for each chunk (quadratic in the table's size). A chunk holds at most that many rows.
-                end = src.execute(f"SELECT {pk_list} FROM {table} WHERE true{after} "
+                # The bound is kept in the text form PostgreSQL prints for each key column (and cast back with
+                # `::<type>`): it round-trips every type (bytea, numeric, timestamps, uuid...) where a Python value
+                # turned into JSON would not (str(b'..') is no bytea input). The output settings it depends on are
+                # pinned in the mover's sessions (SESSION_SETTINGS).
+                end = src.execute(f"SELECT {pk_text} FROM {table} WHERE true{after} "
                                   f"ORDER BY {pk_list} OFFSET {span - 1} LIMIT 1", params).fetchone()
                 upto = ""
                 if end is not None:
@@ -634,7 +782,7 @@ class Mover:
                                 into.write(data)
                         n = max(dc.rowcount, 0)
                     rows += n
-                    cursor = [_jsonable(v) for v in end] if end is not None else cursor
+                    cursor = list(end) if end is not None else cursor
                     done = end is None
                     dst.execute("INSERT INTO reflex.copy_progress (move_id, tbl, cursor, rows, done) "
                                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (move_id, tbl) DO UPDATE SET "
@@ -717,8 +865,11 @@ class Mover:
                 tables = [f"{quote_ident(t.name)} WHERE {self._filter(t.key_column, move.buckets)}"
                           for t in self.set.tables]
                 tables.append(f"reflex.marker WHERE (move_id = {_lit(names['marker'])})")
+                # No `truncate`: row filters do not apply to it, a TRUNCATE on this shard would empty the whole
+                # table on the other, the buckets it owns included. Partitioned tables publish through their root
+                # (PostgreSQL refuses a row filter on a partitioned table otherwise; no effect on plain ones).
                 src.execute(f"CREATE PUBLICATION {names['pub']} FOR TABLE {', '.join(tables)} "
-                            "WITH (publish = 'insert, update, delete, truncate')")
+                            "WITH (publish = 'insert, update, delete', publish_via_partition_root = true)")
             if not src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (names["slot"],)).fetchone():
                 src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (names["slot"],))
         self._crash("replicate:source")
@@ -812,8 +963,10 @@ def _literals(conn: psycopg.Connection[Any], text: str, params: list[Any]) -> st
     return "".join(out)
 
 
-def _jsonable(v: Any) -> Any:
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+def _has_schema(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the reflex schema (its fence table) is installed on this shard."""
+    row = conn.execute("SELECT to_regclass('reflex.fence') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _lit(value: str) -> str:

@@ -11,7 +11,9 @@ The fence trigger locks the bucket's fence row FOR SHARE: fencing (an UPDATE of 
 for every in-flight writer of the bucket to end, and every writer after it sees the fence, whatever its
 isolation level (REPEATABLE READ writers get a serialization failure). The mover's own sessions set
 `reflex.mover = on` to pass (copy into the target, deletes of moved rows); logical replication's apply
-workers do not fire ordinary triggers.
+workers do not fire ordinary triggers. A row with a NULL shard key has no bucket: the trigger refuses to write
+one with `not_null_violation` (not the fence's retryable code: retrying cannot help), and lets an existing one
+be updated or deleted (no move ever fences it).
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def install(conn: psycopg.Connection[Any], shard_set: ShardSet, owned: set[int])
                 IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
                 RETURN NEW;
               END IF;
-              IF TG_OP <> 'INSERT' THEN
+              -- An existing row with a NULL key belongs to no bucket (no move carries it): nothing to fence.
+              IF TG_OP <> 'INSERT' AND OLD.{col} IS NOT NULL THEN
                 b := {bucket_fn}(OLD.{col}{cast}, {n});
                 SELECT f.state, f.move_id INTO st, mv FROM reflex.fence f
                   WHERE f.set_name = {_lit(shard_set.name)} AND f.bucket = b FOR SHARE;
@@ -128,6 +131,14 @@ def install(conn: psycopg.Connection[Any], shard_set: ShardSet, owned: set[int])
               END IF;
               IF TG_OP <> 'DELETE' THEN
                 IF TG_OP = 'UPDATE' AND NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN RETURN NEW; END IF;
+                -- A NULL key has no bucket and no shard: refused for good (not_null_violation), never with the
+                -- fence's retryable code (a router told "refresh and retry" would retry it forever).
+                IF NEW.{col} IS NULL THEN
+                  RAISE EXCEPTION 'reflex: the shard key % of % cannot be NULL (shard set %)',
+                    {_lit(t.key_column)}, {_lit(t.name)}, {_lit(shard_set.name)}
+                    USING ERRCODE = 'not_null_violation', COLUMN = {_lit(t.key_column)},
+                    TABLE = {_lit(t.name)};
+                END IF;
                 b := {bucket_fn}(NEW.{col}{cast}, {n});
                 SELECT f.state, f.move_id INTO st, mv FROM reflex.fence f
                   WHERE f.set_name = {_lit(shard_set.name)} AND f.bucket = b FOR SHARE;
