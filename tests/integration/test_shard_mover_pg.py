@@ -134,10 +134,11 @@ def test_stale_router_is_refused_by_the_source(env: dict[str, Any]) -> None:
         conn.execute("UPDATE orders SET v = v WHERE tenant = %s", (free,))
 
 
-CRASH_POINTS_BLOCK = ["start:claimed", "prepare:done", "fence:db", "copy:chunk", "switch:map", "cleanup:deleted",
+CRASH_POINTS_BLOCK = ["start:claimed", "prepare:done", "fence:db", "copy:chunk", "switch:map", "cleanup:started",
+                      "cleanup:deleted",
                       "step:prepared", "step:fenced", "step:copied", "step:verified", "step:switched"]
 CRASH_POINTS_ONLINE = ["replicate:source", "step:replicating", "verify:fenced", "verify:pinned", "step:caught_up",
-                       "switch:replication", "switch:map", "cleanup:deleted"]
+                       "switch:replication", "switch:map", "cleanup:started", "cleanup:deleted"]
 
 
 @pytest.mark.parametrize(("mode", "point"), [("block_writes", p) for p in CRASH_POINTS_BLOCK]
