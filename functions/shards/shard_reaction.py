@@ -419,6 +419,11 @@ class ShardReaction:
         for mv in action.intended["moves"]:
             try:
                 record = self._claim(mover, sset, mv, action.reason, rt)
+                if (sorted(record.buckets) != sorted(mv["buckets"]) or record.source != mv["source"]
+                        or record.target != mv["target"]):
+                    # start() is idempotent per id: this id names another move (a race past plan's check).
+                    raise MoveRefused("request_id", f"move {record.id} is recorded for {ranges(record.buckets)} "
+                                                    f"{record.source} -> {record.target}, not this move")
             except MoveRefused as err:
                 if op == "move":
                     raise
@@ -488,6 +493,9 @@ class ShardReaction:
                 out[move_id] = "abort" if m.abort_requested else ("pause" if m.paused else "resume")
             return {"moves": out}
         records = [mover.store.load_move(sset.name, mv["id"]) for mv in action.intended["moves"]]
+        # A record under this id for other buckets is not this move: it was not started (deferred).
+        records = [r if r is not None and sorted(r.buckets) == sorted(mv["buckets"]) else None
+                   for r, mv in zip(records, action.intended["moves"], strict=True)]
         after: dict[str, Any] = {"moves": [mv | {"phase": r.phase} if r else mv | {"phase": "deferred"}
                                            for mv, r in zip(action.intended["moves"], records, strict=True)]}
         if "plan" in action.intended:
