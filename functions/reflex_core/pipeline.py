@@ -390,13 +390,19 @@ class Pipeline:
         settings = self.reaction.guard_settings(intent, rt)
         kill = rt.kill_switch.state()
         note = ""
+        killed = ""  # a dry run the kill switch would have stopped: said in its detail
         if settings.cleanup:
             if kill.engaged:
                 note = f"; {kill.reason}, which lets a cleanup of Reflex's own resources run"
         elif kill.blocks(safety=settings.safety):
-            if not (kill.level == "on" and self._override(trigger)):
+            if settings.dry_run or intent.dry_run:
+                # "Kill switch and dry-run: the planner runs, nothing moves": a dry run executes nothing, so
+                # the kill switch does not hide what would be done.
+                killed = f"; {kill.reason}: planned only, nothing is executed"
+            elif not (kill.level == "on" and self._override(trigger)):
                 return Decision(**base, outcome="skipped:kill-switch", detail=kill.reason, transient=kill.transient)
-            note = f"; {kill.reason}, overridden for this action by {trigger.who}"
+            else:
+                note = f"; {kill.reason}, overridden for this action by {trigger.who}"
         elif kill.engaged:
             note = f"; {kill.reason}, which lets a rollback to the last known-good state run"
         dry_run = settings.dry_run or intent.dry_run
@@ -450,7 +456,7 @@ class Pipeline:
                                 detail=verdict.reason, page=direction == "out")
             if dry_run:
                 return Decision(**base, outcome="dry-run", action=planned, before=planned.before,
-                                detail=f"would {planned.operation}: {planned.reason}")
+                                detail=f"would {planned.operation}: {planned.reason}{killed}")
             record = IntentRecord(pk=pk, status="planned", action=planned.model_dump(mode="json"), owner=owner,
                                   created_at=now.timestamp(), audit_id=str(uuid.uuid4()), audit_at=iso(now))
             other = rt.store.begin_intent(record, now.timestamp() + INTENT_TTL_S)

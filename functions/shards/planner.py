@@ -60,12 +60,14 @@ _REL_EPS = 1e-9
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """A shard of a shard set: its capacity weight, whether it takes buckets, its concurrency cap."""
+    """A shard of a shard set: its capacity weight, whether it takes buckets, its concurrency cap, and its
+    capacity in bytes (`max_bytes`, None: unbounded): no planned move takes a shard past it."""
 
     name: str
     weight: float = 1.0
     accepting: bool = True
     max_concurrent_moves: int = 1
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,12 @@ class _Model:
                 raise ValueError(
                     f"shards[{position}].max_concurrent_moves: must be at least 1, got {info.max_concurrent_moves}"
                 )
+            if info.max_bytes is not None and not (isinstance(info.max_bytes, int) and info.max_bytes >= 0):
+                raise ValueError(f"shards[{position}].max_bytes: must be a non-negative integer or None, "
+                                 f"got {info.max_bytes!r}")
             self.index[info.name] = position
         self.accepting = [shard.accepting for shard in shards]
+        self.max_bytes = [shard.max_bytes for shard in shards]
         if not any(self.accepting):
             raise ValueError("shards: no shard accepts buckets (every shard has accepting=False)")
         self.concurrency = [shard.max_concurrent_moves for shard in shards]
@@ -979,6 +985,50 @@ def plan_drain(
     return _plan(model, settings, drain=drain)
 
 
+def _fit_capacity(model: _Model, kept: list[int], targets: dict[int, int], explanation: list[str]) -> list[int]:
+    """Capacity (`ShardInfo.max_bytes`, in bytes whatever the metric): the moves in plan order (drains first);
+    a move that would take its target past max_bytes goes to the accepting shard (not its source) with room
+    that is furthest under its band instead, or is left out; both are explained. Updates `targets`."""
+    if all(cap is None for cap in model.max_bytes):
+        return kept
+    held = [0] * len(model.names)
+    for item, shard in enumerate(model.home):
+        held[shard] += model.cost[item]
+    level = list(model.level)
+
+    def room(shard: int, size: int) -> bool:
+        cap = model.max_bytes[shard]
+        return cap is None or held[shard] + size <= cap
+
+    out: list[int] = []
+    for item in kept:
+        source, target, size = model.home[item], targets[item], model.cost[item]
+        if not room(target, size):
+            others = sorted(
+                (level[shard] - model.hi[shard], shard)
+                for shard in range(len(model.names))
+                if shard not in (source, target) and model.accepting[shard] and room(shard, size)
+            )
+            cap = model.max_bytes[target]
+            if not others:
+                explanation.append(
+                    f"bucket {model.bucket_ids[item]} ({size:,} bytes) stays on {model.names[source]}: "
+                    f"{model.names[target]} would exceed its max_bytes {cap:,} and no other shard has room"
+                )
+                continue
+            explanation.append(
+                f"bucket {model.bucket_ids[item]} ({size:,} bytes) goes to {model.names[others[0][1]]}, not "
+                f"{model.names[target]}, which would exceed its max_bytes {cap:,}"
+            )
+            target = targets[item] = others[0][1]
+        held[source] -= size
+        held[target] += size
+        level[source] -= model.metric[item]
+        level[target] += model.metric[item]
+        out.append(item)
+    return out
+
+
 def _outside(model: _Model, level: list[float]) -> float:
     return sum(model.excess(shard, level[shard]) for shard in range(len(model.names)))
 
@@ -1185,8 +1235,10 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
         explanation.append(f"max_moves {settings.max_moves}: {len(kept) - len(keep)} move(s) left for a later run")
         kept = [item for item in kept if item in keep]
 
+    targets = dict(state.moves)
+    kept = _fit_capacity(model, kept, targets, explanation)
     kept.sort(key=lambda item: (-model.cost[item], model.bucket_ids[item]))
-    waves_items = _waves(model, kept, state.moves)
+    waves_items = _waves(model, kept, targets)
     moves: list[Move] = []
     waves: list[list[int]] = []
     duration = 0.0
@@ -1194,7 +1246,7 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
         indexes = []
         for item in wave:
             indexes.append(len(moves))
-            target = state.moves[item]
+            target = targets[item]
             moves.append(
                 Move(
                     bucket=model.bucket_ids[item],
@@ -1210,7 +1262,7 @@ def _plan(model: _Model, settings: PlanSettings, drain: str | None) -> Plan:
     after = list(model.level)
     for item in kept:
         after[model.home[item]] -= model.metric[item]
-        after[state.moves[item]] += model.metric[item]
+        after[targets[item]] += model.metric[item]
     bytes_moved = sum(move.bytes for move in moves)
     out_of_band = [model.names[shard] for shard in range(count) if not model.in_band(shard, after[shard])]
     ratio = bytes_moved / lower_bound if lower_bound else (1.0 if bytes_moved == 0 else math.inf)

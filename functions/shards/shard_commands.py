@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from reflex_core.config_base import format_validation_error
 from reflex_core.sharding_config import ShardingStageConfig, ShardSet
@@ -15,6 +15,34 @@ from reflex_core.triggers import TriggerError
 COMMAND_NAMES = ("plan", "rebalance", "drain", "add_shard", "move", "pause", "resume", "abort", "status")
 PLANNING = frozenset({"plan", "rebalance", "drain", "add_shard"})
 ADVANCE = "advance"
+# The commands each optional field means something to: any other command carrying it is rejected, naming it
+# (a field silently ignored is an operator's intent silently dropped).
+FIELD_COMMANDS: dict[str, frozenset[str]] = {
+    "shard": frozenset({"drain", "add_shard"}),
+    "buckets": frozenset({"move"}),
+    "target": frozenset({"move"}),
+    "move_id": frozenset({"move", "pause", "resume", "abort"}),
+    "mode": frozenset({"move"} | PLANNING),
+}
+_BUCKET_ITEM = re.compile(r"(\d{1,12})(?:-(\d{1,12}))?")
+
+
+def bucket_span(item: Any) -> tuple[int, int]:
+    """One item of a console bucket list as (first, last): a non-negative int or a string "b" / "a-b" with
+    a <= b. Raises ValueError saying what is wrong; nothing is expanded (bounds are checked on the span)."""
+    if isinstance(item, bool) or not isinstance(item, int | str):
+        raise ValueError(f"{item!r} is not a bucket number or a range \"a-b\"")
+    if isinstance(item, int):
+        if item < 0:
+            raise ValueError(f"{item} is negative")
+        return item, item
+    m = _BUCKET_ITEM.fullmatch(item.strip())
+    if not m:
+        raise ValueError(f"{item!r} is not a bucket number or a range \"a-b\"")
+    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    if hi < lo:
+        raise ValueError(f"{item!r}: the range ends ({hi}) before it starts ({lo})")
+    return lo, hi
 
 
 class ShardCommand(BaseModel):
@@ -30,32 +58,25 @@ class ShardCommand(BaseModel):
     command: Literal["plan", "rebalance", "drain", "add_shard", "move", "pause", "resume", "abort", "status"]
     set: str = Field(min_length=1, max_length=40)
     shard: str | None = Field(default=None, min_length=1, max_length=40, description="drain, add_shard")
-    buckets: list[int | str] | None = Field(default=None, min_length=1, max_length=65536,
-                                            description='move: bucket numbers or ranges ("0-15")')
+    buckets: list[StrictInt | StrictStr] | None = Field(
+        default=None, min_length=1, max_length=65536,
+        description='move: bucket numbers or ranges ("0-15", first <= last); no booleans or floats')
     target: str | None = Field(default=None, min_length=1, max_length=40, description="move")
-    move_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
-    mode: Literal["online", "block_writes"] | None = None
+    move_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
+                                description="pause/resume/abort: the move; move: the new move's id")
+    mode: Literal["online", "block_writes"] | None = Field(
+        default=None, description="move, plan, rebalance, drain, add_shard: the moves' mode (default: transfer)")
     reason: str = Field(min_length=3, max_length=500)
     operator: str = Field(min_length=1, max_length=128)
     dry_run: bool = False
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
 
-    @field_validator("buckets")
-    @classmethod
-    def _buckets(cls, v: list[int | str] | None) -> list[int | str] | None:
-        for item in v or []:
-            if isinstance(item, str) and not re.fullmatch(r"\d+(-\d+)?", item.strip()):
-                raise ValueError(f"{item!r} is not a bucket number or range a-b")
-        return v
-
     def bucket_numbers(self) -> list[int]:
+        """The named buckets, sorted, each once (validate_command has checked every item and its bounds)."""
         out: set[int] = set()
         for item in self.buckets or []:
-            if isinstance(item, int):
-                out.add(item)
-                continue
-            lo, _, hi = item.strip().partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
+            lo, hi = bucket_span(item)
+            out.update(range(lo, hi + 1))
         return sorted(out)
 
 
@@ -113,18 +134,37 @@ def validate_command(data: Any, config: ShardingStageConfig) -> ShardCommand:
         shard = sset.shard(cmd.shard)
         if cmd.command == "add_shard" and shard is not None and not shard.accepting:
             raise TriggerError([f"shard: {cmd.shard} does not accept buckets (accepting: false)"])
+    for name, commands in FIELD_COMMANDS.items():
+        if getattr(cmd, name) is not None and cmd.command not in commands:
+            raise TriggerError([f"{name}: only for {', '.join(sorted(commands))}, not {cmd.command}"])
     if cmd.command == "move":
         if cmd.target is None:
             raise TriggerError(["target: required for move"])
         if not cmd.buckets:
             raise TriggerError(["buckets: required for move"])
         _known_shard(sset, cmd.target, "target")
-        bad = [b for b in cmd.bucket_numbers() if b >= sset.buckets]
-        if bad:
-            raise TriggerError([f"buckets: outside 0-{sset.buckets - 1}: {bad[:10]}"])
-    elif cmd.buckets is not None or cmd.target is not None:
-        raise TriggerError([f"{'buckets' if cmd.buckets is not None else 'target'}: only for move"])
+        errors = _bucket_errors(cmd.buckets, sset.buckets)
+        if errors:
+            raise TriggerError(errors)
     return cmd
+
+
+def _bucket_errors(items: list[Any], count: int) -> list[str]:
+    """`buckets.<i>: ...` for each malformed item, `buckets: outside ...` for items past the set's buckets (at
+    most 10 named), checked on each item's span: a range is never expanded to be checked."""
+    errors: list[str] = []
+    outside: list[Any] = []
+    for i, item in enumerate(items):
+        try:
+            _, hi = bucket_span(item)
+        except ValueError as err:
+            errors.append(f"buckets.{i}: {err}")
+            continue
+        if hi >= count:
+            outside.append(item)
+    if outside:
+        errors.append(f"buckets: outside 0-{count - 1}: {outside[:10]}")
+    return errors[:10]
 
 
 def validate_shard_added(detail: dict[str, Any], config: ShardingStageConfig) -> ShardAddedDetail:
@@ -134,6 +174,9 @@ def validate_shard_added(detail: dict[str, Any], config: ShardingStageConfig) ->
         raise TriggerError(format_validation_error(err, "detail.")) from None
     sset = _known_set(added.set, config, "detail.set")
     _known_shard(sset, added.shard, "detail.shard")
+    shard = sset.shard(added.shard)
+    if shard is not None and not shard.accepting:  # as the console's add_shard: it must take nothing
+        raise TriggerError([f"detail.shard: {added.shard} does not accept buckets (accepting: false)"])
     return added
 
 

@@ -8,7 +8,13 @@ Items in the state table (partition key `pk`), next to the guardrails' own:
                                verification, written conditionally on its own version
 We keep them in the state table (not a table of their own): the same backups, encryption and IAM as the
 rest of Reflex's durable state, and a map is one small item (4,096 buckets run-length encode to a few
-hundred bytes while they stay in ranges; at worst ~60 KB, under DynamoDB's 400 KB item limit).
+hundred bytes while they stay in ranges; at worst ~60 KB, under DynamoDB's 400 KB item limit). The states
+of moving buckets are stored per move, as bucket ranges (`[{"state", "move_id", "source", "target",
+"buckets": "0-8191,9000"}]`), so a large claim of contiguous buckets costs a few bytes, not ~90 per bucket;
+the older per-bucket form (`{"<bucket>": {...}}`) is still read. `ShardMap.item_bytes()` is what the item
+would weigh: a claim that would take it past MAP_ITEM_BUDGET is refused before it is written (naming
+`buckets`), and `ShardMapStore.save` refuses to write one (MapTooLarge) rather than let DynamoDB answer an
+opaque ValidationException.
 """
 
 from __future__ import annotations
@@ -23,8 +29,16 @@ from botocore.exceptions import ClientError
 BucketStateName = Literal["copying", "fenced", "switched"]
 
 
+# DynamoDB's item limit is 400 KB (names and values); keep a margin for the attribute names and growth.
+MAP_ITEM_BUDGET = 350_000
+
+
 class MapConflict(RuntimeError):
     """The map (or a move record) changed since it was read: re-read and retry."""
+
+
+class MapTooLarge(ValueError):
+    """The map item would exceed MAP_ITEM_BUDGET (too many moving buckets, or owners too scattered)."""
 
 
 @dataclass
@@ -62,18 +76,57 @@ class ShardMap:
             "buckets": {"N": str(self.buckets)},
             "key_type": {"S": self.key_type},
             "owners": {"S": json.dumps(encode_owners(self.owners))},
-            "states": {"S": json.dumps({str(b): asdict(s) for b, s in sorted(self.states.items())})},
+            "states": {"S": json.dumps(encode_states(self.states))},
             "updated_at": {"N": repr(self.updated_at)},
             "change": {"S": self.change or "-"},
         }
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ShardMap:
-        states = {int(b): BucketState(**s) for b, s in json.loads(item["states"]["S"]).items()}
+        states = decode_states(json.loads(item["states"]["S"]))
         return cls(set_name=item["pk"]["S"].split("#", 1)[1], buckets=int(item["buckets"]["N"]),
                    key_type=item["key_type"]["S"], owners=decode_owners(json.loads(item["owners"]["S"])),
                    version=int(item["version"]["N"]), states=states, updated_at=float(item["updated_at"]["N"]),
                    change=item.get("change", {}).get("S", ""))
+
+
+    def item_bytes(self) -> int:
+        """The size of this map's DynamoDB item (UTF-8 names and values, as DynamoDB counts them, roughly)."""
+        return sum(len(k.encode()) + len(str(next(iter(v.values()))).encode()) for k, v in self.to_item().items())
+
+
+def encode_states(states: dict[int, BucketState]) -> list[dict[str, Any]]:
+    """Per (state, move, source, target), the buckets as ranges "a-b,c" (bucket order)."""
+    groups: dict[tuple[str, str, str, str], list[int]] = {}
+    for b, st in sorted(states.items()):
+        groups.setdefault((st.state, st.move_id, st.source, st.target), []).append(b)
+    return [{"state": k[0], "move_id": k[1], "source": k[2], "target": k[3], "buckets": _ranges(bs)}
+            for k, bs in groups.items()]
+
+
+def decode_states(data: Any) -> dict[int, BucketState]:
+    if isinstance(data, dict):  # the older form: one entry per bucket
+        return {int(b): BucketState(**s) for b, s in data.items()}
+    out: dict[int, BucketState] = {}
+    for g in data:
+        for part in str(g["buckets"]).split(","):
+            lo, _, hi = part.partition("-")
+            for b in range(int(lo), int(hi or lo) + 1):
+                out[b] = BucketState(state=g["state"], move_id=g["move_id"], source=g["source"],
+                                     target=g["target"])
+    return out
+
+
+def _ranges(buckets: list[int]) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(buckets):
+        j = i
+        while j + 1 < len(buckets) and buckets[j + 1] == buckets[j] + 1:
+            j += 1
+        out.append(str(buckets[i]) if i == j else f"{buckets[i]}-{buckets[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def encode_owners(owners: list[str]) -> list[list[Any]]:
@@ -117,6 +170,8 @@ class MoveRecord:
     error: str = ""
     history: list[list[Any]] = field(default_factory=list)
     reason: str = ""
+    # ShardMoved accepted by EventBridge for this switch (the reaction re-publishes until it is; at least once)
+    moved_published: bool = False
 
     @property
     def finished(self) -> bool:
@@ -168,6 +223,11 @@ class ShardMapStore:
         expected = new.version
         saved = ShardMap(set_name=new.set_name, buckets=new.buckets, key_type=new.key_type, owners=list(new.owners),
                          version=expected + 1, states=dict(new.states), updated_at=self._now(), change=change)
+        size = saved.item_bytes()
+        if size > MAP_ITEM_BUDGET:
+            raise MapTooLarge(f"buckets: the shard map {new.set_name} would be a {size:,}-byte item (at most "
+                              f"{MAP_ITEM_BUDGET:,}; DynamoDB's limit is 400 KB): {len(new.states)} moving "
+                              "bucket(s); move fewer (or contiguous) buckets at a time")
         cond: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"} if expected == 0 else
             {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(expected)}}})

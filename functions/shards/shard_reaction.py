@@ -42,7 +42,7 @@ from shards.shard_commands import (
     validate_move_state,
     validate_shard_added,
 )
-from shards.shard_map import MoveRecord, ShardMapStore
+from shards.shard_map import MAP_ITEM_BUDGET, BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
 
 ReactionRuntime = Runtime[ShardingStageConfig]
 SAFETY = frozenset({"abort", "pause", "resume", "advance", "status"})
@@ -80,8 +80,11 @@ class ShardReaction:
 
         def published(move: MoveRecord) -> None:
             self._publish_moved(move, sset, rt)
+            self._mark_published(store, move)
 
-        return Mover(sset, ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock), connect,
+        store = ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock)
+
+        return Mover(sset, store, connect,
                      conninfo=lambda shard: pg.replication_conninfo(shard, rt.clients),
                      now=lambda: rt.clock.now().timestamp(), on_switched=published, step_budget_s=self._budget)
 
@@ -90,9 +93,44 @@ class ShardReaction:
         detail = {"set": sset.name, "move_id": move.id, "source": move.source, "target": move.target,
                   "buckets": move.buckets, "bucket_ranges": ranges(move.buckets), "fence_ms": move.fence_ms,
                   "tags": [f"shard:{sset.name}:{b}" for b in move.buckets]}
-        rt.clients.events.put_events(Entries=[{
+        resp = rt.clients.events.put_events(Entries=[{
             "Source": rt.config.shard_moved_source, "DetailType": rt.config.shard_moved_detail_type,
             "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
+        # PutEvents reports a rejected entry in its answer, not as an error: a failure all the same (the step
+        # fails and is retried; the next step publishes again until an entry is accepted).
+        if (resp or {}).get("FailedEntryCount"):
+            codes = [f"{e.get('ErrorCode')}: {e.get('ErrorMessage')}" for e in resp.get("Entries", [])
+                     if e.get("ErrorCode")]
+            raise RuntimeError(f"ShardMoved for move {move.id} was rejected by EventBridge ({'; '.join(codes)})")
+
+    @staticmethod
+    def _mark_published(store: ShardMapStore, move: MoveRecord) -> None:
+        """Record that ShardMoved was accepted (on the mover's own record object, so its version stays right).
+        A failed save only means one more publish (at least once)."""
+        if move.moved_published:
+            return
+        move.moved_published = True
+        try:
+            store.save_move(move, "ShardMoved published")
+        except MapConflict:
+            move.moved_published = False
+            fresh = store.load_move(move.set_name, move.id)
+            if fresh is not None and not fresh.moved_published:
+                fresh.moved_published = True
+                try:
+                    store.save_move(fresh, "ShardMoved published")
+                except MapConflict:
+                    logger.warning("ShardMoved publication not recorded; the next step publishes again",
+                                   extra={"move": move.id})
+
+    def _ensure_published(self, mover: Mover, sset: ShardSet, move_id: str, rt: ReactionRuntime) -> None:
+        """ShardMoved at least once per switch: a move switched (or done after a switch) whose publication was
+        never recorded (the publish failed, was rejected, or the step died in between) is published now."""
+        move = mover.store.load_move(sset.name, move_id)
+        if move is None or move.moved_published or move.switched_at is None or move.phase not in ("switched", "done"):
+            return
+        self._publish_moved(move, sset, rt)
+        self._mark_published(mover.store, move)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
@@ -226,12 +264,15 @@ class ShardReaction:
                 return skip("bad-move", "buckets: the named buckets are on several shards "
                                         f"({', '.join(sorted(sources))}); one move has one source")
             source = sources.pop()
-            refusal = self._capacity(sset, mover, target, buckets)
+            refusal = self._capacity(sset, mover, target, buckets, running)
             if refusal:
                 return skip("target-at-capacity", refusal)
-            moves = [{"id": _move_id(p["base"], 0), "buckets": buckets, "source": source, "target": target,
-                      "mode": p.get("mode") or sset.transfer}]
-            problem = self._refusal(mover, moves) or self._index_build(sset, moves, rt)
+            mode = p.get("mode") or sset.transfer
+            move_id = p.get("move_id") or _move_id(p["base"], _fingerprint(op, source, target, buckets, mode), 0)
+            moves = [{"id": move_id, "buckets": buckets, "source": source, "target": target, "mode": mode}]
+            problem = (self._id_taken(sset, mover, moves, "move_id" if p.get("move_id") else "request_id")
+                       or self._map_room(shard_map, moves) or self._refusal(mover, moves)
+                       or self._index_build(sset, moves, rt))
             if problem:
                 return skip("move-refused", problem)
             return self._action(intent, before, {"moves": moves})
@@ -243,11 +284,20 @@ class ShardReaction:
             plan = self._planner_plan(sset, mover, op, p, shard_map)
         except ImportError as err:
             return skip("planner-unavailable", f"shards.planner is not installed: {err}")
-        moves = [{"id": _move_id(p["base"], i), "buckets": [m.bucket], "source": m.source, "target": m.target,
-                  "bytes": m.bytes, "mode": sset.transfer, "reason": m.reason} for i, m in enumerate(plan.moves)]
-        intended = {"moves": _group(moves), "plan": plan.to_dict()}
+        mode = p.get("mode") or sset.transfer
+        moves = _group([{"buckets": [m.bucket], "source": m.source, "target": m.target, "bytes": m.bytes,
+                         "mode": mode, "reason": m.reason} for m in plan.moves])
+        # Named after the trigger AND what they move: a reused request id with another command (which the
+        # pipeline treats as a new command) gets moves of its own, never another command's record.
+        moves = [{"id": _move_id(p["base"], _fingerprint(op, mv["source"], mv["target"], mv["buckets"], mode), i)}
+                 | mv for i, mv in enumerate(moves)]
+        intended = {"moves": moves, "plan": plan.to_dict()}
         if not moves:
             return skip("balanced", "; ".join(plan.explanation)[:1000] or "every shard is within tolerance")
+        if op != "plan":
+            problem = self._id_taken(sset, mover, moves, "request_id") or self._map_room(shard_map, moves)
+            if problem:
+                return skip("move-refused", problem)
         return self._action(intent, before, intended)
 
     def _planner_plan(self, sset: ShardSet, mover: Mover, op: str, p: dict[str, Any], shard_map: Any) -> Any:
@@ -257,8 +307,17 @@ class ShardReaction:
         connect = mover._connect
         sizes = bucket_bytes(sset, shard_map, connect)
         buckets = [BucketInfo(bucket=b, shard=shard_map.owners[b], bytes=n) for b, n in sizes.items()]
+        running = mover.store.moves(sset.name)
+
+        def cap(name: str, max_bytes: int | None) -> int | None:
+            # What unfinished moves are already bringing the shard counts against its capacity.
+            if max_bytes is None:
+                return None
+            return max(0, max_bytes - sum(sizes.get(b, 0) for b in _incoming(running, shard_map.owners, name)))
+
         shards = [ShardInfo(name=s.name, weight=s.weight, accepting=s.accepting,
-                            max_concurrent_moves=s.max_concurrent_moves) for s in sset.shards]
+                            max_concurrent_moves=s.max_concurrent_moves, max_bytes=cap(s.name, s.max_bytes))
+                  for s in sset.shards]
         settings = PlanSettings(tolerance=sset.tolerance, improvement_threshold=sset.improvement_threshold,
                                 max_moves=sset.max_moves_per_plan, metric=sset.metric,
                                 throughput_bytes_per_s=sset.throughput_bytes_per_s)
@@ -266,18 +325,51 @@ class ShardReaction:
             return plan_drain(buckets, shards, p["shard"], settings)
         return plan_rebalance(buckets, shards, settings)
 
-    def _capacity(self, sset: ShardSet, mover: Mover, target: str, buckets: list[int]) -> str:
+    def _capacity(self, sset: ShardSet, mover: Mover, target: str, buckets: list[int],
+                  running: list[MoveRecord]) -> str:
+        """max_bytes of the target against what it owns, what unfinished moves are bringing it (their buckets
+        are still the source's in the map until the switch) and this move."""
         shard = sset.shard(target)
         if shard is None or shard.max_bytes is None:
             return ""
         from shards.inventory import bucket_bytes
 
-        sizes = bucket_bytes(sset, mover.map(), mover._connect)
-        now_bytes = sum(n for b, n in sizes.items() if mover.map().owners[b] == target)
-        moving = sum(sizes[b] for b in buckets)
-        if now_bytes + moving > shard.max_bytes:
-            return (f"target: {target} holds {now_bytes} bytes; with {moving} more it would exceed max_bytes "
-                    f"{shard.max_bytes}")
+        current = mover.map()
+        sizes = bucket_bytes(sset, current, mover._connect)
+        now_bytes = sum(n for b, n in sizes.items() if current.owners[b] == target)
+        incoming = _incoming(running, current.owners, target)
+        coming = sum(sizes.get(b, 0) for b in incoming)
+        moving = sum(sizes.get(b, 0) for b in buckets)
+        if now_bytes + coming + moving > shard.max_bytes:
+            return (f"target: {target} holds {now_bytes} bytes"
+                    + (f" and unfinished moves bring it {coming} more" if coming else "")
+                    + f"; with {moving} more it would exceed max_bytes {shard.max_bytes}")
+        return ""
+
+    @staticmethod
+    def _id_taken(sset: ShardSet, mover: Mover, moves: list[dict[str, Any]], field: str) -> str:
+        """A move id already recorded for OTHER buckets (or shards): starting would return that record and
+        report this move as done. The same move (a retry) is fine."""
+        for mv in moves:
+            rec = mover.store.load_move(sset.name, mv["id"])
+            if rec is not None and (sorted(rec.buckets) != sorted(mv["buckets"]) or rec.source != mv["source"]
+                                    or rec.target != mv["target"]):
+                return (f"{field}: move {mv['id']} already exists ({rec.phase}) and moves {ranges(rec.buckets)} "
+                        f"{rec.source} -> {rec.target}; give this command another {field}")
+        return ""
+
+    @staticmethod
+    def _map_room(shard_map: ShardMap, moves: list[dict[str, Any]]) -> str:
+        """The moves' bucket states must fit in the map's DynamoDB item (MAP_ITEM_BUDGET)."""
+        trial = ShardMap(set_name=shard_map.set_name, buckets=shard_map.buckets, key_type=shard_map.key_type,
+                         owners=shard_map.owners, version=shard_map.version, states=dict(shard_map.states))
+        for mv in moves:
+            for b in mv["buckets"]:
+                trial.states[b] = BucketState("copying", mv["id"], mv["source"], mv["target"])
+        size = trial.item_bytes()
+        if size > MAP_ITEM_BUDGET:
+            return (f"buckets: claiming {sum(len(mv['buckets']) for mv in moves)} bucket(s) would make the shard "
+                    f"map a {size:,}-byte item (at most {MAP_ITEM_BUDGET:,}); move fewer or contiguous buckets")
         return ""
 
     @staticmethod
@@ -314,6 +406,7 @@ class ShardReaction:
         op = action.operation
         if op == "advance":
             self._results[action.params["move_id"]] = mover.step(action.params["move_id"])
+            self._ensure_published(mover, sset, action.params["move_id"], rt)
             return
         if op in ("pause", "resume", "abort"):
             for move_id in action.intended["moves"]:
@@ -326,6 +419,11 @@ class ShardReaction:
         for mv in action.intended["moves"]:
             try:
                 record = self._claim(mover, sset, mv, action.reason, rt)
+                if (sorted(record.buckets) != sorted(mv["buckets"]) or record.source != mv["source"]
+                        or record.target != mv["target"]):
+                    # start() is idempotent per id: this id names another move (a race past plan's check).
+                    raise MoveRefused("request_id", f"move {record.id} is recorded for {ranges(record.buckets)} "
+                                                    f"{record.source} -> {record.target}, not this move")
             except MoveRefused as err:
                 if op == "move":
                     raise
@@ -395,6 +493,9 @@ class ShardReaction:
                 out[move_id] = "abort" if m.abort_requested else ("pause" if m.paused else "resume")
             return {"moves": out}
         records = [mover.store.load_move(sset.name, mv["id"]) for mv in action.intended["moves"]]
+        # A record under this id for other buckets is not this move: it was not started (deferred).
+        records = [r if r is not None and sorted(r.buckets) == sorted(mv["buckets"]) else None
+                   for r, mv in zip(records, action.intended["moves"], strict=True)]
         after: dict[str, Any] = {"moves": [mv | {"phase": r.phase} if r else mv | {"phase": "deferred"}
                                            for mv, r in zip(action.intended["moves"], records, strict=True)]}
         if "plan" in action.intended:
@@ -405,8 +506,19 @@ class ShardReaction:
         return None
 
 
-def _move_id(base: str, index: int) -> str:
-    return f"mv{hashlib.sha256(base.encode()).hexdigest()[:10]}-{index}"
+def _move_id(base: str, fingerprint: str, index: int) -> str:
+    digest = hashlib.sha256((base + "\n" + fingerprint).encode()).hexdigest()[:10]
+    return f"mv{digest}-{index}"
+
+
+def _fingerprint(op: str, source: str, target: str, buckets: list[int], mode: str) -> str:
+    """What a move is: a reused trigger id with another command names other moves."""
+    return f"{op}|{source}|{target}|{ranges(buckets)}|{mode}"
+
+
+def _incoming(running: list[MoveRecord], owners: list[str], target: str) -> list[int]:
+    """Buckets unfinished moves are bringing to `target` that the map does not give it yet."""
+    return sorted({b for m in running if m.target == target for b in m.buckets if owners[b] != target})
 
 
 def _group(moves: list[dict[str, Any]]) -> list[dict[str, Any]]:
