@@ -562,11 +562,23 @@ class Mover:
         if move.mode == "online":
             self._teardown(move, forward=True)
         move = self._save(move, "switched", f"switched to {move.target}; fence {move.fence_ms} ms")
-        if self._on_switched is not None:
-            self._on_switched(move)
+        move = self._announce_switch(move)
         return StepResult(move.id, move.phase, wait_s=max(0.0, (move.grace_until or now) - now))
 
+    def _announce_switch(self, move: MoveRecord) -> MoveRecord:
+        """`on_switched` (the reaction publishes ShardMoved) at least once per switch: called again by every later
+        step until it has returned once (recorded as `moved_published`), whatever failed in between (the publish,
+        the step right after the switch was saved)."""
+        if self._on_switched is None or move.moved_published or move.switched_at is None:
+            return move
+        self._on_switched(move)
+        if not move.moved_published:
+            move.moved_published = True
+            move = self._save(move, move.phase, "ShardMoved published")
+        return move
+
     def _from_switched(self, move: MoveRecord) -> StepResult:
+        move = self._announce_switch(move)
         now = self._now()
         if move.grace_until is not None and now < move.grace_until:
             return StepResult(move.id, move.phase, wait_s=move.grace_until - now, detail="grace period")
