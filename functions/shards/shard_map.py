@@ -76,7 +76,7 @@ class ShardMap:
             "buckets": {"N": str(self.buckets)},
             "key_type": {"S": self.key_type},
             "owners": {"S": json.dumps(encode_owners(self.owners))},
-            "states": {"S": json.dumps(encode_states(self.states))},
+            "states": {"S": states_json(self.states)},
             "updated_at": {"N": repr(self.updated_at)},
             "change": {"S": self.change or "-"},
         }
@@ -93,6 +93,17 @@ class ShardMap:
     def item_bytes(self) -> int:
         """The size of this map's DynamoDB item (UTF-8 names and values, as DynamoDB counts them, roughly)."""
         return sum(len(k.encode()) + len(str(next(iter(v.values()))).encode()) for k, v in self.to_item().items())
+
+
+# The per-bucket form of `states` is what routers released before the range form read; it is written while it
+# stays this small, so that an application still running such a router keeps reading the map during an upgrade.
+# Larger claims (thousands of buckets) take the range form, which only current routers read.
+PER_BUCKET_STATES_LIMIT = 100_000
+
+
+def states_json(states: dict[int, BucketState]) -> str:
+    per_bucket = json.dumps({str(b): asdict(s) for b, s in sorted(states.items())})
+    return per_bucket if len(per_bucket) <= PER_BUCKET_STATES_LIMIT else json.dumps(encode_states(states))
 
 
 def encode_states(states: dict[int, BucketState]) -> list[dict[str, Any]]:
