@@ -68,3 +68,86 @@ def test_resharder_retry_never_audits_someone_elses_resharding_as_executed_when_
     assert stub.modifications == []
     outcomes = [d["outcome"] for d in again["decisions"]]
     assert "executed" not in outcomes, again["decisions"]
+
+
+# --------------------------------------------------------------------------- mover: resumable rollback after a switch
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from simulator.pg_cluster import PostgresCluster, postgres_available  # noqa: E402
+from tests.support.shards import check_placement, make_mover, reset_databases, seed, shard_set, state_table  # noqa: E402
+
+DBS = ["r2_a", "r2_b"]
+pg_only = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries not installed")
+
+
+@pytest.fixture(scope="module")
+def pgc() -> Any:
+    if not postgres_available():
+        pytest.skip("PostgreSQL server binaries not installed")
+    with PostgresCluster(DBS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def env(pgc: PostgresCluster) -> Any:
+    reset_databases(pgc, DBS)
+    with mock_aws():
+        yield {"pgc": pgc, "ddb": state_table()}
+
+
+def _buckets(mover: Any, sset: Any, shard: str, count: int) -> list[int]:
+    from shards.buckets import bucket_of
+
+    owners = mover.map().owners
+    found = sorted({bucket_of(f"tenant-{t}", sset.buckets) for t in range(60)
+                    if owners[bucket_of(f"tenant-{t}", sset.buckets)] == shard})
+    return found[:count]
+
+
+@pg_only
+@pytest.mark.postgres
+def test_an_online_rollback_after_the_switch_interrupted_before_its_map_write_resumes(
+        env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect (fix 1, "rollback resumable after a crash via `#source-current`"): in `_rollback` after a switch
+    (online) the source is brought current, marked `#source-current`, the reverse stream torn down -- then the
+    source's `reflex.copy_progress` rows are deleted with `move_id LIKE '<id>%'`, which deletes the
+    `#source-current` mark too, BEFORE the map is put back. If the map write fails there (a DynamoDB throttle,
+    a Lambda timeout), the retry finds the map still switched and no `#source-current` mark, so it waits for a
+    marker to travel through the reverse stream -- which is gone. Every retry fails with "reverse replication
+    did not catch up; retry the rollback": the move is stuck in `rolling_back` forever, both fences closed.
+    Expected: the retry resumes and the move ends `rolled_back`, every row on the source, the map naming it."""
+    import shards.mover as mover_module
+
+    monkeypatch.setattr(mover_module, "MARKER_WAIT_S", 8.0)  # the real 30 s only makes the stuck retry slower
+    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600)
+    mover = make_mover(sset, env["ddb"])
+    expected = seed(env["pgc"], sset, mover, tenants=30, orders_per_tenant=10)
+    buckets = _buckets(mover, sset, "r2-a", 2)
+    mover.start(buckets, "r2-a", "r2-b", move_id="m-back")
+    assert mover.run("m-back", wait=False).phase == "switched"
+    mover.request_abort("m-back", "operator abort")
+
+    real_update = mover._update_map
+    failed: list[str] = []
+
+    def update_map(change: str, edit: Any) -> Any:
+        if "rolled back" in change and not failed:
+            failed.append(change)
+            raise RuntimeError("injected: the map write of the rollback failed (throttled / timed out)")
+        return real_update(change, edit)
+
+    mover._update_map = update_map  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="injected"):
+        mover.run("m-back", wait=False)
+    assert failed
+    outcome: Any = None
+    try:  # Step Functions retries the step
+        outcome = mover.run("m-back", wait=False).phase
+    except RuntimeError as err:
+        outcome = repr(err)
+    assert outcome == "rolled_back", (outcome, mover.load("m-back").phase)
+    assert all(mover.map().owners[b] == "r2-a" for b in buckets)
+    check_placement(sset, mover, expected)
