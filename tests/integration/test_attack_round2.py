@@ -151,3 +151,34 @@ def test_an_online_rollback_after_the_switch_interrupted_before_its_map_write_re
     assert outcome == "rolled_back", (outcome, mover.load("m-back").phase)
     assert all(mover.map().owners[b] == "r2-a" for b in buckets)
     check_placement(sset, mover, expected)
+
+
+@pg_only
+@pytest.mark.postgres
+def test_a_rollback_after_the_switch_tells_the_caches_the_buckets_went_back(env: dict[str, Any]) -> None:
+    """Defect (fix 2, ShardMoved at least once): ShardMoved is published once the map names the target
+    (`_announce_switch`), so consumers (the invalidator dropping `shard:<set>:<b>` tags, routers' caches,
+    applications keeping per-bucket state) learn the buckets went to the target. When the move then rolls back
+    during the grace period (abort, or a rollback after the switch), the map names the source again, but
+    nothing is announced: the last ShardMoved any consumer saw for those buckets names a shard that no longer
+    owns them, and entries cached from the target during the grace period are never dropped. Expected: the
+    rollback of a switched (and announced) move announces the move back (an `on_switched`-like notification
+    whose target is the shard the map names now)."""
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=3600)
+    announced: list[tuple[str, str, list[int]]] = []
+
+    def on_switched(move: Any) -> None:
+        announced.append((move.source, move.target, list(move.buckets)))
+
+    mover = make_mover(sset, env["ddb"], on_switched=on_switched)
+    expected = seed(env["pgc"], sset, mover, tenants=30, orders_per_tenant=5)
+    buckets = _buckets(mover, sset, "r2-a", 2)
+    mover.start(buckets, "r2-a", "r2-b", move_id="m-announce")
+    assert mover.run("m-announce", wait=False).phase == "switched"
+    assert announced and announced[-1][1] == "r2-b"
+    mover.request_abort("m-announce", "operator abort during the grace period")
+    assert mover.run("m-announce", wait=False).phase == "rolled_back"
+    check_placement(sset, mover, expected)
+    owners = mover.map().owners
+    assert all(owners[b] == "r2-a" for b in buckets)
+    assert announced[-1][1] == "r2-a", f"announcements {announced}; the map names r2-a"
