@@ -182,3 +182,44 @@ def test_a_rollback_after_the_switch_tells_the_caches_the_buckets_went_back(env:
     owners = mover.map().owners
     assert all(owners[b] == "r2-a" for b in buckets)
     assert announced[-1][1] == "r2-a", f"announcements {announced}; the map names r2-a"
+
+
+# --------------------------------------------------------------------------- shard map item budget
+
+
+def test_a_claim_the_map_budget_accepts_can_always_be_switched() -> None:
+    """Defect (fix 4, MAP_ITEM_BUDGET): `ShardReaction._map_room` checks a claim against the budget with the
+    map's CURRENT owners and the buckets' `copying` states -- but the switch rewrites `owners` too, and owners
+    are run-length encoded: moving scattered buckets (every other bucket of a half, as a planner or an operator
+    spreading load does) turns 2 runs into tens of thousands. Here (65,536 buckets, 16,384 even buckets of
+    shard a moved to b) the claim is accepted (about 100 KB), but the map as the switch leaves it is over
+    350 KB: `ShardMapStore.save` raises MapTooLarge in `_from_verified`, AFTER the source was fenced and the
+    target opened -- every retry fails the same way, and the moving buckets refuse writes until an operator
+    aborts. Expected: a claim is accepted only if the map still fits once the move is switched (refused at
+    plan time naming `buckets`)."""
+    from shards.shard_map import BucketState, MapTooLarge, ShardMap, ShardMapStore
+    from shards.shard_reaction import ShardReaction
+    from tests.support.shards import TABLE
+
+    n = 65536
+    owners = ["r2-a"] * (n // 2) + ["r2-b"] * (n // 2)
+    moving = list(range(0, n // 2, 2))
+    moves = [{"id": "mv0123456789-0", "buckets": moving, "source": "r2-a", "target": "r2-b"}]
+    with mock_aws():
+        store = ShardMapStore(state_table(), TABLE)
+        current = store.save(ShardMap(set_name="orders", buckets=n, key_type="text", owners=owners), "created")
+        problem = ShardReaction._map_room(current, moves)
+        if problem:
+            return  # refused at plan time: the correct answer
+        claimed = ShardMap(set_name="orders", buckets=n, key_type="text", owners=list(owners),
+                           version=current.version,
+                           states={b: BucketState("copying", moves[0]["id"], "r2-a", "r2-b") for b in moving})
+        claimed = store.save(claimed, "claim")
+        for b in moving:  # what Mover._from_verified's `switch` edit does
+            claimed.owners[b] = "r2-b"
+            claimed.states[b] = BucketState("switched", moves[0]["id"], "r2-a", "r2-b")
+        try:
+            store.save(claimed, "switch")
+        except MapTooLarge as err:
+            pytest.fail(f"the claim was accepted ({current.item_bytes():,} bytes before it) but its switch "
+                        f"cannot be saved: {err}")
