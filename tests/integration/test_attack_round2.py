@@ -223,3 +223,34 @@ def test_a_claim_the_map_budget_accepts_can_always_be_switched() -> None:
         except MapTooLarge as err:
             pytest.fail(f"the claim was accepted ({current.item_bytes():,} bytes before it) but its switch "
                         f"cannot be saved: {err}")
+
+
+# --------------------------------------------------------------------------- pipeline: dry runs under hard-stop
+
+
+def test_a_dry_run_under_hard_stop_takes_no_lock_on_the_target(world, reshard, stub, clock) -> None:
+    """Defect (fix 7, dry runs planned under the kill switch): `Pipeline._guarded` now lets a dry run through
+    `hard-stop` ("the planner runs, nothing moves"), but it still goes through the whole guarded section: it
+    ACQUIRES THE TARGET'S LOCK (a conditional write to the state table, with a lease) around plan(). Under
+    `hard-stop` ("stops everything", docs/architecture.md) an operator's dry run therefore writes to Reflex's
+    state and holds the target: a dry run whose invocation dies inside plan() (planner reads of every shard,
+    a DescribeReplicationGroups that hangs) leaves the lock held for its lease, and when the switch is
+    released the first real action -- or, at `on`, a safety rollback -- is `skipped:locked`. A dry run executes
+    nothing and needs no exclusion. Expected: under hard-stop a dry run answers `dry-run` without taking the
+    lock (no write to the state table)."""
+    world.set_kill_switch_value("resharder", "hard-stop")
+    rt = world.activate("resharder", clock)
+    rt.kill_switch.invalidate()
+    taken: list[str] = []
+    real_acquire = rt.store.acquire_lock
+
+    def acquire_lock(key: str, *args: Any, **kwargs: Any) -> bool:
+        taken.append(key)
+        return real_acquire(key, *args, **kwargs)
+
+    rt.store.acquire_lock = acquire_lock  # type: ignore[method-assign]
+    response = reshard(console("add_shards", dry_run=True))
+    [decision] = response["decisions"]
+    assert decision["outcome"] == "dry-run", decision
+    assert stub.modifications == []
+    assert taken == [], f"a dry run under hard-stop took the lock of {taken}"
