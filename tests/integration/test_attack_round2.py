@@ -254,3 +254,97 @@ def test_a_dry_run_under_hard_stop_takes_no_lock_on_the_target(world, reshard, s
     assert decision["outcome"] == "dry-run", decision
     assert stub.modifications == []
     assert taken == [], f"a dry run under hard-stop took the lock of {taken}"
+
+
+# --------------------------------------------------------------------------- invalidator: orphaned follow-up
+
+
+def _inv_progress(env: Any, target: str) -> dict[str, Any] | None:
+    import json
+
+    item = env.world.clients.dynamodb.get_item(TableName=env.world.settings.state_table,
+                                               Key={"pk": {"S": f"invalidation#redis/catalog/pattern/{target}"}})
+    return json.loads(item["Item"]["doc"]["S"]) if "Item" in item else None
+
+
+@pytest.mark.redis
+def test_an_orphaned_follow_up_is_carried_out_by_the_retry_of_the_event_that_ended_the_run(clock) -> None:
+    """Defect (fix 6, follow-up adoption): `_end` marks a follow-up whose message could not be queued
+    `orphaned` "so that the next trigger of this target (this invocation's retry included) carries it out".
+    That holds for continuation messages (SQS redelivers them under a new idempotency key, so they plan anew
+    and `_plan_run` adopts). But a run that completes in its FIRST invocation (an EventBridge ContentChanged,
+    retried by Lambda with the same event id) is retried through the open intent: `_complete` re-executes the
+    intent's old action (`idempotent_execute`), never plans, so nothing adopts. The old action's `new_run`
+    finds the orphan (live lease), coalesces into it (`mark_pending`) and is audited as done -- the orphan is
+    never carried out: the requests that arrived during the first run are not invalidated until some other
+    request of the same target happens to come (and, before its lease ends, none restarts it). Expected:
+    after the retry, the follow-up has run (no orphaned progress left, the keys written meanwhile deleted)."""
+    import json
+
+    import redis as redis_lib
+    from botocore.exceptions import ClientError as BotoClientError
+
+    from invalidator.invalidation_progress import ProgressStore
+    from tests.conftest import T0
+    from tests.support.invalidation import (
+        PORT,
+        KeySpace,
+        cache_entry,
+        content_changed,
+        invalidation_env,
+        make_config,
+        shared_redis_up,
+    )
+
+    if not shared_redis_up():
+        pytest.skip(f"no Redis on 127.0.0.1:{PORT}")
+    space = KeySpace(redis_lib.Redis(host="127.0.0.1", port=PORT))
+    try:
+        space.fill([f"item:{i}" for i in range(50)])
+        pattern = space.key("item:*")
+        config = make_config(caches=[cache_entry(namespace=space.namespace, continuation={
+            "time_budget_s": 30, "retry_delay_s": 0, "max_retries": 2}, scan={"count": 200})])
+        real_finish = ProgressStore.finish
+        arrived: list[str] = []
+
+        def finish(self: Any, target_key: str, run_id: str) -> Any:
+            if not arrived:  # a second request of the same pattern arrived while the run was scanning
+                arrived.append(run_id)
+                assert self.mark_pending(target_key, run_id, "content-service (second request)", T0.timestamp())
+                space.fill(["item:written-during-the-run"])  # what that second request is about
+            return real_finish(self, target_key, run_id)
+
+        with invalidation_env(config, clock) as env:
+            sqs = env.world.clients.sqs
+            real_send = sqs.send_message
+            failed: list[str] = []
+
+            def send_message(**kwargs: Any) -> Any:
+                if json.loads(kwargs["MessageBody"]).get("reason") == "follow-up" and not failed:
+                    failed.append(kwargs["MessageBody"])
+                    raise BotoClientError({"Error": {"Code": "ServiceUnavailable", "Message": "simulated"}},
+                                          "SendMessage")
+                return real_send(**kwargs)
+
+            ProgressStore.finish = finish  # type: ignore[method-assign]
+            sqs.send_message = send_message  # type: ignore[method-assign]
+            event = content_changed({"patterns": [pattern]}, T0)
+            try:
+                with contextlib.suppress(Exception):
+                    env.invoke("invalidator", event)
+                assert failed and arrived, (failed, arrived)
+                assert (_inv_progress(env, pattern) or {}).get("orphaned") is True
+                clock.advance(60)
+                try:
+                    retried: Any = env.invoke("invalidator", event)  # Lambda's retry of the same event
+                except Exception as err:  # noqa: BLE001
+                    retried = repr(err)
+                env.run_continuations()
+            finally:
+                ProgressStore.finish = real_finish  # type: ignore[method-assign]
+                sqs.send_message = real_send  # type: ignore[method-assign]
+            left = _inv_progress(env, pattern)
+            assert left is None or not left.get("orphaned"), f"the follow-up is still orphaned: {left}; retry: {retried}"
+            assert space.count("item:*") == 0, "the key written during the first run was never invalidated"
+    finally:
+        space.cleanup()
