@@ -79,7 +79,7 @@ from moto import mock_aws  # noqa: E402
 from simulator.pg_cluster import PostgresCluster, postgres_available  # noqa: E402
 from tests.support.shards import check_placement, make_mover, reset_databases, seed, shard_set, state_table  # noqa: E402
 
-DBS = ["r2_a", "r2_b"]
+DBS = ["r2_a", "r2_b", "atk_a", "atk_b"]  # atk_*: the shard reaction world of test_attack_shards
 pg_only = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries not installed")
 
 
@@ -93,7 +93,7 @@ def pgc() -> Any:
 
 @pytest.fixture
 def env(pgc: PostgresCluster) -> Any:
-    reset_databases(pgc, DBS)
+    reset_databases(pgc, DBS[:2])
     with mock_aws():
         yield {"pgc": pgc, "ddb": state_table()}
 
@@ -122,7 +122,7 @@ def test_an_online_rollback_after_the_switch_interrupted_before_its_map_write_re
     import shards.mover as mover_module
 
     monkeypatch.setattr(mover_module, "MARKER_WAIT_S", 8.0)  # the real 30 s only makes the stuck retry slower
-    sset = shard_set(env["pgc"], DBS, transfer="online", grace_period_s=3600)
+    sset = shard_set(env["pgc"], DBS[:2], transfer="online", grace_period_s=3600)
     mover = make_mover(sset, env["ddb"])
     expected = seed(env["pgc"], sset, mover, tenants=30, orders_per_tenant=10)
     buckets = _buckets(mover, sset, "r2-a", 2)
@@ -164,7 +164,7 @@ def test_a_rollback_after_the_switch_tells_the_caches_the_buckets_went_back(env:
     owns them, and entries cached from the target during the grace period are never dropped. Expected: the
     rollback of a switched (and announced) move announces the move back (an `on_switched`-like notification
     whose target is the shard the map names now)."""
-    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=3600)
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", grace_period_s=3600)
     announced: list[tuple[str, str, list[int]]] = []
 
     def on_switched(move: Any) -> None:
@@ -348,3 +348,36 @@ def test_an_orphaned_follow_up_is_carried_out_by_the_retry_of_the_event_that_end
             assert space.count("item:*") == 0, "the key written during the first run was never invalidated"
     finally:
         space.cleanup()
+
+
+# --------------------------------------------------------------------------- shard console: move ids
+
+
+@pg_only
+@pytest.mark.postgres
+def test_a_move_command_naming_a_finished_move_is_refused_not_audited_executed(pgc: PostgresCluster) -> None:
+    """Defect (fix 3, move ids): `_id_taken` refuses an id recorded for OTHER buckets, but an id recorded for
+    the SAME buckets is taken for "a retry" whatever the record's phase. An operator whose move rolled back
+    (aborted, verification mismatch, catch-up timeout) re-sends the same `move` (same `move_id`, or the same
+    request_id once the idempotency record expired): plan() accepts it, execute() calls `Mover.start`, which
+    returns the existing `rolled_back` record, the workflow start is ignored as ExecutionAlreadyExists -- and
+    the command is audited `executed` although nothing was claimed and nothing will move. Expected: a move
+    id whose record is finished is refused naming `move_id` (or a new move really runs); never `executed`
+    with the buckets left where they were and no move under way."""
+    from tests.integration.test_attack_shards import _console as shard_console
+    from tests.integration.test_attack_shards import _make_world, _mover_of
+
+    with _make_world(pgc, transfer="block_writes") as w:
+        first = shard_console(w, command="move", buckets=[0, 1], target="atk-b", move_id="m-again",
+                              request_id="again-1")
+        assert first["decisions"][0]["outcome"] == "executed", first["decisions"]
+        mover = _mover_of(w)
+        mover.request_abort("m-again", "operator abort")
+        assert mover.run("m-again", wait=False).phase == "rolled_back"
+        second = shard_console(w, command="move", buckets=[0, 1], target="atk-b", move_id="m-again",
+                               request_id="again-2")
+        [decision] = second["decisions"]
+        record = mover.load("m-again")
+        moving = bool(mover.map().states)
+        assert decision["outcome"] != "executed" or (moving and not record.finished), (
+            decision["outcome"], decision.get("after"), record.phase)
