@@ -381,3 +381,32 @@ def test_a_move_command_naming_a_finished_move_is_refused_not_audited_executed(p
         moving = bool(mover.map().states)
         assert decision["outcome"] != "executed" or (moving and not record.finished), (
             decision["outcome"], decision.get("after"), record.phase)
+
+
+@pytest.mark.parametrize("value", ["no", 0, "false", 1])
+def test_shard_console_dry_run_is_strictly_a_boolean(value: Any) -> None:
+    """Defect (fix 3, shard console strictness): every field of the shard console was made strict (bucket
+    items `StrictInt | StrictStr`, no booleans or floats), but `ShardCommand.dry_run` is still a lax `bool`:
+    `"dry_run": "no"`, `0` or `"false"` validate as False -- a REAL move (fence, copy, switch) from a payload
+    that is not a boolean -- and `1` as True. The scaler, promoter and resharder refuse exactly these values
+    (tests/unit/test_strict_payloads.py; the resharder's `"dry_run": "no" is not false`), and the identity
+    layer already reads the field strictly (`required_role`: `payload.get("dry_run") is True`), so for `1` the
+    reaction and the access check disagree on what the command is. Expected: rejected naming `dry_run`."""
+    from reflex_core.sharding_config import ShardSet
+    from reflex_core.triggers import TriggerError
+    from shards.shard_commands import validate_command
+
+    sset = ShardSet.model_validate({
+        "name": "orders", "buckets": 64, "tables": [{"name": "orders", "key_column": "tenant"}],
+        "shards": [{"name": "a", "connection": {"kind": "dsn", "dsn": "postgresql://x/a"}},
+                   {"name": "b", "connection": {"kind": "dsn", "dsn": "postgresql://x/b"}}]})
+
+    class Config:
+        class sharding:  # noqa: N801 - the attribute the validator reads
+            sets = [sset]
+
+    payload = {"command": "move", "set": "orders", "buckets": [3], "target": "b", "reason": "attack round 2",
+               "operator": "mallory", "dry_run": value}
+    with pytest.raises(TriggerError) as err:
+        validate_command(payload, Config)  # type: ignore[arg-type]
+    assert any(e.startswith("dry_run") for e in err.value.errors), err.value.errors
