@@ -72,12 +72,18 @@ def test_resharder_retry_never_audits_someone_elses_resharding_as_executed_when_
 
 # --------------------------------------------------------------------------- mover: resumable rollback after a switch
 
-import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from simulator.pg_cluster import PostgresCluster, postgres_available  # noqa: E402
-from tests.support.shards import check_placement, make_mover, reset_databases, seed, shard_set, state_table  # noqa: E402
+from tests.support.shards import (  # noqa: E402
+    check_placement,
+    make_mover,
+    reset_databases,
+    seed,
+    shard_set,
+    state_table,
+)
 
 DBS = ["r2_a", "r2_b", "atk_a", "atk_b"]  # atk_*: the shard reaction world of test_attack_shards
 pg_only = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries not installed")
@@ -344,7 +350,8 @@ def test_an_orphaned_follow_up_is_carried_out_by_the_retry_of_the_event_that_end
                 ProgressStore.finish = real_finish  # type: ignore[method-assign]
                 sqs.send_message = real_send  # type: ignore[method-assign]
             left = _inv_progress(env, pattern)
-            assert left is None or not left.get("orphaned"), f"the follow-up is still orphaned: {left}; retry: {retried}"
+            assert left is None or not left.get("orphaned"), (
+                f"the follow-up is still orphaned: {left}; retry: {retried}")
             assert space.count("item:*") == 0, "the key written during the first run was never invalidated"
     finally:
         space.cleanup()
@@ -402,7 +409,7 @@ def test_shard_console_dry_run_is_strictly_a_boolean(value: Any) -> None:
                    {"name": "b", "connection": {"kind": "dsn", "dsn": "postgresql://x/b"}}]})
 
     class Config:
-        class sharding:  # noqa: N801 - the attribute the validator reads
+        class sharding:
             sets = [sset]
 
     payload = {"command": "move", "set": "orders", "buckets": [3], "target": "b", "reason": "attack round 2",
