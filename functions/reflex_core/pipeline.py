@@ -419,7 +419,10 @@ class Pipeline:
         owner = str(uuid.uuid4())
         preempted = ""
         lease = _lease_s(rt, deadline)
-        if not rt.store.acquire_lock(key, owner, rt.clock.now(), lease):
+        # A dry run the kill switch would have stopped writes nothing, not even the target's lock: it must not
+        # hold a target an operator stopped, nor delay the first action once the switch is released.
+        locking = not killed
+        if locking and not rt.store.acquire_lock(key, owner, rt.clock.now(), lease):
             if not settings.preempt_lock:
                 return Decision(**base, outcome="skipped:locked", transient=True,
                                 detail="another action on this target holds the lock; the trigger is retried")
@@ -465,7 +468,8 @@ class Pipeline:
             return self._execute(rt, trigger, record, planned, base, written, note + preempted)
         finally:
             try:
-                rt.store.release_lock(key, owner)
+                if locking:
+                    rt.store.release_lock(key, owner)
             except Exception:  # noqa: BLE001 - the lease expires by itself; the decision stands
                 logger.exception("could not release the lock; its lease expires", extra={"target": key})
 

@@ -405,17 +405,17 @@ class ReshardingReaction:
 
     def reconcile(self, action: Action, rt: ReactionRuntime) -> Reconciled:
         """Whether an interrupted attempt's call landed. This action's marker and the group resharding (or showing
-        the intended count) -> applied; the group as it was before and no marker of this action -> not applied;
-        the marker but the group as before -> the call was refused or failed: not applied (the retry re-checks
-        and sends again); anything else (someone else's change) -> unknown."""
+        the intended state) -> applied; the group as it was before -> not applied (no marker: nothing was sent;
+        the marker: the call was refused or failed; the retry re-checks and sends again); anything else, the
+        intended state included when this action's marker is missing (someone else's change) -> unknown, never
+        audited as Reflex's."""
         policy = self._policy(action.policy, action.target_key, rt)
         state = self._groups(rt).read(policy.replication_group)
         ours = self._ours(action, rt)
         if ours and (state.resharding or state.status == "modifying"):
             return "applied"
         shows = state.as_dict(policy.slot_tolerance)
-        if all(shows.get(k) == v for k, v in action.intended.items()) and (
-                ours or action.operation != "rebalance"):
+        if all(shows.get(k) == v for k, v in action.intended.items()) and ours:
             return "applied"
         if (state.status == "available" and not state.resharding
                 and state.node_group_count == action.before.get("node_group_count")):
