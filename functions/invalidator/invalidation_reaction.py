@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -447,12 +448,15 @@ class InvalidationReaction:
         self._touch(run, cache, rt)
         new_run = bool(action.params["new_run"])
         # From here on an identical request is coalesced into a follow-up of this run.
+        orphan: RunProgress | None = None
         if new_run and not store.create(action.target_key, run, rt.clock.now().timestamp()):
             current = store.get(action.target_key)
             if current is not None and current.run_id == run.run_id:
                 # This very run, created by an attempt that died after the write (or whose answer was lost and
                 # botocore's retry failed its own condition): it is ours to run, not a run to coalesce into.
                 new_run = False
+            elif current is not None and current.orphaned:
+                orphan = current
             elif current is not None and store.mark_pending(action.target_key, current.run_id, run.requested_by,
                                                           rt.clock.now().timestamp()):
                 self._results[action.target_key] = {"status": "coalesced", "into_run": current.run_id,
@@ -460,10 +464,27 @@ class InvalidationReaction:
                 return
             else:
                 raise RuntimeError(f"{action.target_key}: could neither start a run nor join the one in progress")
-        if not new_run and not store.save(action.target_key, run):
-            self._results[action.target_key] = {"status": "superseded", "run": run.run_id,
-                                                "detail": "a newer run of this target replaced this one"}
-            return
+        elif not new_run and not store.save(action.target_key, run):
+            current = store.get(action.target_key)
+            if current is None or not current.orphaned:
+                self._results[action.target_key] = {"status": "superseded", "run": run.run_id,
+                                                    "detail": "a newer run of this target replaced this one"}
+                return
+            orphan = current
+        if orphan is not None:
+            # A follow-up run recorded but never queued (the retry of the invocation that ended its predecessor,
+            # which re-executes its decided action instead of planning): this attempt carries it out, from its
+            # own progress (it also covers this request: it starts from the beginning).
+            previous = replace(orphan)
+            run = replace(orphan, orphaned=False)
+            self._touch(run, cache, rt)
+            if kind == "keys" and run.keys_ref:
+                keys = list(dict.fromkeys([*store.get_keys(run.keys_ref), *keys]))
+            new_run = False
+            if not store.save(action.target_key, run):
+                self._results[action.target_key] = {"status": "superseded", "run": run.run_id,
+                                                    "detail": "a newer run of this target replaced this one"}
+                return
         budget = runtime.time_budget(cache.continuation.time_budget_s)
         report: InvalidationReport | None = None
         try:
