@@ -349,9 +349,15 @@ class ShardReaction:
     @staticmethod
     def _id_taken(sset: ShardSet, mover: Mover, moves: list[dict[str, Any]], field: str) -> str:
         """A move id already recorded for OTHER buckets (or shards): starting would return that record and
-        report this move as done. The same move (a retry) is fine."""
+        report this move as done. The same move (a retry) is fine while it is unfinished; a finished one (done,
+        rolled back) is refused too: start() would return its record, nothing would be claimed or moved, and
+        the command would be audited executed (and set the cooldown) for a move that does not run."""
         for mv in moves:
             rec = mover.store.load_move(sset.name, mv["id"])
+            if rec is not None and rec.finished:
+                return (f"{field}: move {mv['id']} already exists and is {rec.phase} ({ranges(rec.buckets)} "
+                        f"{rec.source} -> {rec.target}); a move id is used once: give this command another "
+                        f"{field}")
             if rec is not None and (sorted(rec.buckets) != sorted(mv["buckets"]) or rec.source != mv["source"]
                                     or rec.target != mv["target"]):
                 return (f"{field}: move {mv['id']} already exists ({rec.phase}) and moves {ranges(rec.buckets)} "
@@ -424,6 +430,10 @@ class ShardReaction:
                     # start() is idempotent per id: this id names another move (a race past plan's check).
                     raise MoveRefused("request_id", f"move {record.id} is recorded for {ranges(record.buckets)} "
                                                     f"{record.source} -> {record.target}, not this move")
+                if record.finished:
+                    # A race past plan's check (_id_taken): the id names a finished move, nothing was claimed.
+                    raise MoveRefused("move_id" if op == "move" and action.params.get("move_id") else "request_id",
+                                      f"move {record.id} is already {record.phase}; nothing was claimed")
             except MoveRefused as err:
                 if op == "move":
                     raise
