@@ -54,7 +54,7 @@ from psycopg.types.json import Jsonb
 from reflex_core.sharding_config import Shard, ShardSet
 from shards import pg
 from shards.buckets import bucket_filter_sql, bucket_sql, quote_ident, ranges
-from shards.shard_map import BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
+from shards.shard_map import MAP_ITEM_BUDGET, BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
 
 ACTIVE_PHASES = ("claimed", "prepared", "replicating", "caught_up", "fenced", "copied", "verified", "switched",
                  "rolling_back")
@@ -233,6 +233,14 @@ class Mover:
             if refused is not None:
                 raise refused
         wanted = sorted(set(buckets))
+        if not mine:
+            # The map must hold the claim and what its switch writes (owners rewritten): refused here, before
+            # anything is claimed, rather than by the switch's map write once the source is fenced.
+            size = current.claim_bytes([(move_id, wanted, source, target)])
+            if size > MAP_ITEM_BUDGET:
+                raise MoveRefused("buckets", f"moving {len(wanted)} bucket(s) would make the shard map a {size:,}-"
+                                             f"byte item once claimed or switched (at most {MAP_ITEM_BUDGET:,}); "
+                                             "move fewer or contiguous buckets")
         if not mine and (mode or self.set.transfer) == "online":
             refused = self._online_refusal(source)
             if refused is not None:
