@@ -31,7 +31,8 @@ their cursor in the target's own transaction, map writes conditional on its vers
   first), the map settled; done.
 * rollback (any time before the cleanup starts): the map, the fences and the rows go back to the source; after
   a switch the target is fenced first and the source brought current (reverse replication drained, or, for
-  block_writes, the rows copied back; then marked `#source-current` so a retry skips it); before a switch both
+  block_writes, the rows copied back; then marked `#source-current` so a retry skips it, a mark kept until
+  the map is back); before a switch both
   streams (the reverse one too) are torn down before the target's copy is deleted. Past the point of no return
   (the `#cleanup` mark, or the map settled) an abort is refused or ignored (recorded) and the move goes on to
   done: a rollback then would delete the only copy left.
@@ -681,9 +682,9 @@ class Mover:
             self._teardown(move, forward=True)
             self._teardown(move, forward=False)
         with self._conn(move.source) as src:
-            if _has_schema(src):  # an abort before the first step: prepare never installed it
+            source_schema = _has_schema(src)  # none: an abort before the first step, prepare never installed it
+            if source_schema:
                 pg.set_fence(src, self.set.name, move.buckets, "open", None)
-                src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
 
         def back(mp: ShardMap) -> bool:
             mine = [b for b in move.buckets if mp.states.get(b) is not None and mp.states[b].move_id == move.id]
@@ -694,6 +695,11 @@ class Mover:
 
         self._update_map(f"move {move.id}: rolled back", back)
         self._crash("rollback:map")
+        if source_schema:
+            # Only once the map is back: until then the `#source-current` mark is what lets a retry (the map write
+            # failed, the step timed out) skip bringing the source current through a reverse stream torn down.
+            with self._conn(move.source) as src:
+                src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
         with self._conn(move.target) as tgt:
             # Without the schema on the target, prepare never ran there: nothing of this move can be in it.
             if _has_schema(tgt):
