@@ -35,12 +35,14 @@ their cursor in the target's own transaction, map writes conditional on its vers
   the map is back); before a switch both
   streams (the reverse one too) are torn down before the target's copy is deleted. Past the point of no return
   (the `#cleanup` mark, or the map settled) an abort is refused or ignored (recorded) and the move goes on to
-  done: a rollback then would delete the only copy left.
+  done: a rollback then would delete the only copy left. A rollback after the switch announces the buckets back
+  on the source (the reaction: ShardMoved, source and target swapped, `rolled_back: true`) before it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -111,6 +113,7 @@ class Mover:
     def __init__(self, shard_set: ShardSet, store: ShardMapStore, connect: pg.Connect, *,
                  conninfo: Callable[[Shard], str] | None = None, now: Callable[[], float] = time.time,
                  on_switched: Callable[[MoveRecord], None] | None = None,
+                 on_switched_back: Callable[[MoveRecord], None] | None = None,
                  crash: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
                  step_budget_s: float | None = None) -> None:
         self.set = shard_set
@@ -119,6 +122,10 @@ class Mover:
         self._conninfo = conninfo or pg.replication_conninfo
         self._now = now
         self._on_switched = on_switched
+        # A rollback after the switch puts the buckets back on the source: told to `on_switched_back` (the move's
+        # record), or, without one, to `on_switched` as a move from the target back to the source (a copy of the
+        # record with source and target swapped, never saved).
+        self._on_switched_back = on_switched_back
         self._crash = crash or (lambda point: None)
         self._sleep = sleep
         # A step that copies stops after this long (between committed chunks) and the next one resumes: a
@@ -586,6 +593,23 @@ class Mover:
             move = self._save(move, move.phase, "ShardMoved published")
         return move
 
+    def _announce_back(self, move: MoveRecord) -> MoveRecord:
+        """A rollback of a switched move: the map names the source again, and whoever was told of the switch
+        (ShardMoved: caches dropped per bucket, entries cached from the target since) is told the buckets went
+        back. At least once: the rollback is saved `rolled_back` only after this returned (a retry announces
+        again), whatever the forward announcement's fate (announcing a way back is harmless)."""
+        if move.switched_at is None or move.back_published:
+            return move
+        if self._on_switched_back is not None:
+            self._on_switched_back(move)
+        elif self._on_switched is not None:
+            self._on_switched(dataclasses.replace(move, source=move.target, target=move.source,
+                                                  history=list(move.history)))
+        else:
+            return move
+        move.back_published = True
+        return self._save(move, move.phase, f"announced the buckets back on {move.source}")
+
     def _from_switched(self, move: MoveRecord) -> StepResult:
         move = self._announce_switch(move)
         now = self._now()
@@ -695,6 +719,7 @@ class Mover:
 
         self._update_map(f"move {move.id}: rolled back", back)
         self._crash("rollback:map")
+        move = self._announce_back(move)
         if source_schema:
             # Only once the map is back: until then the `#source-current` mark is what lets a retry (the map write
             # failed, the step timed out) skip bringing the source current through a reverse stream torn down.

@@ -220,6 +220,9 @@ class MoveRecord:
     reason: str = ""
     # ShardMoved accepted by EventBridge for this switch (the reaction re-publishes until it is; at least once)
     moved_published: bool = False
+    # A rollback after the switch announced the buckets back on the source (ShardMoved, source and target swapped,
+    # `rolled_back: true`); the rollback ends only once it is (at least once)
+    back_published: bool = False
 
     @property
     def finished(self) -> bool:

@@ -82,17 +82,26 @@ class ShardReaction:
             self._publish_moved(move, sset, rt)
             self._mark_published(store, move)
 
+        def published_back(move: MoveRecord) -> None:  # the mover records it (back_published)
+            self._publish_moved(move, sset, rt, rolled_back=True)
+
         store = ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock)
 
         return Mover(sset, store, connect,
                      conninfo=lambda shard: pg.replication_conninfo(shard, rt.clients),
-                     now=lambda: rt.clock.now().timestamp(), on_switched=published, step_budget_s=self._budget)
+                     now=lambda: rt.clock.now().timestamp(), on_switched=published,
+                     on_switched_back=published_back, step_budget_s=self._budget)
 
-    def _publish_moved(self, move: MoveRecord, sset: ShardSet, rt: ReactionRuntime) -> None:
-        """ShardMoved: the application's caches drop what they cached per moved bucket (tag shard:<set>:<b>)."""
-        detail = {"set": sset.name, "move_id": move.id, "source": move.source, "target": move.target,
+    def _publish_moved(self, move: MoveRecord, sset: ShardSet, rt: ReactionRuntime, rolled_back: bool = False) -> None:
+        """ShardMoved: the application's caches drop what they cached per moved bucket (tag shard:<set>:<b>).
+        `rolled_back`: a rollback after the switch put the buckets back: the event names the move's target as
+        its `source` and the move's source (the owner again) as its `target`, with `"rolled_back": true`."""
+        source, target = (move.target, move.source) if rolled_back else (move.source, move.target)
+        detail = {"set": sset.name, "move_id": move.id, "source": source, "target": target,
                   "buckets": move.buckets, "bucket_ranges": ranges(move.buckets), "fence_ms": move.fence_ms,
                   "tags": [f"shard:{sset.name}:{b}" for b in move.buckets]}
+        if rolled_back:
+            detail["rolled_back"] = True
         resp = rt.clients.events.put_events(Entries=[{
             "Source": rt.config.shard_moved_source, "DetailType": rt.config.shard_moved_detail_type,
             "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
@@ -101,7 +110,8 @@ class ShardReaction:
         if (resp or {}).get("FailedEntryCount"):
             codes = [f"{e.get('ErrorCode')}: {e.get('ErrorMessage')}" for e in resp.get("Entries", [])
                      if e.get("ErrorCode")]
-            raise RuntimeError(f"ShardMoved for move {move.id} was rejected by EventBridge ({'; '.join(codes)})")
+            raise RuntimeError(f"ShardMoved{' (rolled back)' if rolled_back else ''} for move {move.id} was rejected "
+                               f"by EventBridge ({'; '.join(codes)})")
 
     @staticmethod
     def _mark_published(store: ShardMapStore, move: MoveRecord) -> None:
