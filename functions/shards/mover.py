@@ -31,15 +31,18 @@ their cursor in the target's own transaction, map writes conditional on its vers
   first), the map settled; done.
 * rollback (any time before the cleanup starts): the map, the fences and the rows go back to the source; after
   a switch the target is fenced first and the source brought current (reverse replication drained, or, for
-  block_writes, the rows copied back; then marked `#source-current` so a retry skips it); before a switch both
+  block_writes, the rows copied back; then marked `#source-current` so a retry skips it, a mark kept until
+  the map is back); before a switch both
   streams (the reverse one too) are torn down before the target's copy is deleted. Past the point of no return
   (the `#cleanup` mark, or the map settled) an abort is refused or ignored (recorded) and the move goes on to
-  done: a rollback then would delete the only copy left.
+  done: a rollback then would delete the only copy left. A rollback after the switch announces the buckets back
+  on the source (the reaction: ShardMoved, source and target swapped, `rolled_back: true`) before it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -54,7 +57,7 @@ from psycopg.types.json import Jsonb
 from reflex_core.sharding_config import Shard, ShardSet
 from shards import pg
 from shards.buckets import bucket_filter_sql, bucket_sql, quote_ident, ranges
-from shards.shard_map import BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
+from shards.shard_map import MAP_ITEM_BUDGET, BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
 
 ACTIVE_PHASES = ("claimed", "prepared", "replicating", "caught_up", "fenced", "copied", "verified", "switched",
                  "rolling_back")
@@ -110,6 +113,7 @@ class Mover:
     def __init__(self, shard_set: ShardSet, store: ShardMapStore, connect: pg.Connect, *,
                  conninfo: Callable[[Shard], str] | None = None, now: Callable[[], float] = time.time,
                  on_switched: Callable[[MoveRecord], None] | None = None,
+                 on_switched_back: Callable[[MoveRecord], None] | None = None,
                  crash: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
                  step_budget_s: float | None = None) -> None:
         self.set = shard_set
@@ -118,6 +122,10 @@ class Mover:
         self._conninfo = conninfo or pg.replication_conninfo
         self._now = now
         self._on_switched = on_switched
+        # A rollback after the switch puts the buckets back on the source: told to `on_switched_back` (the move's
+        # record), or, without one, to `on_switched` as a move from the target back to the source (a copy of the
+        # record with source and target swapped, never saved).
+        self._on_switched_back = on_switched_back
         self._crash = crash or (lambda point: None)
         self._sleep = sleep
         # A step that copies stops after this long (between committed chunks) and the next one resumes: a
@@ -233,6 +241,14 @@ class Mover:
             if refused is not None:
                 raise refused
         wanted = sorted(set(buckets))
+        if not mine:
+            # The map must hold the claim and what its switch writes (owners rewritten): refused here, before
+            # anything is claimed, rather than by the switch's map write once the source is fenced.
+            size = current.claim_bytes([(move_id, wanted, source, target)])
+            if size > MAP_ITEM_BUDGET:
+                raise MoveRefused("buckets", f"moving {len(wanted)} bucket(s) would make the shard map a {size:,}-"
+                                             f"byte item once claimed or switched (at most {MAP_ITEM_BUDGET:,}); "
+                                             "move fewer or contiguous buckets")
         if not mine and (mode or self.set.transfer) == "online":
             refused = self._online_refusal(source)
             if refused is not None:
@@ -577,6 +593,23 @@ class Mover:
             move = self._save(move, move.phase, "ShardMoved published")
         return move
 
+    def _announce_back(self, move: MoveRecord) -> MoveRecord:
+        """A rollback of a switched move: the map names the source again, and whoever was told of the switch
+        (ShardMoved: caches dropped per bucket, entries cached from the target since) is told the buckets went
+        back. At least once: the rollback is saved `rolled_back` only after this returned (a retry announces
+        again), whatever the forward announcement's fate (announcing a way back is harmless)."""
+        if move.switched_at is None or move.back_published:
+            return move
+        if self._on_switched_back is not None:
+            self._on_switched_back(move)
+        elif self._on_switched is not None:
+            self._on_switched(dataclasses.replace(move, source=move.target, target=move.source,
+                                                  history=list(move.history)))
+        else:
+            return move
+        move.back_published = True
+        return self._save(move, move.phase, f"announced the buckets back on {move.source}")
+
     def _from_switched(self, move: MoveRecord) -> StepResult:
         move = self._announce_switch(move)
         now = self._now()
@@ -673,9 +706,9 @@ class Mover:
             self._teardown(move, forward=True)
             self._teardown(move, forward=False)
         with self._conn(move.source) as src:
-            if _has_schema(src):  # an abort before the first step: prepare never installed it
+            source_schema = _has_schema(src)  # none: an abort before the first step, prepare never installed it
+            if source_schema:
                 pg.set_fence(src, self.set.name, move.buckets, "open", None)
-                src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
 
         def back(mp: ShardMap) -> bool:
             mine = [b for b in move.buckets if mp.states.get(b) is not None and mp.states[b].move_id == move.id]
@@ -686,6 +719,12 @@ class Mover:
 
         self._update_map(f"move {move.id}: rolled back", back)
         self._crash("rollback:map")
+        move = self._announce_back(move)
+        if source_schema:
+            # Only once the map is back: until then the `#source-current` mark is what lets a retry (the map write
+            # failed, the step timed out) skip bringing the source current through a reverse stream torn down.
+            with self._conn(move.source) as src:
+                src.execute("DELETE FROM reflex.copy_progress WHERE move_id LIKE %s", (move.id + "%",))
         with self._conn(move.target) as tgt:
             # Without the schema on the target, prepare never ran there: nothing of this move can be in it.
             if _has_schema(tgt):

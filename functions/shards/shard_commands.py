@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from reflex_core.config_base import format_validation_error
 from reflex_core.sharding_config import ShardingStageConfig, ShardSet
@@ -68,7 +68,7 @@ class ShardCommand(BaseModel):
         default=None, description="move, plan, rebalance, drain, add_shard: the moves' mode (default: transfer)")
     reason: str = Field(min_length=3, max_length=500)
     operator: str = Field(min_length=1, max_length=128)
-    dry_run: bool = False
+    dry_run: StrictBool = False  # true or false only: "no", 0, "false", 1 are refused, not read as booleans
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
 
     def bucket_numbers(self) -> list[int]:

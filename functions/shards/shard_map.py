@@ -13,7 +13,8 @@ of moving buckets are stored per move, as bucket ranges (`[{"state", "move_id", 
 "buckets": "0-8191,9000"}]`), so a large claim of contiguous buckets costs a few bytes, not ~90 per bucket;
 the older per-bucket form (`{"<bucket>": {...}}`) is still read. `ShardMap.item_bytes()` is what the item
 would weigh: a claim that would take it past MAP_ITEM_BUDGET is refused before it is written (naming
-`buckets`), and `ShardMapStore.save` refuses to write one (MapTooLarge) rather than let DynamoDB answer an
+`buckets`) -- as claimed and as its switch will leave it (owners rewritten: `ShardMap.claim_bytes`) -- and
+`ShardMapStore.save` refuses to write one (MapTooLarge) rather than let DynamoDB answer an
 opaque ValidationException.
 """
 
@@ -31,6 +32,17 @@ BucketStateName = Literal["copying", "fenced", "switched"]
 
 # DynamoDB's item limit is 400 KB (names and values); keep a margin for the attribute names and growth.
 MAP_ITEM_BUDGET = 350_000
+
+
+# What a map's `change` (and its history item's) keeps of the text describing it: the bucket ranges of a move of
+# scattered buckets run to tens of kilobytes, which the item (and the claim's size check) must not carry.
+CHANGE_MAX_CHARS = 1000
+
+
+def _capped(change: str) -> str:
+    if len(change) <= CHANGE_MAX_CHARS:
+        return change
+    return change[:CHANGE_MAX_CHARS - 16] + " ... (truncated)"
 
 
 class MapConflict(RuntimeError):
@@ -93,6 +105,31 @@ class ShardMap:
     def item_bytes(self) -> int:
         """The size of this map's DynamoDB item (UTF-8 names and values, as DynamoDB counts them, roughly)."""
         return sum(len(k.encode()) + len(str(next(iter(v.values()))).encode()) for k, v in self.to_item().items())
+
+    def claim_bytes(self, claims: list[tuple[str, list[int], str, str]]) -> int:
+        """The largest item this map would be from claiming `claims` ((move id, buckets, source, target)) until
+        every move it holds is switched: claimed as it is now (`copying`), and switched (owners rewritten to the
+        targets, states `switched`) for the claimed moves alone and for every move of the map with them.
+        Owners are run-length encoded: a switch of scattered buckets can weigh far more than the claim, and a
+        switch that cannot be saved fails after the source is fenced and the target opened."""
+        claimed = dict(self.states)
+        for move_id, buckets, source, target in claims:
+            for b in buckets:
+                claimed[b] = BucketState("copying", move_id, source, target)
+        new = {b for _, buckets, _, _ in claims for b in buckets}
+        sizes = [self._trial(claimed, set()), self._trial(claimed, new), self._trial(claimed, set(claimed))]
+        return max(sizes)
+
+    def _trial(self, states: dict[int, BucketState], switched: set[int]) -> int:
+        owners = list(self.owners)
+        trial_states = dict(states)
+        for b in switched:
+            st = trial_states[b]
+            owners[b] = st.target
+            trial_states[b] = BucketState("switched", st.move_id, st.source, st.target)
+        return ShardMap(set_name=self.set_name, buckets=self.buckets, key_type=self.key_type, owners=owners,
+                        version=self.version + 1, states=trial_states, updated_at=self.updated_at,
+                        change="-" * CHANGE_MAX_CHARS).item_bytes()
 
 
 # The per-bucket form of `states` is what routers released before the range form read; it is written while it
@@ -183,6 +220,9 @@ class MoveRecord:
     reason: str = ""
     # ShardMoved accepted by EventBridge for this switch (the reaction re-publishes until it is; at least once)
     moved_published: bool = False
+    # A rollback after the switch announced the buckets back on the source (ShardMoved, source and target swapped,
+    # `rolled_back: true`); the rollback ends only once it is (at least once)
+    back_published: bool = False
 
     @property
     def finished(self) -> bool:
@@ -232,6 +272,7 @@ class ShardMapStore:
     def save(self, new: ShardMap, change: str) -> ShardMap:
         """Write `new` as version+1 if the stored version is still `new.version`; record the history."""
         expected = new.version
+        change = _capped(change)
         saved = ShardMap(set_name=new.set_name, buckets=new.buckets, key_type=new.key_type, owners=list(new.owners),
                          version=expected + 1, states=dict(new.states), updated_at=self._now(), change=change)
         size = saved.item_bytes()

@@ -42,7 +42,7 @@ from shards.shard_commands import (
     validate_move_state,
     validate_shard_added,
 )
-from shards.shard_map import MAP_ITEM_BUDGET, BucketState, MapConflict, MoveRecord, ShardMap, ShardMapStore
+from shards.shard_map import MAP_ITEM_BUDGET, MapConflict, MoveRecord, ShardMap, ShardMapStore
 
 ReactionRuntime = Runtime[ShardingStageConfig]
 SAFETY = frozenset({"abort", "pause", "resume", "advance", "status"})
@@ -82,17 +82,26 @@ class ShardReaction:
             self._publish_moved(move, sset, rt)
             self._mark_published(store, move)
 
+        def published_back(move: MoveRecord) -> None:  # the mover records it (back_published)
+            self._publish_moved(move, sset, rt, rolled_back=True)
+
         store = ShardMapStore(rt.clients.dynamodb, rt.settings.state_table, rt.clock)
 
         return Mover(sset, store, connect,
                      conninfo=lambda shard: pg.replication_conninfo(shard, rt.clients),
-                     now=lambda: rt.clock.now().timestamp(), on_switched=published, step_budget_s=self._budget)
+                     now=lambda: rt.clock.now().timestamp(), on_switched=published,
+                     on_switched_back=published_back, step_budget_s=self._budget)
 
-    def _publish_moved(self, move: MoveRecord, sset: ShardSet, rt: ReactionRuntime) -> None:
-        """ShardMoved: the application's caches drop what they cached per moved bucket (tag shard:<set>:<b>)."""
-        detail = {"set": sset.name, "move_id": move.id, "source": move.source, "target": move.target,
+    def _publish_moved(self, move: MoveRecord, sset: ShardSet, rt: ReactionRuntime, rolled_back: bool = False) -> None:
+        """ShardMoved: the application's caches drop what they cached per moved bucket (tag shard:<set>:<b>).
+        `rolled_back`: a rollback after the switch put the buckets back: the event names the move's target as
+        its `source` and the move's source (the owner again) as its `target`, with `"rolled_back": true`."""
+        source, target = (move.target, move.source) if rolled_back else (move.source, move.target)
+        detail = {"set": sset.name, "move_id": move.id, "source": source, "target": target,
                   "buckets": move.buckets, "bucket_ranges": ranges(move.buckets), "fence_ms": move.fence_ms,
                   "tags": [f"shard:{sset.name}:{b}" for b in move.buckets]}
+        if rolled_back:
+            detail["rolled_back"] = True
         resp = rt.clients.events.put_events(Entries=[{
             "Source": rt.config.shard_moved_source, "DetailType": rt.config.shard_moved_detail_type,
             "Detail": json.dumps(detail), "EventBusName": rt.settings.event_bus_name}])
@@ -101,7 +110,8 @@ class ShardReaction:
         if (resp or {}).get("FailedEntryCount"):
             codes = [f"{e.get('ErrorCode')}: {e.get('ErrorMessage')}" for e in resp.get("Entries", [])
                      if e.get("ErrorCode")]
-            raise RuntimeError(f"ShardMoved for move {move.id} was rejected by EventBridge ({'; '.join(codes)})")
+            raise RuntimeError(f"ShardMoved{' (rolled back)' if rolled_back else ''} for move {move.id} was rejected "
+                               f"by EventBridge ({'; '.join(codes)})")
 
     @staticmethod
     def _mark_published(store: ShardMapStore, move: MoveRecord) -> None:
@@ -349,9 +359,15 @@ class ShardReaction:
     @staticmethod
     def _id_taken(sset: ShardSet, mover: Mover, moves: list[dict[str, Any]], field: str) -> str:
         """A move id already recorded for OTHER buckets (or shards): starting would return that record and
-        report this move as done. The same move (a retry) is fine."""
+        report this move as done. The same move (a retry) is fine while it is unfinished; a finished one (done,
+        rolled back) is refused too: start() would return its record, nothing would be claimed or moved, and
+        the command would be audited executed (and set the cooldown) for a move that does not run."""
         for mv in moves:
             rec = mover.store.load_move(sset.name, mv["id"])
+            if rec is not None and rec.finished:
+                return (f"{field}: move {mv['id']} already exists and is {rec.phase} ({ranges(rec.buckets)} "
+                        f"{rec.source} -> {rec.target}); a move id is used once: give this command another "
+                        f"{field}")
             if rec is not None and (sorted(rec.buckets) != sorted(mv["buckets"]) or rec.source != mv["source"]
                                     or rec.target != mv["target"]):
                 return (f"{field}: move {mv['id']} already exists ({rec.phase}) and moves {ranges(rec.buckets)} "
@@ -360,16 +376,14 @@ class ShardReaction:
 
     @staticmethod
     def _map_room(shard_map: ShardMap, moves: list[dict[str, Any]]) -> str:
-        """The moves' bucket states must fit in the map's DynamoDB item (MAP_ITEM_BUDGET)."""
-        trial = ShardMap(set_name=shard_map.set_name, buckets=shard_map.buckets, key_type=shard_map.key_type,
-                         owners=shard_map.owners, version=shard_map.version, states=dict(shard_map.states))
-        for mv in moves:
-            for b in mv["buckets"]:
-                trial.states[b] = BucketState("copying", mv["id"], mv["source"], mv["target"])
-        size = trial.item_bytes()
+        """The moves' bucket states must fit in the map's DynamoDB item (MAP_ITEM_BUDGET), as claimed AND as their
+        switch leaves it (owners rewritten to the targets: run-length encoded, scattered buckets weigh far more
+        switched than claimed). A claim accepted here can always be switched."""
+        size = shard_map.claim_bytes([(mv["id"], list(mv["buckets"]), mv["source"], mv["target"]) for mv in moves])
         if size > MAP_ITEM_BUDGET:
-            return (f"buckets: claiming {sum(len(mv['buckets']) for mv in moves)} bucket(s) would make the shard "
-                    f"map a {size:,}-byte item (at most {MAP_ITEM_BUDGET:,}); move fewer or contiguous buckets")
+            return (f"buckets: moving {sum(len(mv['buckets']) for mv in moves)} bucket(s) would make the shard "
+                    f"map a {size:,}-byte item once claimed or switched (at most {MAP_ITEM_BUDGET:,}; scattered "
+                    "buckets make the owners long); move fewer or contiguous buckets")
         return ""
 
     @staticmethod
@@ -424,6 +438,10 @@ class ShardReaction:
                     # start() is idempotent per id: this id names another move (a race past plan's check).
                     raise MoveRefused("request_id", f"move {record.id} is recorded for {ranges(record.buckets)} "
                                                     f"{record.source} -> {record.target}, not this move")
+                if record.finished:
+                    # A race past plan's check (_id_taken): the id names a finished move, nothing was claimed.
+                    raise MoveRefused("move_id" if op == "move" and action.params.get("move_id") else "request_id",
+                                      f"move {record.id} is already {record.phase}; nothing was claimed")
             except MoveRefused as err:
                 if op == "move":
                     raise
