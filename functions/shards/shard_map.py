@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -235,7 +235,11 @@ class MoveRecord:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> MoveRecord:
-        return cls(**json.loads(item["body"]["S"]))
+        # Fields this code does not know (written by a newer release: a deploy rolled back while moves are stored)
+        # are ignored rather than failing every step of those moves.
+        body = json.loads(item["body"]["S"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in known})
 
 
 def _conditional(err: ClientError) -> bool:
