@@ -826,12 +826,8 @@ class Mover:
                 with dst.transaction():
                     dst.execute("SET LOCAL reflex.mover = 'on'")
                     self._apply_as_replica(dst)
-                    with src.cursor() as sc, dst.cursor() as dc:
-                        with sc.copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as out, \
-                                dc.copy(f"COPY {table} ({col_list}) FROM STDIN (FORMAT BINARY)") as into:
-                            for data in out:
-                                into.write(data)
-                        n = max(dc.rowcount, 0)
+                    n = pg.forward_copy(src, dst, f"COPY ({select}) TO STDOUT (FORMAT BINARY)",
+                                        f"COPY {table} ({col_list}) FROM STDIN (FORMAT BINARY)")
                     rows += n
                     cursor = list(end) if end is not None else cursor
                     done = end is None
