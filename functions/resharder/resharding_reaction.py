@@ -217,11 +217,11 @@ class ReshardingReaction:
                       direction=direction, params={"count": count} if count is not None else {},
                       reason=reason, quiet=quiet)
 
-    def _alarms_now(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> tuple[list[AlarmMemory], list[str]]:
+    def _alarms_now(self, policy: ReshardingPolicy, rt: ReactionRuntime, remembered: list[AlarmMemory]
+                    ) -> tuple[list[AlarmMemory], list[str]]:
         """The policy's alarms as CloudWatch has them now (those remembered, named, prefix- or tag-matched; deleted
         ones drop out), and the names of alarms not OK whose tags could not be read (they may be the policy's).
         Raises ClientError / BotoCoreError when CloudWatch cannot be read."""
-        remembered = rt.store.alarms_for_policy(policy.alarm_scope)
         if policy.add_shards is None:
             return remembered, []
         uncertain: list[AlarmMemory] = []
@@ -232,11 +232,12 @@ class ReshardingReaction:
     def _removal_blocked(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> tuple[str, str] | None:
         """(reason, detail) when shards must not be removed now: an alarm of the policy in ALARM in CloudWatch or
         in Reflex's memory (either is enough: removing is the risky direction), or CloudWatch unreadable."""
+        remembered = rt.store.alarms_for_policy(policy.alarm_scope)
         try:
-            alarms, unsure = self._alarms_now(policy, rt)
+            alarms, unsure = self._alarms_now(policy, rt, remembered)
         except (ClientError, BotoCoreError) as err:
             return "alarm-state-unreadable", f"{_error_code(err)} reading the alarms; no removal unchecked"
-        active = sorted({a.name for a in [*alarms, *rt.store.alarms_for_policy(policy.alarm_scope)]
+        active = sorted({a.name for a in [*alarms, *remembered]
                          if a.state == "ALARM"})
         if active:
             return "alarm-active", f"never removes shards while {', '.join(active)} is in ALARM"
@@ -248,7 +249,7 @@ class ReshardingReaction:
     def _evaluate(self, policy: ReshardingPolicy, rt: ReactionRuntime) -> list[Intent | Skip]:
         remembered = rt.store.alarms_for_policy(policy.alarm_scope)
         try:
-            alarms, unsure = self._alarms_now(policy, rt)
+            alarms, unsure = self._alarms_now(policy, rt, remembered)
         except (ClientError, BotoCoreError) as err:
             # Remembered state alone never justifies an action: nothing but the slot check until CloudWatch answers.
             skip = Skip(reason="alarm-state-unreadable", policy=policy.name, target_key=policy.key, quiet=True,

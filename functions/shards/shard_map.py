@@ -9,9 +9,10 @@ Items in the state table (partition key `pk`), next to the guardrails' own:
 We keep them in the state table (not a table of their own): the same backups, encryption and IAM as the
 rest of Reflex's durable state, and a map is one small item (4,096 buckets run-length encode to a few
 hundred bytes while they stay in ranges; at worst ~60 KB, under DynamoDB's 400 KB item limit). The states
-of moving buckets are stored per move, as bucket ranges (`[{"state", "move_id", "source", "target",
-"buckets": "0-8191,9000"}]`), so a large claim of contiguous buckets costs a few bytes, not ~90 per bucket;
-the older per-bucket form (`{"<bucket>": {...}}`) is still read. `ShardMap.item_bytes()` is what the item
+of moving buckets are stored one entry per bucket (`{"<bucket>": {...}}`, the form earlier routers read) while
+that stays under PER_BUCKET_STATES_LIMIT, and per move as bucket ranges above it (`[{"state", "move_id",
+"source", "target", "buckets": "0-8191,9000"}]`: a large claim of contiguous buckets costs a few bytes, not
+~90 per bucket); both are read. `ShardMap.item_bytes()` is what the item
 would weigh: a claim that would take it past MAP_ITEM_BUDGET is refused before it is written (naming
 `buckets`) -- as claimed and as its switch will leave it (owners rewritten: `ShardMap.claim_bytes`) -- and
 `ShardMapStore.save` refuses to write one (MapTooLarge) rather than let DynamoDB answer an
@@ -26,6 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
+
+from shards.buckets import ranges
 
 BucketStateName = Literal["copying", "fenced", "switched"]
 
@@ -148,7 +151,7 @@ def encode_states(states: dict[int, BucketState]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str, str], list[int]] = {}
     for b, st in sorted(states.items()):
         groups.setdefault((st.state, st.move_id, st.source, st.target), []).append(b)
-    return [{"state": k[0], "move_id": k[1], "source": k[2], "target": k[3], "buckets": _ranges(bs)}
+    return [{"state": k[0], "move_id": k[1], "source": k[2], "target": k[3], "buckets": ranges(bs)}
             for k, bs in groups.items()]
 
 
@@ -165,16 +168,6 @@ def decode_states(data: Any) -> dict[int, BucketState]:
     return out
 
 
-def _ranges(buckets: list[int]) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(buckets):
-        j = i
-        while j + 1 < len(buckets) and buckets[j + 1] == buckets[j] + 1:
-            j += 1
-        out.append(str(buckets[i]) if i == j else f"{buckets[i]}-{buckets[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def encode_owners(owners: list[str]) -> list[list[Any]]:
