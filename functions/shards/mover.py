@@ -794,7 +794,11 @@ class Mover:
             table = quote_ident(t.name)
             col_list = ", ".join(quote_ident(c) for c in cols)
             pk_list = ", ".join(quote_ident(c) for c, _ in pk)
-            pk_text = ", ".join(f"{quote_ident(c)}::text" for c, _ in pk)
+            # Qualified: in ORDER BY a bare name means the output column first, and the output column `"id"::text`
+            # is still named "id" - the walk then sorted every row after the cursor by its key's text (on disk for
+            # large tables, and in the wrong order for a non-text key) instead of reading the primary key in order.
+            pk_text = ", ".join(f"r.{quote_ident(c)}::text" for c, _ in pk)
+            pk_order = ", ".join(f"r.{quote_ident(c)}" for c, _ in pk)
             where = self._filter(t.key_column, buckets)
             row = dst.execute("SELECT cursor, rows, done FROM reflex.copy_progress WHERE move_id = %s AND tbl = %s",
                               (progress_id, t.name)).fetchone()
@@ -816,8 +820,8 @@ class Mover:
                 # `::<type>`): it round-trips every type (bytea, numeric, timestamps, uuid...) where a Python value
                 # turned into JSON would not (str(b'..') is no bytea input). The output settings it depends on are
                 # pinned in the mover's sessions (SESSION_SETTINGS).
-                end = src.execute(f"SELECT {pk_text} FROM {table} WHERE true{after} "
-                                  f"ORDER BY {pk_list} OFFSET {span - 1} LIMIT 1", params).fetchone()
+                end = src.execute(f"SELECT {pk_text} FROM {table} AS r WHERE true{after} "
+                                  f"ORDER BY {pk_order} OFFSET {span - 1} LIMIT 1", params).fetchone()
                 upto = ""
                 if end is not None:
                     upto = f" AND ({pk_list}) <= ({', '.join(f'%s::{typ}' for _, typ in pk)})"

@@ -197,6 +197,36 @@ def test_copy_chunks_grow_to_the_target_duration_and_resume_after_a_crash(env: d
     assert fixed >= 20 and len(chunks) < fixed / 2, (len(chunks), fixed)
 
 
+def test_each_copy_chunk_ends_copy_chunk_rows_table_rows_after_the_last_in_primary_key_order(
+        env: dict[str, Any]) -> None:
+    """A chunk's bound is the `copy_chunk_rows`-th row of the table after the cursor in primary-key order (an index
+    walk). With `ORDER BY "id"` over the output column `"id"::text`, the walk sorted by the key's text instead
+    ('10' < '9'): chunks of arbitrary sizes, and a sort of every row after the cursor for each chunk."""
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", copy_chunk_rows=100)
+    src_dsn, dst_dsn = env["pgc"].dsn("shard_a"), env["pgc"].dsn("shard_b")
+    cursors: list[list[str]] = []
+
+    def crash(at: str) -> None:
+        if at == "copy:chunk":
+            with psycopg.connect(dst_dsn, autocommit=True) as conn:
+                row = conn.execute("SELECT cursor, done FROM reflex.copy_progress "
+                                   "WHERE move_id = 'm-order' AND tbl = 'orders'").fetchone()
+            if row is not None and not row[1] and (not cursors or cursors[-1] != row[0]):
+                cursors.append(row[0])
+
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover, tenants=40, orders_per_tenant=30)  # ids 0..29: text order differs
+    buckets, _ = _tenants_in(mover, sset, "shard-a", 3)
+    with psycopg.connect(src_dsn, autocommit=True) as conn:
+        in_order = [[t, str(i)] for t, i in conn.execute("SELECT tenant, id FROM orders ORDER BY tenant, id")]
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-order")
+    assert mover.run("m-order").phase == "done"
+    check_placement(sset, mover, expected)
+    assert len(in_order) > 300
+    assert cursors == [in_order[k * 100 - 1] for k in range(1, len(cursors) + 1)]
+    assert len(cursors) == (len(in_order) - 1) // 100
+
+
 @pytest.mark.parametrize("mode", ["block_writes", "online"])
 def test_abort_after_the_switch_returns_everything_to_the_source(env: dict[str, Any], mode: str) -> None:
     sset = shard_set(env["pgc"], DBS[:2], transfer=mode, grace_period_s=3600)
