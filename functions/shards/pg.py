@@ -19,7 +19,6 @@ be updated or deleted (no move ever fences it).
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import json
 import select
