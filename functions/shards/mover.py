@@ -178,8 +178,9 @@ class Mover:
                 continue
         raise MapConflict(f"shard map {self.set.name}: too many concurrent changes")
 
-    def _filter(self, key_column: str, buckets: list[int]) -> str:
-        return bucket_filter_sql(quote_ident(key_column), self.set.buckets, self.set.key.type, buckets)
+    def _filter(self, key_column: str, buckets: list[int], *, row_filter: bool = False) -> str:
+        return bucket_filter_sql(quote_ident(key_column), self.set.buckets, self.set.key.type, buckets,
+                                 row_filter=row_filter)
 
     def _save(self, move: MoveRecord, phase: str, note: str) -> MoveRecord:
         move.phase = phase
@@ -289,6 +290,8 @@ class Mover:
         if move.abort_requested and move.phase != "rolling_back" and move.phase in ACTIVE_PHASES:
             move = self._save(move, "rolling_back", f"abort: {move.abort_requested}")
         if move.paused and move.phase not in ("fenced", "copied", "verified", "rolling_back"):
+            if move.phase == "switched":
+                self._announce_switch(move)  # paused or not, whoever caches the buckets hears of the switch
             return StepResult(move.id, move.phase, wait_s=30.0, detail="paused")
         handler = getattr(self, f"_from_{move.phase}")
         self._deadline = time.monotonic() + self._budget if self._budget else None
@@ -913,7 +916,7 @@ class Mover:
         assert src_shard is not None
         with self._conn(source) as src:
             if not src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (names["pub"],)).fetchone():
-                tables = [f"{quote_ident(t.name)} WHERE {self._filter(t.key_column, move.buckets)}"
+                tables = [f"{quote_ident(t.name)} WHERE {self._filter(t.key_column, move.buckets, row_filter=True)}"
                           for t in self.set.tables]
                 tables.append(f"reflex.marker WHERE (move_id = {_lit(names['marker'])})")
                 # No `truncate`: row filters do not apply to it, a TRUNCATE on this shard would empty the whole

@@ -221,6 +221,11 @@ class MoveRecord:
     def finished(self) -> bool:
         return self.phase in ("done", "rolled_back")
 
+    def is_move_of(self, buckets: list[int], source: str, target: str) -> bool:
+        """Whether this record moves these buckets from source to target: a retry of the same move, not another
+        move under a reused id (start() returns the record it finds under an id, whatever it moves)."""
+        return sorted(set(self.buckets)) == sorted(set(buckets)) and (self.source, self.target) == (source, target)
+
     def to_item(self) -> dict[str, Any]:
         return {"pk": {"S": f"shardmove#{self.set_name}#{self.id}"}, "version": {"N": str(self.version)},
                 "body": {"S": json.dumps(asdict(self), default=str)},

@@ -42,7 +42,7 @@ from shards.shard_commands import (
     validate_move_state,
     validate_shard_added,
 )
-from shards.shard_map import MAP_ITEM_BUDGET, MapConflict, MoveRecord, ShardMap, ShardMapStore
+from shards.shard_map import MAP_ITEM_BUDGET, MoveRecord, ShardMap, ShardMapStore
 
 ReactionRuntime = Runtime[ShardingStageConfig]
 SAFETY = frozenset({"abort", "pause", "resume", "advance", "status"})
@@ -78,9 +78,8 @@ class ShardReaction:
     def mover(self, sset: ShardSet, rt: ReactionRuntime) -> Mover:
         connect = self._connect or pg.connector(rt.clients)
 
-        def published(move: MoveRecord) -> None:
+        def published(move: MoveRecord) -> None:  # the mover records it (moved_published) and calls again until then
             self._publish_moved(move, sset, rt)
-            self._mark_published(store, move)
 
         def published_back(move: MoveRecord) -> None:  # the mover records it (back_published)
             self._publish_moved(move, sset, rt, rolled_back=True)
@@ -112,35 +111,6 @@ class ShardReaction:
                      if e.get("ErrorCode")]
             raise RuntimeError(f"ShardMoved{' (rolled back)' if rolled_back else ''} for move {move.id} was rejected "
                                f"by EventBridge ({'; '.join(codes)})")
-
-    @staticmethod
-    def _mark_published(store: ShardMapStore, move: MoveRecord) -> None:
-        """Record that ShardMoved was accepted (on the mover's own record object, so its version stays right).
-        A failed save only means one more publish (at least once)."""
-        if move.moved_published:
-            return
-        move.moved_published = True
-        try:
-            store.save_move(move, "ShardMoved published")
-        except MapConflict:
-            move.moved_published = False
-            fresh = store.load_move(move.set_name, move.id)
-            if fresh is not None and not fresh.moved_published:
-                fresh.moved_published = True
-                try:
-                    store.save_move(fresh, "ShardMoved published")
-                except MapConflict:
-                    logger.warning("ShardMoved publication not recorded; the next step publishes again",
-                                   extra={"move": move.id})
-
-    def _ensure_published(self, mover: Mover, sset: ShardSet, move_id: str, rt: ReactionRuntime) -> None:
-        """ShardMoved at least once per switch: a move switched (or done after a switch) whose publication was
-        never recorded (the publish failed, was rejected, or the step died in between) is published now."""
-        move = mover.store.load_move(sset.name, move_id)
-        if move is None or move.moved_published or move.switched_at is None or move.phase not in ("switched", "done"):
-            return
-        self._publish_moved(move, sset, rt)
-        self._mark_published(mover.store, move)
 
     # ------------------------------------------------------------------ validation
     def validate(self, trigger: Trigger, rt: ReactionRuntime) -> Any:
@@ -368,8 +338,7 @@ class ShardReaction:
                 return (f"{field}: move {mv['id']} already exists and is {rec.phase} ({ranges(rec.buckets)} "
                         f"{rec.source} -> {rec.target}); a move id is used once: give this command another "
                         f"{field}")
-            if rec is not None and (sorted(rec.buckets) != sorted(mv["buckets"]) or rec.source != mv["source"]
-                                    or rec.target != mv["target"]):
+            if rec is not None and not rec.is_move_of(mv["buckets"], mv["source"], mv["target"]):
                 return (f"{field}: move {mv['id']} already exists ({rec.phase}) and moves {ranges(rec.buckets)} "
                         f"{rec.source} -> {rec.target}; give this command another {field}")
         return ""
@@ -420,7 +389,6 @@ class ShardReaction:
         op = action.operation
         if op == "advance":
             self._results[action.params["move_id"]] = mover.step(action.params["move_id"])
-            self._ensure_published(mover, sset, action.params["move_id"], rt)
             return
         if op in ("pause", "resume", "abort"):
             for move_id in action.intended["moves"]:
@@ -433,8 +401,7 @@ class ShardReaction:
         for mv in action.intended["moves"]:
             try:
                 record = self._claim(mover, sset, mv, action.reason, rt)
-                if (sorted(record.buckets) != sorted(mv["buckets"]) or record.source != mv["source"]
-                        or record.target != mv["target"]):
+                if not record.is_move_of(mv["buckets"], mv["source"], mv["target"]):
                     # start() is idempotent per id: this id names another move (a race past plan's check).
                     raise MoveRefused("request_id", f"move {record.id} is recorded for {ranges(record.buckets)} "
                                                     f"{record.source} -> {record.target}, not this move")

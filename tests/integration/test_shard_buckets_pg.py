@@ -57,15 +57,20 @@ def _sql(expr: str) -> str:
 @pytest.mark.parametrize("n", COUNTS)
 def test_python_and_sql_give_every_key_the_same_bucket(conn: psycopg.Connection[Any], n: int) -> None:
     text_expr = _sql(bucket_sql("k", n, "text"))
+    text_rf = _sql(bucket_sql("k", n, "text", row_filter=True))  # the publication's form (get_byte)
     int_expr = _sql(bucket_sql("k", n, "integer"))
+    assert text_rf != text_expr
     row = conn.execute(
         f"SELECT (SELECT array_agg({text_expr} ORDER BY i) FROM unnest(%(texts)s::text[]) WITH ORDINALITY t(k, i)),"
         f" (SELECT array_agg({text_expr} ORDER BY i) FROM unnest(%(ints)s::bigint[]) WITH ORDINALITY t(k, i)),"
         f" (SELECT array_agg({int_expr} ORDER BY i) FROM unnest(%(ints)s::bigint[]) WITH ORDINALITY t(k, i)),"
-        f" (SELECT array_agg({int_expr} ORDER BY i) FROM unnest(%(ints)s::text[]) WITH ORDINALITY t(k, i))",
+        f" (SELECT array_agg({int_expr} ORDER BY i) FROM unnest(%(ints)s::text[]) WITH ORDINALITY t(k, i)),"
+        f" (SELECT array_agg({text_rf} ORDER BY i) FROM unnest(%(texts)s::text[]) WITH ORDINALITY t(k, i)),"
+        f" (SELECT array_agg({text_rf} ORDER BY i) FROM unnest(%(ints)s::bigint[]) WITH ORDINALITY t(k, i))",
         {"texts": TEXTS, "ints": INT_KEYS}).fetchone()
     assert row is not None
-    sql_text, sql_int_as_text, sql_int, sql_int_from_text = row
+    sql_text, sql_int_as_text, sql_int, sql_int_from_text, rf_text, rf_int_as_text = row
+    assert rf_text == sql_text and rf_int_as_text == sql_int_as_text
 
     def mismatches(keys: list[Any], sql: list[int], key_type: str, as_key: Any = lambda k: k) -> list[Any]:
         return [(k, s, bucket_of(as_key(k), n, key_type))  # type: ignore[arg-type]
@@ -88,7 +93,7 @@ def test_python_and_sql_give_every_key_the_same_bucket(conn: psycopg.Connection[
 def test_the_publication_row_filter_selects_the_buckets_python_places_there(conn: psycopg.Connection[Any],
                                                                           n: int) -> None:
     members = sorted({bucket_of(k, n) for k in TEXTS[::3]})
-    text_filter = _sql(bucket_filter_sql("k", n, "text", members))
+    text_filter = _sql(bucket_filter_sql("k", n, "text", members, row_filter=True))
     int_members = sorted({bucket_of(k, n, "integer") for k in INT_KEYS[::3]})
     int_filter = _sql(bucket_filter_sql("k", n, "integer", int_members))
     row = conn.execute(
@@ -101,9 +106,24 @@ def test_the_publication_row_filter_selects_the_buckets_python_places_there(conn
     assert sorted(row[1]) == sorted(k for k in INT_KEYS if bucket_of(k, n, "integer") in int_members)
 
 
+def test_only_the_row_filter_form_is_admitted_in_a_publication(conn: psycopg.Connection[Any]) -> None:
+    """Why two forms: the fast one casts through text, which a publication's row filter refuses."""
+    table, pub = f"reflex_rf_{os.getpid()}", f"reflex_rf_pub_{os.getpid()}"
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (k text PRIMARY KEY)")
+    try:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="invalid publication WHERE expression"):
+            conn.execute(f"CREATE PUBLICATION {pub} FOR TABLE {table} WHERE {bucket_filter_sql('k', 64, 'text', [3])}")
+        conn.execute(f"CREATE PUBLICATION {pub} FOR TABLE {table} "
+                     f"WHERE {bucket_filter_sql('k', 64, 'text', [3], row_filter=True)}")
+    finally:
+        conn.execute(f"DROP PUBLICATION IF EXISTS {pub}")
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def test_sql_gives_null_and_rounds_where_python_refuses(conn: psycopg.Connection[Any]) -> None:
     """Why bucket_of refuses these keys: SQL's answer differs from what Python would naturally compute."""
     # no parameters: psycopg sends these queries as they are (no %% escaping)
+    assert conn.execute(f"SELECT {bucket_sql('NULL::text', 16, 'text', row_filter=True)}").fetchone() == (None,)
     row = conn.execute(f"SELECT {bucket_sql('NULL::text', 16, 'text')},"
                        f" {bucket_sql('7.9::float8', 16, 'integer')}, true::text").fetchone()
     assert row == (None, 8, "true")  # NULL key -> no bucket; 7.9::bigint rounds to 8 (int() truncates to 7)

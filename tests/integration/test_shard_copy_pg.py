@@ -6,6 +6,7 @@ non-blocking mode psycopg expects (the copy runs it in blocking mode, for backpr
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,5 +81,29 @@ def test_a_source_failure_mid_stream_raises_and_commits_nothing(conns: Any) -> N
     assert dst.pgconn.nonblocking == 1
     dst.close()
     src.close()
+    with psycopg.connect(DSN, autocommit=True) as check:
+        assert check.execute(f"SELECT count(*) FROM {DST}").fetchone() == (0,)
+
+
+def test_a_target_killed_mid_stream_raises_instead_of_hanging(conns: Any) -> None:
+    """The target's backend dies while the copy is blocked writing to it (the source's query kills it at row
+    5,000): the copy raises, within seconds, and nothing is committed."""
+    src, dst = conns
+    pid = dst.execute("SELECT pg_backend_pid()").fetchone()[0]
+    outcome: list[BaseException | int] = []
+
+    def copy() -> None:
+        try:
+            outcome.append(_copy(src, dst, f"SELECT k, CASE WHEN k = 5000 THEN (pg_terminate_backend({pid}) "
+                                           f"AND pg_sleep(0.5) IS NOT NULL)::int ELSE v END, note, at, raw "
+                                           f"FROM {SRC} ORDER BY k"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the copy hung after its target died"
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError), outcome
     with psycopg.connect(DSN, autocommit=True) as check:
         assert check.execute(f"SELECT count(*) FROM {DST}").fetchone() == (0,)
