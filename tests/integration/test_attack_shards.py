@@ -129,6 +129,40 @@ def test_shard_moved_is_published_even_when_the_first_publish_fails(env: dict[st
     assert published == ["m-event"], f"ShardMoved attempts {attempts}, delivered {published}"
 
 
+def test_a_switched_move_paused_after_a_failed_publish_still_announces_once(env: dict[str, Any]) -> None:
+    """The mover is the one place that makes ShardMoved at-least-once (`moved_published`): a move paused right
+    after its switch (whose publish failed) still announces on its next step, paused or not, and once recorded
+    never again."""
+    sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=3600)
+    published: list[str] = []
+    attempts: list[str] = []
+
+    def on_switched(move: Any) -> None:
+        attempts.append(move.id)
+        if len(attempts) == 1:
+            raise _throttle("PutEvents")
+        published.append(move.id)
+
+    mover = make_mover(sset, env["ddb"], on_switched=on_switched)
+    expected = seed(env["pgc"], sset, mover)
+    buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
+    mover.start(buckets, "atk-a", "atk-b", move_id="m-paused-event")
+    with pytest.raises(ClientError):
+        mover.run("m-paused-event", wait=False)
+    assert mover.load("m-paused-event").phase == "switched" and published == []
+    mover.set_paused("m-paused-event", True)
+    assert mover.step("m-paused-event").detail == "paused"
+    assert published == ["m-paused-event"] and mover.load("m-paused-event").moved_published
+    assert mover.step("m-paused-event").detail == "paused"
+    mover.set_paused("m-paused-event", False)
+    rec = mover.load("m-paused-event")
+    rec.grace_until = 0.0  # the grace period over
+    mover.store.save_move(rec, "test: grace over")
+    assert mover.run("m-paused-event", wait=False).phase == "done"
+    assert published == ["m-paused-event"], attempts
+    check_placement(sset, mover, expected)
+
+
 # ---------------------------------------------------------------------------------------------------- reaction
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:reflex-dev-shards"
 WORKFLOW_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:reflex-dev-shard-moves"
