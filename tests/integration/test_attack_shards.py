@@ -4,7 +4,7 @@ behaviour and fails while the defect it describes is present. See ATTACK_SHARDS.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -43,6 +43,20 @@ def env(pgc: PostgresCluster) -> Iterator[dict[str, Any]]:
 
 def _throttle(op: str) -> ClientError:
     return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}}, op)
+
+
+def _publish_failing_once() -> tuple[Callable[[Any], None], list[str], list[str]]:
+    """An `on_switched` whose first call fails (an EventBridge throttle); its attempts and deliveries."""
+    attempts: list[str] = []
+    published: list[str] = []
+
+    def on_switched(move: Any) -> None:
+        attempts.append(move.id)
+        if len(attempts) == 1:
+            raise _throttle("PutEvents")
+        published.append(move.id)
+
+    return on_switched, attempts, published
 
 
 def _buckets_with_rows(mover: Any, sset: Any, shard: str, count: int) -> list[int]:
@@ -108,15 +122,7 @@ def test_shard_moved_is_published_even_when_the_first_publish_fails(env: dict[st
     failure happens between the switch and the publish (publish before the record leaves `verified`, or
     re-publish from `switched` until recorded as sent)."""
     sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=0)
-    published: list[str] = []
-    attempts: list[str] = []
-
-    def on_switched(move: Any) -> None:
-        attempts.append(move.id)
-        if len(attempts) == 1:
-            raise _throttle("PutEvents")
-        published.append(move.id)
-
+    on_switched, attempts, published = _publish_failing_once()
     mover = make_mover(sset, env["ddb"], on_switched=on_switched)
     expected = seed(env["pgc"], sset, mover)
     buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
@@ -134,15 +140,7 @@ def test_a_switched_move_paused_after_a_failed_publish_still_announces_once(env:
     after its switch (whose publish failed) still announces on its next step, paused or not, and once recorded
     never again."""
     sset = shard_set(env["pgc"], DBS, transfer="block_writes", grace_period_s=3600)
-    published: list[str] = []
-    attempts: list[str] = []
-
-    def on_switched(move: Any) -> None:
-        attempts.append(move.id)
-        if len(attempts) == 1:
-            raise _throttle("PutEvents")
-        published.append(move.id)
-
+    on_switched, attempts, published = _publish_failing_once()
     mover = make_mover(sset, env["ddb"], on_switched=on_switched)
     expected = seed(env["pgc"], sset, mover)
     buckets = _buckets_with_rows(mover, sset, "atk-a", 2)
