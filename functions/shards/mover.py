@@ -600,7 +600,9 @@ class Mover:
         """A rollback of a switched move: the map names the source again, and whoever was told of the switch
         (ShardMoved: caches dropped per bucket, entries cached from the target since) is told the buckets went
         back. At least once: the rollback is saved `rolled_back` only after this returned (a retry announces
-        again), whatever the forward announcement's fate (announcing a way back is harmless)."""
+        again), whatever the forward announcement's fate (announcing a way back is harmless). A switch whose own
+        announcement had not gone out yet is not announced after the fact: the way back drops the same tags and
+        routers re-read the map on either event, and the rollback does not wait on news of a state it undoes."""
         if move.switched_at is None or move.back_published:
             return move
         if self._on_switched_back is not None:
@@ -675,6 +677,12 @@ class Mover:
         m = self.map()
         switched = any(m.owners[b] == move.target and m.states.get(b) is not None
                        and m.states[b].move_id == move.id for b in move.buckets)
+        if switched and move.switched_at is None:
+            # The switch step wrote the map and failed before its record said so (a crash, a throttled save, an
+            # abort racing it): routers sent the buckets to the target meanwhile, so the way back is announced
+            # like any switched move's (_announce_back). Recorded first: a retry finds the map back already.
+            move.switched_at = self._now()
+            self._save(move, move.phase, "the map named the target before the switch step failed; rolling back")
         if switched:
             with self._conn(move.target) as tgt:
                 pg.set_fence(tgt, self.set.name, move.buckets, "fenced", move.id,
