@@ -478,8 +478,8 @@ class ShardReaction:
                 out[move_id] = "abort" if m.abort_requested else ("pause" if m.paused else "resume")
             return {"moves": out}
         records = [mover.store.load_move(sset.name, mv["id"]) for mv in action.intended["moves"]]
-        # A record under this id for other buckets is not this move: it was not started (deferred).
-        records = [r if r is not None and sorted(r.buckets) == sorted(mv["buckets"]) else None
+        # A record under this id that moves something else is not this move: it was not started (deferred).
+        records = [r if r is not None and r.is_move_of(mv["buckets"], mv["source"], mv["target"]) else None
                    for r, mv in zip(records, action.intended["moves"], strict=True)]
         after: dict[str, Any] = {"moves": [mv | {"phase": r.phase} if r else mv | {"phase": "deferred"}
                                            for mv, r in zip(action.intended["moves"], records, strict=True)]}
