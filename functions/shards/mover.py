@@ -817,11 +817,19 @@ class Mover:
             rows = int(row[1]) if row else 0
             done = bool(row[2]) if row else False
             span = self.set.copy_chunk_rows
+            key_params = ", ".join(f"%s::{typ}" for _, typ in pk)
+            # The table's last key now: the buckets are fenced (the source's in a forward copy, the target's in a
+            # copy back), so every row of theirs is at or before it, and the walk stops there: rows that other
+            # buckets' writers keep appending after it (a growing key) cannot keep the copy going.
+            last = None if done else src.execute(f"SELECT {pk_text} FROM {table} AS r ORDER BY "
+                                                 f"{', '.join(f'r.{quote_ident(c)} DESC' for c, _ in pk)} LIMIT 1"
+                                                 ).fetchone()
+            until, until_params = (f" AND ({pk_list}) <= ({key_params})", list(last)) if last else ("", [])
             while not done:
                 started = time.monotonic()
                 after, params = "", []
                 if cursor is not None:
-                    after = f" AND ({pk_list}) > ({', '.join(f'%s::{typ}' for _, typ in pk)})"
+                    after = f" AND ({pk_list}) > ({key_params})"
                     params = list(cursor)
                 # The chunk's end: `copy_chunk_rows` rows of the table (any bucket) after the cursor, an index-only
                 # walk of the primary key. Bounding by the bucket's own rows would evaluate the bucket function
@@ -831,12 +839,11 @@ class Mover:
                 # `::<type>`): it round-trips every type (bytea, numeric, timestamps, uuid...) where a Python value
                 # turned into JSON would not (str(b'..') is no bytea input). The output settings it depends on are
                 # pinned in the mover's sessions (SESSION_SETTINGS).
-                end = src.execute(f"SELECT {pk_text} FROM {table} AS r WHERE true{after} "
-                                  f"ORDER BY {pk_order} OFFSET {span - 1} LIMIT 1", params).fetchone()
-                upto = ""
-                if end is not None:
-                    upto = f" AND ({pk_list}) <= ({', '.join(f'%s::{typ}' for _, typ in pk)})"
-                bound = [*params, *(end or ())]
+                end = src.execute(f"SELECT {pk_text} FROM {table} AS r WHERE true{after}{until} "
+                                  f"ORDER BY {pk_order} OFFSET {span - 1} LIMIT 1", [*params, *until_params]
+                                  ).fetchone()
+                upto, upto_params = (f" AND ({pk_list}) <= ({key_params})", list(end)) if end else (until, until_params)
+                bound = [*params, *upto_params]
                 select = f"SELECT {col_list} FROM {table} WHERE {where}{_literals(src, after + upto, bound)}"
                 with dst.transaction():
                     dst.execute("SET LOCAL reflex.mover = 'on'")

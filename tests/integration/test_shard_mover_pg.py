@@ -227,6 +227,41 @@ def test_each_copy_chunk_ends_copy_chunk_rows_table_rows_after_the_last_in_prima
     assert len(cursors) == (len(in_order) - 1) // 100
 
 
+def test_the_copy_ends_at_the_tables_last_key_while_other_buckets_keep_appending(env: dict[str, Any]) -> None:
+    """Writers of buckets that are not moving append rows after the table's last key faster than the chunks
+    walk (120 rows per 100-row chunk): the copy still ends, at the last key it saw when it started (the moving
+    buckets are fenced, so none of their rows can be after it). Before, each chunk's bound was the 100th row
+    after the cursor, wherever the table ended: the walk chased the tail forever."""
+    sset = shard_set(env["pgc"], DBS[:2], transfer="block_writes", copy_chunk_rows=100)
+    chunks: list[int] = []
+    appended = iter(range(10**6))
+
+    def crash(at: str) -> None:
+        if at != "copy:chunk":
+            return
+        chunks.append(1)
+        if len(chunks) > 200:
+            raise AssertionError("the copy is chasing the table's tail")
+        with psycopg.connect(env["pgc"].dsn("shard_a"), autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders (tenant, id, v) VALUES (%s, %s, 1)",
+                            [(tail, next(appended)) for _ in range(120)])
+
+    mover = make_mover(sset, env["ddb"], crash=crash)
+    expected = seed(env["pgc"], sset, mover, tenants=40, orders_per_tenant=30)
+    buckets, _ = _tenants_in(mover, sset, "shard-a", 3)
+    owners = mover.map().owners
+    tail = next(f"zz-{i}" for i in range(1000)
+                if owners[bucket_of(f"zz-{i}", sset.buckets)] == "shard-a"
+                and bucket_of(f"zz-{i}", sset.buckets) not in buckets)
+    mover.start(buckets, "shard-a", "shard-b", move_id="m-tail")
+    assert mover.run("m-tail").phase == "done"
+    assert len(chunks) < 40, len(chunks)
+    with psycopg.connect(env["pgc"].dsn("shard_a"), autocommit=True) as conn:
+        added = conn.execute("SELECT id, v FROM orders WHERE tenant = %s", (tail,)).fetchall()
+    expected.update({(tail, i): v for i, v in added})
+    check_placement(sset, mover, expected)
+
+
 @pytest.mark.parametrize("mode", ["block_writes", "online"])
 def test_abort_after_the_switch_returns_everything_to_the_source(env: dict[str, Any], mode: str) -> None:
     sset = shard_set(env["pgc"], DBS[:2], transfer=mode, grace_period_s=3600)
